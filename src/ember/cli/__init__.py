@@ -1,0 +1,19 @@
+"""The ``ember`` command: a thin typer layer over the library's verbs (heavy imports inside commands)."""
+
+from __future__ import annotations
+
+import typer
+
+from ember.cli.recycle import app as recycle_app
+
+app = typer.Typer(
+    name="ember",
+    help="Cheap fine-tuning and fast serving for transformer encoders.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(recycle_app, name="recycle")
+
+
+def main() -> None:
+    app()

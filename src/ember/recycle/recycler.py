@@ -1,0 +1,393 @@
+"""Embedding recycling on an unmodified Hugging Face encoder: record, train and use contexts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ember.data.loaders import Examples
+from ember.errors import MissingEntriesError, StoreCorruptError, StoreMismatchError
+from ember.models.families import EncoderParts, find_parts
+from ember.recycle.split import Passthrough, bind_call, pad_ids, split_states, unpad
+from ember.store.activations import ActivationStore, Entry
+from ember.store.base import Backend
+from ember.store.codec import DType, torch_dtype
+from ember.store.fill import FillReport, check_texts, fill, tokenize
+from ember.store.fingerprint import Fingerprint, tokenizer_hash, weights_hash
+from ember.store.keys import KeyFn, content_key, row_keys
+
+Mode = Literal["record", "train", "use"]
+
+
+@dataclass(frozen=True)
+class RecycleConfig:
+    """How to split and store.
+
+    Args:
+        layer: the split ``k``: embeddings and layers ``0..k-1`` are frozen and stored; ``0 <= k <= N``.
+        dtype: storage dtype of the hidden states (``float16``/``bfloat16`` halve the size).
+        max_length: truncation length in tokens (default: the tokenizer's, capped by the model's positions).
+        backend: ``lmdb`` (default), ``leveldb`` or ``memory``.
+
+    Example:
+        >>> RecycleConfig(layer=3, dtype="float16").dtype
+        'float16'
+    """
+
+    layer: int
+    dtype: DType = "float32"
+    max_length: int | None = None
+    backend: Backend = "lmdb"
+
+    def __post_init__(self) -> None:
+        if self.layer < 0:
+            raise ValueError(f"layer must be >= 0, got {self.layer}")
+        torch_dtype(self.dtype)
+        if self.backend not in ("lmdb", "leveldb", "memory"):
+            raise ValueError(f"backend {self.backend!r} is not one of 'lmdb', 'leveldb', 'memory'")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _max_length(tokenizer, model: nn.Module, wanted: int | None) -> int:
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 512
+    if getattr(getattr(model, "config", None), "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= 2  # RoBERTa's positions start after the padding index
+    tok_max = getattr(tokenizer, "model_max_length", None) or positions
+    limit = min(positions, tok_max if tok_max < 1_000_000 else positions)
+    if wanted is None:
+        return limit
+    if wanted > limit:
+        raise ValueError(f"max_length={wanted} exceeds what the model accepts ({limit} positions)")
+    return wanted
+
+
+class Recycler:
+    """Stores the hidden states entering layer ``k`` and lets later passes start from them.
+
+    The model stays the user's: inside a context ember swaps the embeddings and layers ``0..k-1`` for
+    pass-through modules and adds one forward pre-hook to the encoder; leaving the context puts back the
+    very same module objects.
+
+    Modes:
+        - ``record()``: every forward computes the frozen bottom (eval mode) and writes its states.
+        - ``train()``: forwards take states from the store (or ``inputs_embeds`` from :meth:`collate`)
+          and run only layers ``k..N-1`` and the head; a missing example raises.
+        - ``use(write_back=False)``: like ``train`` but misses are computed in the same batch.
+
+    Args:
+        model: a supported Hugging Face encoder, with or without a head.
+        tokenizer: its tokenizer (part of the fingerprint; used by :meth:`fill`).
+        store: directory of the store, an open :class:`ActivationStore`, or ``None`` for memory.
+        config: split and storage settings; ``layer=`` is a shortcut for ``RecycleConfig(layer=...)``.
+        readonly: open an existing store for reading only.
+        key_fn: key of one example's token ids (content hash by default).
+        layers_path, embeddings_path: explicit module paths for architectures ember does not know.
+        **store_options: backend options (e.g. ``max_size`` for LMDB).
+
+    Example:
+        >>> rec = Recycler(model, tok, "states/", layer=3)            # doctest: +SKIP
+        >>> report = rec.fill(train_texts, labels=train_labels)        # doctest: +SKIP
+        >>> loader = DataLoader(rec.dataset(report.keys), batch_size=32, collate_fn=rec.collate)  # doctest: +SKIP
+        >>> with rec.train():                                          # doctest: +SKIP
+        ...     for batch in loader:
+        ...         model(**batch).loss.backward()
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        store: str | Path | ActivationStore | None,
+        config: RecycleConfig | None = None,
+        *,
+        layer: int | None = None,
+        readonly: bool = False,
+        key_fn: KeyFn = content_key,
+        layers_path: str | None = None,
+        embeddings_path: str | Sequence[str] | None = None,
+        **store_options,
+    ) -> None:
+        if config is None:
+            if layer is None:
+                raise TypeError("pass config=RecycleConfig(layer=k) or layer=k")
+            config = RecycleConfig(layer=layer)
+        elif layer is not None and layer != config.layer:
+            raise ValueError(f"layer={layer} contradicts config.layer={config.layer}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.key_fn = key_fn
+        self.parts: EncoderParts = find_parts(model, layers=layers_path, embeddings=embeddings_path)
+        k = config.layer
+        if k > self.parts.num_layers:
+            raise ValueError(f"layer={k} but {type(model).__name__} has only {self.parts.num_layers} layers (0..{self.parts.num_layers})")
+        self.max_length = _max_length(tokenizer, model, config.max_length)
+        self.fingerprint = Fingerprint(
+            kind="recycle",
+            architecture=self.parts.architecture,
+            weights=weights_hash(self.parts.bottom(k)),
+            layer=k,
+            dtype=config.dtype,
+            tokenizer=tokenizer_hash(tokenizer),
+            max_length=self.max_length,
+        )
+        if isinstance(store, ActivationStore):
+            if store.fingerprint is not None and store.fingerprint != self.fingerprint:
+                lines = "\n  ".join(store.fingerprint.diff(self.fingerprint))
+                raise StoreMismatchError(f"the store at {store.path} was made by another model or setting:\n  {lines}")
+            self.store = store
+        else:
+            backend = "memory" if store is None else config.backend
+            self.store = ActivationStore.open(store, self.fingerprint, backend=backend, readonly=readonly, **store_options)
+        self._store_dtype = torch_dtype(config.dtype)
+        self._active: _Session | None = None
+
+    # -- filling ----------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], **kwargs) -> dict[str, torch.Tensor]:
+        """Tokenize a batch the way every mode keys it (same truncation), padded, as tensors."""
+        return dict(self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt", **kwargs))
+
+    def fill(
+        self,
+        data: Examples | Sequence[str],
+        labels: Sequence[int | str] | None = None,
+        *,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        progress: bool = True,
+        allow_empty: bool = False,
+    ) -> FillReport:
+        """Compute and store the split-layer states of every example not stored yet.
+
+        Args:
+            data: texts, or :class:`~ember.data.Examples` (whose labels are used when ``labels`` is None).
+            labels: int or string labels, stored with the states (string labels get ids in the store's
+                ``label_names``).
+            batch_size: examples per forward pass and per committed transaction.
+            num_workers: tokenizer worker processes.
+            allow_empty: store empty texts instead of refusing them.
+
+        Returns:
+            a :class:`FillReport`; its ``keys`` give the examples' store keys in input order.
+        """
+        texts = data.texts if isinstance(data, Examples) else list(data)
+        if labels is None and isinstance(data, Examples):
+            labels = data.labels
+        check_texts(texts, allow_empty)
+        label_ids = self._label_ids(labels) if labels is not None else None
+        ids = tokenize(self.tokenizer, texts, self.max_length, num_workers=num_workers)
+        return fill(
+            self.store,
+            ids,
+            self._compute,
+            labels=label_ids,
+            batch_size=batch_size,
+            key_fn=self.key_fn,
+            progress=progress,
+            description=f"storing layer-{self.config.layer} states",
+        )
+
+    def _label_ids(self, labels: Sequence[int | str]) -> list[int]:
+        if all(isinstance(x, int) for x in labels):
+            return [int(x) for x in labels]
+        names = self.store.merge_label_names(sorted({str(x) for x in labels}))
+        index = {n: i for i, n in enumerate(names)}
+        return [index[str(x)] for x in labels]
+
+    def _device(self) -> torch.device:
+        return next(self.parts.base.parameters()).device
+
+    def _compute(self, ids: list[list[int]]) -> list[Entry]:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids, mask = pad_ids(ids, pad, self._device())
+        states = self._bottom(input_ids, mask)
+        return [{"states": s.to(self._store_dtype).cpu()} for s in unpad(states, mask)]
+
+    def _bottom(self, input_ids: torch.Tensor, mask: torch.Tensor, **extra) -> torch.Tensor:
+        session = self._active
+        if session is None:
+            return split_states(self.parts, self.config.layer, input_ids, mask, **extra)
+        with session.restored():
+            return split_states(self.parts, self.config.layer, input_ids, mask, **extra)
+
+    # -- training data ----------------------------------------------------------------------------------
+    def dataset(self, keys: Sequence[bytes] | None = None, *, labels: bool = True):
+        """A map-style dataset of stored examples (all of them when ``keys`` is None)."""
+        from ember.recycle.data import StoredDataset
+
+        return StoredDataset(self.store, list(self.store.kv.keys()) if keys is None else keys, labels=labels)
+
+    def collate(self, batch: list[Entry]) -> dict[str, torch.Tensor]:
+        """Pad stored examples into ``{"inputs_embeds", "attention_mask"[, "labels"]}`` for ``model(**batch)``."""
+        from ember.recycle.data import collate_states
+
+        return collate_states(batch, dtype=self._model_dtype())
+
+    def _model_dtype(self) -> torch.dtype:
+        return next(self.parts.base.parameters()).dtype
+
+    # -- modes ------------------------------------------------------------------------------------------
+    @contextmanager
+    def record(self) -> Iterator[Recycler]:
+        """Forward passes compute the bottom normally and write its states to the store."""
+        with self._session("record"):
+            yield self
+
+    @contextmanager
+    def train(self) -> Iterator[Recycler]:
+        """Forward passes start from stored states; only layers ``k..N-1`` and the head run."""
+        with self._session("train"):
+            yield self
+
+    @contextmanager
+    def use(self, write_back: bool = False) -> Iterator[Recycler]:
+        """Inference from stored states; misses are computed in the same batch (and stored if ``write_back``)."""
+        with self._session("use", write_back=write_back):
+            yield self
+
+    @contextmanager
+    def _session(self, mode: Mode, write_back: bool = False) -> Iterator[None]:
+        if self._active is not None:
+            raise RuntimeError(f"a recycle context ({self._active.mode}) is already active on this model; nesting is not supported")
+        session = _Session(self, mode, write_back)
+        session.attach()
+        self._active = session
+        try:
+            yield
+        finally:
+            self._active = None
+            session.detach()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Recycler:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Session:
+    """The swaps and hook of one active context; ``detach`` restores the model exactly."""
+
+    def __init__(self, rec: Recycler, mode: Mode, write_back: bool) -> None:
+        self.rec, self.mode, self.write_back = rec, mode, write_back
+        self.swapped = False
+        self.originals: list[tuple[nn.Module, str, nn.Module]] = []
+        self.handle = None
+        self.inner = False
+
+    def attach(self) -> None:
+        parts = self.rec.parts
+        k = self.rec.config.layer
+        for parent, name in parts.entry:
+            self.originals.append((parent, name, getattr(parent, name)))
+        for i in range(k):
+            self.originals.append((parts.layers, str(i), parts.layers[i]))
+        self._swap_in()
+        self.handle = parts.base.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
+
+    def detach(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+        self._swap_out()
+
+    def _swap_in(self) -> None:
+        for parent, name, _ in self.originals:
+            setattr(parent, name, Passthrough())
+        self.swapped = True
+
+    def _swap_out(self) -> None:
+        for parent, name, module in self.originals:
+            setattr(parent, name, module)
+        self.swapped = False
+
+    @contextmanager
+    def restored(self) -> Iterator[None]:
+        """The original bottom, for computing misses in the middle of a forward."""
+        self._swap_out()
+        self.inner = True
+        try:
+            yield
+        finally:
+            self.inner = False
+            self._swap_in()
+
+    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict):
+        if self.inner:
+            return None
+        call = bind_call(module, args, kwargs)
+        dtype = self.rec._model_dtype()
+        if call.get("inputs_embeds") is not None:
+            call["inputs_embeds"] = call["inputs_embeds"].to(dtype)
+            return (), call
+        input_ids = call.get("input_ids")
+        if input_ids is None:
+            raise ValueError("inside a recycle context call the model with input_ids or inputs_embeds")
+        mask = call.get("attention_mask")
+        if mask is None:
+            mask = torch.ones_like(input_ids)
+            call["attention_mask"] = mask
+        call["inputs_embeds"] = self._states(input_ids, mask, call).to(dtype)
+        call["input_ids"] = None
+        return (), call
+
+    def _states(self, input_ids: torch.Tensor, mask: torch.Tensor, call: dict) -> torch.Tensor:
+        rec = self.rec
+        keys = row_keys(input_ids, mask, rec.key_fn)
+        extra = {"token_type_ids": call.get("token_type_ids")}
+        if self.mode == "record":
+            states = rec._bottom(input_ids, mask, **extra)
+            new = set(rec.store.missing(keys))
+            rows = [i for i, k in enumerate(keys) if k in new]
+            per_row = unpad(states, mask)
+            if rows:
+                rec.store.put([keys[i] for i in dict.fromkeys(rows)], [{"states": per_row[i].to(rec._store_dtype).cpu()} for i in dict.fromkeys(rows)])
+            return states
+        entries = rec.store.get(keys)
+        miss = [i for i, e in enumerate(entries) if e is None]
+        if miss and self.mode == "train":
+            shown = ", ".join(keys[i].hex()[:12] for i in miss[:3])
+            raise MissingEntriesError(
+                f"{len(miss)} of {len(keys)} examples in this batch are not in the store at {rec.store.path} "
+                f"(keys {shown}{', ...' if len(miss) > 3 else ''}). Fill the store with these texts first "
+                "(Recycler.fill / ember recycle fill), or use the use() context, which computes misses."
+            )
+        if miss:
+            sub = torch.tensor(miss, device=input_ids.device)
+            sub_extra = {n: (v[sub] if isinstance(v, torch.Tensor) else v) for n, v in extra.items()}
+            computed = unpad(rec._bottom(input_ids[sub], mask[sub], **sub_extra), mask[sub])
+            for i, s in zip(miss, computed, strict=True):
+                entries[i] = {"states": s}
+            if self.write_back:
+                first = {keys[i]: (i, s) for i, s in zip(miss, computed, strict=True)}
+                rec.store.put(list(first), [{"states": s.to(rec._store_dtype).cpu()} for _, s in first.values()])
+        return _assemble(entries, mask, rec._model_dtype())
+
+
+def _assemble(entries: Sequence[Entry], mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Scatter unpadded per-example states into a padded ``(B, T, H)`` batch at the mask's positions."""
+    b, t = mask.shape
+    h = entries[0]["states"].shape[-1]
+    out = torch.zeros(b, t, h, dtype=dtype, device=mask.device)
+    for i, e in enumerate(entries):
+        pos = mask[i].nonzero(as_tuple=True)[0]
+        s = e["states"]
+        if s.shape[0] != pos.numel():
+            raise StoreCorruptError(
+                f"a stored entry has {s.shape[0]} tokens but the batch row has {pos.numel()}: the inputs were "
+                "tokenized differently from the fill (truncation?). Tokenize with Recycler.tokenize()."
+            )
+        out[i, pos] = s.to(device=mask.device, dtype=dtype)
+    return out

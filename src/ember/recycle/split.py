@@ -1,0 +1,106 @@
+"""Running the frozen bottom of an encoder, and standing in for it, without touching the model's code."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ember.models.families import EncoderParts
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the split-layer states are captured."""
+
+
+class Passthrough(nn.Module):
+    """Stands in for a module of the frozen bottom: returns the hidden states it is handed.
+
+    The first bottom module (the embeddings) receives the stored states as ``inputs_embeds``; every later
+    one (ELECTRA's projection, layers ``0..k-1``) receives them as its first argument.
+    """
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        for v in (*args, kwargs.get("inputs_embeds"), kwargs.get("hidden_states")):
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                return v
+        raise RuntimeError(
+            "a recycled bottom module was called without hidden states; inside recycle contexts call the model "
+            "with input_ids (looked up in the store) or inputs_embeds=<stored states>"
+        )
+
+
+def split_states(
+    parts: EncoderParts,
+    k: int,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    **extra: torch.Tensor | None,
+) -> torch.Tensor:
+    """Hidden states entering layer ``k`` (``(B, T, H)``), computed by the model's own forward in eval mode.
+
+    The model's forward builds the attention mask its own way (eager, sdpa, ...); a hook on layer ``k``
+    captures its input and stops the pass, so layers ``k..N-1`` and the head never run.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    if k < parts.num_layers:
+
+        def grab(module, args, kwargs):
+            captured["h"] = args[0] if args else kwargs["hidden_states"]
+            raise _StopForward
+
+        handle = parts.layers[k].register_forward_pre_hook(grab, with_kwargs=True)
+    else:
+
+        def grab_out(module, args, output):
+            captured["h"] = output[0] if isinstance(output, tuple) else output
+            raise _StopForward
+
+        handle = parts.layers[k - 1].register_forward_hook(grab_out)
+    flags = [(m, m.training) for m in parts.base.modules()]
+    parts.base.eval()  # frozen layers are always run without dropout
+    try:
+        with torch.no_grad():
+            parts.base(input_ids=input_ids, attention_mask=attention_mask, **{n: v for n, v in extra.items() if v is not None})
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+        for m, t in flags:
+            m.training = t
+    if "h" not in captured:
+        raise RuntimeError(f"{type(parts.base).__name__} never called layer {k}; is the layer list right?")
+    return captured["h"]  # (B, T, H)
+
+
+def pad_ids(ids: Sequence[Sequence[int]], pad_id: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into ``(input_ids, attention_mask)``, both ``(B, T)`` int64."""
+    t = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), t), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def unpad(states: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """Per-row states of the unmasked tokens: ``(B, T, H) -> [(L_i, H)]``."""
+    return [states[i][mask[i].bool()] for i in range(states.shape[0])]
+
+
+def bind_call(module: nn.Module, args: tuple, kwargs: dict) -> dict:
+    """A forward call's arguments by name (``**kwargs`` flattened)."""
+    sig = inspect.signature(module.forward)
+    bound = sig.bind(*args, **kwargs).arguments
+    out = {}
+    for name, value in bound.items():
+        if sig.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        elif sig.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
+            raise TypeError(f"{type(module).__name__}.forward takes *args; ember cannot bind its call")
+        else:
+            out[name] = value
+    return out

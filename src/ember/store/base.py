@@ -1,0 +1,99 @@
+"""The one small interface every storage backend implements (LMDB, LevelDB, memory)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from ember.errors import StoreFullError, StoreReadOnlyError
+
+Backend = Literal["lmdb", "leveldb", "memory"]
+
+
+@runtime_checkable
+class KVStore(Protocol):
+    """A byte-keyed, byte-valued embedded store.
+
+    ``put_many`` is atomic: after a crash either every item of the call is there or none is.
+    Metadata (fingerprint, label names) lives beside the entries, not among them.
+    """
+
+    path: Path | None
+    readonly: bool
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
+
+    def has_many(self, keys: Sequence[bytes]) -> list[bool]: ...
+
+    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None: ...
+
+    def keys(self) -> Iterator[bytes]: ...
+
+    def __len__(self) -> int: ...
+
+    def get_meta(self, name: str) -> str | None: ...
+
+    def set_meta(self, name: str, value: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def ensure_writable_dir(path: Path) -> None:
+    """Create ``path`` and prove it can be written, with an error that names the fix otherwise."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".ember-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise StoreReadOnlyError(
+                f"cannot write the store at {path}: {exc.strerror}. Pass a writable location "
+                "(--store DIR), or open the existing store read-only (readonly=True) to train or infer from it."
+            ) from exc
+        if exc.errno == errno.ENOSPC:
+            raise StoreFullError(f"no space left to create the store at {path}; free disk space and rerun") from exc
+        raise
+
+
+def full_disk_error(path: Path | None, exc: BaseException, committed: int) -> StoreFullError:
+    """The error raised when a write hits a full disk or size limit; nothing committed is lost."""
+    return StoreFullError(
+        f"the store at {path} is full ({exc}). The {committed} entries committed before stay valid and "
+        "nothing half-written was kept; free disk space (or raise max_size) and rerun the same command: "
+        "it computes only what is missing."
+    )
+
+
+def open_kv(path: str | Path | None, backend: Backend = "lmdb", *, readonly: bool = False, **options) -> KVStore:
+    """Open (or create) a backend store at ``path``.
+
+    Args:
+        path: directory of the store; ignored (may be None) for ``memory``.
+        backend: ``lmdb`` (default), ``leveldb`` (needs ``pip install plyvel``) or ``memory``.
+        readonly: open without taking the writer lock; writes raise.
+        **options: backend options such as ``max_size`` (bytes) for LMDB.
+
+    Example:
+        >>> kv = open_kv(None, "memory")
+        >>> kv.put_many([(b"k", b"v")]); kv.get_many([b"k"])
+        [b'v']
+    """
+    if backend == "memory":
+        from ember.store.memory import MemoryStore
+
+        return MemoryStore()
+    if path is None:
+        raise ValueError(f"backend {backend!r} stores on disk and needs a path")
+    if backend == "lmdb":
+        from ember.store.lmdb import LMDBStore
+
+        return LMDBStore(Path(path), readonly=readonly, **options)
+    if backend == "leveldb":
+        from ember.store.leveldb import LevelDBStore
+
+        return LevelDBStore(Path(path), readonly=readonly, **options)
+    raise ValueError(f"unknown store backend {backend!r}; use one of 'lmdb', 'leveldb', 'memory'")

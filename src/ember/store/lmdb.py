@@ -1,0 +1,183 @@
+"""LMDB backend (default): memory-mapped, one writer and many reader processes, crash-safe commits."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lmdb
+
+from ember.errors import StoreCorruptError, StoreError, StoreLockedError, StoreReadOnlyError
+from ember.store.base import ensure_writable_dir, full_disk_error
+
+_INITIAL_MAP = 1 << 30  # 1 GiB of address space; the file itself grows only with data (sparse)
+
+
+class LMDBStore:
+    """An LMDB environment holding two named databases, ``entries`` and ``meta``.
+
+    A writer takes an exclusive advisory lock (``writer.lock``) so that a second writer gets a clear
+    error instead of blocking; readers take no lock and see only committed transactions.
+
+    Args:
+        path: directory of the store (created for writers).
+        readonly: open for reading only.
+        max_size: upper bound in bytes for the data file; a fill that needs more raises
+            :class:`~ember.errors.StoreFullError` with everything committed so far intact.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False, max_size: int | None = None) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.max_size = max_size
+        self._lock_file = None
+        if readonly:
+            if not (self.path / "data.mdb").exists():
+                raise StoreError(
+                    f"no store at {self.path}: it has not been filled yet. Fill it first "
+                    "(ember recycle fill --store ...), or check the path."
+                )
+        else:
+            ensure_writable_dir(self.path)
+            self._take_writer_lock()
+        self._open()
+
+    # -- life cycle -------------------------------------------------------------------------------------
+    def _take_writer_lock(self) -> None:
+        f = open(self.path / "writer.lock", "a+")  # noqa: SIM115 - held for the store's lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise StoreLockedError(
+                f"the store at {self.path} is being written by another process (pid {holder}). Wait for it "
+                "to finish, open the store read-only to read what is committed, or use another store path."
+            ) from exc
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock_file = f
+
+    def _open(self) -> None:
+        self._pid = os.getpid()
+        size = _INITIAL_MAP if self.max_size is None else min(_INITIAL_MAP, self.max_size)
+        try:
+            data = self.path / "data.mdb"
+            if data.exists():
+                size = max(size, data.stat().st_size)
+            self.env = lmdb.open(
+                str(self.path),
+                map_size=size,
+                max_dbs=2,
+                readonly=self.readonly,
+                lock=not self.readonly or os.access(self.path, os.W_OK),
+                readahead=False,  # random reads of small values: readahead wastes page cache
+                meminit=False,
+            )
+            self._entries = self.env.open_db(b"entries", create=not self.readonly)
+            self._meta = self.env.open_db(b"meta", create=not self.readonly)
+        except lmdb.InvalidError as exc:
+            raise StoreCorruptError(
+                f"{self.path} is not a readable LMDB store ({exc}). Delete it and fill it again."
+            ) from exc
+        except lmdb.ReadonlyError as exc:
+            raise StoreReadOnlyError(f"cannot open {self.path} for writing: {exc}") from exc
+        except lmdb.NotFoundError as exc:
+            raise StoreCorruptError(
+                f"{self.path} is an LMDB environment without ember's databases ({exc}); it was not made by "
+                "ember. Use another path."
+            ) from exc
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open the LMDB store at {self.path}: {exc}") from exc
+
+    def _check_pid(self) -> None:
+        # An LMDB environment must not be used across fork(): DataLoader workers reopen it read-only.
+        if self._pid != os.getpid():
+            self.readonly = True
+            self._lock_file = None
+            self._open()
+
+    def close(self) -> None:
+        if getattr(self, "env", None) is not None and self._pid == os.getpid():
+            self.env.close()
+        self.env = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- reads ------------------------------------------------------------------------------------------
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self._check_pid()
+        with self.env.begin(db=self._entries, buffers=False) as txn:
+            return [txn.get(k) for k in keys]
+
+    def has_many(self, keys: Sequence[bytes]) -> list[bool]:
+        self._check_pid()
+        with self.env.begin(db=self._entries) as txn:
+            cur = txn.cursor()
+            return [cur.set_key(k) for k in keys]
+
+    def keys(self) -> Iterator[bytes]:
+        self._check_pid()
+        with self.env.begin(db=self._entries) as txn:
+            return iter(list(txn.cursor().iternext(keys=True, values=False)))
+
+    def __len__(self) -> int:
+        self._check_pid()
+        with self.env.begin(db=self._entries) as txn:
+            return txn.stat(self._entries)["entries"]
+
+    def get_meta(self, name: str) -> str | None:
+        self._check_pid()
+        with self.env.begin(db=self._meta) as txn:
+            v = txn.get(name.encode())
+        return None if v is None else bytes(v).decode()
+
+    # -- writes -----------------------------------------------------------------------------------------
+    def set_meta(self, name: str, value: str) -> None:
+        self._write(self._meta, [(name.encode(), value.encode())])
+
+    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        self._write(self._entries, items)
+
+    def _write(self, db, items: Sequence[tuple[bytes, bytes]]) -> None:
+        if self.readonly:
+            raise StoreReadOnlyError(f"the store at {self.path} was opened read-only; open it for writing to add entries")
+        while True:
+            try:
+                # One transaction per call: a crash or error leaves all of it or none of it.
+                with self.env.begin(write=True, db=db) as txn:
+                    for k, v in items:
+                        txn.put(k, v)
+                return
+            except lmdb.MapFullError as exc:
+                self._grow(exc)
+            except lmdb.Error as exc:
+                if "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC:
+                    raise full_disk_error(self.path, exc, len(self)) from exc
+                raise StoreError(f"writing the store at {self.path} failed: {exc}") from exc
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise full_disk_error(self.path, exc, len(self)) from exc
+                raise
+
+    def _grow(self, exc: Exception) -> None:
+        current = self.env.info()["map_size"]
+        new = current * 2
+        if self.max_size is not None:
+            if current >= self.max_size:
+                raise full_disk_error(self.path, exc, len(self)) from exc
+            new = min(new, self.max_size)
+        self.env.set_mapsize(new)

@@ -1,0 +1,43 @@
+"""In-memory backend: same interface as the on-disk ones, for tests and throw-away runs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+
+class MemoryStore:
+    """A dict behind the :class:`~ember.store.base.KVStore` interface."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.readonly = False
+        self._data: dict[bytes, bytes] = {}
+        self._meta: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        return [self._data.get(k) for k in keys]
+
+    def has_many(self, keys: Sequence[bytes]) -> list[bool]:
+        return [k in self._data for k in keys]
+
+    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        with self._lock:
+            self._data.update(items)
+
+    def keys(self) -> Iterator[bytes]:
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get_meta(self, name: str) -> str | None:
+        return self._meta.get(name)
+
+    def set_meta(self, name: str, value: str) -> None:
+        self._meta[name] = value
+
+    def close(self) -> None:
+        pass

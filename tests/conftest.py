@@ -1,0 +1,80 @@
+"""Tiny random encoders built from configs in code: no download, seconds to run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    BertTokenizerFast,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
+)
+
+WORDS = (
+    "the a cat dog sat on mat book flight to paris please what is my balance transfer money how do i "
+    "reset password weather today tomorrow play music set alarm for seven am call mom order pizza "
+    "is it going to rain cancel reservation at restaurant tell me joke translate hello into spanish"
+).split()
+
+SMALL = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory) -> BertTokenizerFast:
+    """A real WordPiece tokenizer over a tiny vocabulary (written to disk, no download)."""
+    d = tmp_path_factory.mktemp("tok")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=str(d / "vocab.txt"), model_max_length=48)
+
+
+def make_model(family: str, num_labels: int = 3, vocab_size: int = 128, **overrides):
+    """A tiny random sequence classifier of ``family`` in eval mode (seeded)."""
+    torch.manual_seed(0)
+    kw = {**SMALL, **overrides}
+    if family == "bert":
+        m = BertForSequenceClassification(BertConfig(vocab_size=vocab_size, num_labels=num_labels, **kw))
+    elif family == "bert-base":
+        m = BertModel(BertConfig(vocab_size=vocab_size, **kw))
+    elif family == "roberta":
+        m = RobertaForSequenceClassification(RobertaConfig(vocab_size=vocab_size, num_labels=num_labels, pad_token_id=0, **kw))
+    elif family == "xlm-roberta":
+        m = XLMRobertaForSequenceClassification(XLMRobertaConfig(vocab_size=vocab_size, num_labels=num_labels, pad_token_id=0, **kw))
+    elif family == "electra":
+        m = ElectraForSequenceClassification(ElectraConfig(vocab_size=vocab_size, num_labels=num_labels, embedding_size=16, **kw))
+    elif family == "distilbert":
+        m = DistilBertForSequenceClassification(
+            DistilBertConfig(
+                vocab_size=vocab_size, num_labels=num_labels, dim=kw["hidden_size"], n_layers=kw["num_hidden_layers"],
+                n_heads=kw["num_attention_heads"], hidden_dim=kw["intermediate_size"], max_position_embeddings=kw["max_position_embeddings"],
+            )
+        )
+    else:
+        raise ValueError(family)
+    return m.eval()
+
+
+FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
+
+
+@pytest.fixture
+def texts() -> list[str]:
+    return [
+        "book a flight to paris",
+        "what is my balance",
+        "play music",
+        "how do i reset my password please tell me",
+        "is it going to rain tomorrow",
+        "set alarm",
+        "order pizza",
+        "transfer money to mom",
+    ]
