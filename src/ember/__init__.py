@@ -26,7 +26,19 @@ _EXPORTS = {
     "Tolerance": "ember.fidelity",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ActivationStore",
+    "Examples",
+    "FidelityReport",
+    "Fingerprint",
+    "RecycleConfig",
+    "Recycler",
+    "StoredDataset",
+    "Tolerance",
+    "find_parts",
+    "load_examples",
+    "load_model",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from ember.data import Examples, load_examples

@@ -54,7 +54,8 @@ class EncoderParts:
 
     @property
     def architecture(self) -> str:
-        return f"{type(self.model).__name__}/{self.family}"
+        # The encoder's class, not the head's: a store filled through BertModel serves BertFor*Classification.
+        return f"{type(self.base).__name__}/{self.family}"
 
 
 def _resolve(root: nn.Module, path: str) -> tuple[nn.Module, str]:

@@ -4,3 +4,7 @@ from ember.recycle.data import StoredDataset, collate_states
 from ember.recycle.recycler import RecycleConfig, Recycler
 
 __all__ = ["RecycleConfig", "Recycler", "StoredDataset", "collate_states"]
+
+from ember.recycle.train import TrainReport, evaluate, train_top  # noqa: E402
+
+__all__ += ["TrainReport", "evaluate", "train_top"]

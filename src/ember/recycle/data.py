@@ -13,7 +13,9 @@ from ember.store.activations import ActivationStore, Entry
 class StoredDataset(torch.utils.data.Dataset):
     """Stored split-layer states (and labels) by key; raw texts are never read again.
 
-    ``__getitems__`` reads a whole batch in one store transaction when used with a DataLoader.
+    Items are ``{"inputs_embeds": (L, H)[, "labels": ()]}``: named after the model's forward arguments, so
+    the Hugging Face Trainer's column filter keeps them. ``__getitems__`` reads a whole batch in one
+    store transaction when used with a DataLoader.
     """
 
     def __init__(self, store: ActivationStore, keys: Sequence[bytes], *, labels: bool = True) -> None:
@@ -43,19 +45,26 @@ class StoredDataset(torch.utils.data.Dataset):
                         f"the entry {k.hex()[:12]} in {self.store.path} has no label; fill with labels, or use "
                         "dataset(labels=False) for unlabelled inference"
                     )
-        return entries  # type: ignore[return-value]
+        return [_item(e, self.labels) for e in entries]  # type: ignore[arg-type]
+
+
+def _item(entry: Entry, labels: bool) -> Entry:
+    item = {"inputs_embeds": entry["states"]}
+    if labels:
+        item["labels"] = entry["label"]
+    return item
 
 
 def collate_states(batch: Sequence[Entry], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Right-pad ``(L_i, H)`` states into ``inputs_embeds (B, T, H)`` with ``attention_mask (B, T)``."""
-    lengths = [e["states"].shape[0] for e in batch]
-    t, h = max(lengths), batch[0]["states"].shape[-1]
+    lengths = [e["inputs_embeds"].shape[0] for e in batch]
+    t, h = max(lengths), batch[0]["inputs_embeds"].shape[-1]
     states = torch.zeros(len(batch), t, h, dtype=dtype)  # (B, T, H)
     mask = torch.zeros(len(batch), t, dtype=torch.long)  # (B, T)
     for i, e in enumerate(batch):
-        states[i, : lengths[i]] = e["states"].to(dtype)
+        states[i, : lengths[i]] = e["inputs_embeds"].to(dtype)
         mask[i, : lengths[i]] = 1
     out = {"inputs_embeds": states, "attention_mask": mask}
-    if all("label" in e for e in batch):
-        out["labels"] = torch.stack([e["label"] for e in batch])
+    if all("labels" in e for e in batch):
+        out["labels"] = torch.stack([e["labels"] for e in batch])
     return out

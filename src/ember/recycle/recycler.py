@@ -150,6 +150,8 @@ class Recycler:
             backend = "memory" if store is None else config.backend
             self.store = ActivationStore.open(store, self.fingerprint, backend=backend, readonly=readonly, **store_options)
         self._store_dtype = torch_dtype(config.dtype)
+        # A parameter of the embeddings tells the model's dtype and device even while the bottom is swapped out.
+        self._ref_param = next(getattr(p, a) for p, a in self.parts.entry[:1]).parameters().__next__()
         self._active: _Session | None = None
 
     # -- filling ----------------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ class Recycler:
         return [index[str(x)] for x in labels]
 
     def _device(self) -> torch.device:
-        return next(self.parts.base.parameters()).device
+        return self._ref_param.device
 
     def _compute(self, ids: list[list[int]]) -> list[Entry]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -234,7 +236,7 @@ class Recycler:
         return collate_states(batch, dtype=self._model_dtype())
 
     def _model_dtype(self) -> torch.dtype:
-        return next(self.parts.base.parameters()).dtype
+        return self._ref_param.dtype
 
     # -- modes ------------------------------------------------------------------------------------------
     @contextmanager

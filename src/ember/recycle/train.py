@@ -1,0 +1,98 @@
+"""A plain PyTorch loop over stored states: train layers k..N-1 and the head, evaluate from the store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ember.progress import progress_bar
+from ember.recycle.recycler import Recycler
+
+
+@dataclass
+class TrainReport:
+    """Per-epoch wall time and mean loss of :func:`train_top`."""
+
+    epochs: int
+    examples: int
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_loss: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def top_parameters(rec: Recycler) -> list[torch.nn.Parameter]:
+    """Parameters outside the frozen bottom (layers ``k..N-1``, pooler, head) that require grad."""
+    frozen = {id(p) for m in rec.parts.bottom(rec.config.layer) for p in m.parameters()}
+    return [p for p in rec.model.parameters() if p.requires_grad and id(p) not in frozen]
+
+
+def train_top(
+    rec: Recycler,
+    keys: Sequence[bytes],
+    *,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> TrainReport:
+    """Train the model's top from the store with AdamW; raw texts are never read.
+
+    Args:
+        rec: a recycler whose store holds every key with a label.
+        keys: the training examples' keys (``FillReport.keys``).
+
+    Example:
+        >>> report = train_top(rec, fill_report.keys, epochs=3)  # doctest: +SKIP
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    g = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(
+        rec.dataset(keys), batch_size=batch_size, shuffle=True, generator=g, collate_fn=rec.collate, num_workers=num_workers
+    )
+    params = top_parameters(rec)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    report = TrainReport(epochs=epochs, examples=len(keys))
+    model = rec.model
+    model.train()
+    try:
+        with rec.train():
+            for epoch in range(epochs):
+                start, total, n = time.perf_counter(), 0.0, 0
+                with progress_bar(len(loader), f"epoch {epoch + 1}/{epochs}", enabled=progress) as advance:
+                    for batch in loader:
+                        out = model(**batch)
+                        opt.zero_grad(set_to_none=True)
+                        out.loss.backward()
+                        opt.step()
+                        total += out.loss.item() * batch["labels"].shape[0]
+                        n += batch["labels"].shape[0]
+                        advance(1)
+                report.epoch_seconds.append(time.perf_counter() - start)
+                report.epoch_loss.append(total / max(n, 1))
+    finally:
+        model.eval()
+    return report
+
+
+@torch.inference_mode()
+def evaluate(rec: Recycler, texts: Sequence[str], labels: Sequence[int], *, batch_size: int = 64, write_back: bool = False) -> float:
+    """Accuracy of the model on ``texts`` through ``use()``: stored states where present, computed otherwise."""
+    rec.model.eval()
+    correct = 0
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    with rec.use(write_back=write_back):
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            batch = rec.tokenize([texts[i] for i in idx])
+            pred = rec.model(**batch).logits.argmax(-1)
+            correct += int((pred == torch.tensor([labels[i] for i in idx])).sum())
+    return correct / max(len(texts), 1)

@@ -1,0 +1,58 @@
+"""The recycle CLI end to end on a tiny model saved to disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ember.cli import app
+
+from conftest import make_model
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def setup(tmp_path, tokenizer):
+    model_dir = tmp_path / "model"
+    make_model("bert-base").save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rows = ["text,label"] + [f"{t},{lab}" for t, lab in [("play music", "a"), ("set alarm", "b"), ("order pizza", "a"), ("call mom", "b")] * 3]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path, model_dir
+
+
+def last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_fill_train_eval(setup):
+    tmp, model_dir = setup
+    store, out = tmp / "store", tmp / "trained"
+    r = runner.invoke(app, ["recycle", "fill", "--model", str(model_dir), "--data", str(tmp / "d.csv"), "--store", str(store), "--layer", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert last_json(r.stdout)["computed"] == 4  # 12 rows, 4 distinct texts
+    r = runner.invoke(app, ["recycle", "fill", "--model", str(model_dir), "--data", str(tmp / "d.csv"), "--store", str(store), "--layer", "2", "--json"])
+    assert last_json(r.stdout)["computed"] == 0 and last_json(r.stdout)["already_stored"] == 4
+    r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(store), "--layer", "2", "--epochs", "2", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert len(last_json(r.stdout)["epoch_seconds"]) == 2
+    assert (out / "config.json").exists()
+    r = runner.invoke(app, ["recycle", "eval", "--model", str(out), "--data", str(tmp / "d.csv"), "--store", str(store), "--layer", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert 0.0 <= last_json(r.stdout)["accuracy"] <= 1.0 and last_json(r.stdout)["examples"] == 12
+
+
+def test_errors_are_clean(setup):
+    tmp, model_dir = setup
+    store = tmp / "store"
+    r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(store), "--out", str(tmp / "o")])
+    assert r.exit_code == 2 and "has not been filled yet" in r.output
+    runner.invoke(app, ["recycle", "fill", "--model", str(model_dir), "--data", str(tmp / "d.csv"), "--store", str(store), "--layer", "2"])
+    r = runner.invoke(app, ["recycle", "fill", "--model", str(model_dir), "--data", str(tmp / "d.csv"), "--store", str(store), "--layer", "1"])
+    assert r.exit_code == 2 and "layer: store has 2, this run has 1" in r.output
+    (tmp / "more.csv").write_text("text,label\nbrand new text,a\n")
+    r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(store), "--layer", "2", "--data", str(tmp / "more.csv"), "--out", str(tmp / "o")])
+    assert r.exit_code == 2 and "1 of 1 examples" in r.output and "ember recycle fill --data" in r.output

@@ -1,0 +1,142 @@
+"""Logits through train/use on float32 stored states equal the plain model's to <= 1e-5."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ember.errors import MissingEntriesError
+from ember.recycle import Recycler
+
+from conftest import FAMILIES, make_model
+
+TOL = 1e-5
+
+
+def snapshot(model):
+    return [(n, id(m)) for n, m in model.named_modules()], {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("layer", [0, 2, 4])
+def test_use_and_train_match_plain_model(family, layer, tokenizer, texts):
+    model = make_model(family)
+    rec = Recycler(model, tokenizer, None, layer=layer)
+    batch = rec.tokenize(texts)  # padded, mixed lengths
+    assert (batch["attention_mask"] == 0).any()
+    with torch.no_grad():
+        ref = model(**batch).logits
+    # use() on an empty store computes everything in-batch
+    with rec.use(write_back=True), torch.no_grad():
+        assert (model(**batch).logits - ref).abs().max() <= TOL
+    assert len(rec.store) == len(texts)
+    # train() from stored states by input_ids ...
+    with rec.train(), torch.no_grad():
+        assert (model(**batch).logits - ref).abs().max() <= TOL
+    # ... and from the collator's inputs_embeds (the training path)
+    keys = rec.fill(texts, progress=False).keys
+    collated = rec.collate(rec.dataset(keys, labels=False).__getitems__(list(range(len(keys)))))
+    with rec.train(), torch.no_grad():
+        assert (model(**collated).logits - ref).abs().max() <= TOL
+
+
+def test_use_mixes_hits_and_misses_in_one_batch(tokenizer, texts):
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, None, layer=2)
+    rec.fill(texts[::2], progress=False)
+    batch = rec.tokenize(texts)
+    with torch.no_grad():
+        ref = model(**batch).logits
+    calls = []
+    h = rec.parts.layers[0].register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+    with rec.use(), torch.no_grad():
+        out = model(**batch).logits
+    h.remove()
+    assert (out - ref).abs().max() <= TOL
+    assert calls == [len(texts[1::2])]  # the bottom ran on the misses only
+    assert len(rec.store) == len(texts[::2])  # no write_back
+
+
+def test_train_never_touches_bottom_when_all_stored(tokenizer, texts):
+    model = make_model("roberta")
+    rec = Recycler(model, tokenizer, None, layer=3)
+    rec.fill(texts, progress=False)
+    ran = []
+    hooks = [m.register_forward_hook(lambda *a: ran.append(1)) for m in rec.parts.bottom(3)]
+    with rec.train(), torch.no_grad():
+        model(**rec.tokenize(texts))
+    for h in hooks:
+        h.remove()
+    assert ran == []
+
+
+def test_train_on_missing_examples_names_them(tokenizer, texts):
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, None, layer=2)
+    rec.fill(texts[:2], progress=False)
+    with rec.train(), pytest.raises(MissingEntriesError, match=r"6 of 8 examples in this batch are not in the store .* Fill the store"):
+        model(**rec.tokenize(texts))
+
+
+@pytest.mark.parametrize("mode", ["record", "train", "use"])
+def test_model_restored_exactly(mode, tokenizer, texts):
+    model = make_model("electra")
+    before_modules, before_state = snapshot(model)
+    rec = Recycler(model, tokenizer, None, layer=2)
+    rec.fill(texts, progress=False)
+    with pytest.raises(RuntimeError, match="boom"), getattr(rec, mode)():
+        model(**rec.tokenize(texts))
+        raise RuntimeError("boom")
+    after_modules, after_state = snapshot(model)
+    assert after_modules == before_modules
+    assert all(torch.equal(before_state[k], after_state[k]) for k in before_state)
+    assert not rec.parts.base._forward_pre_hooks and not rec.parts.layers[2]._forward_pre_hooks
+
+
+def test_record_writes_eval_mode_states_even_while_training(tokenizer, texts):
+    model = make_model("bert", hidden_dropout_prob=0.5)
+    rec = Recycler(model, tokenizer, None, layer=2)
+    model.train()
+    with rec.record():
+        model(**rec.tokenize(texts))
+    model.eval()
+    with torch.no_grad():
+        ref = model(**rec.tokenize(texts)).logits
+    with rec.train(), torch.no_grad():
+        out = model(**rec.tokenize(texts)).logits
+    assert len(rec.store) == len(texts)
+    assert (out - ref).abs().max() <= TOL  # stored states carry no dropout noise
+
+
+def test_gradients_flow_through_top_only(tokenizer, texts):
+    model = make_model("distilbert")
+    rec = Recycler(model, tokenizer, None, layer=2)
+    keys = rec.fill(texts, labels=[0, 1, 2, 0, 1, 2, 0, 1], progress=False).keys
+    batch = rec.collate(rec.dataset(keys).__getitems__(list(range(8))))
+    model.train()
+    with rec.train():
+        model(**batch).loss.backward()
+    bottom = {id(p) for m in rec.parts.bottom(2) for p in m.parameters()}
+    for p in model.parameters():
+        if id(p) in bottom:
+            assert p.grad is None
+        else:
+            assert p.grad is not None
+
+
+def test_half_precision_storage_close_and_smaller(tokenizer, texts):
+    model = make_model("bert")
+    batch = Recycler(model, tokenizer, None, layer=2).tokenize(texts)
+    with torch.no_grad():
+        ref = model(**batch).logits
+    sizes = {}
+    for dtype in ("float32", "float16", "bfloat16"):
+        from ember.recycle import RecycleConfig
+
+        rec = Recycler(model, tokenizer, None, RecycleConfig(layer=2, dtype=dtype))
+        rec.fill(texts, progress=False)
+        sizes[dtype] = sum(len(v) for v in rec.store.kv.get_many(list(rec.store.kv.keys())))
+        with rec.train(), torch.no_grad():
+            err = (model(**batch).logits - ref).abs().max().item()
+        assert err < (1e-5 if dtype == "float32" else 5e-2)
+    assert sizes["float16"] < 0.6 * sizes["float32"] and sizes["bfloat16"] < 0.6 * sizes["float32"]

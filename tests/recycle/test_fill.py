@@ -1,0 +1,167 @@
+"""Fill: resumable, crash-safe, length-sorted, labels cached, bad input refused clearly."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from ember.errors import DataError, StoreFullError
+from ember.recycle import Recycler
+from ember.store import ActivationStore
+from ember.store.keys import content_key
+
+from conftest import make_model
+
+TEXTS = [f"book flight to paris {'please ' * (i % 7)}{'call mom ' * (i % 3)}order pizza {i % 11 * 'a '}" for i in range(40)]
+
+
+def test_interrupted_fill_resumes_and_keeps_commits(tmp_path, tokenizer, monkeypatch):
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, tmp_path / "s", layer=2)
+    real, calls = rec._compute, []
+
+    def flaky(ids):
+        calls.append(len(ids))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the third batch
+        return real(ids)
+
+    monkeypatch.setattr(rec, "_compute", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        rec.fill(TEXTS, batch_size=8, progress=False)
+    committed = len(rec.store)
+    assert committed == 16
+    monkeypatch.setattr(rec, "_compute", real)
+    report = rec.fill(TEXTS, batch_size=8, progress=False)
+    unique = len(set(report.keys))
+    assert report.already_stored == 16 and report.computed == unique - 16
+    assert len(rec.store) == unique
+
+
+def test_killed_process_leaves_only_whole_entries(tmp_path):
+    """SIGKILL in the middle of a fill: every committed entry decodes; a rerun completes the store."""
+    store = tmp_path / "s"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {os.path.dirname(__file__) + '/..'!r})
+        from tests.conftest import make_model
+        from tests.recycle.test_fill import TEXTS, tiny_tokenizer
+        from ember.recycle import Recycler
+        rec = Recycler(make_model("bert"), tiny_tokenizer(), {str(store)!r}, layer=2)
+        real = rec._compute
+        def slow(ids):
+            out = real(ids); print("batch", flush=True); time.sleep(0.3); return out
+        rec._compute = slow
+        rec.fill(TEXTS * 3, batch_size=4, progress=False)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    for _ in range(3):
+        assert p.stdout.readline().strip() == "batch"
+    time.sleep(0.1)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    st = ActivationStore.open(store, None, readonly=True)
+    n = len(st)
+    assert 0 < n < len(TEXTS)
+    assert all(e is not None and e["states"].shape[-1] == 32 for e in st.get(list(st.kv.keys())))
+    st.close()
+    rec = Recycler(make_model("bert"), tiny_tokenizer(), store, layer=2)
+    report = rec.fill(TEXTS, progress=False)
+    assert report.already_stored == n and len(rec.store) == len(set(report.keys))
+
+
+def tiny_tokenizer():
+    from transformers import BertTokenizerFast
+
+    from conftest import WORDS
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=48)
+
+
+def test_full_disk_during_fill_is_clear_and_resumable(tmp_path, tokenizer):
+    rec = Recycler(make_model("bert"), tokenizer, tmp_path / "s", layer=2, max_size=96 * 1024)
+    with pytest.raises(StoreFullError, match="rerun the same command: it computes only what is missing"):
+        rec.fill(TEXTS * 5, batch_size=4, progress=False)
+    kept = len(rec.store)
+    assert kept > 0
+    assert all(e is not None for e in rec.store.get(list(rec.store.kv.keys())))
+    rec.close()
+    rec = Recycler(make_model("bert"), tokenizer, tmp_path / "s", layer=2)
+    report = rec.fill(TEXTS, batch_size=4, progress=False)
+    assert report.already_stored == kept
+
+
+def test_enospc_from_the_os_is_a_store_full_error(tmp_path, tokenizer):
+    rec = Recycler(make_model("bert"), tokenizer, tmp_path / "s", layer=2)
+    kv = rec.store.kv
+    kv.env = _EnvFailingOnWrite(kv.env, fail_at=2)  # the disk fills up during the second batch's commit
+    with pytest.raises(StoreFullError, match=r"No space left on device.*8 entries committed before stay valid"):
+        rec.fill(TEXTS, batch_size=8, progress=False)
+    assert len(rec.store) == 8
+
+
+class _EnvFailingOnWrite:
+    """An LMDB environment whose n-th write transaction fails as a full disk would."""
+
+    def __init__(self, env, fail_at: int) -> None:
+        self.env, self.fail_at, self.writes = env, fail_at, 0
+
+    def begin(self, *a, **kw):
+        if kw.get("write"):
+            self.writes += 1
+            if self.writes == self.fail_at:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return self.env.begin(*a, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+
+def test_empty_text_refused_with_index(tokenizer):
+    rec = Recycler(make_model("bert"), tokenizer, None, layer=2)
+    with pytest.raises(DataError, match="example 1 has an empty text; remove empty rows"):
+        rec.fill(["play music", "   ", "set alarm"], progress=False)
+    assert rec.fill(["play music", ""], allow_empty=True, progress=False).computed == 2
+
+
+def test_overlong_text_truncated_identically_in_every_mode(tokenizer):
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, None, layer=2)
+    long = "play music " * 100
+    report = rec.fill([long], progress=False)
+    batch = rec.tokenize([long, "set alarm"])
+    assert batch["input_ids"].shape[1] == rec.max_length == 48
+    assert content_key(batch["input_ids"][0].tolist()) == report.keys[0]
+    with rec.train(), pytest.raises(Exception, match="1 of 2 examples"):
+        model(**batch)  # the long text is a hit; only the short one is missing
+
+
+def test_labels_cached_with_worker_processes(tokenizer):
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, None, layer=2)
+    labels = ["b" if "please" in t else "a" for t in TEXTS]
+    report = rec.fill(TEXTS, labels=labels, num_workers=2, progress=False)
+    assert rec.store.label_names == ["a", "b"]
+    for key, lab in zip(report.keys, labels, strict=True):
+        assert rec.store.label_names[int(rec.store.get([key])[0]["label"])] == lab
+
+
+def test_fill_computes_in_length_sorted_batches(tokenizer):
+    rec = Recycler(make_model("bert"), tokenizer, None, layer=2)
+    real, widths = rec._compute, []
+    rec._compute = lambda ids: (widths.append([len(x) for x in ids]), real(ids))[1]
+    rec.fill(TEXTS, batch_size=8, progress=False)
+    flat = [w for b in widths for w in b]
+    assert flat == sorted(flat)
+    assert torch.tensor([max(b) - min(b) for b in widths]).float().mean() < 4

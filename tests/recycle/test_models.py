@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ember.errors import UnsupportedModelError
+from ember.models import SUPPORTED_FAMILIES, find_parts
+from ember.recycle import Recycler
+
+from conftest import make_model
+
+
+class TinyCustomEncoder(nn.Module):
+    """An architecture ember does not know: layers in ``blocks``, embeddings in ``embed``.
+
+    As in every transformers encoder, all work between layers happens inside the layers.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(128, 16)
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(16, 16), nn.Tanh()) for _ in range(3)])
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, token_type_ids=None):
+        h = self.embed(input_ids) if inputs_embeds is None else self.embed(inputs_embeds)
+        for b in self.blocks:
+            h = b(h)
+        return {"last_hidden_state": h}
+
+
+def test_unsupported_architecture_lists_families_and_override():
+    with pytest.raises(UnsupportedModelError) as e:
+        find_parts(TinyCustomEncoder())
+    msg = str(e.value)
+    for fam in SUPPORTED_FAMILIES:
+        assert fam in msg
+    assert "layers='encoder.layer', embeddings='embeddings'" in msg
+
+
+def test_bad_override_path():
+    with pytest.raises(UnsupportedModelError, match="no module at the given path"):
+        find_parts(TinyCustomEncoder(), layers="nope", embeddings="embed")
+
+
+def test_explicit_override_recycles_unknown_architecture(tokenizer, texts):
+    model = TinyCustomEncoder().eval()
+    rec = Recycler(model, tokenizer, None, layer=2, layers_path="blocks", embeddings_path="embed")
+    batch = rec.tokenize(texts)
+    with torch.no_grad():
+        ref = model(**batch)["last_hidden_state"]
+    rec.fill(texts, progress=False)
+    with rec.train(), torch.no_grad():
+        out = model(**batch)["last_hidden_state"]
+    m = batch["attention_mask"].bool()
+    assert (out[m] - ref[m]).abs().max() < 1e-6
+
+
+def test_layer_out_of_range(tokenizer):
+    with pytest.raises(ValueError, match="has only 4 layers"):
+        Recycler(make_model("bert"), tokenizer, None, layer=5)
+
+
+def test_base_model_and_classifier_share_a_store(tmp_path, tokenizer, texts):
+    base = make_model("bert-base")
+    Recycler(base, tokenizer, tmp_path / "s", layer=2).fill(texts, progress=False)
+    clf = make_model("bert")  # same seed, same encoder weights
+    clf.bert.load_state_dict(base.state_dict())
+    rec = Recycler(clf, tokenizer, tmp_path / "s", layer=2, readonly=True)
+    assert len(rec.store) == len(texts)

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ember.errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+    StoreMismatchError,
+    StoreReadOnlyError,
+)
+from ember.store import ActivationStore, Fingerprint, content_key, open_kv
+from ember.store.codec import decode, encode
+
+BACKENDS = ["lmdb", "leveldb", "memory"]
+
+
+def fp(**kw) -> Fingerprint:
+    base = dict(kind="recycle", architecture="BertModel/bert", weights="w1", layer=3, dtype="float32", tokenizer="t1", max_length=128)
+    return Fingerprint(**{**base, **kw})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_contract(tmp_path, backend):
+    kv = open_kv(tmp_path / "s", backend)
+    kv.put_many([(b"a", b"1"), (b"b", b"22")])
+    assert kv.get_many([b"a", b"x", b"b"]) == [b"1", None, b"22"]
+    assert kv.has_many([b"a", b"x"]) == [True, False]
+    assert sorted(kv.keys()) == [b"a", b"b"]
+    assert len(kv) == 2
+    kv.set_meta("fingerprint", "{}")
+    assert kv.get_meta("fingerprint") == "{}" and kv.get_meta("nope") is None
+    assert b"fingerprint" not in set(kv.keys())  # metadata never mixes with entries
+    kv.close()
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "leveldb"])
+def test_persistence_and_readonly_reopen(tmp_path, backend):
+    st = ActivationStore.open(tmp_path / "s", fp(), backend=backend)
+    st.put([b"k1"], [{"states": torch.arange(6.0).view(2, 3)}])
+    st.close()
+    ro = ActivationStore.open(tmp_path / "s", fp(), backend=backend, readonly=True)
+    assert torch.equal(ro.get([b"k1"])[0]["states"], torch.arange(6.0).view(2, 3))
+    with pytest.raises(StoreReadOnlyError, match="read-only"):
+        ro.put([b"k2"], [{"states": torch.zeros(1, 3)}])
+    ro.close()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_codec_roundtrip_is_exact(dtype):
+    t = torch.randn(7, 5).to(dtype)
+    out = decode(encode({"states": t, "label": torch.tensor(3)}))
+    assert out["states"].dtype == dtype and torch.equal(out["states"], t)
+    assert int(out["label"]) == 3
+    assert b"pickle" not in encode({"x": t})  # plain safetensors, no pickle opcode stream
+
+
+def test_half_precision_halves_entry_size():
+    t = torch.randn(12, 384)
+    assert len(encode({"states": t.half()})) < 0.51 * len(encode({"states": t}))
+
+
+def test_corrupt_entry_names_key():
+    with pytest.raises(StoreCorruptError, match=r"key 6b6579.*damaged"):
+        decode(b"\x05\x00garbage", b"key")
+
+
+def test_content_key_ignores_container_and_index():
+    assert content_key([1, 2, 3]) == content_key(torch.tensor([1, 2, 3], dtype=torch.int64))
+    assert content_key([1, 2, 3]) != content_key([1, 2, 4])
+    assert len(content_key([1])) == 16
+
+
+def test_fingerprint_mismatch_names_every_difference(tmp_path):
+    ActivationStore.open(tmp_path / "s", fp()).close()
+    with pytest.raises(StoreMismatchError) as e:
+        ActivationStore.open(tmp_path / "s", fp(weights="w2", layer=2))
+    msg = str(e.value)
+    assert "weights: store has 'w1', this run has 'w2'" in msg
+    assert "layer: store has 3, this run has 2" in msg
+    assert "dtype" not in msg and "Rebuild it" in msg
+
+
+def test_corrupt_lmdb_file(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "data.mdb").write_bytes(b"this is not an lmdb file" * 500)
+    with pytest.raises(StoreCorruptError, match="not a readable LMDB store"):
+        ActivationStore.open(d, fp())
+
+
+def test_missing_store_readonly(tmp_path):
+    with pytest.raises(StoreError, match="has not been filled yet"):
+        ActivationStore.open(tmp_path / "none", fp(), readonly=True)
+
+
+def test_second_writer_gets_clear_error_while_readers_work(tmp_path):
+    path = tmp_path / "s"
+    st = ActivationStore.open(path, fp())
+    st.put([b"k"], [{"states": torch.ones(1, 2)}])
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from ember.errors import StoreLockedError
+        from ember.store import ActivationStore
+        try:
+            ActivationStore.open({str(path)!r}, None)
+        except StoreLockedError as e:
+            print("LOCKED", e); sys.exit(0)
+        sys.exit(1)
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "being written by another process" in r.stdout
+    read = subprocess.run(
+        [sys.executable, "-c", f"from ember.store import ActivationStore; print(len(ActivationStore.open({str(path)!r}, None, readonly=True)))"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert read.stdout.strip() == "1", read.stderr
+    st.close()
+    ActivationStore.open(path, None).close()  # lock released on close
+
+
+def test_leveldb_second_process_locked(tmp_path):
+    st = ActivationStore.open(tmp_path / "l", fp(), backend="leveldb")
+    with pytest.raises(StoreLockedError, match="open in another process"):
+        ActivationStore.open(tmp_path / "l", fp(), backend="leveldb")
+    st.close()
+
+
+def test_readonly_location(tmp_path, monkeypatch):
+    import pathlib
+
+    def refuse(self, data):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", refuse)
+    with pytest.raises(StoreReadOnlyError, match=r"cannot write the store .* Read-only file system\. Pass a writable location"):
+        ActivationStore.open(tmp_path / "ro", fp())
+
+
+def test_size_limit_is_a_clear_full_error_and_keeps_commits(tmp_path):
+    st = ActivationStore.open(tmp_path / "s", fp(), max_size=1 << 20)
+    big = torch.zeros(64, 384)  # ~98 KB per entry
+    written = 0
+    with pytest.raises(StoreFullError, match=r"is full .* entries committed before stay valid"):
+        for i in range(100):
+            st.put([bytes([i])], [{"states": big}])
+            written += 1
+    assert 0 < written < 100
+    assert len(st) == written
+    assert all(e is not None for e in st.get([bytes([i]) for i in range(written)]))
+    st.close()
