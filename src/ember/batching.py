@@ -48,3 +48,46 @@ def map_in_buckets(
         for i, r in zip(idx, results, strict=True):
             out[i] = r
     return out  # type: ignore[return-value]
+
+
+def grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int = 0, group: int = 50) -> list[list[int]]:
+    """Shuffled training batches of similar lengths (a fresh order per ``seed``).
+
+    Indices are shuffled, cut into groups of ``group * batch_size``, each group sorted by length and cut
+    into batches, and the batches shuffled again: every example is seen once per epoch, the order stays
+    random, and each batch carries little padding.
+
+    Example:
+        >>> sorted(i for b in grouped_batches([3, 1, 2, 5, 4], 2) for i in b)
+        [0, 1, 2, 3, 4]
+    """
+    import random
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    size = batch_size * max(1, group)
+    batches = []
+    for g in range(0, len(order), size):
+        chunk = sorted(order[g : g + size], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class GroupedBatchSampler:
+    """A DataLoader ``batch_sampler`` over :func:`grouped_batches`, reshuffled every epoch."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, group: int = 50) -> None:
+        self.lengths, self.batch_size, self.seed, self.group = list(lengths), batch_size, seed, group
+        self.epoch = 0
+
+    def __iter__(self):
+        batches = grouped_batches(self.lengths, self.batch_size, seed=self.seed + self.epoch, group=self.group)
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size

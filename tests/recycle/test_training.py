@@ -18,7 +18,7 @@ def test_plain_loop_learns_and_matches_eval(tokenizer):
     rec = Recycler(model, tokenizer, None, layer=2)
     keys = rec.fill(TEXTS, labels=LABELS, progress=False).keys
     before = evaluate(rec, TEXTS, LABELS)
-    report = train_top(rec, keys, epochs=20, lr=1e-3, batch_size=8, progress=False)
+    report = train_top(rec, keys, epochs=25, lr=2e-3, batch_size=8, progress=False)
     assert report.epoch_loss[-1] < 0.5 * report.epoch_loss[0]
     assert evaluate(rec, TEXTS, LABELS) > max(before, 0.9)
 

@@ -26,6 +26,15 @@ class StoredDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.keys)
 
+    def lengths(self, chunk: int = 4096) -> list[int]:
+        """Token count of every example (one read pass over the store), for length-grouped batching."""
+        out: list[int] = []
+        for b in range(0, len(self.keys), chunk):
+            out += [e["states"].shape[0] for e in self.store.get(self.keys[b : b + chunk]) if e is not None]
+        if len(out) != len(self.keys):
+            raise MissingEntriesError(f"{len(self.keys) - len(out)} examples are not in the store at {self.store.path}; fill them first")
+        return out
+
     def __getitem__(self, i: int) -> Entry:
         return self.__getitems__([i])[0]
 

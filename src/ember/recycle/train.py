@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ember.batching import GroupedBatchSampler
 from ember.progress import progress_bar
 from ember.recycle.recycler import Recycler
 
@@ -41,6 +42,7 @@ def train_top(
     weight_decay: float = 0.01,
     seed: int = 0,
     num_workers: int = 0,
+    group_by_length: bool = True,
     progress: bool = True,
 ) -> TrainReport:
     """Train the model's top from the store with AdamW; raw texts are never read.
@@ -48,16 +50,22 @@ def train_top(
     Args:
         rec: a recycler whose store holds every key with a label.
         keys: the training examples' keys (``FillReport.keys``).
+        group_by_length: shuffled batches of similar lengths (far less padding); ``False`` shuffles plainly.
 
     Example:
         >>> report = train_top(rec, fill_report.keys, epochs=3)  # doctest: +SKIP
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    g = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(
-        rec.dataset(keys), batch_size=batch_size, shuffle=True, generator=g, collate_fn=rec.collate, num_workers=num_workers
-    )
+    dataset = rec.dataset(keys)
+    if group_by_length:
+        sampler = GroupedBatchSampler(dataset.lengths(), batch_size, seed=seed)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=rec.collate, num_workers=num_workers)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, generator=g, collate_fn=rec.collate, num_workers=num_workers
+        )
     params = top_parameters(rec)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     report = TrainReport(epochs=epochs, examples=len(keys))
