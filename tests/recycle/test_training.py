@@ -42,3 +42,26 @@ def test_hf_trainer_trains_from_stored_states(tmp_path, tokenizer):
     assert not torch.equal(model.classifier.out_proj.weight, head)  # the head trained
     for n, p in model.roberta.embeddings.named_parameters():
         assert torch.equal(p, frozen[n])  # the frozen bottom did not move
+
+
+def test_record_stores_labels_then_trains_from_store(tokenizer):
+    """First epoch under record() (as in the original recycling demo), later epochs from the store alone."""
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, None, layer=2)
+    batch = rec.tokenize(TEXTS[:8])
+    labels = torch.tensor(LABELS[:8])
+    with rec.record():
+        model(**batch, labels=labels).loss.backward()
+    keys = rec.fill(TEXTS[:8], progress=False).keys  # nothing left to compute
+    items = rec.dataset(keys).__getitems__(list(range(8)))
+    assert [int(x["labels"]) for x in items] == LABELS[:8]
+
+
+def test_dataloader_workers_read_lmdb(tmp_path, tokenizer):
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, tmp_path / "s", layer=2)
+    keys = rec.fill(TEXTS, labels=LABELS, progress=False).keys
+    report = train_top(rec, keys, epochs=1, batch_size=8, num_workers=2, progress=False)
+    assert report.examples == len(TEXTS) and report.epoch_loss[0] > 0
+    rec.fill(["order pizza please"], labels=[2], progress=False)  # the parent still writes afterwards
+    assert len(rec.store) == len(set(keys)) + 1

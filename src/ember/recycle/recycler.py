@@ -299,11 +299,21 @@ class _Session:
             self.originals.append((parts.layers, str(i), parts.layers[i]))
         self._swap_in()
         self.handle = parts.base.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
+        self.labels: torch.Tensor | None = None
+        if self.mode == "record" and parts.model is not parts.base:
+            # The head's forward sees the labels; record() stores them with the states.
+            self.label_handle = parts.model.register_forward_pre_hook(self._grab_labels, with_kwargs=True)
 
     def detach(self) -> None:
         if self.handle is not None:
             self.handle.remove()
+        if getattr(self, "label_handle", None) is not None:
+            self.label_handle.remove()
         self._swap_out()
+
+    def _grab_labels(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        labels = bind_call(module, args, kwargs).get("labels")
+        self.labels = labels if isinstance(labels, torch.Tensor) and labels.dim() == 1 else None
 
     def _swap_in(self) -> None:
         for parent, name, _ in self.originals:
@@ -354,8 +364,17 @@ class _Session:
             new = set(rec.store.missing(keys))
             rows = [i for i, k in enumerate(keys) if k in new]
             per_row = unpad(states, mask)
+            rows = list({keys[i]: i for i in rows}.values())  # one write per distinct example
+            labels = self.labels if self.labels is not None and self.labels.shape[0] == len(keys) else None
+            entries = []
+            for i in rows:
+                entry = {"states": per_row[i].to(rec._store_dtype).cpu()}
+                if labels is not None:
+                    entry["label"] = labels[i].detach().to("cpu", torch.int64)
+                entries.append(entry)
             if rows:
-                rec.store.put([keys[i] for i in dict.fromkeys(rows)], [{"states": per_row[i].to(rec._store_dtype).cpu()} for i in dict.fromkeys(rows)])
+                rec.store.put([keys[i] for i in rows], entries)
+            self.labels = None
             return states
         entries = rec.store.get(keys)
         miss = [i for i, e in enumerate(entries) if e is None]

@@ -98,8 +98,12 @@ class LMDBStore:
             raise StoreError(f"cannot open the LMDB store at {self.path}: {exc}") from exc
 
     def _check_pid(self) -> None:
-        # An LMDB environment must not be used across fork(): DataLoader workers reopen it read-only.
+        # An LMDB environment must not be used across fork(): DataLoader workers close the inherited handle
+        # (that touches neither the parent's locks nor its reader slots, which are keyed by pid) and reopen
+        # the store read-only.
         if self._pid != os.getpid():
+            with contextlib.suppress(lmdb.Error):
+                self.env.close()
             self.readonly = True
             self._lock_file = None
             self._open()
