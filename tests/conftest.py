@@ -20,6 +20,7 @@ from transformers import (
 )
 
 WORDS = (
+    "my i am "
     "the a cat dog sat on mat book flight to paris please what is my balance transfer money how do i "
     "reset password weather today tomorrow play music set alarm for seven am call mom order pizza "
     "is it going to rain cancel reservation at restaurant tell me joke translate hello into spanish"
@@ -29,12 +30,10 @@ SMALL = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, interme
 
 
 @pytest.fixture(scope="session")
-def tokenizer(tmp_path_factory) -> BertTokenizerFast:
-    """A real WordPiece tokenizer over a tiny vocabulary (written to disk, no download)."""
-    d = tmp_path_factory.mktemp("tok")
+def tokenizer() -> BertTokenizerFast:
+    """A real WordPiece tokenizer over a tiny vocabulary (built in code, no download)."""
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
-    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=str(d / "vocab.txt"), model_max_length=48)
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=48)
 
 
 def make_model(family: str, num_labels: int = 3, vocab_size: int = 128, **overrides):
