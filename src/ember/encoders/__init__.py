@@ -2,7 +2,7 @@
 
 from ember.encoders.cache import CacheFillReport, EncoderCache
 from ember.encoders.config import CacheConfig, KeyExtractor, NamedPooling, Placement, PoolingName
-from ember.encoders.data import CachedDataset, EmbeddingTable, StoreSource
+from ember.encoders.data import CachedDataset, CachedItem, EmbeddingTable, StoreSource, collate_cached
 from ember.encoders.errors import (
     CacheConfigError,
     EmbeddingShapeError,
@@ -16,6 +16,8 @@ __all__ = [
     "CacheConfig",
     "CacheFillReport",
     "CachedDataset",
+    "CachedItem",
+    "collate_cached",
     "EmbeddingTable",
     "EncoderCache",
     "KeyExtractor",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -94,11 +94,33 @@ class StoreSource:
         return torch.stack([e["embedding"] for e in entries]).to(device=self.device, dtype=self.dtype)  # type: ignore[index]
 
 
+class CachedItem(NamedTuple):
+    """One example of a split: which split, and its position (what a DataLoader hands the collator)."""
+
+    dataset: CachedDataset
+    index: int
+
+
+def collate_cached(items: Sequence[CachedItem]) -> dict[str, torch.Tensor]:
+    """The collator for any :class:`CachedDataset` (train, validation, test alike): one gather per encoder.
+
+    Example:
+        >>> Trainer(model=head, train_dataset=cache.dataset("train"), eval_dataset=cache.dataset("test"),
+        ...         data_collator=collate_cached, args=TrainingArguments(..., remove_unused_columns=False))  # doctest: +SKIP
+    """
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    first = items[0]
+    if not isinstance(first, CachedItem):
+        raise TypeError(f"collate_cached takes items of a CachedDataset, got {type(first).__name__}")
+    return first.dataset.collate(items)
+
+
 class CachedDataset(torch.utils.data.Dataset):
     """Examples of one filled split: per-encoder embeddings and labels, raw data never read again.
 
-    Items are example positions; :meth:`collate` turns a list of them into
-    ``{encoder_name: (B, D), ..., "labels": (B,)}`` with one gather per encoder. Use it as the
+    Items are :class:`CachedItem` (split, position); :func:`collate_cached` (or :meth:`collate`) turns a list
+    of them into ``{encoder_name: (B, D), ..., "labels": (B,)}`` with one gather per encoder. Use it as the
     ``collate_fn`` of a DataLoader or the ``data_collator`` of a Hugging Face Trainer.
 
     Example:
@@ -121,17 +143,17 @@ class CachedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> int:
+    def __getitem__(self, i: int) -> CachedItem:
         if not -self.length <= i < self.length:
             raise IndexError(f"index {i} out of range for a split of {self.length} examples")
-        return i % self.length
+        return CachedItem(self, i % self.length)
 
-    def __getitems__(self, indices: Sequence[int]) -> list[int]:
+    def __getitems__(self, indices: Sequence[int]) -> list[CachedItem]:
         return [self[i] for i in indices]
 
-    def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Batch ``{encoder: (B, D)}`` plus ``labels (B,)`` for the given example positions."""
-        idx = torch.as_tensor(list(indices), dtype=torch.long)  # (B,)
+    def collate(self, items: Sequence[CachedItem | int]) -> dict[str, torch.Tensor]:
+        """Batch ``{encoder: (B, D)}`` plus ``labels (B,)`` of items of this split (or plain positions in it)."""
+        idx = torch.as_tensor([it.index if isinstance(it, CachedItem) else int(it) for it in items], dtype=torch.long)  # (B,)
         out = {name: src.take(located, idx) for name, (src, located) in self.sources.items()}
         if self.labels is not None:
             out["labels"] = self.labels[idx.to(self.labels.device)]
