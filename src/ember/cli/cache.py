@@ -1,0 +1,42 @@
+"""``ember cache fill``: fill a frozen-encoder cache (save_dir) from a data file, as EncoderCache.fill does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ember.cli.common import emit_json, friendly_errors
+
+app = typer.Typer(help="Frozen-encoder embedding cache: compute pooled embeddings once, train heads from them.", no_args_is_help=True)
+
+
+@app.command("fill")
+def fill_cmd(
+    data: str = typer.Option(..., "--data", help="CSV/TSV/JSONL/CLINC150 JSON/dataset folder with a text column"),
+    save_dir: Path = typer.Option(..., "--save-dir", help="cache folder (reused and fingerprint-checked by later runs)"),
+    model: str | None = typer.Option(None, "--model", help="model folder or hub id (default: packaged all-MiniLM-L6-v2)"),
+    pooling: str = typer.Option("mean", "--pooling", help="cls, mean or pooler"),
+    split: str = typer.Option("train", "--split", help="split to read from the data and to record in the cache"),
+    text_column: str | None = typer.Option(None, "--text-column"),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    limit: int | None = typer.Option(None, "--limit", help="first N examples only"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    num_workers: int = typer.Option(0, "--num-workers", help="tokenizer worker processes"),
+    max_length: int | None = typer.Option(None, "--max-length"),
+) -> None:
+    """Compute and store the embeddings (and labels) of every example not stored yet; prints a JSON report."""
+    with friendly_errors():
+        from ember.data import load_examples
+        from ember.encoders import CacheConfig, EncoderCache
+        from ember.models import load_model
+
+        config = CacheConfig(
+            save_dir=save_dir, pooling=pooling, batch_size=batch_size, num_workers=num_workers, max_length=max_length  # type: ignore[arg-type]
+        )
+        examples = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
+        encoder, tokenizer = load_model(model, "embedding")
+        encoder.requires_grad_(False)
+        with EncoderCache(encoder, tokenizer, config) as cache:
+            report = cache.fill(examples, split=split)
+        emit_json({"save_dir": str(save_dir), **report.to_dict()})

@@ -1,0 +1,34 @@
+"""Frozen-encoder embedding cache for training loops, on the recycling store (one store, one fill loop)."""
+
+from ember.encoders.cache import CacheFillReport, EncoderCache
+from ember.encoders.config import CacheConfig, KeyExtractor, NamedPooling, Placement, PoolingName
+from ember.encoders.data import CachedDataset, CachedItem, EmbeddingTable, StoreSource, collate_cached
+from ember.encoders.errors import (
+    CacheConfigError,
+    EmbeddingShapeError,
+    KeyCollisionError,
+    LabelCachingError,
+    RandomTransformError,
+    TrainableEncoderError,
+)
+
+__all__ = [
+    "CacheConfig",
+    "CacheFillReport",
+    "CachedDataset",
+    "CachedItem",
+    "collate_cached",
+    "EmbeddingTable",
+    "EncoderCache",
+    "KeyExtractor",
+    "NamedPooling",
+    "Placement",
+    "PoolingName",
+    "StoreSource",
+    "CacheConfigError",
+    "EmbeddingShapeError",
+    "KeyCollisionError",
+    "LabelCachingError",
+    "RandomTransformError",
+    "TrainableEncoderError",
+]
