@@ -24,10 +24,14 @@ _EXPORTS = {
     "find_parts": "ember.models",
     "FidelityReport": "ember.fidelity",
     "Tolerance": "ember.fidelity",
+    "EncoderCache": "ember.encoders",
+    "CacheConfig": "ember.encoders",
 }
 
 __all__ = [
     "ActivationStore",
+    "CacheConfig",
+    "EncoderCache",
     "Examples",
     "FidelityReport",
     "Fingerprint",
@@ -42,6 +46,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from ember.data import Examples, load_examples
+    from ember.encoders import CacheConfig, EncoderCache
     from ember.fidelity import FidelityReport, Tolerance
     from ember.models import find_parts, load_model
     from ember.recycle import RecycleConfig, Recycler, StoredDataset

@@ -6,8 +6,9 @@ import json
 
 from typer.testing import CliRunner
 
-from conftest import make_model
 from ember.cli import app
+
+from conftest import make_model
 
 
 def test_cache_fill_command(tokenizer, texts, tmp_path):

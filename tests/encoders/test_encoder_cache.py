@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_model
 from ember.encoders import (
     CacheConfig,
     CacheConfigError,
@@ -20,6 +19,8 @@ from ember.encoders import (
 )
 from ember.errors import StoreMismatchError
 from ember.fidelity import mean_pool
+
+from conftest import make_model
 
 
 def frozen(seed: int = 0):

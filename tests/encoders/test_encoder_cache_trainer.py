@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from conftest import make_model
 from ember.encoders import CacheConfig, EncoderCache, collate_cached
+
+from conftest import make_model
 
 
 class Head(nn.Module):

@@ -32,7 +32,7 @@ from ember.encoders.errors import (
 from ember.encoders.pooling import pooling_fn, pooling_name
 from ember.errors import DataError, StoreMismatchError, UnsupportedModelError
 from ember.models.families import find_parts
-from ember.recycle.recycler import _max_length
+from ember.models.load import resolve_max_length
 from ember.recycle.split import pad_ids
 from ember.store.activations import ActivationStore, Entry
 from ember.store.codec import torch_dtype
@@ -85,7 +85,7 @@ class _Encoder:
         self.pooling = config.pooling_of(name)
         self.pool = pooling_fn(self.pooling)
         self.key_extractor: KeyExtractor | None = config.key_extractors.get(name)
-        self.max_length = _max_length(tokenizer, self.module, config.max_length)
+        self.max_length = resolve_max_length(tokenizer, self.module, config.max_length)
         self.dtype = torch_dtype(config.dtype)
         try:
             architecture = find_parts(self.module).architecture

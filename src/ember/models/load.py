@@ -62,3 +62,17 @@ def load_model(
         raise ValueError(f"task {task!r} is not one of 'classification', 'embedding'")
     model.eval()
     return model, tokenizer
+
+
+def resolve_max_length(tokenizer, model: nn.Module, wanted: int | None = None) -> int:
+    """Truncation length every ember mode uses: ``wanted``, else the tokenizer's, capped by the model's positions."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 512
+    if getattr(getattr(model, "config", None), "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= 2  # RoBERTa's positions start after the padding index
+    tok_max = getattr(tokenizer, "model_max_length", None) or positions
+    limit = min(positions, tok_max if tok_max < 1_000_000 else positions)
+    if wanted is None:
+        return limit
+    if wanted > limit:
+        raise ValueError(f"max_length={wanted} exceeds what the model accepts ({limit} positions)")
+    return wanted

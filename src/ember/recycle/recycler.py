@@ -14,6 +14,7 @@ from torch import nn
 from ember.data.loaders import Examples
 from ember.errors import MissingEntriesError, StoreCorruptError, StoreMismatchError
 from ember.models.families import EncoderParts, find_parts
+from ember.models.load import resolve_max_length
 from ember.recycle.split import Passthrough, bind_call, pad_ids, split_states, unpad
 from ember.store.activations import ActivationStore, Entry
 from ember.store.base import Backend
@@ -56,19 +57,6 @@ class RecycleConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _max_length(tokenizer, model: nn.Module, wanted: int | None) -> int:
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 512
-    if getattr(getattr(model, "config", None), "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        positions -= 2  # RoBERTa's positions start after the padding index
-    tok_max = getattr(tokenizer, "model_max_length", None) or positions
-    limit = min(positions, tok_max if tok_max < 1_000_000 else positions)
-    if wanted is None:
-        return limit
-    if wanted > limit:
-        raise ValueError(f"max_length={wanted} exceeds what the model accepts ({limit} positions)")
-    return wanted
 
 
 class Recycler:
@@ -131,7 +119,7 @@ class Recycler:
         k = config.layer
         if k > self.parts.num_layers:
             raise ValueError(f"layer={k} but {type(model).__name__} has only {self.parts.num_layers} layers (0..{self.parts.num_layers})")
-        self.max_length = _max_length(tokenizer, model, config.max_length)
+        self.max_length = resolve_max_length(tokenizer, model, config.max_length)
         self.fingerprint = Fingerprint(
             kind="recycle",
             architecture=self.parts.architecture,
