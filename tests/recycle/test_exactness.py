@@ -48,7 +48,8 @@ def test_use_mixes_hits_and_misses_in_one_batch(tokenizer, texts):
     with torch.no_grad():
         ref = model(**batch).logits
     calls = []
-    h = rec.parts.layers[0].register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+    # a submodule's hook fires only when layer 0 really computes (its bypassed forward skips it)
+    h = rec.parts.layers[0].attention.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
     with rec.use(), torch.no_grad():
         out = model(**batch).logits
     h.remove()
@@ -62,7 +63,8 @@ def test_train_never_touches_bottom_when_all_stored(tokenizer, texts):
     rec = Recycler(model, tokenizer, None, layer=3)
     rec.fill(texts, progress=False)
     ran = []
-    hooks = [m.register_forward_hook(lambda *a: ran.append(1)) for m in rec.parts.bottom(3)]
+    inner = [c for m in rec.parts.bottom(3) for c in m.children()]  # run only if a bottom module computes
+    hooks = [m.register_forward_hook(lambda *a: ran.append(1)) for m in inner]
     with rec.train(), torch.no_grad():
         model(**rec.tokenize(texts))
     for h in hooks:
@@ -91,6 +93,44 @@ def test_model_restored_exactly(mode, tokenizer, texts):
     assert after_modules == before_modules
     assert all(torch.equal(before_state[k], after_state[k]) for k in before_state)
     assert not rec.parts.base._forward_pre_hooks and not rec.parts.layers[2]._forward_pre_hooks
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+def test_frozen_weights_stay_visible_inside_contexts(tmp_path, tokenizer, texts):
+    """Checkpoints, dtype/device moves and optimizers made inside train() see the whole model."""
+    model = make_model("bert")
+    full = set(model.state_dict())
+    rec = Recycler(model, tokenizer, None, layer=2)
+    rec.fill(texts, progress=False)
+    with rec.train():
+        assert set(model.state_dict()) == full
+        model.save_pretrained(tmp_path / "ckpt")
+        model.double()
+        assert model.bert.embeddings.word_embeddings.weight.dtype == torch.float64
+        model.float()
+    from transformers import BertForSequenceClassification
+
+    again = BertForSequenceClassification.from_pretrained(tmp_path / "ckpt").eval()
+    batch = rec.tokenize(texts)
+    with torch.no_grad():
+        assert torch.equal(again(**batch).logits, model(**batch).logits)
+
+
+def test_existing_instance_forward_is_kept(tokenizer, texts):
+    model = make_model("bert")
+    emb = model.bert.embeddings
+    calls = []
+    original = emb.forward
+
+    def wrapped(*a, **kw):  # what accelerate-style hooks do
+        calls.append(1)
+        return original(*a, **kw)
+
+    emb.forward = wrapped
+    rec = Recycler(model, tokenizer, None, layer=2)
+    with rec.use(), torch.no_grad():
+        model(**rec.tokenize(texts))
+    assert emb.forward is wrapped and len(calls) == 1  # ran once, for the misses
 
 
 def test_record_writes_eval_mode_states_even_while_training(tokenizer, texts):

@@ -15,7 +15,7 @@ from ember.data.loaders import Examples
 from ember.errors import MissingEntriesError, StoreCorruptError, StoreMismatchError
 from ember.models.families import EncoderParts, find_parts
 from ember.models.load import resolve_max_length
-from ember.recycle.split import Passthrough, bind_call, pad_ids, split_states, unpad
+from ember.recycle.split import bind_call, pad_ids, passthrough, split_states, unpad
 from ember.store.activations import ActivationStore, Entry
 from ember.store.base import Backend
 from ember.store.codec import DType, torch_dtype
@@ -24,6 +24,7 @@ from ember.store.fingerprint import Fingerprint, tokenizer_hash, weights_hash
 from ember.store.keys import KeyFn, content_key, row_keys
 
 Mode = Literal["record", "train", "use"]
+_NO_FORWARD = object()
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,9 @@ class RecycleConfig:
 class Recycler:
     """Stores the hidden states entering layer ``k`` and lets later passes start from them.
 
-    The model stays the user's: inside a context ember swaps the embeddings and layers ``0..k-1`` for
-    pass-through modules and adds one forward pre-hook to the encoder; leaving the context puts back the
-    very same module objects.
+    The model stays the user's: inside a context ember makes the embeddings and layers ``0..k-1`` pass
+    their input through (an instance-level ``forward``; the modules and weights stay in place) and adds
+    one forward pre-hook to the encoder; leaving the context removes both.
 
     Modes:
         - ``record()``: every forward computes the frozen bottom (eval mode) and writes its states.
@@ -269,60 +270,60 @@ class Recycler:
 
 
 class _Session:
-    """The swaps and hook of one active context; ``detach`` restores the model exactly."""
+    """The bypasses and hooks of one active context; ``detach`` restores the model exactly.
+
+    The frozen modules stay in the model (so ``state_dict()``, ``.to()``, checkpoints and optimizers see
+    every weight); only their ``forward`` is overridden on the instance, and put back on exit.
+    """
 
     def __init__(self, rec: Recycler, mode: Mode, write_back: bool) -> None:
         self.rec, self.mode, self.write_back = rec, mode, write_back
-        self.swapped = False
-        self.originals: list[tuple[nn.Module, str, nn.Module]] = []
-        self.handle = None
+        self.bottom = rec.parts.bottom(rec.config.layer)
+        self.saved: list[object] = []
+        self.handles: list = []
         self.inner = False
+        self.labels: torch.Tensor | None = None
 
     def attach(self) -> None:
         parts = self.rec.parts
-        k = self.rec.config.layer
-        for parent, name in parts.entry:
-            self.originals.append((parent, name, getattr(parent, name)))
-        for i in range(k):
-            self.originals.append((parts.layers, str(i), parts.layers[i]))
-        self._swap_in()
-        self.handle = parts.base.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
-        self.labels: torch.Tensor | None = None
+        # Another library (accelerate, say) may already have put a forward on the instance: keep it.
+        self.saved = [m.__dict__.get("forward", _NO_FORWARD) for m in self.bottom]
+        self._bypass()
+        self.handles.append(parts.base.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
         if self.mode == "record" and parts.model is not parts.base:
             # The head's forward sees the labels; record() stores them with the states.
-            self.label_handle = parts.model.register_forward_pre_hook(self._grab_labels, with_kwargs=True)
+            self.handles.append(parts.model.register_forward_pre_hook(self._grab_labels, with_kwargs=True))
 
     def detach(self) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-        if getattr(self, "label_handle", None) is not None:
-            self.label_handle.remove()
-        self._swap_out()
+        for h in self.handles:
+            h.remove()
+        self._restore()
 
     def _grab_labels(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         labels = bind_call(module, args, kwargs).get("labels")
         self.labels = labels if isinstance(labels, torch.Tensor) and labels.dim() == 1 else None
 
-    def _swap_in(self) -> None:
-        for parent, name, _ in self.originals:
-            setattr(parent, name, Passthrough())
-        self.swapped = True
+    def _bypass(self) -> None:
+        for m in self.bottom:
+            m.forward = passthrough
 
-    def _swap_out(self) -> None:
-        for parent, name, module in self.originals:
-            setattr(parent, name, module)
-        self.swapped = False
+    def _restore(self) -> None:
+        for m, old in zip(self.bottom, self.saved, strict=True):
+            if old is _NO_FORWARD:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = old
 
     @contextmanager
     def restored(self) -> Iterator[None]:
         """The original bottom, for computing misses in the middle of a forward."""
-        self._swap_out()
+        self._restore()
         self.inner = True
         try:
             yield
         finally:
             self.inner = False
-            self._swap_in()
+            self._bypass()
 
     def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict):
         if self.inner:

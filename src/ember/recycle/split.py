@@ -15,21 +15,19 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass once the split-layer states are captured."""
 
 
-class Passthrough(nn.Module):
-    """Stands in for a module of the frozen bottom: returns the hidden states it is handed.
+def passthrough(*args, **kwargs) -> torch.Tensor:
+    """Stands in for the forward of a frozen bottom module: returns the hidden states it is handed.
 
     The first bottom module (the embeddings) receives the stored states as ``inputs_embeds``; every later
     one (ELECTRA's projection, layers ``0..k-1``) receives them as its first argument.
     """
-
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        for v in (*args, kwargs.get("inputs_embeds"), kwargs.get("hidden_states")):
-            if isinstance(v, torch.Tensor) and v.is_floating_point():
-                return v
-        raise RuntimeError(
-            "a recycled bottom module was called without hidden states; inside recycle contexts call the model "
-            "with input_ids (looked up in the store) or inputs_embeds=<stored states>"
-        )
+    for v in (*args, kwargs.get("inputs_embeds"), kwargs.get("hidden_states")):
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            return v
+    raise RuntimeError(
+        "a recycled bottom module was called without hidden states; inside recycle contexts call the model "
+        "with input_ids (looked up in the store) or inputs_embeds=<stored states>"
+    )
 
 
 def split_states(
