@@ -106,23 +106,24 @@ def accuracy_plain(model, tok, texts, labels, max_length, batch_size=64):
     return correct / len(texts)
 
 
-def read_throughput(rec, keys, batch_size):
-    """One pass over the store with the training DataLoader and collator, no model (lengths pass included)."""
+def read_throughput(rec, split, batch_size):
+    """One pass over a split with the training DataLoader and collator, no model."""
     start = time.perf_counter()
-    ds = rec.dataset(keys)
+    ds = rec.dataset(split)
+    keys = ds.keys
     sampler = GroupedBatchSampler(ds.lengths(), batch_size)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=rec.collate)
     tokens = 0
     for batch in loader:
         tokens += int(batch["attention_mask"].sum())
     secs = time.perf_counter() - start
-    nbytes = sum(len(v) for v in rec.store.kv.get_many(list(keys)))
+    nbytes = sum(len(v) for v in rec.store.kv.get_many(keys))
     return {
         "seconds": secs,
         "examples_per_s": len(keys) / secs,
         "mb_per_s": nbytes / secs / 1e6,
         "bytes_per_token": nbytes / tokens,
-        "store_mb": nbytes / 1e6,
+        "store_mb": sum(len(v) for v in rec.store.kv.get_many(list(dict.fromkeys(keys)))) / 1e6,
     }
 
 
@@ -197,11 +198,11 @@ def main() -> None:
     rec = Recycler(model, tok, tmp / "float32", RecycleConfig(layer=args.layer))
     fill = rec.fill(train, labels=y_train, batch_size=64, progress=False)
     result["fill_seconds"] = fill.seconds
-    result["store_read"] = read_throughput(rec, fill.keys, args.batch_size)
-    stored = train_top(rec, fill.keys, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
+    result["store_read"] = read_throughput(rec, "train", args.batch_size)
+    stored = train_top(rec, "train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
     result["stored"] = {"epoch_seconds": stored.epoch_seconds, "accuracy": evaluate(rec, test.texts, y_test)}
     print(json.dumps({"progress": "stored", **result["stored"]}), file=sys.stderr)
-    rec.fill(test, progress=False)  # for the inference comparison: every test input is stored
+    rec.fill(test, split="test", progress=False)  # for the inference comparison: every test input is stored
     result["inference"] = inference_speed(model, rec, test.texts, args.latency_samples)
     rec.close()
 
@@ -226,7 +227,7 @@ def main() -> None:
         model, tok = fresh_model(args, names, init)
         rec = Recycler(model, tok, tmp / dtype, RecycleConfig(layer=args.layer, dtype=dtype))
         keys = rec.fill(train, labels=y_train, progress=False).keys
-        rep = train_top(rec, keys, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
+        rep = train_top(rec, "train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
         result["dtypes"][dtype] = {
             "epoch_seconds": rep.epoch_seconds,
             "accuracy": evaluate(rec, test.texts, y_test),

@@ -151,8 +151,8 @@ def test_record_writes_eval_mode_states_even_while_training(tokenizer, texts):
 def test_gradients_flow_through_top_only(tokenizer, texts):
     model = make_model("distilbert")
     rec = Recycler(model, tokenizer, None, layer=2)
-    keys = rec.fill(texts, labels=[0, 1, 2, 0, 1, 2, 0, 1], progress=False).keys
-    batch = rec.collate(rec.dataset(keys).__getitems__(list(range(8))))
+    rec.fill(texts, labels=[0, 1, 2, 0, 1, 2, 0, 1], progress=False)
+    batch = rec.collate(rec.dataset("train").__getitems__(list(range(8))))
     model.train()
     with rec.train():
         model(**batch).loss.backward()

@@ -151,10 +151,10 @@ def test_labels_cached_with_worker_processes(tokenizer):
     model = make_model("bert")
     rec = Recycler(model, tokenizer, None, layer=2)
     labels = ["b" if "please" in t else "a" for t in TEXTS]
-    report = rec.fill(TEXTS, labels=labels, num_workers=2, progress=False)
+    rec.fill(TEXTS, labels=labels, num_workers=2, progress=False)
     assert rec.store.label_names == ["a", "b"]
-    for key, lab in zip(report.keys, labels, strict=True):
-        assert rec.store.label_names[int(rec.store.get([key])[0]["label"])] == lab
+    items = rec.dataset("train").__getitems__(list(range(len(TEXTS))))
+    assert [rec.store.label_names[int(x["labels"])] for x in items] == labels
 
 
 def test_fill_computes_in_length_sorted_batches(tokenizer):

@@ -68,3 +68,58 @@ def test_base_model_and_classifier_share_a_store(tmp_path, tokenizer, texts):
     clf.bert.load_state_dict(base.state_dict())
     rec = Recycler(clf, tokenizer, tmp_path / "s", layer=2, readonly=True)
     assert len(rec.store) == len(texts)
+
+
+def test_store_refuses_other_weights_tokenizer_length_key(tmp_path, tokenizer, texts):
+    from transformers import BertTokenizerFast
+
+    from ember.errors import StoreMismatchError
+    from ember.recycle import RecycleConfig
+
+    model = make_model("bert")
+    Recycler(model, tokenizer, tmp_path / "s", layer=2).fill(texts, progress=False)
+
+    other = make_model("bert")
+    with torch.no_grad():
+        other.bert.encoder.layer[0].output.dense.weight.add_(1e-3)
+    with pytest.raises(StoreMismatchError, match="weights: store has"):
+        Recycler(other, tokenizer, tmp_path / "s", layer=2)
+    vocab = dict(tokenizer.get_vocab(), extra=len(tokenizer.get_vocab()))
+    with pytest.raises(StoreMismatchError, match="tokenizer: store has"):
+        Recycler(model, BertTokenizerFast(vocab=vocab, model_max_length=48), tmp_path / "s", layer=2)
+    with pytest.raises(StoreMismatchError, match="max_length: store has 48, this run has 32"):
+        Recycler(model, tokenizer, tmp_path / "s", RecycleConfig(layer=2, max_length=32))
+    with pytest.raises(StoreMismatchError, match="extra: store has"):
+        Recycler(model, tokenizer, tmp_path / "s", layer=2, key_fn=lambda ids: bytes(len(ids)))
+    eps = make_model("bert", layer_norm_eps=1e-5)
+    eps.load_state_dict(model.state_dict())
+    with pytest.raises(StoreMismatchError, match="extra: store has"):  # same weights, another config
+        Recycler(eps, tokenizer, tmp_path / "s", layer=2)
+
+
+def test_weights_changed_after_opening_are_caught(tokenizer, texts):
+    from ember.errors import StoreMismatchError
+
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, None, layer=2)
+    rec.fill(texts, progress=False)
+    with torch.no_grad():
+        model.bert.embeddings.word_embeddings.weight.mul_(2)
+    with pytest.raises(StoreMismatchError, match="changed since this Recycler was created"), rec.train():
+        pass
+
+
+def test_sentence_pairs_do_not_share_keys_with_single_sentences(tokenizer):
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, None, layer=2)
+    pair = rec.tokenize(["play music"], text_pair=["set alarm"])
+    single = {k: v.clone() for k, v in pair.items()}
+    single["token_type_ids"].zero_()
+    with rec.use(write_back=True), torch.no_grad():
+        model(**pair)
+        model(**single)
+    assert len(rec.store) == 2
+    with torch.no_grad():
+        ref = model(**pair).logits
+    with rec.train(), torch.no_grad():
+        assert (model(**pair).logits - ref).abs().max() < 1e-5

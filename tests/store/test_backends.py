@@ -159,3 +159,52 @@ def test_size_limit_is_a_clear_full_error_and_keeps_commits(tmp_path):
     assert len(st) == written
     assert all(e is not None for e in st.get([bytes([i]) for i in range(written)]))
     st.close()
+
+
+def test_store_with_entries_but_no_fingerprint_is_refused(tmp_path):
+    kv = open_kv(tmp_path / "s")
+    kv.put_many([(b"k", encode({"states": torch.zeros(1, 2)}))])
+    kv.close()
+    with pytest.raises(StoreMismatchError, match="holds entries but no fingerprint"):
+        ActivationStore.open(tmp_path / "s", fp())
+
+
+def test_reader_follows_writer_growing_the_map(tmp_path, monkeypatch):
+    import ember.store.lmdb as lm
+
+    monkeypatch.setattr(lm, "_INITIAL_MAP", 1 << 20)
+    writer = ActivationStore.open(tmp_path / "s", fp())
+    writer.put([b"first"], [{"states": torch.zeros(4, 4)}])
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        import ember.store.lmdb as lm
+        lm._INITIAL_MAP = 1 << 20
+        from ember.store import ActivationStore
+        r = ActivationStore.open({str(tmp_path / 's')!r}, None, readonly=True)
+        print(len(r), flush=True)
+        sys.stdin.readline()          # the writer grows the map meanwhile
+        print(len(r), r.get([bytes([7])])[0]["states"].shape[0], flush=True)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "1"
+    for i in range(40):  # ~4 MB: several doublings past the reader's 1 MiB map
+        writer.put([bytes([i])], [{"states": torch.zeros(256, 384)}])
+    p.stdin.write("\n")
+    p.stdin.flush()
+    assert p.stdout.readline().split() == ["41", "256"]
+    p.wait(timeout=60)
+    writer.close()
+
+
+def test_lmdb_store_pickles_as_a_reader(tmp_path):
+    import pickle
+
+    st = ActivationStore.open(tmp_path / "s", fp())
+    st.put([b"k"], [{"states": torch.ones(2, 2)}])
+    (tmp_path / "kv.pkl").write_bytes(pickle.dumps(st.kv))  # what a spawn-started DataLoader worker receives
+    code = f"import pickle; kv = pickle.loads(open({str(tmp_path / 'kv.pkl')!r}, 'rb').read()); print(kv.readonly, len(kv.get_many([b'k'])[0]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", str(len(st.kv.get_many([b"k"])[0]))], out.stderr
+    st.close()

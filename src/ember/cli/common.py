@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ember.errors import EmberError
 
@@ -27,5 +28,5 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except (EmberError, FileNotFoundError, ImportError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc

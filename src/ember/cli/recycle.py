@@ -36,6 +36,20 @@ def _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path,
     return Recycler(model, tok, store, cfg, readonly=readonly, layers_path=layers_path, embeddings_path=embeddings_path)
 
 
+def _stored_settings(store: Path, backend: str, layer: int | None, dtype: str | None, max_length: int | None):
+    """Layer, dtype and max length recorded in an existing store, unless given explicitly."""
+    from ember.store import ActivationStore
+
+    probe = ActivationStore.open(store, None, backend=backend, readonly=True)  # type: ignore[arg-type]
+    fp = probe.fingerprint
+    probe.close()
+    return (
+        fp.layer if layer is None else layer,
+        fp.dtype if dtype is None else dtype,
+        fp.max_length if max_length is None else max_length,
+    )
+
+
 @app.command()
 def fill(
     data: DataOpt,
@@ -63,8 +77,8 @@ def fill(
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         m, tok = load_model(model, "embedding")
         rec = _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path)
-        report = rec.fill(ex, batch_size=batch_size, num_workers=num_workers)
-        result = {"command": "recycle fill", "store": str(store), "layer": layer, "entries": len(rec.store), **report.to_dict()}
+        report = rec.fill(ex, split=split or "train", batch_size=batch_size, num_workers=num_workers)
+        result = {"command": "recycle fill", "split": report.split, "store": str(store), "layer": layer, "entries": len(rec.store), **report.to_dict()}
         rec.close()
         console.print(
             f"stored {report.computed} new examples ({report.already_stored} were already stored) "
@@ -78,73 +92,52 @@ def fill(
 def train(
     store: StoreOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for the trained model (save_pretrained).")],
-    layer: LayerOpt = 3,
     model: ModelOpt = None,
-    data: Annotated[str | None, typer.Option("--data", help="Train only on these examples (all must be stored); default: every stored entry.")] = None,
-    split: SplitOpt = None,
-    dtype: DtypeOpt = "float32",
+    split: Annotated[str, typer.Option("--split", help="Split recorded by `ember recycle fill --split` to train on.")] = "train",
+    layer: Annotated[int | None, typer.Option("--layer", help="Split layer (default: the store's).")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="Storage dtype (default: the store's).")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Shuffling and head initialisation seed.")] = 0,
     backend: BackendOpt = "lmdb",
     max_length: MaxLenOpt = None,
-    text_column: TextCol = None,
-    label_column: LabelCol = None,
-    limit: LimitOpt = None,
+    layers_path: LayersPath = None,
+    embeddings_path: EmbPath = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train layers k..N-1 and a classification head from stored states and labels."""
+    """Train layers k..N-1 and a classification head from a split's stored states and labels (no texts read)."""
     with friendly_errors():
         import torch
 
-        from ember.data import load_examples
-        from ember.errors import MissingEntriesError, StoreError
+        from ember.errors import MissingEntriesError
         from ember.models import load_model
         from ember.recycle import train_top
         from ember.store import ActivationStore
-        from ember.store.fill import tokenize
 
+        layer, dtype, max_length = _stored_settings(store, backend, layer, dtype, max_length)
         probe = ActivationStore.open(store, None, backend=backend, readonly=True)  # type: ignore[arg-type]
-        names = probe.label_names
-        keys = list(probe.kv.keys())
-        unlabelled = [k for k, e in zip(keys, probe.get(keys), strict=True) if "label" not in e]
-        n_labels = 1 + max((int(e["label"]) for e in probe.get(keys) if "label" in e), default=0)
+        names, recorded = probe.label_names, probe.get_split(split)
         probe.close()
-        if not keys:
-            raise StoreError(f"the store at {store} is empty; fill it first: ember recycle fill --data ... --store {store}")
-        if unlabelled:
-            raise StoreError(
-                f"{len(unlabelled)} entries of {store} have no label; fill the store from labelled data "
-                "(--label-column) to train from it"
+        if recorded.labels is None:
+            raise MissingEntriesError(
+                f"split {split!r} of {store} was filled without labels; fill it again from labelled data "
+                f"(ember recycle fill --split {split} --label-column NAME ...)"
             )
         torch.manual_seed(seed)
         if names is not None:
             m, tok = load_model(model, "classification", label_names=names)
         else:
-            m, tok = load_model(model, "classification", num_labels=n_labels)
-        rec = _recycler(m, tok, store, layer, dtype, backend, max_length, None, None, readonly=True)
-        if data is not None:
-            ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
-            from ember.store.keys import content_key
-
-            wanted = [content_key(x) for x in tokenize(tok, ex.texts, rec.max_length)]
-            missing = rec.store.missing(wanted)
-            if missing:
-                raise MissingEntriesError(
-                    f"{len(missing)} of {len(set(wanted))} examples of {data} are not in the store at {store} "
-                    f"(first key {missing[0].hex()[:12]}). Fill them first: ember recycle fill --data {data} "
-                    f"--store {store} --layer {layer}"
-                )
-            keys = wanted
-        report = train_top(rec, keys, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+            m, tok = load_model(model, "classification", num_labels=1 + max(recorded.labels))
+        rec = _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=True)
+        report = train_top(rec, split, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
         out.mkdir(parents=True, exist_ok=True)
         m.save_pretrained(out)
         tok.save_pretrained(out)
         (out / "ember-recycle.json").write_text(json.dumps({"layer": layer, "dtype": dtype, "store": str(store)}, indent=2))
-        console.print(f"trained {epochs} epochs on {len(keys)} stored examples; model saved to {out}")
+        console.print(f"trained {epochs} epochs on {report.examples} stored examples of split {split!r}; model saved to {out}")
         if json_out:
-            emit_json({"command": "recycle train", "out": str(out), **report.to_dict()})
+            emit_json({"command": "recycle train", "out": str(out), "split": split, **report.to_dict()})
 
 
 @app.command("eval")
@@ -152,9 +145,9 @@ def evaluate_cmd(
     model: Annotated[str, typer.Option("--model", help="Trained model folder (from ember recycle train).")],
     data: DataOpt,
     store: StoreOpt,
-    layer: LayerOpt = 3,
     split: SplitOpt = None,
-    dtype: DtypeOpt = "float32",
+    layer: Annotated[int | None, typer.Option("--layer", help="Split layer (default: the store's).")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="Storage dtype (default: the store's).")] = None,
     write_back: Annotated[bool, typer.Option(help="Store the states of examples that were not stored.")] = False,
     batch_size: Annotated[int, typer.Option(help="Inference batch size.")] = 64,
     backend: BackendOpt = "lmdb",
@@ -162,6 +155,8 @@ def evaluate_cmd(
     text_column: TextCol = None,
     label_column: LabelCol = None,
     limit: LimitOpt = None,
+    layers_path: LayersPath = None,
+    embeddings_path: EmbPath = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Accuracy on labelled data, starting from stored states where present (misses computed)."""
@@ -170,15 +165,14 @@ def evaluate_cmd(
         from ember.models import load_model
         from ember.recycle import evaluate
 
+        layer, dtype, max_length = _stored_settings(store, backend, layer, dtype, max_length)
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
-        m, tok = load_model(model, "classification")
-        names = [m.config.id2label[i] for i in range(m.config.num_labels)]
-        labels = ex.label_ids(names if ex.label_names() is not None else None)
-        if labels is None:
+        if ex.labels is None:
             raise ValueError(f"{data} has no labels; eval needs a label column (--label-column)")
-        rec = _recycler(m, tok, store, layer, dtype, backend, max_length, None, None, readonly=not write_back)
+        m, tok = load_model(model, "classification")
+        rec = _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=not write_back)
         start = time.perf_counter()
-        acc = evaluate(rec, ex.texts, labels, batch_size=batch_size, write_back=write_back)
+        acc = evaluate(rec, ex.texts, ex.labels, batch_size=batch_size, write_back=write_back)
         secs = time.perf_counter() - start
         console.print(f"accuracy {acc:.4f} on {len(ex)} examples in {secs:.1f}s")
         if json_out:

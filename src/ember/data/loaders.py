@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ember.data.labels import encode_labels
 from ember.errors import DataError
 
 TEXT_COLUMNS = ("text", "sentence", "content", "query", "utterance")
@@ -43,26 +44,25 @@ class Examples:
         return len(self.texts)
 
     def label_names(self) -> list[str] | None:
-        """Sorted distinct labels as strings; ``None`` for integer or missing labels."""
-        if self.labels is None or all(isinstance(x, int) for x in self.labels):
-            return None
-        return sorted({str(x) for x in self.labels})
-
-    def label_ids(self, names: Sequence[str] | None = None) -> list[int] | None:
-        """Labels as integers, string labels indexed into ``names`` (default: :meth:`label_names`)."""
+        """Sorted distinct string labels; ``None`` for integer or missing labels."""
         if self.labels is None:
             return None
-        if all(isinstance(x, int) for x in self.labels):
-            return list(self.labels)  # type: ignore[arg-type]
-        names = list(names) if names is not None else self.label_names()
-        index = {n: i for i, n in enumerate(names or [])}
-        unknown = sorted({str(x) for x in self.labels} - set(index))
-        if unknown:
+        return encode_labels(self.labels)[1]
+
+    def label_ids(self, names: Sequence[str] | None = None) -> list[int] | None:
+        """Labels as class ids; string labels index ``names`` (default: :meth:`label_names`), which must hold them all."""
+        if self.labels is None:
+            return None
+        if names is None:
+            return encode_labels(self.labels)[0]
+        ids, full = encode_labels(self.labels, names)
+        if full is not None and len(full) > len(names):
+            unknown = full[len(names) :]
             raise DataError(
-                f"labels {unknown[:5]} in {self.source or 'the data'} are not among the model's {len(index)} labels; "
+                f"labels {unknown[:5]} in {self.source or 'the data'} are not among the model's {len(names)} labels; "
                 "train a head that knows them or map them first"
             )
-        return [index[str(x)] for x in self.labels]
+        return ids
 
     def select(self, n: int | None) -> Examples:
         """The first ``n`` examples (all when ``n`` is None)."""
@@ -93,17 +93,24 @@ def _rows_to_examples(rows: list[dict], columns: Sequence[str], text_column, lab
             "Pass --text-column NAME."
         )
     lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", source)
-    texts = [str(r[tcol]) for r in rows]
-    labels = None if lcol is None else [_label(r[lcol]) for r in rows]
+    texts = []
+    for i, r in enumerate(rows):
+        t = r[tcol]
+        if t is None or (isinstance(t, float) and t != t):  # None / NaN: a missing cell, not the text "None"
+            raise DataError(f"{source} row {i} has no text in column {tcol!r}; drop or fill empty rows")
+        texts.append(str(t))
+    labels = None if lcol is None else [_label(r[lcol], i, source) for i, r in enumerate(rows)]
     return Examples(texts, labels, source)
 
 
-def _label(v) -> int | str:
+def _label(v, row: int, source: str) -> int | str:
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, int):
         return v
-    s = str(v).strip()
+    s = "" if v is None else str(v).strip()
+    if not s:
+        raise DataError(f"{source} row {row} has an empty label; drop the row or give it a label")
     return int(s) if s.lstrip("-").isdigit() else s
 
 

@@ -11,16 +11,18 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
-from ember.errors import MissingEntriesError, StoreCorruptError, StoreMismatchError
+from ember.errors import DataError, MissingEntriesError, StoreCorruptError, StoreMismatchError
 from ember.models.families import EncoderParts, find_parts
 from ember.models.load import resolve_max_length
+from ember.recycle.data import StoredDataset, collate_states
 from ember.recycle.split import bind_call, pad_ids, passthrough, split_states, unpad
-from ember.store.activations import ActivationStore, Entry
+from ember.store.activations import ActivationStore, Entry, Split
 from ember.store.base import Backend
 from ember.store.codec import DType, torch_dtype
 from ember.store.fill import FillReport, check_texts, fill, tokenize
-from ember.store.fingerprint import Fingerprint, tokenizer_hash, weights_hash
+from ember.store.fingerprint import Fingerprint, callable_name, config_hash, tokenizer_hash, weights_hash
 from ember.store.keys import KeyFn, content_key, row_keys
 
 Mode = Literal["record", "train", "use"]
@@ -129,11 +131,15 @@ class Recycler:
             dtype=config.dtype,
             tokenizer=tokenizer_hash(tokenizer),
             max_length=self.max_length,
+            extra=(("config", config_hash(getattr(model, "config", None))), ("key", callable_name(key_fn))),
         )
         if isinstance(store, ActivationStore):
-            if store.fingerprint is not None and store.fingerprint != self.fingerprint:
-                lines = "\n  ".join(store.fingerprint.diff(self.fingerprint))
-                raise StoreMismatchError(f"the store at {store.path} was made by another model or setting:\n  {lines}")
+            if store.fingerprint != self.fingerprint:
+                lines = "\n  ".join(store.fingerprint.diff(self.fingerprint)) if store.fingerprint else "it has no fingerprint"
+                raise StoreMismatchError(
+                    f"the store at {store.path} was made by another model or setting:\n  {lines}\n"
+                    "Pass the store's path instead of an open store made for another model, or a new path."
+                )
             self.store = store
         else:
             backend = "memory" if store is None else config.backend
@@ -153,17 +159,19 @@ class Recycler:
         data: Examples | Sequence[str],
         labels: Sequence[int | str] | None = None,
         *,
+        split: str = "train",
         batch_size: int = 64,
         num_workers: int = 0,
         progress: bool = True,
         allow_empty: bool = False,
     ) -> FillReport:
-        """Compute and store the split-layer states of every example not stored yet.
+        """Compute and store the split-layer states of every example not stored yet, and record the split.
 
         Args:
             data: texts, or :class:`~ember.data.Examples` (whose labels are used when ``labels`` is None).
-            labels: int or string labels, stored with the states (string labels get ids in the store's
-                ``label_names``).
+            labels: class ids or names (names get ids in the store's ``label_names``), recorded with the
+                split, so training never reads or tokenizes the texts again.
+            split: name under which the examples' keys, labels and lengths are recorded (see :meth:`dataset`).
             batch_size: examples per forward pass and per committed transaction.
             num_workers: tokenizer worker processes.
             allow_empty: store empty texts instead of refusing them.
@@ -175,32 +183,37 @@ class Recycler:
         if labels is None and isinstance(data, Examples):
             labels = data.labels
         check_texts(texts, allow_empty)
-        label_ids = self._label_ids(labels) if labels is not None else None
+        label_ids = None
+        if labels is not None:
+            if len(labels) != len(texts):
+                raise DataError(f"{len(texts)} texts but {len(labels)} labels")
+            label_ids, names = encode_labels(labels, self.store.label_names)
+            if names is not None:
+                self.store.merge_label_names(names)
+        self.verify_weights()
         ids = tokenize(self.tokenizer, texts, self.max_length, num_workers=num_workers)
-        return fill(
+        report = fill(
             self.store,
             ids,
             self._compute,
-            labels=label_ids,
             batch_size=batch_size,
             key_fn=self.key_fn,
             progress=progress,
             description=f"storing layer-{self.config.layer} states",
         )
+        # Written last: a split is recorded only once all its examples are committed.
+        self.store.add_split(split, Split(report.keys, label_ids, [len(x) for x in ids]))
+        report.split = split
+        return report
 
-    def _label_ids(self, labels: Sequence[int | str]) -> list[int]:
-        if all(isinstance(x, int) for x in labels):
-            return [int(x) for x in labels]
-        names = self.store.merge_label_names(sorted({str(x) for x in labels}))
-        index = {n: i for i, n in enumerate(names)}
-        return [index[str(x)] for x in labels]
-
-    def _device(self) -> torch.device:
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (inputs and stored states are moved there)."""
         return self._ref_param.device
 
     def _compute(self, ids: list[list[int]]) -> list[Entry]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids, mask = pad_ids(ids, pad, self._device())
+        input_ids, mask = pad_ids(ids, pad, self.device)
         states = self._bottom(input_ids, mask)
         return [{"states": s.to(self._store_dtype).cpu()} for s in unpad(states, mask)]
 
@@ -212,17 +225,37 @@ class Recycler:
             return split_states(self.parts, self.config.layer, input_ids, mask, **extra)
 
     # -- training data ----------------------------------------------------------------------------------
-    def dataset(self, keys: Sequence[bytes] | None = None, *, labels: bool = True):
-        """A map-style dataset of stored examples (all of them when ``keys`` is None)."""
-        from ember.recycle.data import StoredDataset
+    def dataset(self, data: str | Sequence[bytes] = "train", *, labels: bool = True) -> StoredDataset:
+        """A map-style dataset of stored examples, ready for a DataLoader with :meth:`collate`.
 
-        return StoredDataset(self.store, list(self.store.kv.keys()) if keys is None else keys, labels=labels)
+        Args:
+            data: a split name recorded by :meth:`fill` (labels and lengths come from the split record), or
+                a list of keys (labels, if wanted, must be in the entries, as ``record()`` writes them).
+            labels: include labels in the items.
+        """
+        if isinstance(data, str):
+            split = self.store.get_split(data)
+            if labels and split.labels is None:
+                raise MissingEntriesError(
+                    f"split {data!r} of the store at {self.store.path} was filled without labels; fill it with "
+                    "labels (Recycler.fill(data, labels) / --label-column), or use dataset(..., labels=False)"
+                )
+            return StoredDataset(self.store, split.keys, labels=split.labels if labels else None, lengths=split.lengths)
+        return StoredDataset(self.store, list(data), labels="entries" if labels else None)
 
     def collate(self, batch: list[Entry]) -> dict[str, torch.Tensor]:
         """Pad stored examples into ``{"inputs_embeds", "attention_mask"[, "labels"]}`` for ``model(**batch)``."""
-        from ember.recycle.data import collate_states
-
         return collate_states(batch, dtype=self._model_dtype())
+
+    def verify_weights(self) -> None:
+        """Refuse to go on if the frozen layers changed since the store was opened (their states would be stale)."""
+        now = weights_hash(self.parts.bottom(self.config.layer))
+        if now != self.fingerprint.weights:
+            raise StoreMismatchError(
+                f"the frozen embeddings/layers 0..{self.config.layer - 1} changed since this Recycler was created "
+                "(trained, or another checkpoint loaded?), so the stored states no longer match them. Keep the "
+                "bottom frozen, or create a new Recycler (and store) for the new weights."
+            )
 
     def _model_dtype(self) -> torch.dtype:
         return self._ref_param.dtype
@@ -250,6 +283,7 @@ class Recycler:
     def _session(self, mode: Mode, write_back: bool = False) -> Iterator[None]:
         if self._active is not None:
             raise RuntimeError(f"a recycle context ({self._active.mode}) is already active on this model; nesting is not supported")
+        self.verify_weights()
         session = _Session(self, mode, write_back)
         session.attach()
         self._active = session
@@ -330,8 +364,9 @@ class _Session:
             return None
         call = bind_call(module, args, kwargs)
         dtype = self.rec._model_dtype()
+        device = self.rec.device
         if call.get("inputs_embeds") is not None:
-            call["inputs_embeds"] = call["inputs_embeds"].to(dtype)
+            call["inputs_embeds"] = call["inputs_embeds"].to(device=device, dtype=dtype)
             return (), call
         input_ids = call.get("input_ids")
         if input_ids is None:
@@ -346,8 +381,8 @@ class _Session:
 
     def _states(self, input_ids: torch.Tensor, mask: torch.Tensor, call: dict) -> torch.Tensor:
         rec = self.rec
-        keys = row_keys(input_ids, mask, rec.key_fn)
         extra = {"token_type_ids": call.get("token_type_ids")}
+        keys = row_keys(input_ids, mask, rec.key_fn, extra["token_type_ids"])
         if self.mode == "record":
             states = rec._bottom(input_ids, mask, **extra)
             new = set(rec.store.missing(keys))

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ember.batching import GroupedBatchSampler
+from ember.data.labels import encode_labels
+from ember.errors import DataError
 from ember.progress import progress_bar
 from ember.recycle.recycler import Recycler
 
@@ -34,7 +36,7 @@ def top_parameters(rec: Recycler) -> list[torch.nn.Parameter]:
 
 def train_top(
     rec: Recycler,
-    keys: Sequence[bytes],
+    data: str | Sequence[bytes] = "train",
     *,
     epochs: int = 1,
     batch_size: int = 32,
@@ -49,15 +51,16 @@ def train_top(
 
     Args:
         rec: a recycler whose store holds every key with a label.
-        keys: the training examples' keys (``FillReport.keys``).
+        data: a split recorded by ``rec.fill`` (default ``"train"``), or keys whose entries carry labels.
         group_by_length: shuffled batches of similar lengths (far less padding); ``False`` shuffles plainly.
 
     Example:
-        >>> report = train_top(rec, fill_report.keys, epochs=3)  # doctest: +SKIP
+        >>> rec.fill(train_examples, split="train")   # doctest: +SKIP
+        >>> report = train_top(rec, "train", epochs=3)  # doctest: +SKIP
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    dataset = rec.dataset(keys)
+    dataset = rec.dataset(data)
     if group_by_length:
         sampler = GroupedBatchSampler(dataset.lengths(), batch_size, seed=seed)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=rec.collate, num_workers=num_workers)
@@ -68,7 +71,8 @@ def train_top(
         )
     params = top_parameters(rec)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    report = TrainReport(epochs=epochs, examples=len(keys))
+    report = TrainReport(epochs=epochs, examples=len(dataset))
+    device = rec.device
     model = rec.model
     model.train()
     try:
@@ -77,6 +81,7 @@ def train_top(
                 start, total, n = time.perf_counter(), 0.0, 0
                 with progress_bar(len(loader), f"epoch {epoch + 1}/{epochs}", enabled=progress) as advance:
                     for batch in loader:
+                        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                         out = model(**batch)
                         opt.zero_grad(set_to_none=True)
                         out.loss.backward()
@@ -92,8 +97,22 @@ def train_top(
 
 
 @torch.inference_mode()
-def evaluate(rec: Recycler, texts: Sequence[str], labels: Sequence[int], *, batch_size: int = 64, write_back: bool = False) -> float:
-    """Accuracy of the model on ``texts`` through ``use()``: stored states where present, computed otherwise."""
+def evaluate(
+    rec: Recycler, texts: Sequence[str], labels: Sequence[int | str], *, batch_size: int = 64, write_back: bool = False
+) -> float:
+    """Accuracy of the model on ``texts`` through ``use()``: stored states where present, computed otherwise.
+
+    Args:
+        labels: class ids, or class names, mapped through the store's ``label_names`` (the ids training used).
+    """
+    names = rec.store.label_names
+    ids, full = encode_labels(labels, names)
+    if full is not None and (names is None or len(full) > len(names)):
+        unknown = full[len(names or []) :]
+        raise DataError(
+            f"labels {unknown[:5]} are not among the {len(names or [])} labels the store's training split used; "
+            "evaluate on labels the model was trained on"
+        )
     rec.model.eval()
     correct = 0
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -101,6 +120,6 @@ def evaluate(rec: Recycler, texts: Sequence[str], labels: Sequence[int], *, batc
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
             batch = rec.tokenize([texts[i] for i in idx])
-            pred = rec.model(**batch).logits.argmax(-1)
-            correct += int((pred == torch.tensor([labels[i] for i in idx])).sum())
+            pred = rec.model(**{k: v.to(rec.device) for k, v in batch.items()}).logits.argmax(-1).cpu()
+            correct += int((pred == torch.tensor([ids[i] for i in idx])).sum())
     return correct / max(len(texts), 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,6 +15,26 @@ from ember.store.codec import decode, encode
 from ember.store.fingerprint import Fingerprint
 
 Entry = dict[str, torch.Tensor]
+
+
+@dataclass
+class Split:
+    """Examples of one dataset split, in order: keys (duplicates kept), labels and token counts.
+
+    Labels live here rather than in the content-keyed entries: the same text may appear in two splits
+    or twice with different labels, and a labelled fill over already-stored states still records them.
+    """
+
+    keys: list[bytes]
+    labels: list[int] | None
+    lengths: list[int]
+
+    def to_dict(self) -> dict:
+        return {"keys": [k.hex() for k in self.keys], "labels": self.labels, "lengths": self.lengths}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Split:
+        return cls([bytes.fromhex(k) for k in d["keys"]], d["labels"], d["lengths"])
 
 
 class ActivationStore:
@@ -36,6 +57,13 @@ class ActivationStore:
         self.kv = kv
         stored = kv.get_meta("fingerprint")
         if stored is None:
+            if len(kv) > 0:
+                raise StoreMismatchError(
+                    f"the store at {kv.path} holds entries but no fingerprint, so nothing tells what produced them; "
+                    "ember never writes such a store. Delete it and fill it again."
+                )
+            if fingerprint is None and not kv.readonly:
+                raise ValueError("a writable store needs a fingerprint; pass fingerprint=None only with readonly=True")
             if fingerprint is not None and not kv.readonly:
                 kv.set_meta("fingerprint", fingerprint.to_json())
             self.fingerprint = fingerprint
@@ -106,6 +134,32 @@ class ActivationStore:
         if new != have:
             self.kv.set_meta("label_names", json.dumps(new))
         return new
+
+    def put_split(self, name: str, split: Split) -> None:
+        """Record which examples (keys, in dataset order) form a split, with their labels and lengths."""
+        self.kv.set_meta(f"split:{name}", json.dumps(split.to_dict()))
+
+    def get_split(self, name: str) -> Split:
+        """The split recorded by a fill; raises with the splits that exist and how to make this one."""
+        v = self.kv.get_meta(f"split:{name}")
+        if v is None:
+            have = self.split_names()
+            raise StoreError(
+                f"the store at {self.path} has no split {name!r} (it has {have or 'none'}). Fill it first: "
+                f"ember recycle fill --split {name} ... (Recycler.fill(data, split={name!r}))"
+            )
+        return Split.from_dict(json.loads(v))
+
+    def split_names(self) -> list[str]:
+        v = self.kv.get_meta("splits")
+        return [] if v is None else json.loads(v)
+
+    def add_split(self, name: str, split: Split) -> None:
+        """:meth:`put_split` and list ``name`` among the store's splits."""
+        self.put_split(name, split)
+        names = self.split_names()
+        if name not in names:
+            self.kv.set_meta("splits", json.dumps([*names, name]))
 
     def close(self) -> None:
         self.kv.close()

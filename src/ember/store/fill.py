@@ -32,6 +32,7 @@ class FillReport:
     computed: int
     seconds: float
     keys: list[bytes] = field(default_factory=list, repr=False)
+    split: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)

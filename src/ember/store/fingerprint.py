@@ -89,3 +89,24 @@ def tokenizer_hash(tokenizer) -> str:
     h.update(json.dumps(specials, sort_keys=True).encode())
     h.update(str(getattr(tokenizer, "truncation_side", "right")).encode())
     return h.hexdigest()
+
+
+# Config fields that change what the embeddings and layers compute without changing a weight. Head-only
+# fields (labels, dropout: frozen layers run in eval mode) stay out, so a base model and a classifier
+# built from the same checkpoint share a store.
+_BOTTOM_CONFIG = (
+    "hidden_act", "activation", "layer_norm_eps", "position_embedding_type", "max_position_embeddings",
+    "type_vocab_size", "hidden_size", "dim", "num_attention_heads", "n_heads", "intermediate_size", "hidden_dim",
+    "embedding_size", "pad_token_id", "sinusoidal_pos_embds", "vocab_size",
+)
+
+
+def config_hash(config) -> str:
+    """Hash of the config fields that change the frozen layers' outputs (see ``_BOTTOM_CONFIG``)."""
+    fields = {k: getattr(config, k) for k in _BOTTOM_CONFIG if hasattr(config, k)}
+    return hashlib.blake2b(json.dumps(fields, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
+
+
+def callable_name(fn) -> str:
+    """A stable name for a key function, recorded in the fingerprint (``module.qualname``)."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"

@@ -27,10 +27,22 @@ def content_key(ids: Sequence[int] | torch.Tensor) -> bytes:
     return hashlib.blake2b(data, digest_size=KEY_BYTES).digest()
 
 
-def row_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, key_fn: KeyFn = content_key) -> list[bytes]:
-    """Keys of each row of a padded batch; padding (mask 0) is stripped before hashing."""
+def row_keys(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    key_fn: KeyFn = content_key,
+    token_type_ids: torch.Tensor | None = None,
+) -> list[bytes]:
+    """Keys of each row of a padded batch; padding (mask 0) is stripped before hashing.
+
+    A row with non-zero token type ids (a sentence pair) hashes its ids, a ``-1`` separator and its type
+    ids: the same ids as one sentence give other hidden states, so they must not share a key.
+    """
     keys = []
     for i in range(input_ids.shape[0]):
-        ids = input_ids[i] if attention_mask is None else input_ids[i][attention_mask[i].bool()]
-        keys.append(key_fn(ids.tolist()))
+        keep = slice(None) if attention_mask is None else attention_mask[i].bool()
+        ids = input_ids[i][keep].tolist()
+        if token_type_ids is not None and bool(token_type_ids[i][keep].any()):
+            ids = ids + [-1] + token_type_ids[i][keep].tolist()
+        keys.append(key_fn(ids))
     return keys

@@ -48,7 +48,15 @@ class LevelDBStore:
             raise StoreCorruptError(f"the LevelDB store at {self.path} is corrupt ({exc}); delete it and fill again") from exc
         self._pid = os.getpid()
 
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            raise StoreError(
+                f"the LevelDB store at {self.path} was opened in another process; a LevelDB handle cannot be used "
+                "after fork. Use num_workers=0 for DataLoaders over it, or the lmdb backend (many reader processes)."
+            )
+
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        self._check_pid()
         snap = self.db.snapshot()
         return [snap.get(_ENTRY + k) for k in keys]
 
@@ -56,6 +64,7 @@ class LevelDBStore:
         return [v is not None for v in self.get_many(keys)]
 
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        self._check_pid()
         if self.readonly:
             raise StoreReadOnlyError(f"the store at {self.path} was opened read-only")
         with self.db.write_batch(sync=True) as wb:  # one atomic batch per call

@@ -121,32 +121,46 @@ class LMDBStore:
             self.close()
 
     # -- reads ------------------------------------------------------------------------------------------
+    def _read(self, which: str, fn):
+        """Run ``fn(txn)`` in a read transaction of database ``which``; adopt a map the writer has grown."""
+        self._check_pid()  # may reopen the environment: resolve the database handle after it
+        for attempt in (0, 1):
+            try:
+                with self.env.begin(db=getattr(self, which)) as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:
+                if attempt:
+                    raise
+                self.env.set_mapsize(0)  # 0 = take the current size of the file the writer grew
+
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        self._check_pid()
-        with self.env.begin(db=self._entries, buffers=False) as txn:
-            return [txn.get(k) for k in keys]
+        return self._read("_entries", lambda txn: [txn.get(k) for k in keys])
 
     def has_many(self, keys: Sequence[bytes]) -> list[bool]:
-        self._check_pid()
-        with self.env.begin(db=self._entries) as txn:
+        def look(txn):
             cur = txn.cursor()
             return [cur.set_key(k) for k in keys]
 
+        return self._read("_entries", look)
+
     def keys(self) -> Iterator[bytes]:
-        self._check_pid()
-        with self.env.begin(db=self._entries) as txn:
-            return iter(list(txn.cursor().iternext(keys=True, values=False)))
+        return iter(self._read("_entries", lambda txn: list(txn.cursor().iternext(keys=True, values=False))))
 
     def __len__(self) -> int:
-        self._check_pid()
-        with self.env.begin(db=self._entries) as txn:
-            return txn.stat(self._entries)["entries"]
+        return self._read("_entries", lambda txn: txn.stat(self._entries)["entries"])
 
     def get_meta(self, name: str) -> str | None:
-        self._check_pid()
-        with self.env.begin(db=self._meta) as txn:
-            v = txn.get(name.encode())
+        v = self._read("_meta", lambda txn: txn.get(name.encode()))
         return None if v is None else bytes(v).decode()
+
+    # -- pickling (DataLoader workers started with spawn/forkserver) ----------------------------------------
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "max_size": self.max_size}
+
+    def __setstate__(self, state: dict) -> None:
+        # A copy in another process only reads: the writer lock stays with the original.
+        self.path, self.max_size, self.readonly, self._lock_file = state["path"], state["max_size"], True, None
+        self._open()
 
     # -- writes -----------------------------------------------------------------------------------------
     def set_meta(self, name: str, value: str) -> None:
