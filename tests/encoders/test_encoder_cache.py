@@ -252,6 +252,7 @@ def test_gpu_placement_serves_cuda_tensors(tokenizer, texts):
     model = frozen()
     cache = EncoderCache(model, tokenizer, CacheConfig(placement="auto"))
     cache.fill(texts, labels=LABELS, progress=False)
+    assert cache.placements() == {"text": "gpu"} and cache.placements(model) == {"text": "cpu"}  # CPU encoder
     ds = cache.dataset(device="cuda")
     assert ds.placements == {"text": "gpu"}
     batch = ds.collate([0, 1])

@@ -75,6 +75,42 @@ def test_second_process_reads_while_the_first_holds_the_writer(tokenizer, texts,
     cache.close()
 
 
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from transformers import AutoModel, AutoTokenizer
+    from ember.encoders import CacheConfig, EncoderCache
+
+    model_dir, save_dir, *texts = sys.argv[1:]
+    model = AutoModel.from_pretrained(model_dir).requires_grad_(False)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    with EncoderCache(model, tok, CacheConfig(save_dir=save_dir)) as cache:
+        cache.fill(texts, labels=list(range(len(texts))), split="later", progress=False)
+    """
+)
+
+
+def test_reader_sees_what_another_process_filled_since(tokenizer, texts, tmp_path):
+    model = frozen()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    save_dir = tmp_path / "cache"
+    with EncoderCache(model, tokenizer, CacheConfig(save_dir=save_dir)) as cache:
+        cache.fill(texts[:4], labels=[0, 1, 2, 3], progress=False)
+    reader = EncoderCache(model, tokenizer, CacheConfig(save_dir=save_dir, placement="cpu", readonly=True))
+    assert len(reader.dataset(device="cpu")) == 4  # its table is loaded now, with 4 embeddings
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(p) for p in sys.path if p])}
+    run = subprocess.run(
+        [sys.executable, "-c", WRITER, str(tmp_path / "model"), str(save_dir), *texts],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    batch = reader.dataset("later", device="cpu").collate(range(8))  # the table is reloaded for the new keys
+    torch.testing.assert_close(batch["text"], reference(model, tokenizer, texts), atol=1e-5, rtol=1e-5)
+    assert batch["labels"].tolist() == list(range(8))
+    reader.close()
+
+
 def test_readonly_config_never_writes(tokenizer, texts, tmp_path):
     model = frozen()
     with EncoderCache(model, tokenizer, CacheConfig(save_dir=tmp_path / "c")) as cache:

@@ -32,7 +32,14 @@ from ember.encoders.errors import (
     TrainableEncoderError,
 )
 from ember.encoders.pooling import pooling_fn, pooling_name
-from ember.errors import DataError, StoreError, StoreMismatchError, StoreReadOnlyError, UnsupportedModelError
+from ember.errors import (
+    DataError,
+    MissingEntriesError,
+    StoreError,
+    StoreMismatchError,
+    StoreReadOnlyError,
+    UnsupportedModelError,
+)
 from ember.models.families import find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.split import pad_ids
@@ -383,7 +390,12 @@ class EncoderCache:
 
     @property
     def label_names(self) -> list[str] | None:
-        """Names of string labels, in label-id order (``None`` when labels were integers)."""
+        """Names of string labels, in label-id order (``None`` when labels were integers).
+
+        The names of one fill are ordered numerically when every one is an integer written as text
+        (``"2"`` before ``"10"``), else lexicographically; names first seen by a later fill are appended,
+        so ids never move.
+        """
         return self.splits.label_names
 
     # -- filling ----------------------------------------------------------------------------------------
@@ -403,7 +415,9 @@ class EncoderCache:
                 or a map-style dataset whose items are ``{name: text, ..., "label": y}`` dicts or
                 ``(text, ..., label)`` tuples in encoder order. A dataset is read once (in
                 ``config.num_workers`` worker processes) and checked for random transforms.
-            labels: one label per example (ints, or strings mapped to ids kept in :attr:`label_names`).
+            labels: one label per example, all of one kind: integers (Python or numpy ints, 0-d integer
+                tensors) served as they are, or strings mapped to ids kept in :attr:`label_names`. Floats and
+                a mix of ints and strings are refused (:class:`~ember.errors.DataError`).
             split: name under which the examples (keys per encoder, labels) are recorded for :meth:`dataset`.
             progress: show a progress bar per encoder.
             allow_empty: accept empty texts.
@@ -411,6 +425,10 @@ class EncoderCache:
         Returns:
             a :class:`CacheFillReport`. Interrupted, a rerun keeps every committed batch and computes only
             what is missing; the split is recorded once every encoder is complete.
+
+        A fill takes the writer lock of a store only when it has something to write there (new embeddings,
+        a new or changed split) and gives it back when it ends; a fill of what is stored already only reads,
+        beside a process that writes.
         """
         columns, labels = self._columns(data, labels)
         n = len(next(iter(columns.values())))
@@ -601,7 +619,16 @@ class EncoderCache:
             keys = _keys_list(record[f"keys.{name}"])
             n = len(keys)
             src, placements[name] = self._source(name, dev)
-            sources[name] = (src, src.locate(keys))
+            try:
+                located = src.locate(keys)
+            except MissingEntriesError:
+                if not isinstance(src, EmbeddingTable):
+                    raise
+                # Loaded before another process (the writer) added these entries: reload once from the store.
+                self._sources = {k: v for k, v in self._sources.items() if v is not src}
+                src, placements[name] = self._source(name, dev)
+                located = src.locate(keys)
+            sources[name] = (src, located)
         lab = record["label"].to(dev) if labels else None
         return CachedDataset(sources, n or 0, lab, placements, dtype=out_dtype, index=index)
 
