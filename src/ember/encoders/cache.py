@@ -449,7 +449,7 @@ class EncoderCache:
         # Take a writer only for what changes: a fill of what is already there reads only, so it runs beside
         # another process that writes the same save_dir. Writers are given back when the fill ends.
         writing = [self.encoders[name].handle for name in self.names if self.encoders[name].store.missing(keys[name])]
-        if (names or []) != (self.label_names or []) or not _same_record(self.splits.get([_split_key(split)])[0], record):
+        if (names is not None and names != (self.label_names or [])) or not _same_record(self.splits.get([_split_key(split)])[0], record):
             writing.append(self._splits)
         try:
             for h in writing:
