@@ -58,14 +58,13 @@ def main() -> None:
     # Both towers share the frozen encoder here; pass two different modules for two different towers.
     cache = EncoderCache({"query": encoder, "doc": encoder}, tok, CacheConfig(save_dir=args.save_dir, pooling="mean"))
     print(cache.fill({"query": queries, "doc": docs}, labels=labels).to_dict())
-    train = cache.dataset("train")
-
     dim = encoder.config.hidden_size
     head = nn.Bilinear(dim, dim, 2)
+    train = cache.dataset("train", device=head)  # placement "auto" follows the head: GPU tables for a CUDA head
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)
     for epoch in range(args.epochs):
         total = 0.0
-        for batch in train.loader(32, shuffle=True):  # {"query": (B, H), "doc": (B, H), "labels": (B,)}
+        for batch in train.loader(32, shuffle=True):  # {"query": (B, H), "doc": (B, H), "labels": (B,), "index": (B,)}
             loss = nn.functional.cross_entropy(head(batch["query"], batch["doc"]), batch["labels"])
             opt.zero_grad()
             loss.backward()

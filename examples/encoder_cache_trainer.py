@@ -62,7 +62,10 @@ def main() -> None:
     cache = EncoderCache(encoder, tok, CacheConfig(save_dir=args.save_dir, pooling="mean"))
     cache.fill(train, split="train")
     cache.fill(test, split="test")
-    train_ds, test_ds = cache.dataset("train"), cache.dataset("test")
+    # The Trainer calls head(**batch): leave out batch["index"], which Head.forward does not take.
+    # The Trainer runs on the CPU here (use_cpu=True): serve the batches there.
+    train_ds = cache.dataset("train", index=False, device="cpu")
+    test_ds = cache.dataset("test", index=False, device="cpu")
 
     head = Head(encoder.config.hidden_size, len(cache.label_names))
     out_dir = tempfile.mkdtemp(prefix="ember-trainer-")

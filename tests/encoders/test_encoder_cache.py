@@ -56,7 +56,8 @@ def test_fill_serves_the_encoders_pooled_output(tokenizer, texts, pooling):
         assert (report.examples, report.encoders["text"].computed) == (8, 8)
         ds = cache.dataset()
         batch = ds.collate(range(len(ds)))
-    assert set(batch) == {"text", "labels"}
+    assert set(batch) == {"text", "labels", "index"}
+    assert batch["index"].tolist() == list(range(8)) and batch["text"].dtype == torch.float32
     torch.testing.assert_close(batch["text"], reference(model, tokenizer, texts, pooling), atol=1e-5, rtol=1e-5)
     assert cache.label_names == ["alarm", "bank", "food", "it", "music", "travel", "weather"]
     assert batch["labels"].tolist() == [cache.label_names.index(x) for x in LABELS]
@@ -251,6 +252,7 @@ def test_gpu_placement_serves_cuda_tensors(tokenizer, texts):
     model = frozen()
     cache = EncoderCache(model, tokenizer, CacheConfig(placement="auto"))
     cache.fill(texts, labels=LABELS, progress=False)
+    assert cache.placements() == {"text": "gpu"} and cache.placements(model) == {"text": "cpu"}  # CPU encoder
     ds = cache.dataset(device="cuda")
     assert ds.placements == {"text": "gpu"}
     batch = ds.collate([0, 1])

@@ -37,8 +37,8 @@ def test_trainer_trains_a_head_from_the_cache(tokenizer, texts, tmp_path):
             output_dir=str(tmp_path), num_train_epochs=30, per_device_train_batch_size=4, learning_rate=0.05,
             remove_unused_columns=False, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True,
         ),
-        train_dataset=cache.dataset("train"),
-        eval_dataset=cache.dataset("val"),
+        train_dataset=cache.dataset("train", index=False),  # Head.forward(text, labels) takes no index
+        eval_dataset=cache.dataset("val", index=False),
         data_collator=collate_cached,
         compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
     )

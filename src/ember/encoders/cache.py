@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +32,14 @@ from ember.encoders.errors import (
     TrainableEncoderError,
 )
 from ember.encoders.pooling import pooling_fn, pooling_name
-from ember.errors import DataError, StoreMismatchError, UnsupportedModelError
+from ember.errors import (
+    DataError,
+    MissingEntriesError,
+    StoreError,
+    StoreMismatchError,
+    StoreReadOnlyError,
+    UnsupportedModelError,
+)
 from ember.models.families import find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.split import pad_ids
@@ -43,6 +52,9 @@ from ember.store.keys import KEY_BYTES, content_key
 SINGLE = "text"  # the encoder's name when a single module is given
 _SPLITS = "_splits"  # folder of the split index inside save_dir
 _SHAPE_META = "embedding_shape"
+_NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_RESERVED = ("label", "labels", "index")  # batch keys besides the encoders' names
+_STORE_MARKER = {"lmdb": "data.mdb", "leveldb": "CURRENT"}  # the file an existing on-disk store has
 
 
 @dataclass
@@ -101,8 +113,13 @@ class _Encoder:
             max_length=self.max_length,
             extra=(("pooling", pooling_name(self.pooling)), ("key", self.key_name)),
         )
-        self.store = _open_store(config, name, self.fingerprint, f"encoder {name!r}")
+        self.handle = _StoreHandle(config, name, self.fingerprint, f"encoder {name!r}")
         self.custom_keys = self.key_extractor is not None
+
+    @property
+    def store(self) -> ActivationStore:
+        """The encoder's store as opened now: read-only unless a fill or a write-back holds the writer."""
+        return self.handle.store
 
     @property
     def key_name(self) -> str:
@@ -174,8 +191,11 @@ class _Encoder:
         return pooled
 
     def entries(self, ids: list[list[int]]) -> list[Entry]:
-        """Store entries of a batch (the fill loop's ``compute``)."""
-        pooled = self.compute(ids).to("cpu", self.dtype)
+        """Store entries of a batch (the fill loop's ``compute``); records the embedding shape on first write."""
+        pooled = self.compute(ids)
+        if self.handle.writer:
+            self.check_shape(tuple(pooled.shape[1:]), record=True)
+        pooled = pooled.to("cpu", self.dtype)
         out: list[Entry] = []
         for x, v in zip(ids, pooled, strict=True):
             e = {"embedding": v.clone()}
@@ -184,10 +204,11 @@ class _Encoder:
             out.append(e)
         return out
 
-    def check_shape(self, shape: tuple[int, ...]) -> None:
+    def check_shape(self, shape: tuple[int, ...], *, record: bool = False) -> None:
+        """Refuse a shape other than the recorded one; ``record`` writes it when none is (writer only)."""
         recorded = self.store.kv.get_meta(_SHAPE_META)
         if recorded is None:
-            if not self.store.kv.readonly:
+            if record:
                 self.store.kv.set_meta(_SHAPE_META, json.dumps(list(shape)))
             return
         want = tuple(json.loads(recorded))
@@ -210,22 +231,91 @@ def _refuse_trainable(name: str, module: nn.Module) -> None:
         )
 
 
-def _open_store(config: CacheConfig, name: str, fingerprint: Fingerprint, what: str) -> ActivationStore:
-    path = None if config.save_dir is None else Path(config.save_dir) / name
-    backend = "memory" if path is None else config.backend
-    try:
-        return ActivationStore.open(path, fingerprint, backend=backend)
-    except StoreMismatchError as exc:
-        have = ActivationStore.open(path, None, backend=backend, readonly=True)
+class _StoreHandle:
+    """One store of the cache: opened read-only while it is only read, as the writer only while written.
+
+    An on-disk store that exists is opened read-only, so any number of processes (a sweep, a serving
+    process, a second run starting from ``save_dir``) read it while one of them writes. A store that does
+    not exist yet is created by the writer; an in-memory store (no ``save_dir``) is always writable.
+    """
+
+    def __init__(self, config: CacheConfig, name: str, fingerprint: Fingerprint, what: str) -> None:
+        self.config, self.name, self.fingerprint, self.what = config, name, fingerprint, what
+        self.path = None if config.save_dir is None else Path(config.save_dir) / name
+        self.backend = "memory" if self.path is None else config.backend
+        marker = _STORE_MARKER.get(self.backend)
+        exists = self.path is not None and marker is not None and (self.path / marker).exists()
+        if config.readonly and not exists:
+            raise StoreError(
+                f"CacheConfig(readonly=True), but save_dir {config.save_dir} has no store for {what} ({self.path} "
+                "does not exist): fill the cache first with readonly=False, or check save_dir"
+            )
+        self.store = self._open(readonly=exists)
+
+    @property
+    def writer(self) -> bool:
+        return not self.store.kv.readonly
+
+    def take_writer(self, why: str) -> bool:
+        """Reopen as the writer (``StoreLockedError`` if another process writes); True when it was read-only."""
+        if self.writer:
+            return False
+        if self.config.readonly:
+            raise StoreReadOnlyError(
+                f"{why} needs to write the store of {self.what} at {self.path}, but the cache was opened with "
+                "CacheConfig(readonly=True); open it with readonly=False in one process to write"
+            )
+        self.store.close()
         try:
-            lines = "\n  ".join(have.fingerprint.diff(fingerprint)) if have.fingerprint else str(exc)
-        finally:
-            have.close()
-        raise StoreMismatchError(
-            f"save_dir {config.save_dir} holds embeddings of {what} made by another encoder or setting:\n  {lines}\n"
-            "Reading them would train on stale embeddings. Use another save_dir, delete "
-            f"{path} to refill it, or open it with the encoder and pooling that made it."
-        ) from None
+            self.store = self._open(readonly=False)
+        except BaseException:
+            self.store = self._open(readonly=True)
+            raise
+        return True
+
+    def release_writer(self) -> None:
+        """Give the writer lock back (reopen read-only); a no-op for in-memory or read-only stores."""
+        if self.path is None or self.backend not in _STORE_MARKER or not self.writer:
+            return
+        self.store.close()
+        self.store = self._open(readonly=True)
+
+    def _open(self, readonly: bool) -> ActivationStore:
+        try:
+            return ActivationStore.open(self.path, self.fingerprint, backend=self.backend, readonly=readonly)
+        except StoreMismatchError as exc:
+            have = ActivationStore.open(self.path, None, backend=self.backend, readonly=True)
+            try:
+                lines = "\n  ".join(have.fingerprint.diff(self.fingerprint)) if have.fingerprint else str(exc)
+            finally:
+                have.close()
+            raise StoreMismatchError(
+                f"save_dir {self.config.save_dir} holds embeddings of {self.what} made by another encoder or setting:\n"
+                f"  {lines}\nReading them would train on stale embeddings. Use another save_dir, delete "
+                f"{self.path} to refill it, or open it with the encoder and pooling that made it."
+            ) from None
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def check_encoder_names(names: Sequence) -> None:
+    """Refuse encoder names that are not safe folder names in ``save_dir`` or that clash with batch keys."""
+    for n in names:
+        if not isinstance(n, str) or not _NAME_RULE.fullmatch(n) or n in _RESERVED:
+            raise CacheConfigError(
+                f"encoder name {n!r} is not allowed: a name is a folder in save_dir and a batch key, so it must be 1 to "
+                "100 letters, digits, '_', '-' or '.', starting with a letter or digit (no '/', no '..'), and not "
+                f"one of {list(_RESERVED)}"
+            )
+    folded: dict[str, str] = {}
+    for n in names:
+        other = folded.setdefault(n.lower(), n)
+        if other != n:
+            raise CacheConfigError(
+                f"encoder names {other!r} and {n!r} differ only in case; their folders would be the same on a "
+                "case-insensitive file system. Rename one."
+            )
 
 
 def _split_key(split: str) -> bytes:
@@ -258,9 +348,7 @@ class EncoderCache:
         if not encoders:
             raise CacheConfigError("EncoderCache needs at least one encoder; got an empty mapping")
         names = list(encoders)
-        bad = [n for n in names if not isinstance(n, str) or not n or n.startswith("_") or n in ("labels", "label")]
-        if bad:
-            raise CacheConfigError(f"encoder names {bad} are not allowed; use non-empty names not starting with '_' and not 'labels'")
+        check_encoder_names(names)
         config.check_names(names)
         if not isinstance(tokenizers, Mapping):
             tokenizers = {n: tokenizers for n in names}
@@ -272,7 +360,7 @@ class EncoderCache:
         try:
             for n in names:
                 self.encoders[n] = _Encoder(n, encoders[n], tokenizers[n], config)
-            self.splits = _open_store(config, _SPLITS, self._splits_fingerprint(), "the split index")
+            self._splits = _StoreHandle(config, _SPLITS, self._splits_fingerprint(), "the split index")
         except BaseException:
             self.close()
             raise
@@ -281,6 +369,11 @@ class EncoderCache:
     @property
     def names(self) -> list[str]:
         return list(self.encoders)
+
+    @property
+    def splits(self) -> ActivationStore:
+        """The split index (keys per encoder and labels of every filled split)."""
+        return self._splits.store
 
     def _splits_fingerprint(self) -> Fingerprint:
         # Keys depend on each encoder's tokenizer, truncation and key extractor; nothing else.
@@ -297,7 +390,12 @@ class EncoderCache:
 
     @property
     def label_names(self) -> list[str] | None:
-        """Names of string labels, in label-id order (``None`` when labels were integers)."""
+        """Names of string labels, in label-id order (``None`` when labels were integers).
+
+        The names of one fill are ordered numerically when every one is an integer written as text
+        (``"2"`` before ``"10"``), else lexicographically; names first seen by a later fill are appended,
+        so ids never move.
+        """
         return self.splits.label_names
 
     # -- filling ----------------------------------------------------------------------------------------
@@ -317,7 +415,9 @@ class EncoderCache:
                 or a map-style dataset whose items are ``{name: text, ..., "label": y}`` dicts or
                 ``(text, ..., label)`` tuples in encoder order. A dataset is read once (in
                 ``config.num_workers`` worker processes) and checked for random transforms.
-            labels: one label per example (ints, or strings mapped to ids kept in :attr:`label_names`).
+            labels: one label per example, all of one kind: integers (Python or numpy ints, 0-d integer
+                tensors) served as they are, or strings mapped to ids kept in :attr:`label_names`. Floats and
+                a mix of ints and strings are refused (:class:`~ember.errors.DataError`).
             split: name under which the examples (keys per encoder, labels) are recorded for :meth:`dataset`.
             progress: show a progress bar per encoder.
             allow_empty: accept empty texts.
@@ -325,33 +425,63 @@ class EncoderCache:
         Returns:
             a :class:`CacheFillReport`. Interrupted, a rerun keeps every committed batch and computes only
             what is missing; the split is recorded once every encoder is complete.
+
+        A fill takes the writer lock of a store only when it has something to write there (new embeddings,
+        a new or changed split) and gives it back when it ends; a fill of what is stored already only reads,
+        beside a process that writes.
         """
         columns, labels = self._columns(data, labels)
         n = len(next(iter(columns.values())))
-        label_ids = None if labels is None else self._label_ids(labels)
-        report = CacheFillReport(split=split, examples=n, labels=label_ids is not None)
+        values = None if labels is None else _label_values(labels, n)
+        report = CacheFillReport(split=split, examples=n, labels=values is not None)
+        ids: dict[str, list[list[int]]] = {}
         keys: dict[str, list[bytes]] = {}
         for name, enc in self.encoders.items():
             texts = columns[name]
             check_texts(texts, allow_empty)
-            ids = tokenize(enc.tokenizer, texts, enc.max_length, num_workers=self.config.num_workers)
-            keys[name] = enc.keys(texts, ids)
-            enc.check_collisions(texts, ids, keys[name])
-            report.encoders[name] = fill(
-                enc.store,
-                ids,
-                enc.entries,
-                batch_size=self.config.batch_size,
-                key_fn=_PrecomputedKeys(keys[name]),
-                progress=progress,
-                description=f"caching {name!r} embeddings",
-            )
-            self._sources = {k: v for k, v in self._sources.items() if k[0] != name}  # tables are stale now
+            ids[name] = tokenize(enc.tokenizer, texts, enc.max_length, num_workers=self.config.num_workers)
+            keys[name] = enc.keys(texts, ids[name])
+            enc.check_collisions(texts, ids[name], keys[name])
+        names = None if values is None else self._label_names_after(values)
         record: Entry = {f"keys.{name}": _keys_tensor(k) for name, k in keys.items()}
-        if label_ids is not None:
-            record["label"] = torch.tensor(label_ids, dtype=torch.int64)  # (N,)
-        self.splits.put([_split_key(split)], [record])
+        if values is not None:
+            record["label"] = torch.tensor(_label_ids(values, names), dtype=torch.int64)  # (N,)
+        # Take a writer only for what changes: a fill of what is already there reads only, so it runs beside
+        # another process that writes the same save_dir. Writers are given back when the fill ends.
+        writing = [self.encoders[name].handle for name in self.names if self.encoders[name].store.missing(keys[name])]
+        if (names is not None and names != (self.label_names or [])) or not _same_record(self.splits.get([_split_key(split)])[0], record):
+            writing.append(self._splits)
+        try:
+            for h in writing:
+                h.take_writer(f"fill(split={split!r})")
+            for name, enc in self.encoders.items():
+                report.encoders[name] = fill(
+                    enc.store,
+                    ids[name],
+                    enc.entries,
+                    batch_size=self.config.batch_size,
+                    key_fn=_PrecomputedKeys(keys[name]),
+                    progress=progress,
+                    description=f"caching {name!r} embeddings",
+                )
+                if report.encoders[name].computed:  # its tables are stale now (on-disk sources read the store)
+                    self._sources = {k: v for k, v in self._sources.items() if k[0] != name or isinstance(v, StoreSource)}
+            if self._splits in writing:
+                if names:
+                    self.splits.merge_label_names(names)
+                self.splits.put([_split_key(split)], [record])
+        finally:
+            for h in writing:
+                h.release_writer()
         return report
+
+    def _label_names_after(self, values: list[int] | list[str]) -> list[str] | None:
+        """Label names once ``values`` are added (new names after the known ones), or None for integer labels."""
+        if not values or not isinstance(values[0], str):
+            return None
+        have = self.label_names or []
+        known = set(have)
+        return have + [x for x in _label_order(set(values)) if x not in known]
 
     def _columns(self, data, labels) -> tuple[dict[str, list[str]], Sequence | None]:
         names = self.names
@@ -390,24 +520,38 @@ class EncoderCache:
                 f"cannot read a {type(data).__name__}: pass texts, {{name: texts}}, Examples or a map-style dataset "
                 "(with __len__ and __getitem__)"
             ) from None
-        workers = self.config.num_workers
-        loader = torch.utils.data.DataLoader(data, batch_size=256, num_workers=workers, collate_fn=list)  # in order
-        items = [self._item(x, i) for i, x in enumerate(x for batch in loader for x in batch)]
-        # Read a spread of items a second time: a random (augmenting) transform gives other inputs, which a
-        # cache would freeze into one arbitrary draw. Caching needs a deterministic dataset.
+        # A spread of items is read twice, one read right after the other in the process that reads it (a
+        # worker when num_workers > 0): a random (augmenting) transform gives other inputs, which a cache would
+        # freeze into one arbitrary draw. Reading the second copy elsewhere (say in the main process) would
+        # miss transforms driven by per-worker state: a worker's counter or RNG forked from the parent.
         k = min(self.config.check_transform, n)
-        for i in sorted({round(j * (n - 1) / max(k - 1, 1)) for j in range(k)}) if k else []:
-            again = self._item(data[i], i)
-            if again[0] != items[i][0]:
-                diff = next(e for e in self.names if again[0][e] != items[i][0][e])
-                raise RandomTransformError(
-                    f"dataset item {i} gave encoder {diff!r} different inputs on two reads ({items[i][0][diff]!r}, then "
-                    f"{again[0][diff]!r}): the dataset applies a random transform (augmentation). A cache would freeze "
-                    "one random draw for every epoch. Cache the un-augmented data, or train without the cache."
-                )
+        twice = frozenset(round(j * (n - 1) / max(k - 1, 1)) for j in range(k)) if k else frozenset()
+        reader = _ReadTwice(data, twice)
+        loader = torch.utils.data.DataLoader(reader, batch_size=256, num_workers=self.config.num_workers, collate_fn=list)
+        items = []
+        for i, (x, again) in enumerate(x for batch in loader for x in batch):  # in order
+            items.append(self._item(x, i))
+            if again is not _NOT_READ:
+                second = self._item(again, i)
+                if second[0] != items[i][0]:
+                    diff = next(e for e in self.names if second[0][e] != items[i][0][e])
+                    raise RandomTransformError(
+                        f"dataset item {i} gave encoder {diff!r} different inputs on two reads ({items[i][0][diff]!r}, "
+                        f"then {second[0][diff]!r}): the dataset applies a random transform (augmentation). A cache "
+                        "would freeze one random draw for every epoch. Cache the un-augmented data, or train without "
+                        "the cache."
+                    )
         columns = {name: [it[0][name] for it in items] for name in self.names}
-        if labels is None and items and all(it[1] is not None for it in items):
-            labels = [it[1] for it in items]
+        if labels is None:
+            has = [it[1] is not None for it in items]
+            if any(has) and not all(has):
+                i, j = has.index(True), has.index(False)
+                raise DataError(
+                    f"dataset item {i} has a label but item {j} has none; label every example (or none, and pass "
+                    "labels= to fill)"
+                )
+            if items and all(has):
+                labels = [it[1] for it in items]
         return columns, labels
 
     def _item(self, x, i: int) -> tuple[dict[str, str], object]:
@@ -429,21 +573,31 @@ class EncoderCache:
             "an optional label"
         )
 
-    def _label_ids(self, labels: Sequence[int | str]) -> list[int]:
-        if all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
-            return [int(x) for x in labels]
-        names = self.splits.merge_label_names(sorted({str(x) for x in labels}))
-        index = {n: i for i, n in enumerate(names)}
-        return [index[str(x)] for x in labels]
-
     # -- training ---------------------------------------------------------------------------------------
-    def dataset(self, split: str = "train", *, labels: bool = True, device: str | torch.device | None = None) -> CachedDataset:
+    def dataset(
+        self,
+        split: str = "train",
+        *,
+        labels: bool = True,
+        index: bool = True,
+        device: str | torch.device | nn.Module | None = None,
+        dtype: str | torch.dtype | None = torch.float32,
+    ) -> CachedDataset:
         """The examples of a filled split, served from their placement (no raw data, no tokenizer).
+
+        Batches are ``{encoder: (B, D), ..., "labels": (B,), "index": (B,)}``.
 
         Args:
             split: the ``split`` given to :meth:`fill`.
             labels: include the stored labels (``batch["labels"]``).
-            device: where training runs (default: the first encoder's device); ``auto`` placement follows it.
+            index: include each example's position in the data given to :meth:`fill` (``batch["index"]``,
+                int64 on CPU), to pair cached embeddings with the raw inputs of a trainable encoder. Pass
+                ``False`` for a model whose ``forward`` takes the batch as keywords and has no ``index``.
+            device: where training runs, which ``auto`` placement follows (see :func:`training_device`): a
+                device, or the head (its parameters' device); default ``cuda`` when
+                ``torch.cuda.is_available()``, else ``cpu``. Labels go there too.
+            dtype: dtype of the served embeddings (default float32, whatever the storage dtype, so an fp32
+                head takes them as they are); ``None`` serves the storage dtype.
         """
         record = self.splits.get([_split_key(split)])[0]
         if record is None:
@@ -456,7 +610,8 @@ class EncoderCache:
                 f"split {split!r} was filled without labels, so the cache cannot serve them; pass labels to fill(), "
                 "or call dataset(labels=False) and take labels from your own data"
             )
-        dev = torch.device(device) if device is not None else self.encoders[self.names[0]].device
+        dev = training_device(device)
+        out_dtype = serving_dtype(dtype, self.encoders[self.names[0]].dtype)
         sources: dict[str, tuple[Source, object]] = {}
         placements: dict[str, str] = {}
         n = None
@@ -464,9 +619,28 @@ class EncoderCache:
             keys = _keys_list(record[f"keys.{name}"])
             n = len(keys)
             src, placements[name] = self._source(name, dev)
-            sources[name] = (src, src.locate(keys))
+            try:
+                located = src.locate(keys)
+            except MissingEntriesError:
+                if not isinstance(src, EmbeddingTable):
+                    raise
+                # Loaded before another process (the writer) added these entries: reload once from the store.
+                self._sources = {k: v for k, v in self._sources.items() if v is not src}
+                src, placements[name] = self._source(name, dev)
+                located = src.locate(keys)
+            sources[name] = (src, located)
         lab = record["label"].to(dev) if labels else None
-        return CachedDataset(sources, n or 0, lab, placements)
+        return CachedDataset(sources, n or 0, lab, placements, dtype=out_dtype, index=index)
+
+    def placements(self, device: str | torch.device | nn.Module | None = None) -> dict[str, str]:
+        """Where each encoder's embeddings would live when training on ``device`` (``auto`` resolved).
+
+        Example:
+            >>> cache.placements("cpu")                                        # doctest: +SKIP
+            {'text': 'cpu'}
+        """
+        dev = training_device(device)
+        return {name: self._placement(name, dev) for name in self.names}
 
     def _placement(self, name: str, device: torch.device) -> str:
         p = self.config.placement_of(name)
@@ -487,8 +661,8 @@ class EncoderCache:
             enc = self.encoders[name]
             what = f"encoder {name!r}"
             if p == "mmap":
-                self._sources[key] = StoreSource(enc.store, where, enc.dtype, what)
-            else:
+                self._sources[key] = StoreSource(lambda enc=enc: enc.store, where, enc.dtype, what)
+            else:  # kept in the storage dtype (a float16 table stays half size); batches are cast when served
                 table = EmbeddingTable.load(enc.store, where, enc.dtype, what)
                 if table.matrix.shape[0]:
                     enc.check_shape(tuple(table.matrix.shape[1:]))
@@ -502,13 +676,18 @@ class EncoderCache:
         *,
         write_back: bool = False,
         device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = torch.float32,
     ) -> dict[str, torch.Tensor]:
         """Embeddings ``{name: (B, D)}`` of new texts; cached ones are looked up, misses computed on the fly.
 
         Args:
             inputs: texts (one encoder) or ``{name: texts}`` for some or all encoders.
-            write_back: store the computed misses, so the next call finds them.
+            write_back: store the computed misses, so the next call finds them. The first miss takes the
+                encoder store's writer lock (held until :meth:`close`); without ``write_back`` nothing is
+                written and the stores stay read-only.
             device: where the result goes (default: the encoder's device).
+            dtype: dtype of the result (default float32); ``None`` gives the storage dtype. Misses are
+                rounded through the storage dtype too, so a text gives the same vector cached or not.
         """
         if not isinstance(inputs, Mapping):
             if len(self.names) != 1:
@@ -517,9 +696,9 @@ class EncoderCache:
         unknown = sorted(set(inputs) - set(self.names))
         if unknown:
             raise CacheConfigError(f"no encoder named {unknown} in this cache; its encoders are {self.names}")
-        return {name: self._embed_one(name, list(texts), write_back, device) for name, texts in inputs.items()}
+        return {name: self._embed_one(name, list(texts), write_back, device, dtype) for name, texts in inputs.items()}
 
-    def _embed_one(self, name: str, texts: list[str], write_back: bool, device) -> torch.Tensor:
+    def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:
         enc = self.encoders[name]
         check_texts(texts)
         ids = tokenize(enc.tokenizer, texts, enc.max_length)
@@ -537,6 +716,8 @@ class EncoderCache:
                 if e is not None:
                     out[i] = e["embedding"]
         miss = [i for i, v in enumerate(out) if v is None]
+        if miss and write_back:
+            enc.handle.take_writer("embed(write_back=True)")
         for b in range(0, len(miss), self.config.batch_size):
             idx = miss[b : b + self.config.batch_size]
             entries = enc.entries([ids[i] for i in idx])
@@ -546,14 +727,15 @@ class EncoderCache:
                 first = dict(zip((keys[i] for i in idx), entries, strict=True))
                 enc.store.put(list(first), list(first.values()))
         dev = torch.device(device) if device is not None else enc.device
-        return torch.stack([v.to(device=dev, dtype=enc.dtype) for v in out])  # type: ignore[union-attr]  # (B, D)
+        out_dtype = serving_dtype(dtype, enc.dtype)
+        return torch.stack([v.to(device=dev, dtype=out_dtype) for v in out])  # type: ignore[union-attr]  # (B, D)
 
     # -- life cycle -------------------------------------------------------------------------------------
     def close(self) -> None:
         for enc in getattr(self, "encoders", {}).values():
-            enc.store.close()
-        if getattr(self, "splits", None) is not None:
-            self.splits.close()
+            enc.handle.close()
+        if getattr(self, "_splits", None) is not None:
+            self._splits.close()
         self._sources = {}
 
     def __enter__(self) -> EncoderCache:
@@ -564,7 +746,117 @@ class EncoderCache:
 
 
 def _plain(label):
-    return label.item() if isinstance(label, torch.Tensor) else label
+    return label.item() if isinstance(label, torch.Tensor) and label.dim() == 0 else label
+
+
+_NOT_READ = object()
+
+
+class _ReadTwice(torch.utils.data.Dataset):
+    """Items of ``data``; those in ``twice`` read a second time right away, in the same (worker) process."""
+
+    def __init__(self, data, twice: frozenset[int]) -> None:
+        self.data, self.twice = data, twice
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        first = self.data[i]
+        return first, (self.data[i] if i in self.twice else _NOT_READ)
+
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _label_values(labels, n: int) -> list[int] | list[str]:
+    """Plain labels, all ints or all strings: numpy ints and 0-d integer tensors are ints; floats are refused."""
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
+        raise DataError(f"labels must be a sequence with one label per example, got a {type(labels).__name__}")
+    if len(labels) != n:
+        raise DataError(f"{n} examples but {len(labels)} labels; give exactly one label per example")
+    out: list = []
+    first: dict[type, int] = {}
+    for i, y in enumerate(labels):
+        if getattr(y, "ndim", None) == 0 and hasattr(y, "item"):  # 0-d tensor or numpy array
+            y = y.item()
+        if isinstance(y, str):
+            kind = str
+        elif isinstance(y, numbers.Integral):
+            y, kind = int(y), int
+        elif isinstance(y, numbers.Real):
+            raise DataError(
+                f"label {i} is the float {y!r}; labels must be integers (class ids) or strings (class names). "
+                "Convert class ids stored as floats with int(), or train a regression head without cached labels "
+                "(dataset(labels=False))"
+            )
+        else:
+            shape = f" of shape {tuple(y.shape)}" if hasattr(y, "shape") else ""
+            raise DataError(
+                f"label {i} is a {type(y).__name__}{shape}; each example needs one label: an int (numpy ints and 0-d "
+                "integer tensors count) or a str"
+            )
+        first.setdefault(kind, i)
+        if len(first) > 1:
+            j, k = first[int], first[str]
+            raise DataError(
+                f"labels mix integers and strings (label {j}: {labels[j]!r}, label {k}: {labels[k]!r}); use one kind: "
+                "all class ids (int) or all class names (str)"
+            )
+        out.append(y)
+    return out
+
+
+def _label_order(names: set[str]) -> list[str]:
+    """Order of new string labels: numerically when every one is an integer written as text ('2' before '10'),
+    else lexicographically."""
+    if names and all(_INT_TEXT.fullmatch(x) for x in names):
+        return sorted(names, key=lambda x: (int(x), x))
+    return sorted(names)
+
+
+def _label_ids(values: list[int] | list[str], names: list[str] | None) -> list[int]:
+    if names is None:
+        return list(values)  # type: ignore[arg-type]
+    index = {x: i for i, x in enumerate(names)}
+    return [index[x] for x in values]  # type: ignore[index]
+
+
+def _same_record(have: Entry | None, want: Entry) -> bool:
+    return have is not None and have.keys() == want.keys() and all(torch.equal(have[k], want[k]) for k in want)
+
+
+def training_device(device: str | torch.device | nn.Module | None = None) -> torch.device:
+    """The device training runs on, which placement ``auto`` follows.
+
+    Args:
+        device: a device, or a module (the head): the device of its first parameter or buffer (CPU if it
+            has none). ``None``: ``cuda`` when ``torch.cuda.is_available()``, else ``cpu``.
+
+    Example:
+        >>> training_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(device, nn.Module):
+        t = next(iter(device.parameters()), None)
+        t = t if t is not None else next(iter(device.buffers()), None)
+        return torch.device("cpu") if t is None else t.device
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def serving_dtype(dtype: str | torch.dtype | None, storage: torch.dtype) -> torch.dtype:
+    """The dtype batches are served in: ``dtype`` (a torch dtype or a name like ``"float32"``), or the storage
+    dtype when ``None``."""
+    if dtype is None:
+        return storage
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return torch_dtype(dtype)
+    except ValueError as exc:
+        raise CacheConfigError(str(exc).replace("for storage", "for serving")) from None
 
 
 def _keys_tensor(keys: Sequence[bytes]) -> torch.Tensor:

@@ -14,8 +14,10 @@ from ember.store.codec import DType, torch_dtype
 
 Placement = Literal["auto", "cpu", "gpu", "mmap"]
 """Where an encoder's embeddings live while training: ``cpu``/``gpu`` load the store into one tensor and a
-key->row index; ``mmap`` reads each batch from the on-disk store; ``auto`` is ``gpu`` when training runs on a
-CUDA device, else ``cpu``."""
+key->row index; ``mmap`` reads each batch from the on-disk store; ``auto`` is ``gpu`` when the training device
+is a CUDA device, else ``cpu``. The training device is the ``device`` given to
+:meth:`~ember.encoders.EncoderCache.dataset` (a device, or a module such as the head: the device of its first
+parameter); without one it is ``cuda`` when ``torch.cuda.is_available()``, else ``cpu``."""
 
 PoolingName = Literal["cls", "mean", "pooler"]
 
@@ -95,11 +97,20 @@ class CacheConfig:
         batch_size: examples per encoder forward pass (and per committed store transaction) during a fill.
         num_workers: worker processes reading the dataset and tokenizing during a fill; labels stay in the
             main process, in input order, so label caching works with workers.
-        dtype: storage dtype of the embeddings.
+        dtype: storage dtype of the embeddings. Batches and :meth:`~ember.encoders.EncoderCache.embed` serve
+            float32 unless asked otherwise (their ``dtype=`` argument), whatever the storage dtype.
         max_length: truncation length in tokens (default: what the tokenizer and model accept).
         backend: on-disk store backend when ``save_dir`` is set.
         check_transform: how many dataset items a fill reads twice to detect a random (augmenting)
-            transform; 0 disables the check.
+            transform; 0 disables the check. Both reads of an item happen one after the other in the same
+            process (a worker when ``num_workers > 0``), so per-worker random state or counters are caught
+            too. Not detectable: a transform that changes only between epochs (e.g. driven by an epoch
+            counter set from outside), or one seeded by the item's index (that one is deterministic).
+        readonly: never take a store's writer lock. Reading (training from ``save_dir``, :meth:`embed` without
+            ``write_back``) never needs it anyway: existing stores are opened read-only, and the writer is
+            taken only by a fill that has something to write (and given back when it ends) or by
+            ``embed(write_back=True)`` with misses (held until ``close()``). With ``readonly=True`` those
+            raise :class:`~ember.errors.StoreReadOnlyError` instead, and every store must exist already.
 
     Example:
         >>> cfg = CacheConfig(placement="auto", mapping={"doc": "mmap"}, pooling="mean", save_dir="cache/")
@@ -119,6 +130,7 @@ class CacheConfig:
     max_length: int | None = None
     backend: Backend = "lmdb"
     check_transform: int = 16
+    readonly: bool = False
 
     def __post_init__(self) -> None:
         for name in ("mapping", "poolings", "key_extractors"):
@@ -143,6 +155,13 @@ class CacheConfig:
             raise CacheConfigError(f"check_transform must be >= 0, got {self.check_transform}")
         if self.max_length is not None and self.max_length < 2:
             raise CacheConfigError(f"max_length must be >= 2, got {self.max_length}")
+        if not isinstance(self.readonly, bool):
+            raise CacheConfigError(f"readonly must be True or False, got {self.readonly!r}")
+        if self.readonly and self.save_dir is None:
+            raise CacheConfigError(
+                "readonly=True reads stores filled earlier, but save_dir is None (an in-memory cache starts empty); "
+                "set save_dir=... to the folder a fill wrote"
+            )
         if self.backend not in ("lmdb", "leveldb", "memory"):
             raise CacheConfigError(f"backend {self.backend!r} is not one of 'lmdb', 'leveldb', 'memory'")
         try:
@@ -211,6 +230,7 @@ class CacheConfig:
             "max_length": self.max_length,
             "backend": self.backend,
             "check_transform": self.check_transform,
+            "readonly": self.readonly,
         }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 import torch
@@ -74,10 +74,28 @@ class EmbeddingTable:
 
 
 class StoreSource:
-    """Reads each batch from the memory-mapped store (placement ``mmap``): memory use stays flat."""
+    """Reads each batch from the memory-mapped store (placement ``mmap``): memory use stays flat.
 
-    def __init__(self, store: ActivationStore, device: torch.device, dtype: torch.dtype, where: str = "") -> None:
-        self.store, self.device, self.dtype, self.where = store, device, dtype, where
+    Args:
+        store: the store, or a function returning the store as opened now (the cache reopens its stores
+            when a fill takes or gives back the writer lock).
+        device: where batches go.
+        dtype: dtype of the batches.
+        where: what the store holds, for error messages.
+    """
+
+    def __init__(
+        self,
+        store: ActivationStore | Callable[[], ActivationStore],
+        device: torch.device,
+        dtype: torch.dtype,
+        where: str = "",
+    ) -> None:
+        self._store, self.device, self.dtype, self.where = store, device, dtype, where
+
+    @property
+    def store(self) -> ActivationStore:
+        return self._store() if callable(self._store) else self._store  # type: ignore[return-value]
 
     def locate(self, keys: Sequence[bytes]) -> list[bytes]:
         missing = self.store.missing(keys)
@@ -120,7 +138,9 @@ class CachedDataset(torch.utils.data.Dataset):
     """Examples of one filled split: per-encoder embeddings and labels, raw data never read again.
 
     Items are :class:`CachedItem` (split, position); :func:`collate_cached` (or :meth:`collate`) turns a list
-    of them into ``{encoder_name: (B, D), ..., "labels": (B,)}`` with one gather per encoder. Use it as the
+    of them into ``{encoder_name: (B, D), ..., "labels": (B,), "index": (B,)}`` with one gather per encoder;
+    ``index`` (positions in the data given to the fill) pairs the batch with raw inputs of a trainable
+    encoder: ``tower(tokenize([raw[i] for i in batch["index"]]))``. Use it as the
     ``collate_fn`` of a DataLoader or the ``data_collator`` of a Hugging Face Trainer.
 
     Example:
@@ -134,11 +154,16 @@ class CachedDataset(torch.utils.data.Dataset):
         length: int,
         labels: torch.Tensor | None,
         placements: Mapping[str, str],
+        *,
+        dtype: torch.dtype | None = None,
+        index: bool = False,
     ) -> None:
         self.sources = dict(sources)
         self.length = length
         self.labels = labels  # (N,) on the training device, or None
         self.placements = dict(placements)
+        self.dtype = dtype  # of the served embeddings; None: as the sources hold them
+        self.index = index
 
     def __len__(self) -> int:
         return self.length
@@ -152,11 +177,16 @@ class CachedDataset(torch.utils.data.Dataset):
         return [self[i] for i in indices]
 
     def collate(self, items: Sequence[CachedItem | int]) -> dict[str, torch.Tensor]:
-        """Batch ``{encoder: (B, D)}`` plus ``labels (B,)`` of items of this split (or plain positions in it)."""
+        """Batch ``{encoder: (B, D)}`` plus ``labels (B,)`` and ``index (B,)`` of items of this split (or plain
+        positions in it). ``index`` is each example's position in the data given to the fill (int64, CPU)."""
         idx = torch.as_tensor([it.index if isinstance(it, CachedItem) else int(it) for it in items], dtype=torch.long)  # (B,)
         out = {name: src.take(located, idx) for name, (src, located) in self.sources.items()}
+        if self.dtype is not None:
+            out = {name: t if t.dtype == self.dtype else t.to(self.dtype) for name, t in out.items()}
         if self.labels is not None:
             out["labels"] = self.labels[idx.to(self.labels.device)]
+        if self.index:
+            out["index"] = idx
         return out
 
     def loader(self, batch_size: int = 32, *, shuffle: bool = True, **kwargs) -> torch.utils.data.DataLoader:

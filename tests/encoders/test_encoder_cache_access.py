@@ -1,0 +1,284 @@
+"""Review fixes of the encoder cache: concurrent readers, served dtype, example index, placement rule,
+encoder names, random transforms read in workers, label kinds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from test_encoder_cache import LABELS, frozen, reference
+
+from ember.encoders import (
+    CacheConfig,
+    CacheConfigError,
+    EncoderCache,
+    RandomTransformError,
+    training_device,
+)
+from ember.errors import DataError, StoreError, StoreReadOnlyError
+
+READER = textwrap.dedent(
+    """
+    import json, sys
+    from transformers import AutoModel, AutoTokenizer
+    from ember.encoders import CacheConfig, EncoderCache
+    from ember.errors import StoreLockedError
+
+    model_dir, save_dir, new_text = sys.argv[1:]
+    model = AutoModel.from_pretrained(model_dir).requires_grad_(False)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    out = {}
+    with EncoderCache(model, tok, CacheConfig(save_dir=save_dir, placement="cpu")) as cache:
+        batch = cache.dataset("train", device="cpu").collate([0, 1])
+        out["train"] = batch["text"].tolist()
+        out["labels"] = batch["labels"].tolist()
+        out["embed"] = cache.embed(["play music"])["text"].tolist()
+        out["refill_computed"] = cache.fill(["play music", "set alarm"], split="again", progress=False).computed
+        try:
+            cache.fill([new_text], split="new", progress=False)
+            out["new_fill"] = "written"
+        except StoreLockedError as exc:
+            out["new_fill"] = str(exc)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_second_process_reads_while_the_first_holds_the_writer(tokenizer, texts, tmp_path):
+    model = frozen()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    save_dir = tmp_path / "cache"
+    cache = EncoderCache(model, tokenizer, CacheConfig(save_dir=save_dir))
+    cache.fill(texts, labels=LABELS, progress=False)
+    # A serving process writing misses back holds the writer lock until close().
+    cache.embed(["tell me joke"], write_back=True)
+    assert cache.encoders["text"].handle.writer
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(p) for p in sys.path if p])}
+    run = subprocess.run(
+        [sys.executable, "-c", READER, str(tmp_path / "model"), str(save_dir), "cancel reservation at restaurant"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    torch.testing.assert_close(torch.tensor(got["train"]), reference(model, tokenizer, texts[:2]), atol=1e-5, rtol=1e-5)
+    assert got["labels"] == [cache.label_names.index(x) for x in LABELS[:2]]
+    torch.testing.assert_close(torch.tensor(got["embed"]), reference(model, tokenizer, ["play music"]), atol=1e-5, rtol=1e-5)
+    assert got["refill_computed"] == 0  # a fill of stored texts only reads: no writer needed
+    assert got["new_fill"].startswith(f"the store at {save_dir / 'text'} is being written by another process (pid {os.getpid()})")
+    cache.close()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from transformers import AutoModel, AutoTokenizer
+    from ember.encoders import CacheConfig, EncoderCache
+
+    model_dir, save_dir, *texts = sys.argv[1:]
+    model = AutoModel.from_pretrained(model_dir).requires_grad_(False)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    with EncoderCache(model, tok, CacheConfig(save_dir=save_dir)) as cache:
+        cache.fill(texts, labels=list(range(len(texts))), split="later", progress=False)
+    """
+)
+
+
+def test_reader_sees_what_another_process_filled_since(tokenizer, texts, tmp_path):
+    model = frozen()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    save_dir = tmp_path / "cache"
+    with EncoderCache(model, tokenizer, CacheConfig(save_dir=save_dir)) as cache:
+        cache.fill(texts[:4], labels=[0, 1, 2, 3], progress=False)
+    reader = EncoderCache(model, tokenizer, CacheConfig(save_dir=save_dir, placement="cpu", readonly=True))
+    assert len(reader.dataset(device="cpu")) == 4  # its table is loaded now, with 4 embeddings
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(p) for p in sys.path if p])}
+    run = subprocess.run(
+        [sys.executable, "-c", WRITER, str(tmp_path / "model"), str(save_dir), *texts],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    batch = reader.dataset("later", device="cpu").collate(range(8))  # the table is reloaded for the new keys
+    torch.testing.assert_close(batch["text"], reference(model, tokenizer, texts), atol=1e-5, rtol=1e-5)
+    assert batch["labels"].tolist() == list(range(8))
+    reader.close()
+
+
+def test_readonly_config_never_writes(tokenizer, texts, tmp_path):
+    model = frozen()
+    with EncoderCache(model, tokenizer, CacheConfig(save_dir=tmp_path / "c")) as cache:
+        cache.fill(texts[:4], labels=LABELS[:4], progress=False)
+        assert not cache.encoders["text"].handle.writer  # the fill gave the writer back
+    with EncoderCache(model, tokenizer, CacheConfig(save_dir=tmp_path / "c", readonly=True)) as cache:
+        assert cache.fill(texts[:4], labels=LABELS[:4], progress=False).computed == 0
+        assert cache.embed([texts[5]])["text"].shape == (1, 32)
+        with pytest.raises(StoreReadOnlyError, match=r"^fill\(split='train'\) needs to write the store of encoder 'text'"):
+            cache.fill(texts, labels=LABELS, progress=False)
+        with pytest.raises(StoreReadOnlyError, match=r"^embed\(write_back=True\) needs to write the store of encoder 'text'"):
+            cache.embed([texts[5]], write_back=True)
+        assert len(cache.encoders["text"].store) == 4
+    with pytest.raises(StoreError, match=r"CacheConfig\(readonly=True\), but save_dir .*empty has no store for encoder 'text'"):
+        EncoderCache(model, tokenizer, CacheConfig(save_dir=tmp_path / "empty", readonly=True))
+    with pytest.raises(CacheConfigError, match="readonly=True reads stores filled earlier, but save_dir is None"):
+        CacheConfig(readonly=True)
+
+
+@pytest.mark.parametrize("placement", ["cpu", "mmap"])
+def test_float16_storage_is_served_as_float32(tokenizer, texts, tmp_path, placement):
+    model = frozen()
+    cfg = CacheConfig(save_dir=tmp_path, dtype="float16", placement=placement)
+    with EncoderCache(model, tokenizer, cfg) as cache:
+        cache.fill(texts, labels=LABELS, progress=False)
+        batch = cache.dataset(device="cpu").collate([0, 1, 2])
+        assert batch["text"].dtype == torch.float32
+        torch.nn.Linear(32, 7)(batch["text"])  # an fp32 head takes the batch as it is
+        torch.testing.assert_close(batch["text"], reference(model, tokenizer, texts[:3]), atol=2e-3, rtol=2e-3)
+        assert cache.dataset(device="cpu", dtype=None).collate([0])["text"].dtype == torch.float16
+        assert cache.dataset(device="cpu", dtype="bfloat16").collate([0])["text"].dtype == torch.bfloat16
+        new = cache.embed([texts[0], "tell me joke"])["text"]
+        assert new.dtype == torch.float32
+        torch.testing.assert_close(new[0], batch["text"][0])  # cached or computed: the same stored rounding
+        assert cache.embed(["tell me joke"], dtype=None)["text"].dtype == torch.float16
+        with pytest.raises(CacheConfigError, match="dtype 'int8' is not supported for serving"):
+            cache.dataset(device="cpu", dtype="int8")
+
+
+def test_batches_carry_the_example_index_to_pair_raw_inputs(tokenizer, texts):
+    q_enc = frozen()
+    cache = EncoderCache({"query": q_enc}, tokenizer, CacheConfig(check_transform=0))
+    labels = [i % 2 for i in range(len(texts))]
+    cache.fill({"query": texts}, labels=labels, progress=False)
+    torch.manual_seed(0)
+    seen = []
+    for batch in cache.dataset(device="cpu").loader(3, shuffle=True):
+        idx = batch["index"].tolist()
+        seen += idx
+        # The raw inputs of a trainable tower are the same examples, in the batch's order.
+        torch.testing.assert_close(batch["query"], reference(q_enc, tokenizer, [texts[i] for i in idx]), atol=1e-5, rtol=1e-5)
+        assert batch["labels"].tolist() == [labels[i] for i in idx]
+    assert sorted(seen) == list(range(8)) and seen != list(range(8))
+    assert "index" not in cache.dataset(device="cpu", index=False).collate([0])
+
+
+def test_auto_placement_follows_the_training_device(tokenizer, texts, monkeypatch):
+    cache = EncoderCache({"query": frozen(), "doc": frozen()}, tokenizer, CacheConfig(mapping={"doc": "cpu"}))
+    cache.fill({"query": texts, "doc": texts}, progress=False)
+    head = torch.nn.Linear(32, 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device(None) == torch.device("cpu")
+    assert cache.placements() == {"query": "cpu", "doc": "cpu"}
+    assert cache.dataset(labels=False).placements == {"query": "cpu", "doc": "cpu"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # resolution only: nothing is moved to CUDA
+    assert training_device(None) == torch.device("cuda")
+    assert cache.placements() == {"query": "gpu", "doc": "cpu"}  # AUTO: CUDA is there and training uses it
+    assert cache.placements("cpu") == {"query": "cpu", "doc": "cpu"}  # ... unless training runs on the CPU
+    assert cache.placements(head) == {"query": "cpu", "doc": "cpu"}  # a CPU head
+    assert training_device(head) == torch.device("cpu")
+    batch = cache.dataset(labels=False, device=head).collate([0])
+    assert batch["query"].device.type == "cpu"
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", "_x", "", "index", "x" * 101, 3])
+def test_encoder_names_must_be_safe_folder_names(tokenizer, tmp_path, name):
+    with pytest.raises(CacheConfigError) as err:
+        EncoderCache({name: frozen()}, tokenizer, CacheConfig(save_dir=tmp_path / "c"))
+    assert str(err.value) == (
+        f"encoder name {name!r} is not allowed: a name is a folder in save_dir and a batch key, so it must be 1 to 100 "
+        "letters, digits, '_', '-' or '.', starting with a letter or digit (no '/', no '..'), and not one of "
+        "['label', 'labels', 'index']"
+    )
+    assert sorted(os.listdir(tmp_path)) == []  # nothing created, inside save_dir or outside it
+    with pytest.raises(CacheConfigError, match="encoder names 'Doc' and 'doc' differ only in case"):
+        EncoderCache({"Doc": frozen(), "doc": frozen()}, tokenizer)
+    assert EncoderCache({"title.v2-x_1": frozen()}, tokenizer).names == ["title.v2-x_1"]
+
+
+class Augmenting(torch.utils.data.Dataset):
+    """Appends a word that alternates with each read of an item (state kept in the process that reads it)."""
+
+    def __init__(self, texts):
+        self.texts, self.reads = texts, [0] * len(texts)
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, i):
+        self.reads[i] += 1
+        return (self.texts[i] + (" please" if self.reads[i] % 2 else " now"), 0)
+
+
+class NumpyAugmenting(Augmenting):
+    """Random word from numpy's global RNG: forked workers inherit the parent's state."""
+
+    def __getitem__(self, i):
+        return (self.texts[i] + " " + ["please", "now", "today", "tomorrow"][np.random.randint(4)], 0)
+
+
+@pytest.mark.parametrize("dataset", [Augmenting, NumpyAugmenting])
+def test_random_transform_is_detected_in_worker_processes(tokenizer, texts, dataset):
+    cache = EncoderCache(frozen(), tokenizer, CacheConfig(num_workers=2, check_transform=8))
+    with pytest.raises(RandomTransformError, match=r"dataset item \d gave encoder 'text' different inputs on two reads"):
+        cache.fill(dataset(texts), progress=False)
+
+
+class Labelled(torch.utils.data.Dataset):
+    def __init__(self, texts, labels):
+        self.texts, self.labels = texts, labels
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, i):
+        return {"text": self.texts[i], "label": self.labels[i]}
+
+
+def test_integer_labels_of_every_kind(tokenizer, texts):
+    cache = EncoderCache(frozen(), tokenizer)
+    want = [i % 3 for i in range(8)]
+    cache.fill(texts, labels=np.array(want), split="numpy", progress=False)
+    cache.fill(texts, labels=torch.tensor(want), split="tensor", progress=False)
+    cache.fill(Labelled(texts, [torch.tensor(y) for y in want]), split="items", progress=False)
+    cache.fill(texts, labels=[np.int32(y) for y in want], split="scalars", progress=False)
+    for split in ("numpy", "tensor", "items", "scalars"):
+        assert cache.dataset(split, device="cpu").collate(range(8))["labels"].tolist() == want
+    assert cache.label_names is None
+
+
+def test_numeric_string_labels_sort_numerically(tokenizer, texts):
+    cache = EncoderCache(frozen(), tokenizer)
+    labels = ["10", "2", "1", "2", "10", "1", "33", "2"]
+    cache.fill(texts, labels=labels, progress=False)
+    assert cache.label_names == ["1", "2", "10", "33"]
+    assert [cache.label_names[i] for i in cache.dataset(device="cpu").collate(range(8))["labels"].tolist()] == labels
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([0.0, 1.0] * 4, "label 0 is the float 0.0; labels must be integers (class ids) or strings (class names)"),
+        (np.array([0.5] * 8), "label 0 is the float 0.5; labels must be integers"),
+        (torch.tensor([1.0] * 8), "label 0 is the float 1.0; labels must be integers"),
+        ([0, "bank"] * 4, "labels mix integers and strings (label 0: 0, label 1: 'bank'); use one kind"),
+        ([[0, 1]] * 8, "label 0 is a list; each example needs one label"),
+        ([0] * 7, "8 examples but 7 labels; give exactly one label per example"),
+    ],
+)
+def test_bad_labels_are_refused(tokenizer, texts, labels, message):
+    cache = EncoderCache(frozen(), tokenizer)
+    with pytest.raises(DataError) as err:
+        cache.fill(texts, labels=labels, progress=False)
+    assert str(err.value).startswith(message)
+    assert len(cache.encoders["text"].store) == 0  # refused before computing anything
+
+
+def test_dataset_items_labelled_only_in_part_are_refused(tokenizer, texts):
+    cache = EncoderCache(frozen(), tokenizer)
+    with pytest.raises(DataError, match="dataset item 0 has a label but item 3 has none"):
+        cache.fill(Labelled(texts, [0, 1, 2, None, 0, 1, 2, 0]), progress=False)
