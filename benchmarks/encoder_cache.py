@@ -126,7 +126,7 @@ def second_process(args) -> None:
     tok = AutoTokenizer.from_pretrained(path)
     model = model_class.from_pretrained(path).eval().requires_grad_(False)
     cache = EncoderCache(model, tok, CacheConfig(save_dir=args.save_dir, placement="cpu"))
-    ds = cache.dataset("train")
+    ds = cache.dataset("train", device="cpu")
     head = make_head(model.config.hidden_size, len(cache.label_names or []))
     opt = torch.optim.Adam(head.parameters(), lr=args.lr)
     batch = next(iter(ds.loader(args.batch_size)))
@@ -182,7 +182,7 @@ def main() -> None:
         opt = torch.optim.Adam(head.parameters(), lr=args.lr)
         t = time.perf_counter()
         cache.fill(train, labels=train.labels, split="train", progress=False)
-        ds = cache.dataset("train")
+        ds = cache.dataset("train", device="cpu")
         fill_s = time.perf_counter() - t
         cold = fill_s + epoch_from_cache(head, opt, ds, args.batch_size)
         warm = [epoch_from_cache(head, opt, ds, args.batch_size) for _ in range(args.epochs - 1)]
@@ -190,7 +190,7 @@ def main() -> None:
         t = time.perf_counter()
         cache.fill(test, labels=test.labels, split="test", progress=False)
         test_fill = time.perf_counter() - t
-        test_ds = cache.dataset("test")
+        test_ds = cache.dataset("test", device="cpu")
         with torch.no_grad():
             b = test_ds.collate(range(len(test_ds)))
             acc = (head(b["text"]).argmax(-1) == b["labels"]).float().mean().item()
