@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from ember.cli.optimize import register as register_optimize
 from ember.cli.recycle import app as recycle_app
 
 app = typer.Typer(
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(recycle_app, name="recycle")
+register_optimize(app)
 
 
 def main() -> None:

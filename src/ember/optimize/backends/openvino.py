@@ -1,0 +1,75 @@
+"""OpenVINO on CPU, converted from ember's ONNX export (which keeps the attention mask)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ember.errors import ArtifactError
+from ember.optimize.artifact import ModelFacts, OptimizedModel, wrap_output
+from ember.optimize.config import OpenVINOConfig
+from ember.optimize.export import export_onnx
+from ember.optimize.registry import register
+
+INSTALL = "pip install 'ember[openvino]'"
+XML, BIN = "model.xml", "model.bin"
+
+
+def compile_options(config: OpenVINOConfig) -> dict[str, str]:
+    opts = {"PERFORMANCE_HINT": config.hint.upper(), "INFERENCE_PRECISION_HINT": config.precision}
+    if config.threads:
+        opts["INFERENCE_NUM_THREADS"] = str(config.threads)
+    return opts
+
+
+class OpenVINOArtifact(OptimizedModel):
+    """An OpenVINO compiled model behind the original model's call interface (no torch weights needed)."""
+
+    backend_files = (XML, BIN)
+
+    def __init__(self, ov_model, config: OpenVINOConfig, facts: ModelFacts, tokenizer=None) -> None:
+        import openvino as ov
+
+        super().__init__(config, facts, tokenizer)
+        self.ov_model = ov_model
+        self.compiled = ov.Core().compile_model(ov_model, "CPU", compile_options(config))
+        self.request = self.compiled.create_infer_request()
+        self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
+                              for op in ov_model.get_ops() if op.get_type_name() == "Constant")
+
+    def _run(self, feeds: dict[str, torch.Tensor]):
+        arrays = {k: v.detach().cpu().numpy().astype(np.int64, copy=False) for k, v in feeds.items()}
+        res = self.request.infer(arrays)
+        out = res[self.compiled.output(0)]
+        return wrap_output(self.facts.output, torch.from_numpy(np.array(out, copy=True)))
+
+    def _save_files(self, directory: Path) -> None:
+        import openvino as ov
+
+        ov.save_model(self.ov_model, str(directory / XML), compress_to_fp16=False)
+
+
+def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="ember-ov-") as tmp:
+        path = export_onnx(model, ctx.facts, Path(tmp) / "export.onnx")
+        ov_model = ov.convert_model(str(path))
+    return OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
+
+
+def _load(directory: Path, config: OpenVINOConfig, facts: ModelFacts, tokenizer) -> OpenVINOArtifact:
+    import openvino as ov
+
+    try:
+        ov_model = ov.Core().read_model(str(directory / XML))
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+        raise ArtifactError(f"{directory / XML} cannot be read by OpenVINO ({exc}); re-create the artifact") from exc
+    return OpenVINOArtifact(ov_model, config, facts, tokenizer)
+
+
+register(OpenVINOConfig, load=_load, requires=(("openvino", INSTALL),))(_build)
