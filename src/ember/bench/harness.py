@@ -17,18 +17,18 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import torch
 
+from ember.batching import length_buckets
 from ember.bench.config import BenchConfig
 from ember.bench.machine import MachineInfo
 from ember.bench.memory import peak_rss_mb, reset_peak
 from ember.bench.report import BenchReport, VariantResult
-from ember.batching import length_buckets
 from ember.errors import DataError, EmberError
-from ember.fidelity import FidelityReport, Tolerance, compare, comparable, mixed_length_batches, run_batches
+from ember.fidelity import FidelityReport, Tolerance, comparable, compare, mixed_length_batches
 
 __all__ = ["Variant", "BenchConfig", "PerformanceBenchmark", "VariantResult", "BenchReport", "MachineInfo", "BenchError"]
 
@@ -235,7 +235,7 @@ class PerformanceBenchmark:
             machine=machine,
             config=self.config,
             results=[results[i] for i in range(len(variants))],
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
             n_examples=len(self.texts),
             labelled=self.labels is not None,
             label_names=self.label_names,

@@ -66,6 +66,7 @@ def plot_report(report: BenchReport, path: str | Path, *, title: str | None = No
         lo, hi = min(ys), max(ys)
         pad = max((hi - lo) * 0.25, 1e-4 if not use_accuracy else 0.01)
         ax.set_ylim(lo - pad, hi + pad)
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.grid(True, alpha=0.3)
     ax.set_title(title or f"{report.model or 'model'} — {report.machine.cpu_model}, {report.machine.threads} threads",
                  fontsize=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from ember.cli.bench import app as bench_app
 from ember.cli.recycle import app as recycle_app
 
 app = typer.Typer(
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(recycle_app, name="recycle")
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:
