@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-from conftest import make_model
 
+from conftest import make_model
 from ember.bench import BenchConfig, BenchError, PerformanceBenchmark, Variant
 from ember.bench.harness import estimate_size_bytes, macro_f1
 from ember.errors import DataError

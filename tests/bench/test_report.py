@@ -6,8 +6,8 @@ import json
 import re
 
 import pytest
-from conftest import make_model
 
+from conftest import make_model
 from ember.bench import BenchConfig, BenchReport, MachineInfo, PerformanceBenchmark, Variant, VariantResult
 from ember.bench.plot import plot_report
 from ember.fidelity import FidelityReport

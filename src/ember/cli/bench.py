@@ -53,7 +53,7 @@ def _run(model_id, data, split, text_column, label_column, limit, out, batch_siz
     import torch
     from transformers import AutoConfig
 
-    from ember.bench import BenchConfig, PerformanceBenchmark, Variant
+    from ember.bench import BenchConfig, BenchError, PerformanceBenchmark, Variant
     from ember.bench.variants import BASELINE, build_variants, preset_plans
     from ember.data import Examples, load_examples
     from ember.data.sample import sample_sentences
@@ -103,8 +103,7 @@ def _run(model_id, data, split, text_column, label_column, limit, out, batch_siz
         known = {p.name for p in plans}
         unknown = [w for w in wanted if w not in known]
         if unknown:
-            raise typer.BadParameter(f"unknown preset(s) {unknown}; available here: {sorted(known) or 'none'}",
-                                     param_hint="--presets")
+            raise BenchError(f"unknown preset(s) {unknown} in --presets; available here: {sorted(known) or 'none'}")
         plans = [p for p in plans if p.name in wanted]
     if not plans:
         console.print("[yellow]note:[/] no optimised preset is available on this machine; measuring the baseline only")
@@ -130,23 +129,31 @@ def _run(model_id, data, split, text_column, label_column, limit, out, batch_siz
     return report
 
 
-# The terminal gets the figures people compare first; report.md has every column.
-_TERMINAL_COLUMNS = ("variant", "accuracy", "cosine vs ref", "p50 ms", "p99 ms", "speed-up p50", "ex/s bucketed",
-                     "ex/s", "size MB", "peak RSS MB", "status")
-
-
 def _print_table(report) -> None:
+    """A compact table that fits 80 columns; report.md has every column, and failures are spelled out below."""
+    from rich import box
     from rich.table import Table
 
-    from ember.bench.report import table_rows
+    def f(v, fmt):
+        return "—" if v is None else format(v, fmt)
 
-    header, rows = table_rows(report)
-    keep = [i for i, h in enumerate(header) if h in _TERMINAL_COLUMNS]
-    table = Table(title=report.machine.summary(), title_style="dim")
-    for i in keep:
-        h = header[i]
-        table.add_column(h, justify="left" if h in ("variant", "status") else "right",
-                         no_wrap=h != "status", overflow="fold")
-    for row, r in zip(rows, report.results, strict=True):
-        table.add_row(*[row[i] for i in keep], style=None if r.passed else "red")
+    labelled = report.labelled and any(r.accuracy is not None for r in report.results)
+    table = Table(title=report.machine.summary(), title_style="dim", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("variant", overflow="fold", min_width=14)
+    for h in ("accuracy" if labelled else "cosine", "p50 ms", "p99 ms", "speed-up", "ex/s", "MB", "RSS MB"):
+        table.add_column(h, justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for r in report.results:
+        quality = r.accuracy if labelled else (None if r.fidelity is None else r.fidelity.mean_cosine)
+        lat = r.latency_ms or {}
+        speed = report.speedup(r)
+        table.add_row(
+            f"{r.name} (ref)" if r.reference else r.name,
+            f(quality, ".4f" if labelled else ".6f"), f(lat.get("p50"), ".2f"), f(lat.get("p99"), ".2f"),
+            "—" if speed is None else f"{speed:.2f}x", f(r.throughput, ".0f"), f(r.size_mb, ".1f"),
+            f(r.peak_rss_mb, ".0f"), "ok" if r.passed else "FAILED", style=None if r.passed else "red",
+        )
     console.print(table)
+    for r in report.results:
+        if not r.passed:
+            console.print(f"[red]{r.name}[/]: {r.status}")
