@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from ember.cli.bench import app as bench_app
 from ember.cli.optimize import register as register_optimize
 from ember.cli.recycle import app as recycle_app
 
@@ -14,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(recycle_app, name="recycle")
+app.add_typer(bench_app, name="bench")
 register_optimize(app)
 
 

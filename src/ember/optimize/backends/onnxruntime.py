@@ -81,6 +81,23 @@ def quantizable_nodes(path: Path) -> list[str]:
     return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("MatMul", "Gemm", "Attention")]
 
 
+def _type_fused_outputs(src: Path, dst: Path) -> None:
+    """Write ``src`` with a float type recorded for the outputs of fused com.microsoft ops
+    (Attention, SkipLayerNormalization, BiasGelu all return float32), then propagate types."""
+    import onnx
+    from onnx import TensorProto, helper, shape_inference
+
+    m = shape_inference.infer_shapes(onnx.load(str(src)))
+    known = {v.name for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output)}
+    for node in m.graph.node:
+        if node.domain == "com.microsoft":
+            for out in node.output:
+                if out and out not in known:
+                    m.graph.value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+                    known.add(out)
+    onnx.save(shape_inference.infer_shapes(m), str(dst))
+
+
 class _Calibration:
     """ONNX Runtime CalibrationDataReader over the verification batches."""
 
@@ -101,15 +118,11 @@ def quantize(src: Path, dst: Path, config: OnnxRuntimeConfig, batches: list[dict
         quantize_dynamic,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    # the quantiser needs every activation's type; symbolic shape inference knows the fused ops
+    # the quantiser needs every activation's type, and onnx shape inference cannot type fused ops
     typed = dst.with_name(dst.stem + "-typed.onnx")
-    try:
-        quant_pre_process(str(src), str(typed), skip_optimization=True)
-        src = typed
-    except Exception:  # noqa: BLE001 - fall back to the untyped graph (the quantiser then skips what it cannot type)
-        pass
+    _type_fused_outputs(src, typed)
+    src = typed
 
     # DefaultTensorType: shape inference cannot type the outputs of fused com.microsoft ops
     common = dict(per_channel=config.per_channel, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
