@@ -36,14 +36,16 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
+def tok():
+    """WordPiece over the tiny vocabulary, given as a dict (transformers 5 ignores ``vocab_file=`` here)."""
     from transformers import BertTokenizerFast
 
     from conftest import WORDS
 
-    d = tmp_path_factory.mktemp("tok")
-    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]) + "\n")
-    return BertTokenizerFast(vocab_file=str(d / "vocab.txt"), model_max_length=48)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
+    t = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=48)
+    assert t("book a flight")["input_ids"] != [2, 1, 1, 1, 3]  # real ids, not [UNK]s
+    return t
 
 
 @pytest.fixture(scope="module")
@@ -166,36 +168,55 @@ def test_static_int8_keeps_the_most_sensitive_matmuls_fp32(tok):
     assert art.facts.input_names == ("input_ids", "attention_mask")
     assert art.fusion_stats["kept_fp32"] == 2
     graph = onnx.load_from_string(art.model_bytes).graph
-    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    matmuls = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
     plain = [n for n in matmuls if not any(i.endswith("_DequantizeLinear_Output") for i in n.input)]
-    assert len(matmuls) == 12 and len(plain) == 2  # activations and weights quantised everywhere else
+    assert len(matmuls) == 14 and len(plain) == 2  # activations and weights quantised everywhere else
     assert art.fidelity.mean_cosine > 0.99
 
 
 # ---- the attention-mask trap -----------------------------------------------------------------
 
-def test_fidelity_check_catches_an_export_that_dropped_the_attention_mask(classifier, tok, texts, tmp_path):
-    """Tracing with an unpadded example (mask all ones) bakes the mask away: perfect alone, wrong padded."""
+class _MaskFolded(nn.Module):
+    """What a tracer bakes in when the example's attention mask is all ones: the mask input is read, but
+    the graph behaves as if every position were real (transformers 5 skips building the mask then)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        folded = torch.ones_like(attention_mask) + 0 * attention_mask  # (B, T): the mask's values are lost
+        return self.model(input_ids=input_ids, attention_mask=folded, token_type_ids=token_type_ids).last_hidden_state
+
+
+def test_fidelity_check_catches_an_export_that_dropped_the_attention_mask(tok, texts, tmp_path):
+    """An unpadded export that lost the mask is perfect one sentence at a time and wrong on padded batches;
+    ember's check (padded, mixed lengths) catches it, and ember's own exporter is right on the same batches."""
     from ember.optimize.backends.onnxruntime import OnnxArtifact
     from ember.optimize.core import enforce, model_facts
-    from ember.optimize.export import _Positional
 
-    facts = model_facts(classifier, tok, "logits")
-    one = tok(["book a flight to paris"], return_tensors="pt")  # no padding: attention_mask is all ones
-    wrapper = _Positional(classifier, facts.input_names, "logits")
+    encoder = make_model("bert-base", initializer_range=0.5)  # large weights: attention shapes the output
+    facts = model_facts(encoder, tok, "last_hidden_state")
+    one = tok(texts[:1], return_tensors="pt")  # (1, T) unpadded: attention_mask is all ones
+    assert one["attention_mask"].all()
     path = tmp_path / "naive.onnx"
-    axes = {n: {0: "batch", 1: "sequence"} for n in facts.input_names} | {"logits": {0: "batch"}}
-    torch.onnx.export(wrapper, tuple(one[n] for n in facts.input_names), str(path), input_names=list(facts.input_names),
-                      output_names=["logits"], dynamic_axes=axes, dynamo=False)
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*facts.input_names, "last_hidden_state"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_MaskFolded(encoder).eval(), tuple(one[n] for n in facts.input_names), str(path),
+                          input_names=list(facts.input_names), output_names=["last_hidden_state"], dynamic_axes=axes, dynamo=True, external_data=False)
     cfg = OnnxRuntimeConfig()
     naive = OnnxArtifact(path.read_bytes(), cfg, facts, tok)
 
     singles = [dict(tok([t], return_tensors="pt")) for t in texts]
-    assert check(classifier, naive, singles).mean_cosine > 0.9999  # looks perfect one sentence at a time
-    padded = check(classifier, naive, mixed_length_batches(tok, texts, batch_size=4))
-    assert padded.mean_cosine < 0.99
+    assert check(encoder, naive, singles).mean_cosine > 0.9999  # looks perfect one sentence at a time
+    batches = mixed_length_batches(tok, texts, batch_size=4)
+    report = check(encoder, naive, batches)
+    assert report.mean_cosine < 0.99 and report.min_cosine < 0.95
     with pytest.raises(FidelityError, match=r"mean cosine 0\.\d+ < allowed 0\.999900"):
-        enforce(padded, cfg)
+        enforce(report, cfg)
+    ours = optimize(encoder, cfg, tokenizer=tok, sample=texts)  # ember's exporter keeps the mask
+    assert check(encoder, ours, batches).mean_cosine > 0.99999
 
 
 # ---- fidelity enforcement --------------------------------------------------------------------
@@ -291,3 +312,32 @@ def test_non_config_is_refused(classifier, tok):
 def test_replace_keeps_validation():
     with pytest.raises(ValueError):
         dataclasses.replace(OnnxRuntimeConfig(), quantize="bogus")
+
+
+# ---- autotune --------------------------------------------------------------------------------
+
+def test_autotune_measures_every_config_and_picks_a_faithful_winner(classifier, tok, texts):
+    from ember.bench.harness import BenchConfig
+    from ember.optimize import autotune
+
+    configs = {"int8": Int8DynamicConfig(), "bf16": BF16Config(), "onnx-int8": OnnxRuntimeConfig(quantize="dynamic")}
+    budget = Tolerance(min_mean_cosine=0.9999)
+    small = BenchConfig(batch_size=4, latency_samples=4, warmup=1, throughput_examples=8, repeats=1, threads=1,
+                        fidelity_examples=8)
+    res = autotune(classifier, tok, texts, budget=budget, objective="throughput", configs=configs, bench_config=small)
+    names = [r.name for r in res.report.results]
+    assert names[0] == "pytorch-fp32" and set(names) >= {"int8", "bf16"}
+    winner = res.report.result(res.best)
+    assert winner.passed and (winner.fidelity is None or winner.fidelity.mean_cosine >= 0.9999)
+    assert all(r.throughput <= winner.throughput for r in res.report.results if r.passed)
+    assert (res.artifact is None) == (res.best == "pytorch-fp32")
+    d = res.to_dict()
+    assert d["objective"] == "throughput" and d["budget"]["min_mean_cosine"] == 0.9999
+    assert "best by throughput" in res.table()
+
+
+def test_autotune_refuses_an_unknown_objective(classifier, tok, texts):
+    from ember.optimize.autotune import autotune
+
+    with pytest.raises(ValueError, match="objective='speed' is not one of 'latency', 'throughput'"):
+        autotune(classifier, tok, texts, objective="speed")  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from ember.optimize.artifact import FORMAT_VERSION, OptimizedModel, load
+from ember.optimize.autotune import AutotuneResult, autotune
 from ember.optimize.config import (
     PRESETS,
     BF16Config,
@@ -25,7 +26,7 @@ from ember.optimize.config import (
 from ember.optimize.core import optimize
 
 __all__ = [
-    "FORMAT_VERSION", "PRESETS", "BF16Config", "CompileConfig", "Int8DynamicConfig", "OnnxRuntimeConfig",
+    "FORMAT_VERSION", "PRESETS", "AutotuneResult", "BF16Config", "CompileConfig", "Int8DynamicConfig", "OnnxRuntimeConfig",
     "OpenVINOConfig", "OptimizeConfig", "OptimizedModel", "available_presets", "autotune", "config_from_dict",
     "load", "optimize", "preset",
 ]
@@ -63,12 +64,3 @@ def available_presets() -> dict[str, OptimizeConfig]:
             continue
         out[name] = cfg
     return out
-
-
-def autotune(*args, **kwargs):
-    """See ``ember.optimize.autotune.autotune``."""
-    from ember.optimize.autotune import autotune as _autotune
-
-    return _autotune(*args, **kwargs)
-
-
