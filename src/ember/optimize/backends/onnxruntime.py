@@ -109,42 +109,54 @@ class _Calibration:
 
 
 def quantize(src: Path, dst: Path, config: OnnxRuntimeConfig, batches: list[dict], exclude: list[str],
-             include: list[str] | None = None) -> None:
-    """int8-quantise ``src`` into ``dst`` (dynamic or static QDQ, per channel as configured)."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+             include: list[str] | None = None, ranges=None) -> None:
+    """int8-quantise ``src`` into ``dst`` (dynamic, or static QDQ from calibrated ``ranges``), per channel as configured."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # the quantiser needs every activation's type, and onnx shape inference cannot type fused ops
-    typed = dst.with_name(dst.stem + "-typed.onnx")
-    _type_fused_outputs(src, typed)
-    src = typed
-
-    # DefaultTensorType: shape inference cannot type the outputs of fused com.microsoft ops
-    common = dict(per_channel=config.per_channel, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                  nodes_to_quantize=include or [], extra_options={"DefaultTensorType": 1})
     if config.quantize == "dynamic":
-        quantize_dynamic(str(src), str(dst), **common)
-    else:
-        quantize_static(str(src), str(dst), _Calibration(batches), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=["MatMul", "Gemm"], **common)
+        # DefaultTensorType: shape inference cannot type the outputs of fused com.microsoft ops
+        quantize_dynamic(str(src), str(dst), per_channel=config.per_channel, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=exclude, nodes_to_quantize=include or [],
+                         extra_options={"DefaultTensorType": 1})
+        return
+    import onnx
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    if ranges is None:
+        ranges = calibrate(src, batches, dst.parent)
+    q = QDQQuantizer(onnx.load(str(src)), config.per_channel, False, QuantType.QInt8, QuantType.QUInt8, ranges,
+                     include or [], exclude, ["MatMul", "Gemm"], extra_options={"DefaultTensorType": 1})
+    q.quantize_model()
+    q.model.save_model_to_file(str(dst))
+
+
+def typed_copy(src: Path, tmp: Path) -> Path:
+    """A copy of ``src`` whose activations all carry a type (the quantiser needs them)."""
+    typed = tmp / (src.stem + "-typed.onnx")
+    _type_fused_outputs(src, typed)
+    return typed
+
+
+def calibrate(src: Path, batches: list[dict], tmp: Path):
+    """Activation ranges of every MatMul/Gemm input over ``batches`` (min/max), computed once."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    cal = create_calibrator(src, op_types_to_calibrate=["MatMul", "Gemm"], augmented_model_path=str(tmp / "augmented.onnx"),
+                            calibrate_method=CalibrationMethod.MinMax)
+    cal.collect_data(_Calibration(batches))
+    return cal.compute_data()
 
 
 def most_sensitive(src: Path, config: OnnxRuntimeConfig, batches: list[dict], reference: list, facts: ModelFacts,
-                   k: int, tmp: Path) -> list[str]:
+                   k: int, tmp: Path, ranges=None) -> list[str]:
     """The ``k`` nodes whose quantisation alone lowers cosine the most (each measured on ``batches``)."""
     masks = [b["attention_mask"] for b in batches]
     scores = []
     for name in quantizable_nodes(src):
-        if config.quantize == "static" and name.startswith("Attention"):
-            continue
+        if config.quantize == "static" and name.startswith("node_Attention"):
+            continue  # fused attention has no QDQ form; it stays fp32 under static quantisation anyway
         dst = tmp / "probe.onnx"
-        quantize(src, dst, config, batches, exclude=[], include=[name])
+        quantize(src, dst, config, batches, exclude=[], include=[name], ranges=ranges)
         sess = make_session(dst.read_bytes(), config.threads)
         outs = [wrap_output(facts.output, torch.from_numpy(sess.run([facts.output], {k2: v.numpy() for k2, v in b.items()})[0]))
                 for b in batches]
@@ -163,13 +175,15 @@ def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
             _drop_value_info(path)
         if config.quantize != "none":
             calib = ctx.batches[: max(1, config.calibration_size // 8)]
+            path = typed_copy(path, tmp)
+            ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
             keep: list[str] = []
             if config.keep_fp32:
                 with torch.inference_mode():
                     reference = [model(**b) for b in calib]
-                keep = most_sensitive(path, config, calib, reference, ctx.facts, config.keep_fp32, tmp)
+                keep = most_sensitive(path, config, calib, reference, ctx.facts, config.keep_fp32, tmp, ranges)
             qpath = tmp / "quantized.onnx"
-            quantize(path, qpath, config, calib, exclude=keep)
+            quantize(path, qpath, config, calib, exclude=keep, ranges=ranges)
             stats = {**stats, "kept_fp32": len(keep)}
             path = qpath
         return OnnxArtifact(path.read_bytes(), config, ctx.facts, ctx.tokenizer, threads=config.threads, stats=stats)
