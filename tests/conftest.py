@@ -19,7 +19,11 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "book", "flight", "to", "paris", "please", "what", "is", "my", "balance", "transfer", "money", "how", "do", "i", "reset", "password", "weather", "today", "tomorrow", "play", "music", "set", "alarm", "for", "seven", "am", "call", "mom", "order", "pizza", "is", "it", "going", "to", "rain", "cancel", "reservation", "at", "restaurant", "tell", "me", "joke", "translate", "hello", "into", "spanish"]
+WORDS = (
+    "the a cat dog sat on mat book flight to paris please what is my balance transfer money how do i "
+    "reset password weather today tomorrow play music set alarm for seven am call mom order pizza "
+    "is it going to rain cancel reservation at restaurant tell me joke translate hello into spanish"
+).split()
 
 SMALL = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
 
