@@ -174,6 +174,32 @@ def test_static_int8_keeps_the_most_sensitive_matmuls_fp32(tok):
     assert art.fidelity.mean_cosine > 0.99
 
 
+# ---- OpenVINO --------------------------------------------------------------------------------
+
+def test_openvino_fp32_round_trips_without_torch_weights(tok, tmp_path):
+    pytest.importorskip("openvino")
+    model = make_model("bert-base")
+    art = optimize(model, OpenVINOConfig(threads=1), tokenizer=tok)
+    assert art.fidelity.mean_cosine > 0.99999
+    d = art.save(tmp_path / "ov")
+    assert sorted(p.name for p in d.iterdir() if p.is_file()) == ["ember-artifact.json", "model.bin", "model.xml"]
+    back = load(d)
+    x = tok(["book a flight to paris", "hi"], padding=True, return_tensors="pt")
+    assert torch.equal(art(**x).last_hidden_state, back(**x).last_hidden_state)
+    assert (art(**x).last_hidden_state - model(**x).last_hidden_state).abs().max().item() < 1e-4
+
+
+def test_openvino_static_int8_keeps_sensitive_matmuls(tok):
+    pytest.importorskip("openvino")
+    model = make_model("bert-base")
+    cfg = OpenVINOConfig(quantize="static", keep_fp32=3, calibration_size=16, tolerance=Tolerance(min_mean_cosine=0.99))
+    art = optimize(model, cfg, tokenizer=tok)
+    assert art.kept_fp32 == 3
+    fq = [op for op in art.ov_model.get_ops() if op.get_type_name() == "FakeQuantize"]
+    assert len(fq) >= 2 * (4 * 6 - 3)  # activation + weight of each of the 21 quantised projections
+    assert art.fidelity.mean_cosine > 0.99
+
+
 # ---- the attention-mask trap -----------------------------------------------------------------
 
 class _MaskFolded(nn.Module):

@@ -144,6 +144,10 @@ class OpenVINOConfig(OptimizeConfig):
         precision: ``"f32"`` or ``"bf16"`` inference precision (bf16 needs AVX512-BF16/AMX).
         hint: OpenVINO performance hint: ``"latency"`` or ``"throughput"``.
         threads: inference threads (``None``: OpenVINO's default).
+        quantize: ``"static"`` runs int8 MatMuls: the export is quantised (QDQ, calibrated on the
+            sample, per channel) with ONNX Runtime's quantiser, and OpenVINO executes it in int8.
+        keep_fp32: number of the most sensitive MatMuls left in fp32 (measured one by one).
+        calibration_size: sentences used to calibrate and rank sensitivity.
 
     Example:
         >>> OpenVINOConfig(precision="bf16").hint
@@ -155,12 +159,23 @@ class OpenVINOConfig(OptimizeConfig):
     precision: Literal["f32", "bf16"] = "f32"
     hint: Literal["latency", "throughput"] = "latency"
     threads: int | None = None
+    quantize: Literal["none", "static"] = "none"
+    per_channel: bool = True
+    keep_fp32: int = 0
+    calibration_size: int = 128
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_choice("precision", self.precision, ("f32", "bf16"))
         _check_choice("hint", self.hint, ("latency", "throughput"))
+        _check_choice("quantize", self.quantize, ("none", "static"))
         _check_threads(self.threads)
+        if self.keep_fp32 < 0:
+            raise ValueError(f"keep_fp32={self.keep_fp32} must be >= 0")
+        if self.keep_fp32 and self.quantize == "none":
+            raise ValueError("keep_fp32 only makes sense with quantize='static'")
+        if self.calibration_size < 1:
+            raise ValueError(f"calibration_size={self.calibration_size} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -241,6 +256,11 @@ def openvino_bf16() -> OpenVINOConfig:
     return OpenVINOConfig(precision="bf16", tolerance=Tolerance(min_mean_cosine=0.999))
 
 
+def openvino_int8() -> OpenVINOConfig:
+    """OpenVINO int8 (static, calibrated on the sample), the 4 most sensitive MatMuls kept in fp32."""
+    return OpenVINOConfig(quantize="static", keep_fp32=4, tolerance=Tolerance(min_mean_cosine=0.99))
+
+
 def compiled() -> CompileConfig:
     """``torch.compile`` with dynamic shapes."""
     return CompileConfig()
@@ -254,5 +274,6 @@ PRESETS = {
     "onnx-int8-static": onnx_int8_static,
     "openvino": openvino,
     "openvino-bf16": openvino_bf16,
+    "openvino-int8": openvino_int8,
     "compile": compiled,
 }

@@ -59,4 +59,5 @@ def missing_requirements(config: OptimizeConfig | type[OptimizeConfig]) -> list[
     """pip lines for the optional packages ``config`` needs that are not installed."""
     from importlib.util import find_spec
 
-    return [hint for mod, hint in backend_for(config).requires if find_spec(mod) is None]
+    hints = [hint for mod, hint in backend_for(config).requires if find_spec(mod) is None]
+    return list(dict.fromkeys(hints))

@@ -38,6 +38,7 @@ class OpenVINOArtifact(OptimizedModel):
         self.ov_model = ov_model
         self.compiled = ov.Core().compile_model(ov_model, "CPU", compile_options(config))
         self.request = self.compiled.create_infer_request()
+        self.kept_fp32 = 0
         self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
                               for op in ov_model.get_ops() if op.get_type_name() == "Constant")
 
@@ -56,10 +57,38 @@ class OpenVINOArtifact(OptimizedModel):
 def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
     import openvino as ov
 
-    with tempfile.TemporaryDirectory(prefix="ember-ov-") as tmp:
-        path = export_onnx(model, ctx.facts, Path(tmp) / "export.onnx")
+    with tempfile.TemporaryDirectory(prefix="ember-ov-") as tmpdir:
+        tmp = Path(tmpdir)
+        path = export_onnx(model, ctx.facts, tmp / "export.onnx")
+        kept = 0
+        if config.quantize == "static":
+            path, kept = _quantize_static(model, path, config, ctx, tmp)
         ov_model = ov.convert_model(str(path))
-    return OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
+    art = OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
+    art.kept_fp32 = kept
+    return art
+
+
+def _quantize_static(model: nn.Module, path: Path, config: OpenVINOConfig, ctx, tmp: Path) -> tuple[Path, int]:
+    """QDQ int8 on the unfused export (every projection, Q/K/V included); OpenVINO runs the QDQ pairs in int8."""
+    from ember.optimize.backends import onnxruntime as ortb
+    from ember.optimize.config import OnnxRuntimeConfig
+
+    # the ONNX Runtime quantiser does the work; this config only carries its settings
+    qcfg = OnnxRuntimeConfig(quantize="static", per_channel=config.per_channel, keep_fp32=config.keep_fp32,
+                             fuse=False, threads=config.threads, calibration_size=config.calibration_size)
+    calib = ctx.batches[: max(1, config.calibration_size // 8)]
+    ortb._drop_value_info(path)
+    typed = ortb.typed_copy(path, tmp)
+    ranges = ortb.calibrate(typed, calib, tmp)
+    keep: list[str] = []
+    if config.keep_fp32:
+        with torch.inference_mode():
+            reference = [model(**b) for b in calib]
+        keep = ortb.most_sensitive(typed, qcfg, calib, reference, ctx.facts, config.keep_fp32, tmp, ranges)
+    out = tmp / "quantized.onnx"
+    ortb.quantize(typed, out, qcfg, calib, exclude=keep, ranges=ranges)
+    return out, len(keep)
 
 
 def _load(directory: Path, config: OpenVINOConfig, facts: ModelFacts, tokenizer) -> OpenVINOArtifact:
@@ -72,4 +101,5 @@ def _load(directory: Path, config: OpenVINOConfig, facts: ModelFacts, tokenizer)
     return OpenVINOArtifact(ov_model, config, facts, tokenizer)
 
 
-register(OpenVINOConfig, load=_load, requires=(("openvino", INSTALL),))(_build)
+# the exporter (torch.onnx, dynamo) needs onnx + onnxscript; int8 calibration uses onnxruntime's quantiser
+register(OpenVINOConfig, load=_load, requires=(("openvino", INSTALL), ("onnxscript", INSTALL), ("onnxruntime", INSTALL)))(_build)

@@ -11,7 +11,7 @@ from ember.optimize.backends.torch_common import TorchArtifact, make_loader, wei
 from ember.optimize.config import Int8DynamicConfig
 from ember.optimize.registry import register
 
-INSTALL = "pip install 'torchao==0.18.0'"
+INSTALL = "pip install 'ember[torchao]'  (torchao==0.18.0)"
 
 
 def quantize_linears(model: nn.Module, config: Int8DynamicConfig) -> nn.Module:
