@@ -354,7 +354,7 @@ def main() -> None:
 
     # ember's variants: built through optimize(), verified, then timed on the same inputs
     tiers = {"bf16": "bf16", "int8": "int8", "onnx": "fp32", "onnx-int8": "int8", "onnx-int8-static": "int8",
-             "openvino": "fp32", "openvino-bf16": "bf16"}
+             "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}
     sample = texts[:256]
     for pname, pcfg in available_presets().items():
         import dataclasses
