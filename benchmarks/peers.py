@@ -61,8 +61,9 @@ class Inputs:
         from ember.batching import length_buckets
         from ember.fidelity import mixed_length_batches
 
-        enc = lambda ts: {k: v.numpy() for k, v in tok(ts, padding=True, truncation=True, max_length=128, return_tensors="np").items()} if False else \
-            {k: np.asarray(v) for k, v in tok(ts, padding=True, truncation=True, max_length=128, return_tensors="np").items()}  # noqa: E731
+        def enc(ts: list[str]) -> dict[str, np.ndarray]:
+            return {k: np.asarray(v) for k, v in tok(ts, padding=True, truncation=True, max_length=128, return_tensors="np").items()}
+
         self.latency = [enc([t]) for t in texts[:n_lat]]
         tp = texts[:n_tp]
         lengths = [len(x) for x in tok(tp, truncation=True, max_length=128)["input_ids"]]
@@ -229,7 +230,7 @@ if args["kind"] == "o2":
     path = tmp + "/o2"
 else:
     q = ORTQuantizer.from_pretrained(m)
-    q.quantize(save_dir=tmp + "/q", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False))
+    q.quantize(save_dir=tmp + "/q", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False))
     path = tmp + "/q"
 so = ort.SessionOptions(); so.intra_op_num_threads = args["threads"]; so.inter_op_num_threads = 1
 files = [f for f in os.listdir(path) if f.endswith(".onnx")]
@@ -239,6 +240,7 @@ names = [i.name for i in s.get_inputs()]
 fn = lambda b: s.run(None, {k: b[k].astype(np.int64) for k in names})[0]
 sys.path.insert(0, args["here"])
 from peers import Inputs, measure  # noqa
+import __main__; __main__.Inputs = Inputs  # the parent pickled it as __main__.Inputs
 inp = pickle.load(open(args["inputs"], "rb"))
 ref = pickle.load(open(args["ref"], "rb"))
 r = measure(fn, inp, ref, args["repeats"])
