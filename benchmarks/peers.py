@@ -124,10 +124,10 @@ def matmul_peaks(quick: bool) -> dict[str, float]:
         ("bf16", torch.randn(m, k).bfloat16(), torch.randn(k, n).bfloat16(), torch.mm),
         ("int8", torch.randint(-128, 127, (m, k), dtype=torch.int8), torch.randint(-128, 127, (k, n), dtype=torch.int8).t().contiguous().t(), torch._int_mm),
     ]:
-        for _ in range(5):
+        for _ in range(20):
             f(a, b)
         best = 0.0
-        for _ in range(3):
+        for _ in range(5):
             t = time.perf_counter()
             for _ in range(reps):
                 f(a, b)
@@ -302,7 +302,8 @@ def main() -> None:
     texts = list(load_examples(args.data, split="test").texts)
     inp = Inputs(tok, texts, args.latency_n, args.throughput_n, args.batch)
     cfg = model.config
-    flop_per_token = 2 * cfg.num_hidden_layers * 12 * cfg.hidden_size**2 * (1 + cfg.intermediate_size / (4 * cfg.hidden_size)) / 1.0
+    # per token and layer: Q, K, V, output projections (4·H²) and the FFN (2·H·I) multiply-adds
+    flop_per_token = 2 * cfg.num_hidden_layers * (4 * cfg.hidden_size**2 + 2 * cfg.hidden_size * cfg.intermediate_size)
     peaks = matmul_peaks(args.quick)
     gflop_per_sentence = flop_per_token * inp.tokens / inp.n_tp / 1e9
     print(f"machine peaks (GFLOP/s, GOP/s int8): { {k: round(v, 1) for k, v in peaks.items()} }; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from torch import nn
 from ember.errors import ArtifactError
 from ember.optimize.artifact import ModelFacts, OptimizedModel, wrap_output
 from ember.optimize.config import OpenVINOConfig
-from ember.optimize.export import export_onnx
+from ember.optimize.export import _Positional, check_exportable, dummy_batch, export_onnx
 from ember.optimize.registry import register
 
 INSTALL = "pip install 'ember[openvino]'"
@@ -57,13 +58,24 @@ class OpenVINOArtifact(OptimizedModel):
 def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
     import openvino as ov
 
-    with tempfile.TemporaryDirectory(prefix="ember-ov-") as tmpdir:
-        tmp = Path(tmpdir)
-        path = export_onnx(model, ctx.facts, tmp / "export.onnx")
-        kept = 0
-        if config.quantize == "static":
+    check_exportable(model, ctx.facts)
+    kept = 0
+    if config.quantize == "static":
+        with tempfile.TemporaryDirectory(prefix="ember-ov-") as tmpdir:
+            tmp = Path(tmpdir)
+            path = export_onnx(model, ctx.facts, tmp / "export.onnx")
             path, kept = _quantize_static(model, path, config, ctx, tmp)
-        ov_model = ov.convert_model(str(path))
+            ov_model = ov.convert_model(str(path))
+    else:
+        # straight from PyTorch (OpenVINO's own frontend gives a leaner graph than the ONNX detour), traced on
+        # a padded batch of mixed lengths so the attention mask stays in the graph
+        example = dict(zip(ctx.facts.input_names, dummy_batch(ctx.facts), strict=True))
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            ov_model = ov.convert_model(_Positional(model, ctx.facts.input_names, ctx.facts.output).eval(),
+                                        example_input=example)
+        for inp, name in zip(ov_model.inputs, ctx.facts.input_names, strict=True):
+            inp.get_tensor().set_names({name})
     art = OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
     art.kept_fp32 = kept
     return art
