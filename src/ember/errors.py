@@ -44,3 +44,19 @@ class MissingEntriesError(StoreError, KeyError):
 
 class DataError(EmberError, ValueError):
     """A dataset could not be read or has bad rows."""
+
+
+class FidelityError(EmberError):
+    """An optimised model's outputs drifted past the tolerance its config allows."""
+
+
+class BackendNotInstalledError(EmberError, ImportError):
+    """An optional engine (onnxruntime, openvino, torchao …) is not installed."""
+
+
+class InputTooLongError(EmberError, ValueError):
+    """A sequence is longer than the model (or the optimised artifact) accepts."""
+
+
+class ArtifactError(EmberError):
+    """A saved optimised artifact cannot be loaded: wrong format version, missing or corrupted files."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from ember.cli.bench import app as bench_app
 from ember.cli.cache import app as cache_app
+from ember.cli.optimize import register as register_optimize
 from ember.cli.recycle import app as recycle_app
 
 app = typer.Typer(
@@ -14,7 +16,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(recycle_app, name="recycle")
+app.add_typer(bench_app, name="bench")
 app.add_typer(cache_app, name="cache")
+register_optimize(app)
 
 
 def main() -> None:

@@ -1,0 +1,58 @@
+"""How a benchmark measures: batch size, sample counts, threads, bucketing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Settings of :class:`~ember.bench.harness.PerformanceBenchmark`.
+
+    Args:
+        batch_size: batch size of the throughput runs.
+        latency_samples: how many real inputs are timed one at a time (batch 1) for p50/p90/p99.
+        warmup: untimed batch-1 calls before the latency samples (and warm-up batches before throughput).
+        throughput_examples: examples per throughput run (at most the dataset size; no repeats of inputs).
+        threads: torch intra-op threads during the run; ``None`` keeps the current setting. Recorded either way.
+        bucketing: report the length-bucketed throughput as the headline ``throughput``.
+        max_length: truncation length of the tokenizer.
+        repeats: throughput runs per mode; the median is reported.
+        fidelity_examples: texts compared against the reference variant (padded batches of mixed lengths).
+        fidelity_batch_size: batch size of those comparison batches.
+
+    Example:
+        >>> BenchConfig(batch_size=16, latency_samples=100).repeats
+        3
+    """
+
+    batch_size: int = 32
+    latency_samples: int = 300
+    warmup: int = 10
+    throughput_examples: int = 2000
+    threads: int | None = None
+    bucketing: bool = True
+    max_length: int = 128
+    repeats: int = 3
+    fidelity_examples: int = 512
+    fidelity_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "latency_samples", "throughput_examples", "max_length", "repeats",
+                     "fidelity_examples", "fidelity_batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"BenchConfig.{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"BenchConfig.warmup must be an integer >= 0, got {self.warmup!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"BenchConfig.threads must be None or a positive integer, got {self.threads!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> BenchConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,208 @@
+"""The optimised model users get back, and its on-disk form.
+
+An artifact is called like the original (``artifact(input_ids=..., attention_mask=...)``) and
+returns the same ``ModelOutput`` type (``logits`` for classifiers, ``last_hidden_state`` for bare
+encoders). A saved artifact is a directory::
+
+    ember-artifact.json   format version, config, fidelity report, file hashes, model facts
+    tokenizer/            the tokenizer, so the directory serves on its own
+    <backend files>       model.onnx / model.xml+bin / hf/ (torch backends)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ember.errors import ArtifactError, InputTooLongError
+from ember.fidelity import FidelityReport, mean_pool
+from ember.optimize.config import OptimizeConfig, config_from_dict
+
+FORMAT_VERSION = 1
+MANIFEST = "ember-artifact.json"
+OUTPUT_KINDS = ("logits", "last_hidden_state")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What an artifact needs to know about the model it came from."""
+
+    model_type: str
+    output: str  # "logits" | "last_hidden_state"
+    input_names: tuple[str, ...]  # forward inputs, in order, e.g. ("input_ids", "attention_mask", "token_type_ids")
+    max_length: int
+    hf_config: dict[str, Any]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_names"] = list(self.input_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelFacts:
+        return cls(d["model_type"], d["output"], tuple(d["input_names"]), int(d["max_length"]), d["hf_config"])
+
+
+def wrap_output(output: str, tensor: torch.Tensor):
+    """The transformers ``ModelOutput`` the original model would have returned."""
+    from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+
+    return SequenceClassifierOutput(logits=tensor) if output == "logits" else BaseModelOutput(last_hidden_state=tensor)
+
+
+class OptimizedModel(nn.Module):
+    """Base of every artifact: same call interface as the original model, plus what was measured.
+
+    Attributes:
+        config: the ember config that built it.
+        fidelity: ``FidelityReport`` against the original on padded mixed-length batches.
+        size_bytes: bytes of the artifact's weights/graph.
+        build_seconds: wall time of ``optimize`` (build + verification).
+        facts: model type, output kind, input names, max length.
+        tokenizer: the tokenizer it was built with (saved alongside).
+    """
+
+    backend_files: tuple[str, ...] = ()
+
+    def __init__(self, config: OptimizeConfig, facts: ModelFacts, tokenizer=None) -> None:
+        super().__init__()
+        self.config = config
+        self.facts = facts
+        self.tokenizer = tokenizer
+        self.fidelity: FidelityReport | None = None
+        self.size_bytes: int = 0
+        self.build_seconds: float = 0.0
+
+    # ---- calling ------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None, **kwargs):
+        if input_ids.shape[-1] > self.facts.max_length:
+            raise InputTooLongError(
+                f"input has {input_ids.shape[-1]} tokens but this {self.facts.model_type} model accepts at most "
+                f"{self.facts.max_length}; tokenize with truncation=True, max_length={self.facts.max_length}"
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None and "token_type_ids" in self.facts.input_names:
+            token_type_ids = torch.zeros_like(input_ids)
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return self._run({k: feeds[k] for k in self.facts.input_names})
+
+    def _run(self, feeds: dict[str, torch.Tensor]):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 32, *, bucketing: bool = True) -> torch.Tensor:
+        """Mean-pooled embeddings (encoders) or logits (classifiers) of ``texts``, in input order.
+
+        Batches are sorted by length (``ember.batching``) so little work is spent on padding.
+
+        Example:
+            >>> art.encode(["hello", "book a flight"]).shape  # doctest: +SKIP
+            torch.Size([2, 384])
+        """
+        from ember.batching import map_in_buckets
+
+        tok = self._need_tokenizer()
+
+        def run(batch: list[str]) -> list[torch.Tensor]:
+            enc = tok(batch, padding=True, truncation=True, max_length=self.facts.max_length, return_tensors="pt")
+            out = self(**{k: v for k, v in enc.items() if k in self.facts.input_names})
+            vec = out.logits if self.facts.output == "logits" else mean_pool(out.last_hidden_state.float(), enc["attention_mask"])
+            return list(vec.float())
+
+        return torch.stack(map_in_buckets(list(texts), run, batch_size, sort=bucketing))
+
+    def _need_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError("this artifact has no tokenizer; pass tokenizer= to optimize() or load() a saved directory")
+        return self.tokenizer
+
+    # ---- saving -------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write the artifact, its config, its fidelity report and a format version to ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self._save_files(d)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(d / "tokenizer"))
+        files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != MANIFEST and not p.relative_to(d).as_posix().startswith("tokenizer/"))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "backend": self.config.kind,
+            "config": self.config.to_dict(),
+            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            "size_bytes": self.size_bytes,
+            "build_seconds": self.build_seconds,
+            "facts": self.facts.to_dict(),
+            "files": {f: _sha256(d / f) for f in files},
+        }
+        (d / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        return d
+
+    def _save_files(self, directory: Path) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """Read and validate ``ember-artifact.json``: format version and file hashes."""
+    d = Path(directory)
+    path = d / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{d} is not an ember artifact: {MANIFEST} is missing; save one with artifact.save(dir)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is corrupted ({exc}); re-create the artifact with ember optimize") from exc
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        hint = "upgrade ember" if isinstance(version, int) and version > FORMAT_VERSION else "re-create it with this ember"
+        raise ArtifactError(
+            f"{d} holds an artifact of format version {version}, this ember reads version {FORMAT_VERSION}; {hint}"
+        )
+    for name, digest in manifest.get("files", {}).items():
+        f = d / name
+        if not f.is_file():
+            raise ArtifactError(f"{d} is incomplete: {name} is missing; re-create the artifact with ember optimize")
+        if _sha256(f) != digest:
+            raise ArtifactError(f"{f} is corrupted: its SHA-256 does not match the one recorded when it was saved; re-create the artifact")
+    return manifest
+
+
+def load(directory: str | Path) -> OptimizedModel:
+    """Load an artifact saved with ``artifact.save(directory)``.
+
+    ONNX Runtime and OpenVINO artifacts need neither the original model nor torch weights.
+
+    Example:
+        >>> art = ember.optimize.load("minilm-onnx")  # doctest: +SKIP
+    """
+    from ember.optimize.registry import backend_for
+
+    d = Path(directory)
+    manifest = read_manifest(d)
+    config = config_from_dict(manifest["config"])
+    tokenizer = None
+    if (d / "tokenizer").is_dir():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
+    art = backend_for(config).load(d, config, ModelFacts.from_dict(manifest["facts"]), tokenizer)
+    art.fidelity = FidelityReport.from_dict(manifest["fidelity"]) if manifest.get("fidelity") else None
+    art.size_bytes = int(manifest.get("size_bytes", 0))
+    art.build_seconds = float(manifest.get("build_seconds", 0.0))
+    return art

@@ -1,0 +1,201 @@
+"""ONNX Runtime: export, transformer fusions, fp32 or int8 (dynamic / static-calibrated, per channel)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ember.errors import ArtifactError
+from ember.fidelity import compare
+from ember.optimize.artifact import ModelFacts, OptimizedModel, wrap_output
+from ember.optimize.config import OnnxRuntimeConfig
+from ember.optimize.export import export_onnx
+from ember.optimize.registry import register
+
+INSTALL = "pip install 'ember[onnx]'  (onnxruntime, onnx, onnxscript)"
+MODEL_FILE = "model.onnx"
+
+
+class OnnxArtifact(OptimizedModel):
+    """An ONNX Runtime session behind the original model's call interface (no torch weights needed)."""
+
+    backend_files = (MODEL_FILE,)
+
+    def __init__(self, model_bytes: bytes, config: OnnxRuntimeConfig, facts: ModelFacts, tokenizer=None,
+                 *, threads: int | None = None, stats: dict | None = None) -> None:
+        super().__init__(config, facts, tokenizer)
+        self.model_bytes = model_bytes
+        self.fusion_stats = stats or {}
+        self.session = make_session(model_bytes, threads)
+        self.size_bytes = len(model_bytes)
+
+    def _run(self, feeds: dict[str, torch.Tensor]):
+        arrays = {k: v.detach().cpu().numpy().astype(np.int64, copy=False) for k, v in feeds.items()}
+        (out,) = self.session.run([self.facts.output], arrays)
+        return wrap_output(self.facts.output, torch.from_numpy(out))
+
+    def _save_files(self, directory: Path) -> None:
+        (directory / MODEL_FILE).write_bytes(self.model_bytes)
+
+
+def make_session(model_bytes: bytes, threads: int | None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def fuse(path: Path) -> dict[str, int]:
+    """Transformer fusions in place (attention, SkipLayerNorm, bias-Gelu); returns counts of what fused."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    model, stats = optimize_for_ort(ir.load(str(path)))
+    ir.save(model, str(path))
+    _drop_value_info(path)
+    return {k: int(v) for k, v in stats.items() if v}
+
+
+def _drop_value_info(path: Path) -> None:
+    """Forget recorded intermediate shapes: some carry the export example's batch size, which trips
+    the quantiser's shape inference; the runtime re-infers them anyway."""
+    import onnx
+
+    m = onnx.load(str(path))
+    del m.graph.value_info[:]
+    onnx.save(m, str(path))
+
+
+def quantizable_nodes(path: Path) -> list[str]:
+    """Names of the nodes int8 quantisation would touch (MatMul, Gemm, fused Attention)."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("MatMul", "Gemm", "Attention")]
+
+
+def _type_fused_outputs(src: Path, dst: Path) -> None:
+    """Write ``src`` with a float type recorded for the outputs of fused com.microsoft ops
+    (Attention, SkipLayerNormalization, BiasGelu all return float32), then propagate types."""
+    import onnx
+    from onnx import TensorProto, helper, shape_inference
+
+    m = shape_inference.infer_shapes(onnx.load(str(src)))
+    known = {v.name for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output)}
+    for node in m.graph.node:
+        if node.domain == "com.microsoft":
+            for out in node.output:
+                if out and out not in known:
+                    m.graph.value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+                    known.add(out)
+    onnx.save(shape_inference.infer_shapes(m), str(dst))
+
+
+class _Calibration:
+    """ONNX Runtime CalibrationDataReader over the verification batches."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self._it = iter([{k: v.numpy().astype(np.int64) for k, v in b.items()} for b in batches])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize(src: Path, dst: Path, config: OnnxRuntimeConfig, batches: list[dict], exclude: list[str],
+             include: list[str] | None = None, ranges=None) -> None:
+    """int8-quantise ``src`` into ``dst`` (dynamic, or static QDQ from calibrated ``ranges``), per channel as configured."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if config.quantize == "dynamic":
+        # DefaultTensorType: shape inference cannot type the outputs of fused com.microsoft ops
+        quantize_dynamic(str(src), str(dst), per_channel=config.per_channel, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=exclude, nodes_to_quantize=include or [],
+                         extra_options={"DefaultTensorType": 1})
+        return
+    import onnx
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    if ranges is None:
+        ranges = calibrate(src, batches, dst.parent)
+    q = QDQQuantizer(onnx.load(str(src)), config.per_channel, False, QuantType.QInt8, QuantType.QUInt8, ranges,
+                     include or [], exclude, ["MatMul", "Gemm"], extra_options={"DefaultTensorType": 1})
+    q.quantize_model()
+    q.model.save_model_to_file(str(dst))
+
+
+def typed_copy(src: Path, tmp: Path) -> Path:
+    """A copy of ``src`` whose activations all carry a type (the quantiser needs them)."""
+    typed = tmp / (src.stem + "-typed.onnx")
+    _type_fused_outputs(src, typed)
+    return typed
+
+
+def calibrate(src: Path, batches: list[dict], tmp: Path):
+    """Activation ranges of every MatMul/Gemm input over ``batches`` (min/max), computed once."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    cal = create_calibrator(src, op_types_to_calibrate=["MatMul", "Gemm"], augmented_model_path=str(tmp / "augmented.onnx"),
+                            calibrate_method=CalibrationMethod.MinMax)
+    cal.collect_data(_Calibration(batches))
+    return cal.compute_data()
+
+
+def most_sensitive(src: Path, config: OnnxRuntimeConfig, batches: list[dict], reference: list, facts: ModelFacts,
+                   k: int, tmp: Path, ranges=None) -> list[str]:
+    """The ``k`` nodes whose quantisation alone lowers cosine the most (each measured on ``batches``)."""
+    masks = [b["attention_mask"] for b in batches]
+    scores = []
+    for name in quantizable_nodes(src):
+        if config.quantize == "static" and name.startswith("node_Attention"):
+            continue  # fused attention has no QDQ form; it stays fp32 under static quantisation anyway
+        dst = tmp / "probe.onnx"
+        quantize(src, dst, config, batches, exclude=[], include=[name], ranges=ranges)
+        sess = make_session(dst.read_bytes(), config.threads)
+        outs = [wrap_output(facts.output, torch.from_numpy(sess.run([facts.output], {k2: v.numpy() for k2, v in b.items()})[0]))
+                for b in batches]
+        scores.append((compare(reference, outs, masks).mean_cosine or -1.0, name))
+    return [name for _, name in sorted(scores)[:k]]
+
+
+def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
+    with tempfile.TemporaryDirectory(prefix="ember-onnx-") as tmpdir:
+        tmp = Path(tmpdir)
+        path = export_onnx(model, ctx.facts, tmp / "export.onnx")
+        if config.fuse:
+            stats = fuse(path)
+        else:
+            stats = {}
+            _drop_value_info(path)
+        if config.quantize != "none":
+            calib = ctx.batches[: max(1, config.calibration_size // 8)]
+            path = typed_copy(path, tmp)
+            ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
+            keep: list[str] = []
+            if config.keep_fp32:
+                with torch.inference_mode():
+                    reference = [model(**b) for b in calib]
+                keep = most_sensitive(path, config, calib, reference, ctx.facts, config.keep_fp32, tmp, ranges)
+            qpath = tmp / "quantized.onnx"
+            quantize(path, qpath, config, calib, exclude=keep, ranges=ranges)
+            stats = {**stats, "kept_fp32": len(keep)}
+            path = qpath
+        return OnnxArtifact(path.read_bytes(), config, ctx.facts, ctx.tokenizer, threads=config.threads, stats=stats)
+
+
+def _load(directory: Path, config: OnnxRuntimeConfig, facts: ModelFacts, tokenizer) -> OnnxArtifact:
+    data = (directory / MODEL_FILE).read_bytes()
+    try:
+        return OnnxArtifact(data, config, facts, tokenizer, threads=config.threads)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        raise ArtifactError(f"{directory / MODEL_FILE} cannot be loaded by ONNX Runtime ({exc}); re-create the artifact") from exc
+
+
+register(OnnxRuntimeConfig, load=_load, requires=(("onnxruntime", INSTALL), ("onnxscript", INSTALL)))(_build)
+

@@ -1,0 +1,117 @@
+"""OpenVINO on CPU, converted from ember's ONNX export (which keeps the attention mask)."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ember.errors import ArtifactError
+from ember.optimize.artifact import ModelFacts, OptimizedModel, wrap_output
+from ember.optimize.config import OpenVINOConfig
+from ember.optimize.export import _Positional, check_exportable, dummy_batch, export_onnx
+from ember.optimize.registry import register
+
+INSTALL = "pip install 'ember[openvino]'"
+XML, BIN = "model.xml", "model.bin"
+
+
+def compile_options(config: OpenVINOConfig) -> dict[str, str]:
+    opts = {"PERFORMANCE_HINT": config.hint.upper(), "INFERENCE_PRECISION_HINT": config.precision}
+    if config.threads:
+        opts["INFERENCE_NUM_THREADS"] = str(config.threads)
+    return opts
+
+
+class OpenVINOArtifact(OptimizedModel):
+    """An OpenVINO compiled model behind the original model's call interface (no torch weights needed)."""
+
+    backend_files = (XML, BIN)
+
+    def __init__(self, ov_model, config: OpenVINOConfig, facts: ModelFacts, tokenizer=None) -> None:
+        import openvino as ov
+
+        super().__init__(config, facts, tokenizer)
+        self.ov_model = ov_model
+        self.compiled = ov.Core().compile_model(ov_model, "CPU", compile_options(config))
+        self.request = self.compiled.create_infer_request()
+        self.kept_fp32 = 0
+        self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
+                              for op in ov_model.get_ops() if op.get_type_name() == "Constant")
+
+    def _run(self, feeds: dict[str, torch.Tensor]):
+        arrays = {k: v.detach().cpu().numpy().astype(np.int64, copy=False) for k, v in feeds.items()}
+        res = self.request.infer(arrays)
+        out = res[self.compiled.output(0)]
+        return wrap_output(self.facts.output, torch.from_numpy(np.array(out, copy=True)))
+
+    def _save_files(self, directory: Path) -> None:
+        import openvino as ov
+
+        ov.save_model(self.ov_model, str(directory / XML), compress_to_fp16=False)
+
+
+def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
+    import openvino as ov
+
+    check_exportable(model, ctx.facts)
+    kept = 0
+    if config.quantize == "static":
+        with tempfile.TemporaryDirectory(prefix="ember-ov-") as tmpdir:
+            tmp = Path(tmpdir)
+            path = export_onnx(model, ctx.facts, tmp / "export.onnx")
+            path, kept = _quantize_static(model, path, config, ctx, tmp)
+            ov_model = ov.convert_model(str(path))
+    else:
+        # straight from PyTorch (OpenVINO's own frontend gives a leaner graph than the ONNX detour), traced on
+        # a padded batch of mixed lengths so the attention mask stays in the graph
+        example = dict(zip(ctx.facts.input_names, dummy_batch(ctx.facts), strict=True))
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            ov_model = ov.convert_model(_Positional(model, ctx.facts.input_names, ctx.facts.output).eval(),
+                                        example_input=example)
+        for inp, name in zip(ov_model.inputs, ctx.facts.input_names, strict=True):
+            inp.get_tensor().set_names({name})
+    art = OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
+    art.kept_fp32 = kept
+    return art
+
+
+def _quantize_static(model: nn.Module, path: Path, config: OpenVINOConfig, ctx, tmp: Path) -> tuple[Path, int]:
+    """QDQ int8 on the unfused export (every projection, Q/K/V included); OpenVINO runs the QDQ pairs in int8."""
+    from ember.optimize.backends import onnxruntime as ortb
+    from ember.optimize.config import OnnxRuntimeConfig
+
+    # the ONNX Runtime quantiser does the work; this config only carries its settings
+    qcfg = OnnxRuntimeConfig(quantize="static", per_channel=config.per_channel, keep_fp32=config.keep_fp32,
+                             fuse=False, threads=config.threads, calibration_size=config.calibration_size)
+    calib = ctx.batches[: max(1, config.calibration_size // 8)]
+    ortb._drop_value_info(path)
+    typed = ortb.typed_copy(path, tmp)
+    ranges = ortb.calibrate(typed, calib, tmp)
+    keep: list[str] = []
+    if config.keep_fp32:
+        with torch.inference_mode():
+            reference = [model(**b) for b in calib]
+        keep = ortb.most_sensitive(typed, qcfg, calib, reference, ctx.facts, config.keep_fp32, tmp, ranges)
+    out = tmp / "quantized.onnx"
+    ortb.quantize(typed, out, qcfg, calib, exclude=keep, ranges=ranges)
+    return out, len(keep)
+
+
+def _load(directory: Path, config: OpenVINOConfig, facts: ModelFacts, tokenizer) -> OpenVINOArtifact:
+    import openvino as ov
+
+    try:
+        ov_model = ov.Core().read_model(str(directory / XML))
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+        raise ArtifactError(f"{directory / XML} cannot be read by OpenVINO ({exc}); re-create the artifact") from exc
+    return OpenVINOArtifact(ov_model, config, facts, tokenizer)
+
+
+# the exporter (torch.onnx, dynamo) needs onnx + onnxscript; int8 calibration uses onnxruntime's quantiser
+register(OpenVINOConfig, load=_load, requires=(("openvino", INSTALL), ("onnxscript", INSTALL), ("onnxruntime", INSTALL)))(_build)

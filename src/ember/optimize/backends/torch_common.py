@@ -1,0 +1,73 @@
+"""Artifacts that stay PyTorch modules (bf16, torchao int8, torch.compile).
+
+They are saved as the original fp32 checkpoint plus the config, and rebuilt on load by applying the
+same (deterministic) transformation again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ember.optimize.artifact import ModelFacts, OptimizedModel, wrap_output
+from ember.optimize.config import OptimizeConfig
+
+
+class TorchArtifact(OptimizedModel):
+    """Runs a transformed copy of the model; outputs come back in float32 like the original's.
+
+    ``.model`` is the transformed Hugging Face model (usable in ``transformers.pipeline``).
+    """
+
+    def __init__(self, model: nn.Module, source: nn.Module, config: OptimizeConfig, facts: ModelFacts, tokenizer=None,
+                 autocast: torch.dtype | None = None, device: str = "cpu") -> None:
+        super().__init__(config, facts, tokenizer)
+        self.model = model
+        self._source = [source]  # the fp32 original, kept out of the module tree (saved, never run)
+        self._autocast = autocast
+        self._device = device
+
+    def _run(self, feeds: dict[str, torch.Tensor]):
+        feeds = {k: v.to(self._device) for k, v in feeds.items()}
+        ctx = torch.autocast(self._device, dtype=self._autocast) if self._autocast else contextlib.nullcontext()
+        with ctx:
+            out = self.model(**feeds)
+        return wrap_output(self.facts.output, getattr(out, self.facts.output).float().cpu())
+
+    def _save_files(self, directory: Path) -> None:
+        self._source[0].save_pretrained(str(directory / "hf"))
+
+
+def load_source(directory: Path, facts: ModelFacts) -> nn.Module:
+    """The fp32 checkpoint a torch artifact was built from."""
+    import transformers
+
+    arch = (facts.hf_config.get("architectures") or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    if cls is None:
+        cls = transformers.AutoModelForSequenceClassification if facts.output == "logits" else transformers.AutoModel
+    return cls.from_pretrained(str(directory / "hf")).eval()
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of parameters and buffers (tensor subclasses report their packed storage)."""
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        inner = getattr(t, "__tensor_flatten__", None)
+        if inner is not None:
+            names, _ = t.__tensor_flatten__()
+            total += sum(getattr(t, n).numel() * getattr(t, n).element_size() for n in names)
+        else:
+            total += t.numel() * t.element_size()
+    return total
+
+
+def make_loader(rebuild: Callable[[nn.Module, OptimizeConfig, ModelFacts, object], TorchArtifact]):
+    def load(directory: Path, config: OptimizeConfig, facts: ModelFacts, tokenizer) -> TorchArtifact:
+        return rebuild(load_source(directory, facts), config, facts, tokenizer)
+
+    return load

@@ -1,0 +1,280 @@
+"""Typed configs for ``optimize``: one small frozen dataclass per technique, plus named presets.
+
+Each config validates itself on creation and round-trips to a plain dict (``to_dict`` /
+``config_from_dict``), so an artifact on disk records exactly what built it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+from ember.fidelity import Tolerance
+
+OnViolation = Literal["raise", "warn"]
+
+
+def _check_choice(name: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads={threads} must be >= 1 (or None for the engine's default)")
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    """Fields every technique shares: the fidelity bound and what to do past it."""
+
+    kind: ClassVar[str] = "base"
+    tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.999))
+    on_violation: OnViolation = "raise"
+
+    def __post_init__(self) -> None:
+        _check_choice("on_violation", self.on_violation, ("raise", "warn"))
+        if not isinstance(self.tolerance, Tolerance):
+            raise TypeError(f"tolerance must be an ember.Tolerance, got {type(self.tolerance).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["tolerance"] = asdict(self.tolerance)
+        return {"type": self.kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
+
+
+@dataclass(frozen=True)
+class BF16Config(OptimizeConfig):
+    """Half-precision matmuls: bf16 on CPUs with AVX512-BF16/AMX, fp16 or bf16 on CUDA.
+
+    Args:
+        dtype: ``"bfloat16"`` or ``"float16"`` (fp16 only on CUDA).
+        mode: ``"autocast"`` keeps fp32 weights and runs matmuls in half precision (LayerNorm and
+            softmax stay fp32, so fidelity holds); ``"cast"`` converts the weights (half the size).
+        device: where the artifact runs.
+
+    Example:
+        >>> BF16Config().dtype
+        'bfloat16'
+    """
+
+    kind: ClassVar[str] = "bf16"
+    dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    mode: Literal["autocast", "cast"] = "autocast"
+    device: Literal["cpu", "cuda"] = "cpu"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("dtype", self.dtype, ("bfloat16", "float16"))
+        _check_choice("mode", self.mode, ("autocast", "cast"))
+        _check_choice("device", self.device, ("cpu", "cuda"))
+        if self.device == "cpu" and self.dtype == "float16":
+            raise ValueError("dtype='float16' is only fast on CUDA; on CPU use dtype='bfloat16'")
+
+
+@dataclass(frozen=True)
+class Int8DynamicConfig(OptimizeConfig):
+    """torchao int8 dynamic quantisation of ``nn.Linear`` layers (int8 weights per row, int8 activations per token).
+
+    Args:
+        skip: substrings of module names to keep in fp32 (the classifier head, say).
+        min_features: Linear layers with fewer input features stay fp32 (too small to gain).
+
+    Example:
+        >>> Int8DynamicConfig(skip=("classifier",)).skip
+        ('classifier',)
+    """
+
+    kind: ClassVar[str] = "torchao-int8"
+    tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.99))
+    skip: tuple[str, ...] = ()
+    min_features: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "skip", tuple(self.skip))
+        if self.min_features < 1:
+            raise ValueError(f"min_features={self.min_features} must be >= 1")
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeConfig(OptimizeConfig):
+    """Export to ONNX (padded, mixed-length example, dynamic axes), fuse, optionally quantise to int8.
+
+    Args:
+        quantize: ``"none"`` (fp32), ``"dynamic"`` (int8 weights, activations quantised at run time) or
+            ``"static"`` (activation ranges calibrated on the sample, QDQ format).
+        per_channel: one int8 scale per output channel of each weight (much more faithful).
+        keep_fp32: number of the most sensitive MatMuls (measured one by one on the sample) left in fp32.
+        fuse: apply transformer fusions (attention, SkipLayerNorm, bias-Gelu).
+        threads: intra-op threads (``None``: ONNX Runtime's default).
+        calibration_size: sentences used to calibrate static quantisation and rank sensitivity.
+
+    Example:
+        >>> OnnxRuntimeConfig(quantize="dynamic").per_channel
+        True
+    """
+
+    kind: ClassVar[str] = "onnxruntime"
+    tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.9999))
+    quantize: Literal["none", "dynamic", "static"] = "none"
+    per_channel: bool = True
+    keep_fp32: int = 0
+    fuse: bool = True
+    threads: int | None = None
+    calibration_size: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("quantize", self.quantize, ("none", "dynamic", "static"))
+        _check_threads(self.threads)
+        if self.keep_fp32 < 0:
+            raise ValueError(f"keep_fp32={self.keep_fp32} must be >= 0")
+        if self.keep_fp32 and self.quantize == "none":
+            raise ValueError("keep_fp32 only makes sense with quantize='dynamic' or 'static'")
+        if self.calibration_size < 1:
+            raise ValueError(f"calibration_size={self.calibration_size} must be >= 1")
+
+
+@dataclass(frozen=True)
+class OpenVINOConfig(OptimizeConfig):
+    """OpenVINO runtime on CPU (converted from ember's ONNX export).
+
+    Args:
+        precision: ``"f32"`` or ``"bf16"`` inference precision (bf16 needs AVX512-BF16/AMX).
+        hint: OpenVINO performance hint: ``"latency"`` or ``"throughput"``.
+        threads: inference threads (``None``: OpenVINO's default).
+        quantize: ``"static"`` runs int8 MatMuls: the export is quantised (QDQ, calibrated on the
+            sample, per channel) with ONNX Runtime's quantiser, and OpenVINO executes it in int8.
+        keep_fp32: number of the most sensitive MatMuls left in fp32 (measured one by one).
+        calibration_size: sentences used to calibrate and rank sensitivity.
+
+    Example:
+        >>> OpenVINOConfig(precision="bf16").hint
+        'latency'
+    """
+
+    kind: ClassVar[str] = "openvino"
+    tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.9999))
+    precision: Literal["f32", "bf16"] = "f32"
+    hint: Literal["latency", "throughput"] = "latency"
+    threads: int | None = None
+    quantize: Literal["none", "static"] = "none"
+    per_channel: bool = True
+    keep_fp32: int = 0
+    calibration_size: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("precision", self.precision, ("f32", "bf16"))
+        _check_choice("hint", self.hint, ("latency", "throughput"))
+        _check_choice("quantize", self.quantize, ("none", "static"))
+        _check_threads(self.threads)
+        if self.keep_fp32 < 0:
+            raise ValueError(f"keep_fp32={self.keep_fp32} must be >= 0")
+        if self.keep_fp32 and self.quantize == "none":
+            raise ValueError("keep_fp32 only makes sense with quantize='static'")
+        if self.calibration_size < 1:
+            raise ValueError(f"calibration_size={self.calibration_size} must be >= 1")
+
+
+@dataclass(frozen=True)
+class CompileConfig(OptimizeConfig):
+    """``torch.compile`` of the model (dynamic shapes), optionally under bf16 autocast.
+
+    Example:
+        >>> CompileConfig().mode
+        'default'
+    """
+
+    kind: ClassVar[str] = "compile"
+    tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.9999))
+    mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    bf16: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("mode", self.mode, ("default", "reduce-overhead", "max-autotune"))
+
+
+CONFIG_TYPES: dict[str, type[OptimizeConfig]] = {
+    c.kind: c for c in (BF16Config, Int8DynamicConfig, OnnxRuntimeConfig, OpenVINOConfig, CompileConfig)
+}
+
+
+def config_from_dict(d: dict[str, Any]) -> OptimizeConfig:
+    """Rebuild a config written by ``to_dict``.
+
+    Example:
+        >>> config_from_dict(BF16Config().to_dict()) == BF16Config()
+        True
+    """
+    d = dict(d)
+    kind = d.pop("type", None)
+    cls = CONFIG_TYPES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown optimize config type {kind!r}; known: {', '.join(sorted(CONFIG_TYPES))}")
+    if "tolerance" in d:
+        d["tolerance"] = Tolerance(**d["tolerance"])
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# ---- named presets (factories returning plain configs) ----------------------------------------
+
+def bf16() -> BF16Config:
+    """bf16 autocast on CPU (AVX512-BF16/AMX): faithful (cosine ≥ 0.999)."""
+    return BF16Config()
+
+
+def int8() -> Int8DynamicConfig:
+    """torchao int8 dynamic quantisation of the Linear layers."""
+    return Int8DynamicConfig()
+
+
+def onnx() -> OnnxRuntimeConfig:
+    """ONNX Runtime fp32 with transformer fusions: faithful (cosine ≥ 0.9999)."""
+    return OnnxRuntimeConfig()
+
+
+def onnx_int8() -> OnnxRuntimeConfig:
+    """ONNX Runtime, dynamic int8, per channel, on the unfused graph (Q/K/V projections in int8 too;
+    measured faster here than int8 on the fused Attention op)."""
+    return OnnxRuntimeConfig(quantize="dynamic", fuse=False, tolerance=Tolerance(min_mean_cosine=0.99))
+
+
+def onnx_int8_static() -> OnnxRuntimeConfig:
+    """ONNX Runtime, static int8 calibrated on the sample, the 4 most sensitive MatMuls kept in fp32."""
+    return OnnxRuntimeConfig(quantize="static", keep_fp32=4, tolerance=Tolerance(min_mean_cosine=0.99))
+
+
+def openvino() -> OpenVINOConfig:
+    """OpenVINO fp32: faithful (cosine ≥ 0.9999)."""
+    return OpenVINOConfig()
+
+
+def openvino_bf16() -> OpenVINOConfig:
+    """OpenVINO with bf16 inference precision (cosine ≥ 0.999)."""
+    return OpenVINOConfig(precision="bf16", tolerance=Tolerance(min_mean_cosine=0.999))
+
+
+def openvino_int8() -> OpenVINOConfig:
+    """OpenVINO int8 (static, calibrated on the sample), the 4 most sensitive MatMuls kept in fp32."""
+    return OpenVINOConfig(quantize="static", keep_fp32=4, tolerance=Tolerance(min_mean_cosine=0.99))
+
+
+def compiled() -> CompileConfig:
+    """``torch.compile`` with dynamic shapes."""
+    return CompileConfig()
+
+
+PRESETS = {
+    "bf16": bf16,
+    "int8": int8,
+    "onnx": onnx,
+    "onnx-int8": onnx_int8,
+    "onnx-int8-static": onnx_int8_static,
+    "openvino": openvino,
+    "openvino-bf16": openvino_bf16,
+    "openvino-int8": openvino_int8,
+    "compile": compiled,
+}

@@ -1,0 +1,68 @@
+"""ONNX export that keeps the attention mask.
+
+Tracing a transformers 5 encoder with an unpadded example (attention mask all ones) lets the mask
+logic fold away: the graph then ignores padding, and padded batches come out wrong (cosine ≈ 0.3)
+while single sentences look perfect. ember exports with a padded batch of mixed lengths through the
+``torch.export``-based exporter, with batch and sequence axes dynamic, and verifies on padded batches.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ember.errors import UnsupportedModelError
+from ember.optimize.artifact import ModelFacts
+
+SUPPORTED_EXPORT = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
+
+
+class _Positional(nn.Module):
+    """Calls a Hugging Face model with keyword inputs and returns one tensor (what ONNX needs)."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...], output: str) -> None:
+        super().__init__()
+        self.model, self.names, self.output = model, names, output
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None):
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return getattr(self.model(**{n: feeds[n] for n in self.names}), self.output)
+
+
+def check_exportable(model: nn.Module, facts: ModelFacts) -> None:
+    """Refuse architectures the exporter is not tested on, naming the supported ones."""
+    if facts.model_type not in SUPPORTED_EXPORT:
+        raise UnsupportedModelError(
+            f"cannot export a {facts.model_type!r} model ({type(model).__name__}) to ONNX: ember's exporter supports "
+            f"{', '.join(SUPPORTED_EXPORT)}; use BF16Config or Int8DynamicConfig, which work on any PyTorch model"
+        )
+
+
+def dummy_batch(facts: ModelFacts) -> tuple[torch.Tensor, ...]:
+    """A padded batch of three rows of different lengths (so the mask path is traced), in input order."""
+    b, t = 3, 8
+    ids = torch.randint(5, 50, (b, t))  # (B, T)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[2, 2:] = 0
+    feeds = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    return tuple(feeds[n] for n in facts.input_names)
+
+
+def export_onnx(model: nn.Module, facts: ModelFacts, path: str | Path) -> Path:
+    """Export ``model`` to ONNX at ``path`` with dynamic batch and sequence axes; returns the path."""
+    check_exportable(model, facts)
+    path = Path(path)
+    wrapper = _Positional(model, facts.input_names, facts.output).eval()
+    axes = {n: {0: "batch", 1: "sequence"} for n in facts.input_names}
+    axes[facts.output] = {0: "batch", 1: "sequence"} if facts.output == "last_hidden_state" else {0: "batch"}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper, dummy_batch(facts), str(path), input_names=list(facts.input_names), output_names=[facts.output],
+            dynamic_axes=axes, dynamo=True, opset_version=18, verbose=False, external_data=False,
+        )
+    return path

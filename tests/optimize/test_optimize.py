@@ -1,0 +1,369 @@
+"""optimize(): every backend on tiny random models, fidelity numbers, save/load, and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_model
+from ember.errors import (
+    ArtifactError,
+    BackendNotInstalledError,
+    FidelityError,
+    InputTooLongError,
+    UnsupportedModelError,
+)
+from ember.fidelity import Tolerance, check, mixed_length_batches
+from ember.optimize import (
+    BF16Config,
+    Int8DynamicConfig,
+    OnnxRuntimeConfig,
+    OpenVINOConfig,
+    available_presets,
+    config_from_dict,
+    load,
+    optimize,
+    preset,
+)
+from ember.optimize.config import PRESETS
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """WordPiece over the tiny vocabulary, given as a dict (transformers 5 ignores ``vocab_file=`` here)."""
+    from transformers import BertTokenizerFast
+
+    from conftest import WORDS
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
+    t = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=48)
+    assert t("book a flight")["input_ids"] != [2, 1, 1, 1, 3]  # real ids, not [UNK]s
+    return t
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return make_model("bert")
+
+
+@pytest.fixture(scope="module")
+def onnx_art(classifier, tok):
+    return optimize(classifier, OnnxRuntimeConfig(threads=1), tokenizer=tok)
+
+
+# ---- configs ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_round_trips_through_a_dict(name):
+    cfg = preset(name)
+    assert config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: OnnxRuntimeConfig(quantize="int4"), "quantize='int4' is not one of 'none', 'dynamic', 'static'"),
+        (lambda: OnnxRuntimeConfig(keep_fp32=2), "keep_fp32 only makes sense with quantize='dynamic' or 'static'"),
+        (lambda: BF16Config(dtype="float16"), "dtype='float16' is only fast on CUDA; on CPU use dtype='bfloat16'"),
+        (lambda: OpenVINOConfig(threads=0), "threads=0 must be >= 1 (or None for the engine's default)"),
+        (lambda: Int8DynamicConfig(on_violation="ignore"), "on_violation='ignore' is not one of 'raise', 'warn'"),
+    ],
+)
+def test_configs_refuse_bad_values(make, message):
+    with pytest.raises(ValueError) as e:
+        make()
+    assert str(e.value) == message
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown preset 'fast'; known: bf16, int8, onnx, "):
+        preset("fast")
+
+
+def test_available_presets_are_the_installed_engines():
+    names = set(available_presets())
+    assert {"int8", "onnx", "onnx-int8", "onnx-int8-static"} <= names
+    assert "compile" not in names  # on request only
+
+
+# ---- torch backends --------------------------------------------------------------------------
+
+def test_torchao_int8_quantises_every_eligible_linear(classifier, tok):
+    from ember.optimize.backends.torchao_int8 import count_int8_linears
+
+    art = optimize(classifier, Int8DynamicConfig(skip=("classifier",)), tokenizer=tok)
+    # 4 layers x 6 Linear (q, k, v, attn-out, ffn-in, ffn-out) + pooler = 25; the classifier stays fp32
+    assert count_int8_linears(art.model) == 25
+    assert isinstance(art.model.classifier.weight, nn.Parameter)
+    assert count_int8_linears(classifier) == 0  # the user's model is untouched
+    assert art.fidelity.n == 24 and art.fidelity.label_agreement == 1.0
+    assert art.fidelity.mean_cosine > 0.999 and art.fidelity.max_abs_logit_diff < 0.01
+    assert art.size_bytes < 0.6 * sum(p.numel() * 4 for p in classifier.parameters())
+
+
+def test_bf16_autocast_returns_float32_logits_close_to_fp32(classifier, tok):
+    art = optimize(classifier, BF16Config(), tokenizer=tok)
+    x = tok(["book a flight to paris", "hi"], padding=True, return_tensors="pt")
+    out = art(**x)
+    assert out.logits.dtype == torch.float32 and out.logits.shape == (2, 3)
+    assert (out.logits - classifier(**x).logits).abs().max().item() < 0.01
+    assert art.fidelity.mean_cosine >= 0.999
+
+
+def test_torch_artifact_round_trips(classifier, tok, tmp_path):
+    art = optimize(classifier, Int8DynamicConfig(), tokenizer=tok)
+    back = load(art.save(tmp_path / "int8"))
+    x = tok(["play music", "what is my balance please"], padding=True, return_tensors="pt")
+    assert torch.equal(art(**x).logits, back(**x).logits)
+    assert back.fidelity == art.fidelity and back.config == art.config
+
+
+# ---- ONNX Runtime ----------------------------------------------------------------------------
+
+def test_onnx_fp32_is_fused_and_faithful(onnx_art, classifier, tok):
+    assert onnx_art.fusion_stats["attention"] == 4 and onnx_art.fusion_stats["skip_layer_normalization"] == 8
+    assert onnx_art.fusion_stats["bias_gelu"] == 4
+    x = tok(["how do i reset my password please tell me", "hi", "play music"], padding=True, return_tensors="pt")
+    assert (onnx_art(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
+    assert onnx_art.fidelity.mean_cosine > 0.99999 and onnx_art.fidelity.label_agreement == 1.0
+
+
+def test_onnx_artifact_loads_without_torch_weights(onnx_art, tok, tmp_path):
+    d = onnx_art.save(tmp_path / "onnx")
+    assert not list(d.rglob("*.safetensors")) and not list(d.rglob("*.bin"))
+    back = load(d)
+    x = tok(["set alarm for seven am", "order pizza"], padding=True, return_tensors="pt")
+    assert torch.equal(onnx_art(**x).logits, back(**x).logits)
+    assert back.fidelity == onnx_art.fidelity and back.size_bytes == onnx_art.size_bytes
+    assert torch.equal(back.encode(["order pizza", "hi"]), onnx_art.encode(["order pizza", "hi"]))
+
+
+def test_encode_with_buckets_keeps_input_order(onnx_art, texts):
+    assert torch.allclose(onnx_art.encode(texts, batch_size=3), onnx_art.encode(texts, batch_size=3, bucketing=False), atol=1e-5)
+
+
+def test_onnx_dynamic_int8_quantises_matmuls(tok):
+    import onnx
+
+    model = make_model("bert-base")
+    art = optimize(model, OnnxRuntimeConfig(quantize="dynamic", tolerance=Tolerance(min_mean_cosine=0.99)), tokenizer=tok)
+    ops = [n.op_type for n in onnx.load_from_string(art.model_bytes).graph.node]
+    assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") + ops.count("QAttention") >= 12
+    assert art.fidelity.mean_cosine > 0.999 and art.fidelity.max_abs_logit_diff is None
+
+
+def test_static_int8_keeps_the_most_sensitive_matmuls_fp32(tok):
+    import onnx
+
+    model = make_model("distilbert")  # no token_type_ids: the exporter follows the model's inputs
+    art = optimize(model, OnnxRuntimeConfig(quantize="static", keep_fp32=2, calibration_size=16,
+                                            tolerance=Tolerance(min_mean_cosine=0.99)), tokenizer=tok)
+    assert art.facts.input_names == ("input_ids", "attention_mask")
+    assert art.fusion_stats["kept_fp32"] == 2
+    graph = onnx.load_from_string(art.model_bytes).graph
+    matmuls = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    plain = [n for n in matmuls if not any(i.endswith("_DequantizeLinear_Output") for i in n.input)]
+    assert len(matmuls) == 14 and len(plain) == 2  # activations and weights quantised everywhere else
+    assert art.fidelity.mean_cosine > 0.99
+
+
+# ---- OpenVINO --------------------------------------------------------------------------------
+
+def test_openvino_fp32_round_trips_without_torch_weights(tok, tmp_path):
+    pytest.importorskip("openvino")
+    model = make_model("bert-base")
+    art = optimize(model, OpenVINOConfig(threads=1), tokenizer=tok)
+    assert art.fidelity.mean_cosine > 0.99999
+    d = art.save(tmp_path / "ov")
+    assert sorted(p.name for p in d.iterdir() if p.is_file()) == ["ember-artifact.json", "model.bin", "model.xml"]
+    back = load(d)
+    x = tok(["book a flight to paris", "hi"], padding=True, return_tensors="pt")
+    assert torch.equal(art(**x).last_hidden_state, back(**x).last_hidden_state)
+    assert (art(**x).last_hidden_state - model(**x).last_hidden_state).abs().max().item() < 1e-4
+
+
+def test_openvino_static_int8_keeps_sensitive_matmuls(tok):
+    pytest.importorskip("openvino")
+    model = make_model("bert-base")
+    cfg = OpenVINOConfig(quantize="static", keep_fp32=3, calibration_size=16, tolerance=Tolerance(min_mean_cosine=0.99))
+    art = optimize(model, cfg, tokenizer=tok)
+    assert art.kept_fp32 == 3
+    fq = [op for op in art.ov_model.get_ops() if op.get_type_name() == "FakeQuantize"]
+    assert len(fq) >= 2 * (4 * 6 - 3)  # activation + weight of each of the 21 quantised projections
+    assert art.fidelity.mean_cosine > 0.99
+
+
+# ---- the attention-mask trap -----------------------------------------------------------------
+
+class _MaskFolded(nn.Module):
+    """What a tracer bakes in when the example's attention mask is all ones: the mask input is read, but
+    the graph behaves as if every position were real (transformers 5 skips building the mask then)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        folded = torch.ones_like(attention_mask) + 0 * attention_mask  # (B, T): the mask's values are lost
+        return self.model(input_ids=input_ids, attention_mask=folded, token_type_ids=token_type_ids).last_hidden_state
+
+
+def test_fidelity_check_catches_an_export_that_dropped_the_attention_mask(tok, texts, tmp_path):
+    """An unpadded export that lost the mask is perfect one sentence at a time and wrong on padded batches;
+    ember's check (padded, mixed lengths) catches it, and ember's own exporter is right on the same batches."""
+    from ember.optimize.backends.onnxruntime import OnnxArtifact
+    from ember.optimize.core import enforce, model_facts
+
+    encoder = make_model("bert-base", initializer_range=0.5)  # large weights: attention shapes the output
+    facts = model_facts(encoder, tok, "last_hidden_state")
+    one = tok(texts[:1], return_tensors="pt")  # (1, T) unpadded: attention_mask is all ones
+    assert one["attention_mask"].all()
+    path = tmp_path / "naive.onnx"
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*facts.input_names, "last_hidden_state"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_MaskFolded(encoder).eval(), tuple(one[n] for n in facts.input_names), str(path),
+                          input_names=list(facts.input_names), output_names=["last_hidden_state"], dynamic_axes=axes, dynamo=True, external_data=False)
+    cfg = OnnxRuntimeConfig()
+    naive = OnnxArtifact(path.read_bytes(), cfg, facts, tok)
+
+    singles = [dict(tok([t], return_tensors="pt")) for t in texts]
+    assert check(encoder, naive, singles).mean_cosine > 0.9999  # looks perfect one sentence at a time
+    batches = mixed_length_batches(tok, texts, batch_size=4)
+    report = check(encoder, naive, batches)
+    assert report.mean_cosine < 0.99 and report.min_cosine < 0.95
+    with pytest.raises(FidelityError, match=r"mean cosine 0\.\d+ < allowed 0\.999900"):
+        enforce(report, cfg)
+    ours = optimize(encoder, cfg, tokenizer=tok, sample=texts)  # ember's exporter keeps the mask
+    assert check(encoder, ours, batches).mean_cosine > 0.99999
+
+
+# ---- fidelity enforcement --------------------------------------------------------------------
+
+def test_past_tolerance_raises_with_measured_and_allowed_figures(classifier, tok):
+    cfg = Int8DynamicConfig(tolerance=Tolerance(min_mean_cosine=1.0, max_abs_logit_diff=0.0))
+    with pytest.raises(FidelityError) as e:
+        optimize(classifier, cfg, tokenizer=tok)
+    msg = str(e.value)
+    assert msg.startswith("Int8DynamicConfig (torchao-int8) changed the model's answers too much on 24 verification sentences: mean cosine 0.99")
+    assert "< allowed 1.000000; max |Δlogits| 0.0" in msg and "> allowed 0.000000" in msg
+
+
+def test_past_tolerance_warns_when_asked(classifier, tok):
+    cfg = Int8DynamicConfig(tolerance=Tolerance(min_mean_cosine=1.0), on_violation="warn")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        art = optimize(classifier, cfg, tokenizer=tok, sample=["play music", "book a flight to paris"])
+    assert art.fidelity.n == 2
+    assert any("mean cosine" in str(x.message) and "allowed 1.000000" in str(x.message) for x in w)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+def test_empty_sample_is_refused(classifier, tok):
+    with pytest.raises(ValueError) as e:
+        optimize(classifier, BF16Config(), tokenizer=tok, sample=[])
+    assert str(e.value) == "the verification sample is empty; pass some texts, or sample=None for ember's built-in sentences"
+
+
+def test_unsupported_architecture_names_the_supported_ones(tok):
+    from transformers import GPT2Config, GPT2Model
+
+    gpt = GPT2Model(GPT2Config(vocab_size=128, n_embd=32, n_layer=1, n_head=2, n_positions=64)).eval()
+    with pytest.raises(UnsupportedModelError) as e:
+        optimize(gpt, OnnxRuntimeConfig(), tokenizer=tok, sample=["play music"])
+    assert str(e.value) == (
+        "cannot export a 'gpt2' model (GPT2Model) to ONNX: ember's exporter supports bert, roberta, xlm-roberta, "
+        "electra, distilbert; use BF16Config or Int8DynamicConfig, which work on any PyTorch model"
+    )
+
+
+def test_missing_backend_gives_an_install_hint(classifier, tok, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    with pytest.raises(BackendNotInstalledError) as e:
+        optimize(classifier, OpenVINOConfig(), tokenizer=tok)
+    assert str(e.value) == "OpenVINOConfig needs packages that are not installed; install them with: pip install 'ember[openvino]'"
+    assert "openvino" not in available_presets()
+
+
+def test_input_longer_than_the_model_accepts(onnx_art):
+    ids = torch.ones(1, 65, dtype=torch.long)  # the tiny model has 64 positions, its tokenizer 48
+    with pytest.raises(InputTooLongError) as e:
+        onnx_art(input_ids=ids, attention_mask=ids)
+    assert str(e.value) == "input has 65 tokens but this bert model accepts at most 48; tokenize with truncation=True, max_length=48"
+
+
+@pytest.mark.parametrize("version, hint", [(99, "upgrade ember"), (0, "re-create it with this ember")])
+def test_artifact_of_another_format_version(onnx_art, tmp_path, version, hint):
+    d = onnx_art.save(tmp_path / "a")
+    m = json.loads((d / "ember-artifact.json").read_text())
+    (d / "ember-artifact.json").write_text(json.dumps({**m, "format_version": version}))
+    with pytest.raises(ArtifactError) as e:
+        load(d)
+    assert str(e.value) == f"{d} holds an artifact of format version {version}, this ember reads version 1; {hint}"
+
+
+def test_corrupted_artifact_file(onnx_art, tmp_path):
+    d = onnx_art.save(tmp_path / "a")
+    data = bytearray((d / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (d / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError) as e:
+        load(d)
+    assert str(e.value) == (
+        f"{d / 'model.onnx'} is corrupted: its SHA-256 does not match the one recorded when it was saved; re-create the artifact"
+    )
+
+
+def test_not_an_artifact(tmp_path):
+    with pytest.raises(ArtifactError, match="is not an ember artifact: ember-artifact.json is missing"):
+        load(tmp_path)
+
+
+def test_non_config_is_refused(classifier, tok):
+    with pytest.raises(TypeError, match="config must be an ember optimize config"):
+        optimize(classifier, "onnx", tokenizer=tok)  # type: ignore[arg-type]
+
+
+def test_replace_keeps_validation():
+    with pytest.raises(ValueError):
+        dataclasses.replace(OnnxRuntimeConfig(), quantize="bogus")
+
+
+# ---- autotune --------------------------------------------------------------------------------
+
+def test_autotune_measures_every_config_and_picks_a_faithful_winner(classifier, tok, texts):
+    from ember.bench.harness import BenchConfig
+    from ember.optimize import autotune
+
+    configs = {"int8": Int8DynamicConfig(), "bf16": BF16Config(), "onnx-int8": OnnxRuntimeConfig(quantize="dynamic")}
+    budget = Tolerance(min_mean_cosine=0.9999)
+    small = BenchConfig(batch_size=4, latency_samples=4, warmup=1, throughput_examples=8, repeats=1, threads=1,
+                        fidelity_examples=8)
+    res = autotune(classifier, tok, texts, budget=budget, objective="throughput", configs=configs, bench_config=small)
+    names = [r.name for r in res.report.results]
+    assert names[0] == "pytorch-fp32" and set(names) >= {"int8", "bf16"}
+    winner = res.report.result(res.best)
+    assert winner.passed and (winner.fidelity is None or winner.fidelity.mean_cosine >= 0.9999)
+    assert all(r.throughput <= winner.throughput for r in res.report.results if r.passed)
+    assert (res.artifact is None) == (res.best == "pytorch-fp32")
+    d = res.to_dict()
+    assert d["objective"] == "throughput" and d["budget"]["min_mean_cosine"] == 0.9999
+    assert "best by throughput" in res.table()
+
+
+def test_autotune_refuses_an_unknown_objective(classifier, tok, texts):
+    from ember.optimize.autotune import autotune
+
+    with pytest.raises(ValueError, match="objective='speed' is not one of 'latency', 'throughput'"):
+        autotune(classifier, tok, texts, objective="speed")  # type: ignore[arg-type]

@@ -1,0 +1,59 @@
+"""``ember optimize`` / ``ember autotune`` on a tiny model saved to disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import WORDS, make_model
+from ember.cli import app
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from transformers import BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=48).save_pretrained(str(d))
+    make_model("bert-base").save_pretrained(str(d))
+    return d
+
+
+def test_optimize_command_writes_a_loadable_artifact(model_dir, tmp_path):
+    from ember.optimize import load
+
+    out = tmp_path / "art"
+    res = CliRunner().invoke(app, ["optimize", str(model_dir), "--preset", "int8", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout.strip().splitlines()[-1])
+    assert line["preset"] == "int8" and line["config"]["type"] == "torchao-int8"
+    assert line["fidelity"]["n"] == 24 and line["fidelity"]["mean_cosine"] > 0.999
+    art = load(out)
+    assert art.fidelity.mean_cosine == line["fidelity"]["mean_cosine"]
+    assert art.encode(["play music"]).shape == (1, 32)
+
+
+def test_optimize_command_unknown_preset_exits_cleanly(model_dir, tmp_path):
+    res = CliRunner().invoke(app, ["optimize", str(model_dir), "--preset", "warp", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2
+    assert "unknown preset 'warp'; known: bf16, int8, onnx" in " ".join(res.output.split())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_on_cuda(model_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    from ember.optimize import BF16Config, optimize
+
+    model, tok = AutoModel.from_pretrained(str(model_dir)).eval(), AutoTokenizer.from_pretrained(str(model_dir))
+    for dtype in ("bfloat16", "float16"):
+        art = optimize(model, BF16Config(dtype=dtype, mode="cast", device="cuda"), tokenizer=tok)
+        assert art.fidelity.mean_cosine > 0.999
+        assert next(art.model.parameters()).device.type == "cuda"
