@@ -13,11 +13,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_model
 from ember.bench import Variant
 from ember.bench.variants import PresetPlan
 from ember.cli import app
 from ember.fidelity import Tolerance
+
+from conftest import make_model
 
 runner = CliRunner()
 FAST = ["--latency-samples", "4", "--repeats", "1", "--threads", "1", "--max-length", "48", "--batch-size", "4"]

@@ -7,11 +7,12 @@ import copy
 import pytest
 import torch
 
-from conftest import make_model
 from ember.bench import BenchConfig, BenchError, PerformanceBenchmark, Variant
 from ember.bench.harness import estimate_size_bytes, macro_f1
 from ember.errors import DataError
 from ember.fidelity import Tolerance, check, mixed_length_batches
+
+from conftest import make_model
 
 CFG = BenchConfig(batch_size=4, latency_samples=6, warmup=2, throughput_examples=16, repeats=2, max_length=48, threads=1)
 

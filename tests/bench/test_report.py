@@ -7,10 +7,11 @@ import re
 
 import pytest
 
-from conftest import make_model
 from ember.bench import BenchConfig, BenchReport, MachineInfo, PerformanceBenchmark, Variant, VariantResult
 from ember.bench.plot import plot_report
 from ember.fidelity import FidelityReport
+
+from conftest import make_model
 
 CFG = BenchConfig(batch_size=4, latency_samples=5, warmup=1, throughput_examples=8, repeats=1, max_length=48, threads=1)
 TEXTS = ["book a flight to paris", "what is my balance", "play music", "set alarm for seven am", "order pizza",

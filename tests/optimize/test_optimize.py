@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_model
 from ember.errors import (
     ArtifactError,
     BackendNotInstalledError,
@@ -31,6 +30,8 @@ from ember.optimize import (
     preset,
 )
 from ember.optimize.config import PRESETS
+
+from conftest import make_model
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import WORDS, make_model
 from ember.cli import app
+
+from conftest import WORDS, make_model
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
