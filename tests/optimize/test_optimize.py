@@ -90,8 +90,9 @@ def test_unknown_preset_names_the_known_ones():
 
 def test_available_presets_are_the_installed_engines():
     names = set(available_presets())
-    assert {"int8", "onnx", "onnx-int8", "onnx-int8-static"} <= names
-    assert "compile" not in names  # on request only
+    assert {"int8", "onnx", "onnx-int8", "openvino"} <= names
+    assert not names & {"compile", "onnx-int8-static", "openvino-int8"}  # on request only
+    assert preset("onnx-int8-static").quantize == "static"  # still buildable by name
 
 
 # ---- torch backends --------------------------------------------------------------------------
