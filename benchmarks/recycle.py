@@ -1,10 +1,11 @@
 """Embedding recycling on a real task: training from stored states vs recomputing the frozen bottom.
 
-Side by side in one process, same seed and same batches:
-  stored      layers k..N-1 + head trained from the store (ember's path)
-  on_the_fly  the same training, the frozen bottom recomputed every step
-  full        fine-tuning all layers (and the embeddings)
-plus float16/bfloat16 storage, store read throughput, and inference through ``use()`` vs plain.
+Side by side in one process, same seed, same length-grouped batches, interleaved batch by batch (each
+batch is trained by every variant in turn), so a noisy shared machine slows all variants alike:
+  stored_<dtype>  layers k..N-1 + head trained from the store (ember's path), float32/float16/bfloat16
+  on_the_fly      the same training, the frozen bottom recomputed every step
+  full            fine-tuning all layers and the embeddings (first epoch only)
+plus store read throughput, and inference through ``use()`` vs plain (also interleaved).
 
 Usage:
   python benchmarks/recycle.py                       # CLINC150, packaged MiniLM-L6, split at 3
@@ -15,6 +16,7 @@ Prints a final JSON line.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import statistics
@@ -25,12 +27,14 @@ from pathlib import Path
 
 import torch
 
-from ember.batching import GroupedBatchSampler
+from ember.batching import GroupedBatchSampler, grouped_batches
 from ember.data import Examples, load_examples
 from ember.models import load_model
-from ember.recycle import RecycleConfig, Recycler, evaluate, train_top
+from ember.recycle import RecycleConfig, Recycler, evaluate
+from ember.recycle.train import top_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
+ARGS: argparse.Namespace
 CLINC = ROOT / ".." / "shared" / "data" / "clinc150"
 
 
@@ -68,31 +72,58 @@ def fresh_model(args, names, init):
     return model, tok
 
 
-def train_on_the_fly(model, tok, texts, labels, bottom_modules, *, epochs, batch_size, lr, seed, max_length, freeze):
-    """The baseline: same loop, same batches, tokenized up front; the bottom runs every step."""
-    if freeze:
-        for m in bottom_modules:
-            m.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    ids = tok(texts, truncation=True, max_length=max_length)["input_ids"]
-    sampler = GroupedBatchSampler([len(x) for x in ids], batch_size, seed=seed)  # the very batches train_top uses
-    times = []
-    model.train()
-    for _ in range(epochs):
+class Variant:
+    """One training run, advanced a batch at a time so that every variant sees the same machine moments."""
+
+    def __init__(self, name, model, params, make_batch, frozen=()):
+        self.name, self.model, self.make_batch, self.frozen = name, model, make_batch, list(frozen)
+        self.opt = torch.optim.AdamW(params, lr=ARGS.lr, weight_decay=0.01)
+        self.seconds: list[float] = []
+        self.model.train()
+
+    def step(self, idx) -> None:
         start = time.perf_counter()
-        for idx in sampler:
-            batch = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
-            if freeze:
-                for m in bottom_modules:
-                    m.eval()  # frozen layers run without dropout, as ember stores them
-            out = model(**batch, labels=torch.tensor([labels[i] for i in idx]))
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
-        times.append(time.perf_counter() - start)
-    model.eval()
-    return times
+        batch = self.make_batch(idx)  # store read + collate, or padding of token ids: part of the cost
+        for m in self.frozen:
+            m.eval()  # frozen layers run without dropout, as ember stores them
+        out = self.model(**batch)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.opt.step()
+        self.seconds[-1] += time.perf_counter() - start
+
+
+def stored_variant(name, rec):
+    ds = rec.dataset("train")
+    params = top_parameters(rec)
+    return Variant(name, rec.model, params, lambda idx: rec.collate(ds.__getitems__(idx)))
+
+
+def token_variant(name, model, tok, ids, labels, bottom):
+    for m in bottom:
+        m.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def make(idx):
+        batch = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+        batch["labels"] = torch.tensor([labels[i] for i in idx])
+        return batch
+
+    return Variant(name, model, params, make, bottom)
+
+
+def train_interleaved(variants, first_epoch_only, lengths, epochs, batch_size, seed):
+    """Every batch is trained by every variant in turn (order rotated), so load on a shared machine hits all alike."""
+    for epoch in range(epochs):
+        active = variants + (first_epoch_only if epoch == 0 else [])
+        for v in active:
+            v.seconds.append(0.0)
+        for n, idx in enumerate(grouped_batches(lengths, batch_size, seed=seed + epoch)):
+            for k in range(len(active)):
+                active[(n + k) % len(active)].step(idx)
+        print(json.dumps({"progress": f"epoch {epoch + 1}", **{v.name: v.seconds[-1] for v in active}}), file=sys.stderr)
+    for v in variants + first_epoch_only:
+        v.model.eval()
 
 
 @torch.inference_mode()
@@ -129,46 +160,41 @@ def read_throughput(rec, split, batch_size):
 
 @torch.inference_mode()
 def inference_speed(model, rec, texts, n_latency):
-    """Batch-1 latency and batch-32 throughput: plain model vs ``use()`` on stored inputs."""
-    sample = texts[:n_latency]
-    single = [rec.tokenize([t]) for t in sample]
+    """Batch-1 latency and batch-32 throughput, plain model vs ``use()`` on stored inputs, interleaved."""
+    plain = copy.deepcopy(model)  # the same weights without the recycle hooks
+    single = [rec.tokenize([t]) for t in texts[:n_latency]]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     batches = [rec.tokenize([texts[i] for i in order[b : b + 32]]) for b in range(0, len(order), 32)]
-
-    def lat(ctx):
-        with ctx:
-            for b in single[:10]:
-                model(**b)
-            ts = []
-            for b in single:
+    lat = {"plain": [], "use": []}
+    thr = {"plain": 0.0, "use": 0.0}
+    with rec.use():
+        for b in single[:10]:
+            plain(**b)
+            model(**b)
+        for b in single:
+            for name, m in (("plain", plain), ("use", model)):
                 t = time.perf_counter()
-                model(**b)
-                ts.append(time.perf_counter() - t)
-        return statistics.median(ts) * 1e3
-
-    def thr(ctx):
-        with ctx:
-            t = time.perf_counter()
-            for b in batches:
-                model(**b)
-            return len(texts) / (time.perf_counter() - t)
-
-    from contextlib import nullcontext
-
-    plain_ms, use_ms = lat(nullcontext()), lat(rec.use())
-    plain_tp, use_tp = thr(nullcontext()), thr(rec.use())
+                m(**b)
+                lat[name].append(time.perf_counter() - t)
+        for b in batches:
+            for name, m in (("plain", plain), ("use", model)):
+                t = time.perf_counter()
+                m(**b)
+                thr[name] += time.perf_counter() - t
+    p50 = {k: statistics.median(v) * 1e3 for k, v in lat.items()}
     return {
-        "batch1_p50_ms_plain": plain_ms,
-        "batch1_p50_ms_use": use_ms,
-        "batch1_speedup": plain_ms / use_ms,
-        "batch32_per_s_plain": plain_tp,
-        "batch32_per_s_use": use_tp,
-        "batch32_speedup": use_tp / plain_tp,
+        "batch1_p50_ms_plain": p50["plain"],
+        "batch1_p50_ms_use": p50["use"],
+        "batch1_speedup": p50["plain"] / p50["use"],
+        "batch32_per_s_plain": len(texts) / thr["plain"],
+        "batch32_per_s_use": len(texts) / thr["use"],
+        "batch32_speedup": thr["plain"] / thr["use"],
     }
 
 
 def main() -> None:
-    args = parse()
+    global ARGS
+    args = ARGS = parse()
     torch.set_num_threads(args.threads)
     train = subsample(load_examples(args.data, split=args.split), args.limit, args.seed)
     test = subsample(load_examples(args.test_data or args.data, split=args.test_split), args.test_limit, args.seed)
@@ -180,6 +206,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     base, tok = load_model(args.model, "classification", label_names=names)
     init = {k: v.clone() for k, v in base.state_dict().items()}
+    dtypes = ["float32"] + [d for d in args.dtypes.split(",") if d]
     result: dict = {
         "benchmark": "recycle",
         "data": args.data,
@@ -190,68 +217,71 @@ def main() -> None:
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "method": "variants interleaved batch by batch on identical length-grouped batches",
     }
     tmp = Path(tempfile.mkdtemp(prefix="ember-bench-recycle-"))
 
-    # 1. ember: fill once, then train from the store
-    model, tok = fresh_model(args, names, init)
-    rec = Recycler(model, tok, tmp / "float32", RecycleConfig(layer=args.layer))
-    fill = rec.fill(train, labels=y_train, batch_size=64, progress=False)
-    result["fill_seconds"] = fill.seconds
-    result["store_read"] = read_throughput(rec, "train", args.batch_size)
-    stored = train_top(rec, "train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
-    result["stored"] = {"epoch_seconds": stored.epoch_seconds, "accuracy": evaluate(rec, test.texts, y_test)}
-    print(json.dumps({"progress": "stored", **result["stored"]}), file=sys.stderr)
-    rec.fill(test, split="test", progress=False)  # for the inference comparison: every test input is stored
-    result["inference"] = inference_speed(model, rec, test.texts, args.latency_samples)
-    rec.close()
-
-    # 2. the same training recomputing the frozen bottom every step
-    model, tok = fresh_model(args, names, init)
-    parts = Recycler(model, tok, None, layer=args.layer).parts
-    fly = train_on_the_fly(model, tok, train.texts, y_train, parts.bottom(args.layer), epochs=args.epochs,
-                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_length=rec.max_length, freeze=True)
-    result["on_the_fly"] = {"epoch_seconds": fly, "accuracy": accuracy_plain(model, tok, test.texts, y_test, rec.max_length)}
-    print(json.dumps({"progress": "on_the_fly", **result["on_the_fly"]}), file=sys.stderr)
-
-    # 3. full fine-tuning, one epoch
-    model, tok = fresh_model(args, names, init)
-    full = train_on_the_fly(model, tok, train.texts, y_train, [], epochs=1, batch_size=args.batch_size, lr=args.lr,
-                            seed=args.seed, max_length=rec.max_length, freeze=False)
-    result["full"] = {"epoch_seconds": full, "accuracy_after_1_epoch": accuracy_plain(model, tok, test.texts, y_test, rec.max_length)}
-    print(json.dumps({"progress": "full", **result["full"]}), file=sys.stderr)
-
-    # 4. half-precision storage
-    result["dtypes"] = {}
-    for dtype in [d for d in args.dtypes.split(",") if d]:
+    # ember: fill a store per storage dtype, then train from it
+    recs = {}
+    for dtype in dtypes:
         model, tok = fresh_model(args, names, init)
         rec = Recycler(model, tok, tmp / dtype, RecycleConfig(layer=args.layer, dtype=dtype))
-        keys = rec.fill(train, labels=y_train, progress=False).keys
-        rep = train_top(rec, "train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
-        result["dtypes"][dtype] = {
-            "epoch_seconds": rep.epoch_seconds,
-            "accuracy": evaluate(rec, test.texts, y_test),
-            "store_mb": sum(len(v) for v in rec.store.kv.get_many(list(dict.fromkeys(keys)))) / 1e6,
-        }
-        rec.close()
+        fill = rec.fill(train, labels=y_train, batch_size=64, progress=False)
+        result.setdefault("fill_seconds", {})[dtype] = fill.seconds
+        recs[dtype] = rec
+    rec = recs["float32"]
+    result["store_read"] = read_throughput(rec, "train", args.batch_size)
+    ids = tok(train.texts, truncation=True, max_length=rec.max_length)["input_ids"]
+
+    # baselines: the bottom recomputed every step; all layers fine-tuned
+    fly_model, _ = fresh_model(args, names, init)
+    fly_bottom = Recycler(fly_model, tok, None, layer=args.layer).parts.bottom(args.layer)
+    full_model, _ = fresh_model(args, names, init)
+    stored = {d: stored_variant(f"stored_{d}", r) for d, r in recs.items()}
+    fly = token_variant("on_the_fly", fly_model, tok, ids, y_train, fly_bottom)
+    full = token_variant("full", full_model, tok, ids, y_train, [])
+    contexts = [r.train() for r in recs.values()]
+    for c in contexts:
+        c.__enter__()
+    try:
+        train_interleaved([*stored.values(), fly], [full], [len(x) for x in ids], args.epochs, args.batch_size, args.seed)
+    finally:
+        for c in contexts:
+            c.__exit__(None, None, None)
 
     med = statistics.median
-    s, f, fu = med(result["stored"]["epoch_seconds"]), med(result["on_the_fly"]["epoch_seconds"]), med(result["full"]["epoch_seconds"])
+    for d, v in stored.items():
+        result[f"stored_{d}"] = {"epoch_seconds": v.seconds, "accuracy": evaluate(recs[d], test.texts, y_test)}
+    result["on_the_fly"] = {"epoch_seconds": fly.seconds, "accuracy": accuracy_plain(fly_model, tok, test.texts, y_test, rec.max_length)}
+    result["full"] = {"epoch_seconds": full.seconds,
+                      "accuracy_after_1_epoch": accuracy_plain(full_model, tok, test.texts, y_test, rec.max_length)}
+    for d, r in recs.items():
+        result[f"stored_{d}"]["store_mb"] = sum(len(v) for v in r.store.kv.get_many(list(dict.fromkeys(r.store.get_split("train").keys)))) / 1e6
+
+    rec.fill(test, split="test", progress=False)  # for the inference comparison: every test input is stored
+    result["inference"] = inference_speed(rec.model, rec, test.texts, args.latency_samples)
+
+    s, f = med(stored["float32"].seconds), med(fly.seconds)
+    first_s = stored["float32"].seconds[0]
     result["summary"] = {
         "epoch_s_stored": s,
         "epoch_s_on_the_fly": f,
-        "epoch_s_full": fu,
+        "epoch_s_full_first_epoch": full.seconds[0],
         "speedup_vs_on_the_fly": f / s,
-        "speedup_vs_full": fu / s,
-        "accuracy_stored": result["stored"]["accuracy"],
+        "speedup_vs_full": full.seconds[0] / first_s,
+        "accuracy_stored": result["stored_float32"]["accuracy"],
         "accuracy_on_the_fly": result["on_the_fly"]["accuracy"],
-        "accuracy_delta_points": 100 * (result["stored"]["accuracy"] - result["on_the_fly"]["accuracy"]),
+        "accuracy_delta_points": 100 * (result["stored_float32"]["accuracy"] - result["on_the_fly"]["accuracy"]),
         "read_fraction_of_epoch": result["store_read"]["seconds"] / s,
-        "size_ratio": {d: v["store_mb"] / result["store_read"]["store_mb"] for d, v in result["dtypes"].items()},
-        "accuracy_delta_points_dtype": {d: 100 * (v["accuracy"] - result["stored"]["accuracy"]) for d, v in result["dtypes"].items()},
+        "size_ratio": {d: result[f"stored_{d}"]["store_mb"] / result["stored_float32"]["store_mb"] for d in dtypes[1:]},
+        "accuracy_delta_points_dtype": {
+            d: 100 * (result[f"stored_{d}"]["accuracy"] - result["stored_float32"]["accuracy"]) for d in dtypes[1:]
+        },
         "use_speedup_batch1": result["inference"]["batch1_speedup"],
         "use_speedup_batch32": result["inference"]["batch32_speedup"],
     }
+    for r in recs.values():
+        r.close()
     print(json.dumps(result))
 
 
