@@ -44,13 +44,15 @@ def plot_report(report: BenchReport, path: str | Path, *, title: str | None = No
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     palette = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
+    offsets = _label_offsets([(x, y) for _, x, y in points])
     for k, (r, x, y) in enumerate(points):
         area = 60 + 1400 * ((r.size_mb or biggest * 0.05) / biggest)  # ∝ size, floor keeps tiny ones visible
         face = palette[k % len(palette)] if r.passed else "none"
         ax.scatter([x], [y], s=area, alpha=0.55 if r.passed else 1.0, c=face, edgecolors=palette[k % len(palette)],
                    linewidths=1.5)
         size = "" if r.size_mb is None else f" ({r.size_mb:.0f} MB)"
-        ax.annotate(f"{r.name}{size}", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=8)
+        ax.annotate(f"{r.name}{size}", (x, y), xytext=offsets[k], textcoords="offset points", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5} if offsets[k][1] != 8 else None)
     ref = report.reference
     if ref is not None and y_of(ref) is not None:
         ax.axhline(y_of(ref), color="grey", linestyle="--", linewidth=1, label=f"{ref.name} (reference)")
@@ -74,4 +76,18 @@ def plot_report(report: BenchReport, path: str | Path, *, title: str | None = No
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
+    return out
+
+
+def _label_offsets(xy: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Label offsets in points: neighbours (close in both axes, relative to the data range) are stacked
+    upwards one line each instead of printed over each other."""
+    if not xy:
+        return []
+    xs, ys = [x for x, _ in xy], [y for _, y in xy]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    out: list[tuple[int, int]] = []
+    for i, (x, y) in enumerate(xy):
+        near = sum(1 for j in range(i) if abs(xy[j][0] - x) < 0.08 * dx and abs(xy[j][1] - y) < 0.08 * dy)
+        out.append((8, 8 + 12 * near))
     return out
