@@ -106,7 +106,12 @@ class OnnxRuntimeConfig(OptimizeConfig):
             ``"static"`` (activation ranges calibrated on the sample, QDQ format).
         per_channel: one int8 scale per output channel of each weight (much more faithful).
         keep_fp32: number of the most sensitive MatMuls (measured one by one on the sample) left in fp32.
-        fuse: apply transformer fusions (attention, SkipLayerNorm, bias-Gelu).
+        fuse: apply transformer fusions (attention, SkipLayerNorm, bias-Gelu; embeddings+LayerNorm too with
+            the torchscript exporter).
+        exporter: ``"torchscript"`` exports with eager attention and fuses with ONNX Runtime's transformer
+            optimizer (every layer becomes Attention/SkipLayerNormalization/BiasGelu, the embeddings one
+            EmbedLayerNormalization); ``"dynamo"`` exports with ``torch.export`` and fuses with onnxscript's
+            rewriter (embeddings and mask arithmetic stay unfused; measured slower on MiniLM).
         threads: intra-op threads (``None``: ONNX Runtime's default).
         calibration_size: sentences used to calibrate static quantisation and rank sensitivity.
 
@@ -121,12 +126,14 @@ class OnnxRuntimeConfig(OptimizeConfig):
     per_channel: bool = True
     keep_fp32: int = 0
     fuse: bool = True
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
     threads: int | None = None
     calibration_size: int = 128
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_choice("quantize", self.quantize, ("none", "dynamic", "static"))
+        _check_choice("exporter", self.exporter, ("torchscript", "dynamo"))
         _check_threads(self.threads)
         if self.keep_fp32 < 0:
             raise ValueError(f"keep_fp32={self.keep_fp32} must be >= 0")
