@@ -89,6 +89,11 @@ def test_unknown_preset_names_the_known_ones():
         preset("fast")
 
 
+def test_onnx_int8_preset_quantises_the_fused_graph_per_channel():
+    cfg = preset("onnx-int8")
+    assert (cfg.quantize, cfg.fuse, cfg.exporter, cfg.per_channel) == ("dynamic", True, "torchscript", True)
+
+
 def test_available_presets_are_the_installed_engines():
     names = set(available_presets())
     assert {"int8", "onnx", "onnx-int8", "openvino"} <= names
@@ -193,6 +198,8 @@ def test_onnx_dynamic_int8_quantises_matmuls(tok):
     art = optimize(model, OnnxRuntimeConfig(quantize="dynamic", tolerance=Tolerance(min_mean_cosine=0.99)), tokenizer=tok)
     ops = [n.op_type for n in onnx.load_from_string(art.model_bytes).graph.node]
     assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") + ops.count("QAttention") >= 12
+    # the fused graph: Q/K/V through QAttention, embeddings left in fp32
+    assert ops.count("QAttention") == 4 and ops.count("EmbedLayerNormalization") == 1
     assert art.fidelity.mean_cosine > 0.999 and art.fidelity.max_abs_logit_diff is None
 
 
