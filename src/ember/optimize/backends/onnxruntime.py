@@ -1,4 +1,8 @@
-"""ONNX Runtime: export, transformer fusions, fp32 or int8 (dynamic / static-calibrated, per channel)."""
+"""ONNX Runtime: export, transformer fusions, fp32 or int8 (dynamic / static-calibrated, per channel).
+
+The default path exports with the TorchScript exporter (eager attention) and fuses with ONNX Runtime's
+transformer optimizer; int8 then quantises the fused graph (QAttention + int8 MatMuls).
+"""
 
 from __future__ import annotations
 
@@ -54,7 +58,10 @@ def make_session(model_bytes: bytes, threads: int | None):
 
 
 def fuse(path: Path, facts: ModelFacts | None = None) -> dict[str, int]:
-    """onnxscript's transformer fusions in place (for the dynamo export); returns counts of what fused."""
+    """onnxscript's transformer fusions in place (for the dynamo export); returns counts of what fused.
+
+    ``facts`` is unused (the rewriter reads heads and width from the graph); it keeps the fusers' signature uniform.
+    """
     import onnx_ir as ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
