@@ -72,6 +72,7 @@ def test_every_preset_round_trips_through_a_dict(name):
     [
         (lambda: OnnxRuntimeConfig(quantize="int4"), "quantize='int4' is not one of 'none', 'dynamic', 'static'"),
         (lambda: OnnxRuntimeConfig(keep_fp32=2), "keep_fp32 only makes sense with quantize='dynamic' or 'static'"),
+        (lambda: OnnxRuntimeConfig(exporter="jit"), "exporter='jit' is not one of 'torchscript', 'dynamo'"),
         (lambda: BF16Config(dtype="float16"), "dtype='float16' is only fast on CUDA; on CPU use dtype='bfloat16'"),
         (lambda: OpenVINOConfig(threads=0), "threads=0 must be >= 1 (or None for the engine's default)"),
         (lambda: Int8DynamicConfig(on_violation="ignore"), "on_violation='ignore' is not one of 'raise', 'warn'"),
@@ -86,6 +87,11 @@ def test_configs_refuse_bad_values(make, message):
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown preset 'fast'; known: bf16, int8, onnx, "):
         preset("fast")
+
+
+def test_onnx_int8_preset_quantises_the_fused_graph_per_channel():
+    cfg = preset("onnx-int8")
+    assert (cfg.quantize, cfg.fuse, cfg.exporter, cfg.per_channel) == ("dynamic", True, "torchscript", True)
 
 
 def test_available_presets_are_the_installed_engines():
@@ -137,6 +143,40 @@ def test_onnx_fp32_is_fused_and_faithful(onnx_art, classifier, tok):
     assert onnx_art.fidelity.mean_cosine > 0.99999 and onnx_art.fidelity.label_agreement == 1.0
 
 
+def test_torchscript_export_is_fused_whole_and_leaves_the_model_as_it_was(onnx_art, classifier):
+    # the default exporter: eager attention for the trace, embeddings fused too; the user's model keeps sdpa
+    assert onnx_art.config.exporter == "torchscript"
+    assert onnx_art.fusion_stats["embed_layer_normalization"] == 1
+    assert classifier.config._attn_implementation == "sdpa"
+    import onnx
+
+    ops = {n.op_type for n in onnx.load_from_string(onnx_art.model_bytes).graph.node}
+    assert {"Softmax", "Erf", "LayerNormalization"}.isdisjoint(ops)  # nothing left unfused
+
+
+def test_fused_attention_is_exact_on_left_padded_batches(tok):
+    """The fused Attention takes the raw 2-D mask: a per-row length (ORT's default mask index) reads left
+    padding as real tokens and moves the hidden states by ~3e-2 on this model."""
+    import copy
+
+    encoder = make_model("bert-base")
+    art = optimize(encoder, OnnxRuntimeConfig(threads=1), tokenizer=tok)
+    left = copy.deepcopy(tok)
+    left.padding_side = "left"
+    x = left(["how do i reset my password please tell me", "hi", "play music"], padding=True, return_tensors="pt")
+    real = x["attention_mask"].bool()  # (B, T)
+    assert not real[1, 0]  # really left-padded
+    diff = (art(**x).last_hidden_state - encoder(**x).last_hidden_state)[real].abs().max().item()
+    assert diff < 1e-4
+
+
+def test_dynamo_exporter_is_still_available(tok):
+    model = make_model("bert-base")
+    art = optimize(model, OnnxRuntimeConfig(exporter="dynamo", threads=1), tokenizer=tok)
+    assert art.fusion_stats["attention"] == 4 and "embed_layer_normalization" not in art.fusion_stats
+    assert art.fidelity.mean_cosine > 0.99999
+
+
 def test_onnx_artifact_loads_without_torch_weights(onnx_art, tok, tmp_path):
     d = onnx_art.save(tmp_path / "onnx")
     assert not list(d.rglob("*.safetensors")) and not list(d.rglob("*.bin"))
@@ -158,6 +198,8 @@ def test_onnx_dynamic_int8_quantises_matmuls(tok):
     art = optimize(model, OnnxRuntimeConfig(quantize="dynamic", tolerance=Tolerance(min_mean_cosine=0.99)), tokenizer=tok)
     ops = [n.op_type for n in onnx.load_from_string(art.model_bytes).graph.node]
     assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") + ops.count("QAttention") >= 12
+    # the fused graph: Q/K/V through QAttention, embeddings left in fp32
+    assert ops.count("QAttention") == 4 and ops.count("EmbedLayerNormalization") == 1
     assert art.fidelity.mean_cosine > 0.999 and art.fidelity.max_abs_logit_diff is None
 
 

@@ -2,14 +2,24 @@
 
 Tracing a transformers 5 encoder with an unpadded example (attention mask all ones) lets the mask
 logic fold away: the graph then ignores padding, and padded batches come out wrong (cosine ≈ 0.3)
-while single sentences look perfect. ember exports with a padded batch of mixed lengths through the
-``torch.export``-based exporter, with batch and sequence axes dynamic, and verifies on padded batches.
+while single sentences look perfect. ember always exports with a padded batch of mixed lengths, with
+batch and sequence axes dynamic, and verifies on padded batches.
+
+Two exporters:
+  - ``"torchscript"`` (``torch.onnx.export(dynamo=False)``) with eager attention: its graph is the one
+    ONNX Runtime's transformer optimizer recognises whole (EmbedLayerNormalization, Attention,
+    SkipLayerNormalization, BiasGelu), which is what makes the ONNX Runtime artifacts fast;
+  - ``"dynamo"`` (``torch.export``-based), the exporter PyTorch recommends for new work; fused with
+    onnxscript's rewriter, which leaves the embeddings and the mask arithmetic unfused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -52,17 +62,55 @@ def dummy_batch(facts: ModelFacts) -> tuple[torch.Tensor, ...]:
     return tuple(feeds[n] for n in facts.input_names)
 
 
-def export_onnx(model: nn.Module, facts: ModelFacts, path: str | Path) -> Path:
-    """Export ``model`` to ONNX at ``path`` with dynamic batch and sequence axes; returns the path."""
+@contextlib.contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` with the plain (eager) attention implementation inside the block, then restore it.
+
+    Eager attention traces to the MatMul/Softmax pattern the ONNX Runtime optimizer fuses into ``Attention``;
+    the model is left as it was (its ``config._attn_implementation`` is put back).
+    """
+    cfg = getattr(model, "config", None)
+    before = getattr(cfg, "_attn_implementation", None)
+    setter = getattr(model, "set_attn_implementation", None)
+    if setter is None or before in (None, "eager"):
+        yield
+        return
+    setter("eager")
+    try:
+        yield
+    finally:
+        setter(before)
+
+
+def export_onnx(model: nn.Module, facts: ModelFacts, path: str | Path,
+                exporter: Literal["torchscript", "dynamo"] = "dynamo") -> Path:
+    """Export ``model`` to ONNX at ``path`` with dynamic batch and sequence axes; returns the path.
+
+    Args:
+        model: the Hugging Face model (not modified).
+        facts: its ``ModelFacts`` (input names, output kind).
+        path: where to write the ``.onnx`` file.
+        exporter: ``"torchscript"`` (eager attention, the graph ONNX Runtime's optimizer fuses whole) or
+            ``"dynamo"``. Both trace a padded batch of mixed lengths, so the attention mask stays in the graph.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> export_onnx(model, facts, "model.onnx", exporter="torchscript")  # doctest: +SKIP
+    """
     check_exportable(model, facts)
     path = Path(path)
     wrapper = _Positional(model, facts.input_names, facts.output).eval()
     axes = {n: {0: "batch", 1: "sequence"} for n in facts.input_names}
     axes[facts.output] = {0: "batch", 1: "sequence"} if facts.output == "last_hidden_state" else {0: "batch"}
+    names = {"input_names": list(facts.input_names), "output_names": [facts.output], "dynamic_axes": axes}
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper, dummy_batch(facts), str(path), input_names=list(facts.input_names), output_names=[facts.output],
-            dynamic_axes=axes, dynamo=True, opset_version=18, verbose=False, external_data=False,
-        )
+        if exporter == "torchscript":
+            with eager_attention(model):
+                torch.onnx.export(wrapper, dummy_batch(facts), str(path), dynamo=False, opset_version=17, **names)
+        else:
+            torch.onnx.export(wrapper, dummy_batch(facts), str(path), dynamo=True, opset_version=18, verbose=False,
+                              external_data=False, **names)
     return path

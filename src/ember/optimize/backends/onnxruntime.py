@@ -1,4 +1,8 @@
-"""ONNX Runtime: export, transformer fusions, fp32 or int8 (dynamic / static-calibrated, per channel)."""
+"""ONNX Runtime: export, transformer fusions, fp32 or int8 (dynamic / static-calibrated, per channel).
+
+The default path exports with the TorchScript exporter (eager attention) and fuses with ONNX Runtime's
+transformer optimizer; int8 then quantises the fused graph (QAttention + int8 MatMuls).
+"""
 
 from __future__ import annotations
 
@@ -53,8 +57,11 @@ def make_session(model_bytes: bytes, threads: int | None):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def fuse(path: Path) -> dict[str, int]:
-    """Transformer fusions in place (attention, SkipLayerNorm, bias-Gelu); returns counts of what fused."""
+def fuse(path: Path, facts: ModelFacts | None = None) -> dict[str, int]:
+    """onnxscript's transformer fusions in place (for the dynamo export); returns counts of what fused.
+
+    ``facts`` is unused (the rewriter reads heads and width from the graph); it keeps the fusers' signature uniform.
+    """
     import onnx_ir as ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
@@ -62,6 +69,47 @@ def fuse(path: Path) -> dict[str, int]:
     ir.save(model, str(path))
     _drop_value_info(path)
     return {k: int(v) for k, v in stats.items() if v}
+
+
+# fused com.microsoft op -> the name ember reports its count under
+_FUSED_OPS = {"Attention": "attention", "SkipLayerNormalization": "skip_layer_normalization", "BiasGelu": "bias_gelu",
+              "FastGelu": "bias_gelu", "EmbedLayerNormalization": "embed_layer_normalization"}
+
+
+def heads_and_width(hf_config: dict) -> tuple[int, int]:
+    """Attention heads and hidden width from a Hugging Face config dict (BERT-style or DistilBERT names)."""
+    heads = hf_config.get("num_attention_heads", hf_config.get("n_heads"))
+    width = hf_config.get("hidden_size", hf_config.get("dim"))
+    if not heads or not width:
+        raise ValueError(f"cannot fuse: the model config names neither num_attention_heads/hidden_size nor n_heads/dim "
+                         f"(got keys {sorted(hf_config)[:12]}...); use OnnxRuntimeConfig(fuse=False)")
+    return int(heads), int(width)
+
+
+def fuse_transformers(path: Path, facts: ModelFacts) -> dict[str, int]:
+    """ONNX Runtime's transformer optimizer in place (for the torchscript export); returns fused-op counts.
+
+    The fused ``Attention`` takes the raw 2-D attention mask (not a per-row length), so left padding and
+    masks with holes stay exact.
+    """
+    from collections import Counter
+
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads, width = heads_and_width(facts.hf_config)
+    options = FusionOptions("bert")
+    options.use_raw_attention_mask(True)
+    model = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=width,
+                           optimization_options=options, opt_level=0)
+    model.save_model_to_file(str(path))
+    _drop_value_info(path)
+    counts = Counter(_FUSED_OPS[n.op_type] for n in model.model.graph.node if n.op_type in _FUSED_OPS)
+    return dict(counts)
+
+
+# how each exporter's graph is fused
+_FUSERS = {"torchscript": fuse_transformers, "dynamo": fuse}
 
 
 def _drop_value_info(path: Path) -> None:
@@ -74,11 +122,11 @@ def _drop_value_info(path: Path) -> None:
     onnx.save(m, str(path))
 
 
-def quantizable_nodes(path: Path) -> list[str]:
+def quantizable_nodes(path: Path, op_types: tuple[str, ...] = ("MatMul", "Gemm", "Attention")) -> list[str]:
     """Names of the nodes int8 quantisation would touch (MatMul, Gemm, fused Attention)."""
     import onnx
 
-    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("MatMul", "Gemm", "Attention")]
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in op_types]
 
 
 def _type_fused_outputs(src: Path, dst: Path) -> None:
@@ -91,9 +139,11 @@ def _type_fused_outputs(src: Path, dst: Path) -> None:
     known = {v.name for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output)}
     for node in m.graph.node:
         if node.domain == "com.microsoft":
-            for out in node.output:
+            for i, out in enumerate(node.output):
                 if out and out not in known:
-                    m.graph.value_info.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+                    # EmbedLayerNormalization's second output is the int32 mask index
+                    kind = TensorProto.INT32 if (node.op_type, i) == ("EmbedLayerNormalization", 1) else TensorProto.FLOAT
+                    m.graph.value_info.append(helper.make_tensor_value_info(out, kind, None))
                     known.add(out)
     onnx.save(shape_inference.infer_shapes(m), str(dst))
 
@@ -117,6 +167,7 @@ def quantize(src: Path, dst: Path, config: OnnxRuntimeConfig, batches: list[dict
         # DefaultTensorType: shape inference cannot type the outputs of fused com.microsoft ops
         quantize_dynamic(str(src), str(dst), per_channel=config.per_channel, weight_type=QuantType.QInt8,
                          nodes_to_exclude=exclude, nodes_to_quantize=include or [],
+                         op_types_to_quantize=["MatMul", "Gemm", "Attention"],  # embeddings stay fp32
                          extra_options={"DefaultTensorType": 1})
         return
     import onnx
@@ -152,9 +203,9 @@ def most_sensitive(src: Path, config: OnnxRuntimeConfig, batches: list[dict], re
     """The ``k`` nodes whose quantisation alone lowers cosine the most (each measured on ``batches``)."""
     masks = [b["attention_mask"] for b in batches]
     scores = []
-    for name in quantizable_nodes(src):
-        if config.quantize == "static" and name.startswith("node_Attention"):
-            continue  # fused attention has no QDQ form; it stays fp32 under static quantisation anyway
+    # fused attention has no QDQ form; it stays fp32 under static quantisation anyway
+    ops = ("MatMul", "Gemm") if config.quantize == "static" else ("MatMul", "Gemm", "Attention")
+    for name in quantizable_nodes(src, ops):
         dst = tmp / "probe.onnx"
         quantize(src, dst, config, batches, exclude=[], include=[name], ranges=ranges)
         sess = make_session(dst.read_bytes(), config.threads)
@@ -167,9 +218,9 @@ def most_sensitive(src: Path, config: OnnxRuntimeConfig, batches: list[dict], re
 def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
     with tempfile.TemporaryDirectory(prefix="ember-onnx-") as tmpdir:
         tmp = Path(tmpdir)
-        path = export_onnx(model, ctx.facts, tmp / "export.onnx")
+        path = export_onnx(model, ctx.facts, tmp / "export.onnx", exporter=config.exporter)
         if config.fuse:
-            stats = fuse(path)
+            stats = _FUSERS[config.exporter](path, ctx.facts)
         else:
             stats = {}
             _drop_value_info(path)
