@@ -25,6 +25,8 @@ LabelCol = Annotated[str | None, typer.Option("--label-column", help="Label colu
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N examples.")]
 BackendOpt = Annotated[str, typer.Option("--backend", help="Store backend: lmdb, leveldb or memory.")]
 MaxLenOpt = Annotated[int | None, typer.Option("--max-length", help="Truncation length in tokens.")]
+StoredLayerOpt = Annotated[int | None, typer.Option("--layer", help="Split layer (default: the store's).")]
+StoredDtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Storage dtype (default: the store's).")]
 LayersPath = Annotated[str | None, typer.Option("--layers-path", help="Layer list path for unknown architectures.")]
 EmbPath = Annotated[str | None, typer.Option("--embeddings-path", help="Embeddings path for unknown architectures.")]
 
@@ -94,8 +96,8 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Folder for the trained model (save_pretrained).")],
     model: ModelOpt = None,
     split: Annotated[str, typer.Option("--split", help="Split recorded by `ember recycle fill --split` to train on.")] = "train",
-    layer: Annotated[int | None, typer.Option("--layer", help="Split layer (default: the store's).")] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="Storage dtype (default: the store's).")] = None,
+    layer: StoredLayerOpt = None,
+    dtype: StoredDtypeOpt = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
@@ -146,8 +148,8 @@ def evaluate_cmd(
     data: DataOpt,
     store: StoreOpt,
     split: SplitOpt = None,
-    layer: Annotated[int | None, typer.Option("--layer", help="Split layer (default: the store's).")] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="Storage dtype (default: the store's).")] = None,
+    layer: StoredLayerOpt = None,
+    dtype: StoredDtypeOpt = None,
     write_back: Annotated[bool, typer.Option(help="Store the states of examples that were not stored.")] = False,
     batch_size: Annotated[int, typer.Option(help="Inference batch size.")] = 64,
     backend: BackendOpt = "lmdb",
