@@ -58,3 +58,25 @@ def test_bf16_on_cuda(model_dir):
         art = optimize(model, BF16Config(dtype=dtype, mode="cast", device="cuda"), tokenizer=tok)
         assert art.fidelity.mean_cosine > 0.999
         assert next(art.model.parameters()).device.type == "cuda"
+
+
+def test_autotune_command_picks_a_faithful_winner_and_saves_it(model_dir, tmp_path):
+    from ember.optimize import load
+
+    data = tmp_path / "texts.csv"
+    rows = ["play music", "set alarm for seven am", "order pizza", "what is the weather today in paris please",
+            "call mom", "book flight to paris tomorrow", "tell me joke", "transfer money"]
+    data.write_text("text\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "winner"
+    res = CliRunner().invoke(app, ["autotune", str(model_dir), "--data", str(data), "--budget", "0.999",
+                                   "--objective", "throughput", "--threads", "1", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout.strip().splitlines()[-1])
+    results = {r["name"]: r for r in line["report"]["results"]}
+    assert "pytorch-fp32" in results and len(results) >= 2  # the original and at least one preset measured
+    best = results[line["best"]]
+    assert best["passed"] and best["fidelity"]["mean_cosine"] >= 0.999
+    passing = [r for r in results.values() if r["passed"]]
+    assert best["throughput"] == max(r["throughput"] for r in passing)  # fastest within the budget
+    if line["best"] != "pytorch-fp32":
+        assert load(out).encode(["play music"]).shape == (1, 32)
