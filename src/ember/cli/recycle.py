@@ -38,17 +38,24 @@ def _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path,
     return Recycler(model, tok, store, cfg, readonly=readonly, layers_path=layers_path, embeddings_path=embeddings_path)
 
 
-def _stored_settings(store: Path, backend: str, layer: int | None, dtype: str | None, max_length: int | None):
-    """Layer, dtype and max length recorded in an existing store, unless given explicitly."""
+def _stored_settings(store: Path, backend: str, layer: int | None, dtype: str | None, max_length: int | None,
+                     split: str | None = None):
+    """Layer, dtype and max length recorded in an existing store (unless given explicitly), its label
+    names, and the record of ``split`` when one is asked for: one read-only open for all of it."""
     from ember.store import ActivationStore
 
     probe = ActivationStore.open(store, None, backend=backend, readonly=True)  # type: ignore[arg-type]
-    fp = probe.fingerprint
-    probe.close()
+    try:
+        fp, names = probe.fingerprint, probe.label_names
+        recorded = None if split is None else probe.get_split(split)
+    finally:
+        probe.close()
     return (
         fp.layer if layer is None else layer,
         fp.dtype if dtype is None else dtype,
         fp.max_length if max_length is None else max_length,
+        names,
+        recorded,
     )
 
 
@@ -115,12 +122,8 @@ def train(
         from ember.errors import MissingEntriesError
         from ember.models import load_model
         from ember.recycle import train_top
-        from ember.store import ActivationStore
 
-        layer, dtype, max_length = _stored_settings(store, backend, layer, dtype, max_length)
-        probe = ActivationStore.open(store, None, backend=backend, readonly=True)  # type: ignore[arg-type]
-        names, recorded = probe.label_names, probe.get_split(split)
-        probe.close()
+        layer, dtype, max_length, names, recorded = _stored_settings(store, backend, layer, dtype, max_length, split)
         if recorded.labels is None:
             raise MissingEntriesError(
                 f"split {split!r} of {store} was filled without labels; fill it again from labelled data "
@@ -167,7 +170,7 @@ def evaluate_cmd(
         from ember.models import load_model
         from ember.recycle import evaluate
 
-        layer, dtype, max_length = _stored_settings(store, backend, layer, dtype, max_length)
+        layer, dtype, max_length, _, _ = _stored_settings(store, backend, layer, dtype, max_length)
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         if ex.labels is None:
             raise ValueError(f"{data} has no labels; eval needs a label column (--label-column)")
