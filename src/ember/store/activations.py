@@ -169,7 +169,3 @@ class ActivationStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def require_entries(self) -> None:
-        if len(self) == 0:
-            raise StoreError(f"the store at {self.path} is empty; fill it first (ember recycle fill)")

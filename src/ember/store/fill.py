@@ -85,7 +85,6 @@ def fill(
     ids: Sequence[Sequence[int]],
     compute: Compute,
     *,
-    labels: Sequence[int] | None = None,
     batch_size: int = 64,
     key_fn: KeyFn = content_key,
     progress: bool = True,
@@ -97,12 +96,9 @@ def fill(
         store: destination; each batch is committed in one transaction.
         ids: token ids per example (unpadded, already truncated).
         compute: maps a batch of id lists to one entry dict per example (unpadded tensors).
-        labels: integer label per example, stored with its entry as ``"label"``.
         batch_size: examples per compute call and per commit.
         key_fn: key of one example's ids (content hash by default, never the dataset index).
     """
-    if labels is not None and len(labels) != len(ids):
-        raise DataError(f"{len(ids)} examples but {len(labels)} labels")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     start = time.perf_counter()
@@ -117,9 +113,6 @@ def fill(
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
             entries = compute([list(ids[i]) for i in idx])
-            if labels is not None:
-                for e, i in zip(entries, idx, strict=True):
-                    e["label"] = torch.tensor(int(labels[i]), dtype=torch.int64)
             store.put([keys[i] for i in idx], entries)
             advance(len(idx))
     return FillReport(
