@@ -44,7 +44,7 @@ class Examples:
         return len(self.texts)
 
     def label_names(self) -> list[str] | None:
-        """Sorted distinct string labels; ``None`` for integer or missing labels."""
+        """Distinct string labels in id order (:func:`~ember.data.labels.label_order`); ``None`` for integer or missing labels."""
         if self.labels is None:
             return None
         return encode_labels(self.labels)[1]

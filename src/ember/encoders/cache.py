@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
 from ember.encoders.config import CacheConfig, KeyExtractor
 from ember.encoders.data import CachedDataset, EmbeddingTable, Source, StoreSource
@@ -432,8 +432,8 @@ class EncoderCache:
         """
         columns, labels = self._columns(data, labels)
         n = len(next(iter(columns.values())))
-        values = None if labels is None else _label_values(labels, n)
-        report = CacheFillReport(split=split, examples=n, labels=values is not None)
+        label_ids, names = (None, None) if labels is None else encode_labels(labels, self.label_names, count=n)
+        report = CacheFillReport(split=split, examples=n, labels=label_ids is not None)
         ids: dict[str, list[list[int]]] = {}
         keys: dict[str, list[bytes]] = {}
         for name, enc in self.encoders.items():
@@ -442,10 +442,9 @@ class EncoderCache:
             ids[name] = tokenize(enc.tokenizer, texts, enc.max_length, num_workers=self.config.num_workers)
             keys[name] = enc.keys(texts, ids[name])
             enc.check_collisions(texts, ids[name], keys[name])
-        names = None if values is None else self._label_names_after(values)
         record: Entry = {f"keys.{name}": _keys_tensor(k) for name, k in keys.items()}
-        if values is not None:
-            record["label"] = torch.tensor(_label_ids(values, names), dtype=torch.int64)  # (N,)
+        if label_ids is not None:
+            record["label"] = torch.tensor(label_ids, dtype=torch.int64)  # (N,)
         # Take a writer only for what changes: a fill of what is already there reads only, so it runs beside
         # another process that writes the same save_dir. Writers are given back when the fill ends.
         writing = [self.encoders[name].handle for name in self.names if self.encoders[name].store.missing(keys[name])]
@@ -474,14 +473,6 @@ class EncoderCache:
             for h in writing:
                 h.release_writer()
         return report
-
-    def _label_names_after(self, values: list[int] | list[str]) -> list[str] | None:
-        """Label names once ``values`` are added (new names after the known ones), or None for integer labels."""
-        if not values or not isinstance(values[0], str):
-            return None
-        have = self.label_names or []
-        known = set(have)
-        return have + [x for x in _label_order(set(values)) if x not in known]
 
     def _columns(self, data, labels) -> tuple[dict[str, list[str]], Sequence | None]:
         names = self.names
@@ -764,62 +755,6 @@ class _ReadTwice(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         first = self.data[i]
         return first, (self.data[i] if i in self.twice else _NOT_READ)
-
-
-_INT_TEXT = re.compile(r"[+-]?[0-9]+")
-
-
-def _label_values(labels, n: int) -> list[int] | list[str]:
-    """Plain labels, all ints or all strings: numpy ints and 0-d integer tensors are ints; floats are refused."""
-    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
-        raise DataError(f"labels must be a sequence with one label per example, got a {type(labels).__name__}")
-    if len(labels) != n:
-        raise DataError(f"{n} examples but {len(labels)} labels; give exactly one label per example")
-    out: list = []
-    first: dict[type, int] = {}
-    for i, y in enumerate(labels):
-        if getattr(y, "ndim", None) == 0 and hasattr(y, "item"):  # 0-d tensor or numpy array
-            y = y.item()
-        if isinstance(y, str):
-            kind = str
-        elif isinstance(y, numbers.Integral):
-            y, kind = int(y), int
-        elif isinstance(y, numbers.Real):
-            raise DataError(
-                f"label {i} is the float {y!r}; labels must be integers (class ids) or strings (class names). "
-                "Convert class ids stored as floats with int(), or train a regression head without cached labels "
-                "(dataset(labels=False))"
-            )
-        else:
-            shape = f" of shape {tuple(y.shape)}" if hasattr(y, "shape") else ""
-            raise DataError(
-                f"label {i} is a {type(y).__name__}{shape}; each example needs one label: an int (numpy ints and 0-d "
-                "integer tensors count) or a str"
-            )
-        first.setdefault(kind, i)
-        if len(first) > 1:
-            j, k = first[int], first[str]
-            raise DataError(
-                f"labels mix integers and strings (label {j}: {labels[j]!r}, label {k}: {labels[k]!r}); use one kind: "
-                "all class ids (int) or all class names (str)"
-            )
-        out.append(y)
-    return out
-
-
-def _label_order(names: set[str]) -> list[str]:
-    """Order of new string labels: numerically when every one is an integer written as text ('2' before '10'),
-    else lexicographically."""
-    if names and all(_INT_TEXT.fullmatch(x) for x in names):
-        return sorted(names, key=lambda x: (int(x), x))
-    return sorted(names)
-
-
-def _label_ids(values: list[int] | list[str], names: list[str] | None) -> list[int]:
-    if names is None:
-        return list(values)  # type: ignore[arg-type]
-    index = {x: i for i, x in enumerate(names)}
-    return [index[x] for x in values]  # type: ignore[index]
 
 
 def _same_record(have: Entry | None, want: Entry) -> bool:

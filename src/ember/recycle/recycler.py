@@ -13,7 +13,7 @@ from torch import nn
 
 from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
-from ember.errors import DataError, MissingEntriesError, StoreCorruptError, StoreMismatchError
+from ember.errors import MissingEntriesError, StoreCorruptError, StoreMismatchError
 from ember.models.families import EncoderParts, find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.data import StoredDataset, collate_states
@@ -185,9 +185,7 @@ class Recycler:
         check_texts(texts, allow_empty)
         label_ids = None
         if labels is not None:
-            if len(labels) != len(texts):
-                raise DataError(f"{len(texts)} texts but {len(labels)} labels")
-            label_ids, names = encode_labels(labels, self.store.label_names)
+            label_ids, names = encode_labels(labels, self.store.label_names, count=len(texts))
             if names is not None:
                 self.store.merge_label_names(names)
         self.verify_weights()
