@@ -74,18 +74,6 @@ class CacheFillReport:
         return {**{k: v for k, v in asdict(self).items() if k != "encoders"}, "encoders": {n: r.to_dict() for n, r in self.encoders.items()}}
 
 
-class _PrecomputedKeys:
-    """A ``key_fn`` for :func:`fill` that hands out keys computed beforehand (from the texts), in order."""
-
-    def __init__(self, keys: Sequence[bytes]) -> None:
-        self.keys, self.pos = keys, 0
-
-    def __call__(self, ids: Sequence[int]) -> bytes:
-        k = self.keys[self.pos]
-        self.pos += 1
-        return k
-
-
 class _Encoder:
     """One cached encoder: its module, tokenizer, pooling, key extractor, fingerprint and store."""
 
@@ -459,7 +447,7 @@ class EncoderCache:
                     ids[name],
                     enc.entries,
                     batch_size=self.config.batch_size,
-                    key_fn=_PrecomputedKeys(keys[name]),
+                    keys=keys[name],
                     progress=progress,
                     description=f"caching {name!r} embeddings",
                 )

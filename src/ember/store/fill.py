@@ -87,6 +87,7 @@ def fill(
     *,
     batch_size: int = 64,
     key_fn: KeyFn = content_key,
+    keys: Sequence[bytes] | None = None,
     progress: bool = True,
     description: str = "filling store",
 ) -> FillReport:
@@ -98,11 +99,15 @@ def fill(
         compute: maps a batch of id lists to one entry dict per example (unpadded tensors).
         batch_size: examples per compute call and per commit.
         key_fn: key of one example's ids (content hash by default, never the dataset index).
+        keys: the examples' keys, computed beforehand (e.g. from their texts); ``key_fn`` is then unused.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     start = time.perf_counter()
-    keys = [key_fn(x) for x in ids]
+    if keys is None:
+        keys = [key_fn(x) for x in ids]
+    elif len(keys) != len(ids):
+        raise ValueError(f"{len(ids)} examples but {len(keys)} keys")
     first: dict[bytes, int] = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)
@@ -121,5 +126,5 @@ def fill(
         already_stored=len(first) - len(todo),
         computed=len(todo),
         seconds=time.perf_counter() - start,
-        keys=keys,
+        keys=list(keys),
     )
