@@ -32,6 +32,7 @@ from ember.data import Examples, load_examples
 from ember.models import load_model
 from ember.recycle import RecycleConfig, Recycler, evaluate
 from ember.recycle.train import top_parameters
+from ember.store.activations import STATES
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS: argparse.Namespace
@@ -256,7 +257,7 @@ def main() -> None:
     result["full"] = {"epoch_seconds": full.seconds,
                       "accuracy_after_1_epoch": accuracy_plain(full_model, tok, test.texts, y_test, rec.max_length)}
     for d, r in recs.items():
-        result[f"stored_{d}"]["store_mb"] = sum(len(v) for v in r.store.kv.get_many(list(dict.fromkeys(r.store.get_split("train").keys)))) / 1e6
+        result[f"stored_{d}"]["store_mb"] = sum(len(v) for v in r.store.kv.get_many(list(dict.fromkeys(r.store.get_split("train").keys[STATES])))) / 1e6
 
     rec.fill(test, split="test", progress=False)  # for the inference comparison: every test input is stored
     result["inference"] = inference_speed(rec.model, rec, test.texts, args.latency_samples)

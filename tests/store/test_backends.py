@@ -16,7 +16,7 @@ from ember.errors import (
     StoreMismatchError,
     StoreReadOnlyError,
 )
-from ember.store import ActivationStore, Fingerprint, content_key, open_kv
+from ember.store import ActivationStore, Fingerprint, Split, content_key, open_kv
 from ember.store.codec import decode, encode
 
 BACKENDS = ["lmdb", "leveldb", "memory"]
@@ -208,3 +208,30 @@ def test_lmdb_store_pickles_as_a_reader(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", str(len(st.kv.get_many([b"k"])[0]))], out.stderr
     st.close()
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "leveldb"])
+def test_split_records_persist_with_every_column(tmp_path, backend):
+    keys = [content_key([i, i + 1]) for i in range(5)]
+    split = Split({"query": keys, "doc": keys[::-1]}, labels=[0, 2, 1, 0, 3], lengths=[2] * 5)
+    with ActivationStore.open(tmp_path / "s", fp(), backend=backend) as st:
+        st.add_split("train", split)
+        st.add_split("dev", Split({"states": keys[:2]}))
+        st.add_split("train", split)  # recording a split again replaces it; names stay unique
+    with ActivationStore.open(tmp_path / "s", fp(), backend=backend, readonly=True) as st:
+        assert st.split_names() == ["train", "dev"]
+        assert st.get_split("train") == split and len(st.get_split("train")) == 5
+        assert st.get_split("dev") == Split({"states": keys[:2]})
+        assert st.find_split("test") is None
+
+
+def test_split_columns_must_have_one_length():
+    with pytest.raises(ValueError, match=r"one length each; got sizes \[2, 3\]"):
+        Split({"states": [b"k" * 16] * 3}, labels=[0, 1])
+
+
+def test_corrupt_split_record_names_it():
+    st = ActivationStore.open(None, fp(), backend="memory")
+    st.kv.set_meta("split:train", "Z2FyYmFnZQ==")  # base64 of b"garbage"
+    with pytest.raises(StoreCorruptError, match=r"key 73706c69743a747261696e.*damaged"):
+        st.get_split("train")

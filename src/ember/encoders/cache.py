@@ -3,8 +3,9 @@
 Built on the recycling store: one :class:`~ember.store.ActivationStore` per encoder (fingerprinted with
 ``kind="encoder"`` and the pooling), entries ``{"embedding": (D,)}`` keyed by the content hash of the
 encoder's token ids, filled by :func:`ember.store.fill.fill`. The examples of a split (their keys per
-encoder and their labels) are one more entry in a small store beside them, so a later process trains
-without reading or tokenizing the raw data.
+encoder and their labels) are a :class:`~ember.store.Split` record, the same record recycling keeps, in
+a small store beside them (one key column per encoder), so a later process trains without reading or
+tokenizing the raw data.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ember.errors import (
 from ember.models.families import find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.split import pad_ids
-from ember.store.activations import ActivationStore, Entry
+from ember.store.activations import ActivationStore, Entry, Split
 from ember.store.codec import torch_dtype
 from ember.store.fill import FillReport, check_texts, fill, tokenize
 from ember.store.fingerprint import Fingerprint, tokenizer_hash, weights_hash
@@ -306,10 +307,6 @@ def check_encoder_names(names: Sequence) -> None:
             )
 
 
-def _split_key(split: str) -> bytes:
-    return hashlib.blake2b(b"split\0" + split.encode(), digest_size=KEY_BYTES).digest()
-
-
 class EncoderCache:
     """Embeddings of one or several named frozen encoders, computed once and served to training and inference.
 
@@ -430,13 +427,11 @@ class EncoderCache:
             ids[name] = tokenize(enc.tokenizer, texts, enc.max_length, num_workers=self.config.num_workers)
             keys[name] = enc.keys(texts, ids[name])
             enc.check_collisions(texts, ids[name], keys[name])
-        record: Entry = {f"keys.{name}": _keys_tensor(k) for name, k in keys.items()}
-        if label_ids is not None:
-            record["label"] = torch.tensor(label_ids, dtype=torch.int64)  # (N,)
+        record = Split(keys, label_ids)
         # Take a writer only for what changes: a fill of what is already there reads only, so it runs beside
         # another process that writes the same save_dir. Writers are given back when the fill ends.
         writing = [self.encoders[name].handle for name in self.names if self.encoders[name].store.missing(keys[name])]
-        if (names is not None and names != (self.label_names or [])) or not _same_record(self.splits.get([_split_key(split)])[0], record):
+        if (names is not None and names != (self.label_names or [])) or self.splits.find_split(split) != record:
             writing.append(self._splits)
         try:
             for h in writing:
@@ -456,7 +451,7 @@ class EncoderCache:
             if self._splits in writing:
                 if names:
                     self.splits.merge_label_names(names)
-                self.splits.put([_split_key(split)], [record])
+                self.splits.add_split(split, record)
         finally:
             for h in writing:
                 h.release_writer()
@@ -578,13 +573,13 @@ class EncoderCache:
             dtype: dtype of the served embeddings (default float32, whatever the storage dtype, so an fp32
                 head takes them as they are); ``None`` serves the storage dtype.
         """
-        record = self.splits.get([_split_key(split)])[0]
+        record = self.splits.find_split(split)
         if record is None:
             raise LabelCachingError(
                 f"no split {split!r} in the cache: fill(data, split={split!r}) first. An interrupted fill records its "
                 "split only at the end; rerun it and it computes only what is missing."
             )
-        if labels and "label" not in record:
+        if labels and record.labels is None:
             raise LabelCachingError(
                 f"split {split!r} was filled without labels, so the cache cannot serve them; pass labels to fill(), "
                 "or call dataset(labels=False) and take labels from your own data"
@@ -593,10 +588,8 @@ class EncoderCache:
         out_dtype = serving_dtype(dtype, self.encoders[self.names[0]].dtype)
         sources: dict[str, tuple[Source, object]] = {}
         placements: dict[str, str] = {}
-        n = None
         for name in self.names:
-            keys = _keys_list(record[f"keys.{name}"])
-            n = len(keys)
+            keys = record.keys[name]
             src, placements[name] = self._source(name, dev)
             try:
                 located = src.locate(keys)
@@ -608,8 +601,8 @@ class EncoderCache:
                 src, placements[name] = self._source(name, dev)
                 located = src.locate(keys)
             sources[name] = (src, located)
-        lab = record["label"].to(dev) if labels else None
-        return CachedDataset(sources, n or 0, lab, placements, dtype=out_dtype, index=index)
+        lab = torch.tensor(record.labels, dtype=torch.int64, device=dev) if labels else None  # (N,)
+        return CachedDataset(sources, len(record), lab, placements, dtype=out_dtype, index=index)
 
     def placements(self, device: str | torch.device | nn.Module | None = None) -> dict[str, str]:
         """Where each encoder's embeddings would live when training on ``device`` (``auto`` resolved).
@@ -745,10 +738,6 @@ class _ReadTwice(torch.utils.data.Dataset):
         return first, (self.data[i] if i in self.twice else _NOT_READ)
 
 
-def _same_record(have: Entry | None, want: Entry) -> bool:
-    return have is not None and have.keys() == want.keys() and all(torch.equal(have[k], want[k]) for k in want)
-
-
 def training_device(device: str | torch.device | nn.Module | None = None) -> torch.device:
     """The device training runs on, which placement ``auto`` follows.
 
@@ -780,14 +769,3 @@ def serving_dtype(dtype: str | torch.dtype | None, storage: torch.dtype) -> torc
         return torch_dtype(dtype)
     except ValueError as exc:
         raise CacheConfigError(str(exc).replace("for storage", "for serving")) from None
-
-
-def _keys_tensor(keys: Sequence[bytes]) -> torch.Tensor:
-    if not keys:
-        return torch.zeros(0, KEY_BYTES, dtype=torch.uint8)
-    return torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), KEY_BYTES)  # (N, 16)
-
-
-def _keys_list(t: torch.Tensor) -> list[bytes]:
-    data = t.contiguous().numpy().tobytes()
-    return [data[i : i + KEY_BYTES] for i in range(0, len(data), KEY_BYTES)]

@@ -18,7 +18,7 @@ from ember.models.families import EncoderParts, find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.data import StoredDataset, collate_states
 from ember.recycle.split import bind_call, pad_ids, passthrough, split_states, unpad
-from ember.store.activations import ActivationStore, Entry, Split
+from ember.store.activations import STATES, ActivationStore, Entry, Split
 from ember.store.base import Backend
 from ember.store.codec import DType, torch_dtype
 from ember.store.fill import FillReport, check_texts, fill, tokenize
@@ -200,7 +200,7 @@ class Recycler:
             description=f"storing layer-{self.config.layer} states",
         )
         # Written last: a split is recorded only once all its examples are committed.
-        self.store.add_split(split, Split(report.keys, label_ids, [len(x) for x in ids]))
+        self.store.add_split(split, Split({STATES: report.keys}, label_ids, [len(x) for x in ids]))
         report.split = split
         return report
 
@@ -238,7 +238,7 @@ class Recycler:
                     f"split {data!r} of the store at {self.store.path} was filled without labels; fill it with "
                     "labels (Recycler.fill(data, labels) / --label-column), or use dataset(..., labels=False)"
                 )
-            return StoredDataset(self.store, split.keys, labels=split.labels if labels else None, lengths=split.lengths)
+            return StoredDataset(self.store, split.keys[STATES], labels=split.labels if labels else None, lengths=split.lengths)
         return StoredDataset(self.store, list(data), labels="entries" if labels else None)
 
     def collate(self, batch: list[Entry]) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,28 +14,63 @@ from ember.errors import StoreError, StoreMismatchError
 from ember.store.base import Backend, KVStore, open_kv
 from ember.store.codec import decode, encode
 from ember.store.fingerprint import Fingerprint
+from ember.store.keys import KEY_BYTES
 
 Entry = dict[str, torch.Tensor]
 
 
+STATES = "states"  # the key column of a store with one kind of entry (recycling)
+
+
 @dataclass
 class Split:
-    """Examples of one dataset split, in order: keys (duplicates kept), labels and token counts.
+    """Examples of one dataset split, in order: keys per column (duplicates kept), labels and token counts.
 
-    Labels live here rather than in the content-keyed entries: the same text may appear in two splits
-    or twice with different labels, and a labelled fill over already-stored states still records them.
+    A column names the store its keys point into: recycling has one (``"states"``); an encoder cache one per
+    encoder. Labels live here rather than in the content-keyed entries: the same text may appear in two
+    splits or twice with different labels, and a labelled fill over already-stored states still records them.
+
+    Example:
+        >>> Split.from_entry(Split({"states": [b"k" * 16]}, labels=[3]).to_entry())
+        Split(keys={'states': [b'kkkkkkkkkkkkkkkk']}, labels=[3], lengths=None)
     """
 
-    keys: list[bytes]
-    labels: list[int] | None
-    lengths: list[int]
+    keys: dict[str, list[bytes]]
+    labels: list[int] | None = None
+    lengths: list[int] | None = None
 
-    def to_dict(self) -> dict:
-        return {"keys": [k.hex() for k in self.keys], "labels": self.labels, "lengths": self.lengths}
+    def __post_init__(self) -> None:
+        sizes = {len(v) for v in (*self.keys.values(), self.labels, self.lengths) if v is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"a split's key columns, labels and lengths must have one length each; got sizes {sorted(sizes)}")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.keys.values()), []))
+
+    def to_entry(self) -> Entry:
+        entry = {f"keys.{col}": _keys_tensor(k) for col, k in self.keys.items()}
+        if self.labels is not None:
+            entry["labels"] = torch.tensor(self.labels, dtype=torch.int64)  # (N,)
+        if self.lengths is not None:
+            entry["lengths"] = torch.tensor(self.lengths, dtype=torch.int64)  # (N,)
+        return entry
 
     @classmethod
-    def from_dict(cls, d: dict) -> Split:
-        return cls([bytes.fromhex(k) for k in d["keys"]], d["labels"], d["lengths"])
+    def from_entry(cls, entry: Entry) -> Split:
+        keys = {name[len("keys.") :]: _keys_list(t) for name, t in entry.items() if name.startswith("keys.")}
+        labels, lengths = entry.get("labels"), entry.get("lengths")
+        return cls(keys, None if labels is None else labels.tolist(), None if lengths is None else lengths.tolist())
+
+
+def _keys_tensor(keys: Sequence[bytes]) -> torch.Tensor:
+    if not keys:
+        return torch.zeros(0, KEY_BYTES, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).reshape(len(keys), KEY_BYTES)  # (N, 16)
+
+
+def _keys_list(t: torch.Tensor) -> list[bytes]:
+    data = t.contiguous().numpy().tobytes()
+    return [data[i : i + KEY_BYTES] for i in range(0, len(data), KEY_BYTES)]
 
 
 class ActivationStore:
@@ -135,31 +171,36 @@ class ActivationStore:
             self.kv.set_meta("label_names", json.dumps(new))
         return new
 
-    def put_split(self, name: str, split: Split) -> None:
-        """Record which examples (keys, in dataset order) form a split, with their labels and lengths."""
-        self.kv.set_meta(f"split:{name}", json.dumps(split.to_dict()))
+    def add_split(self, name: str, split: Split) -> None:
+        """Record which examples (keys, in dataset order) form a split, with their labels and lengths.
+
+        One meta value per split (safetensors bytes, base64 because meta values are text), so a split is
+        replaced atomically and its 16-byte keys cost 22 bytes each, not a JSON list of hex strings.
+        """
+        self.kv.set_meta(f"split:{name}", base64.b64encode(encode(split.to_entry())).decode())
+        names = self.split_names()
+        if name not in names:
+            self.kv.set_meta("splits", json.dumps([*names, name]))
+
+    def find_split(self, name: str) -> Split | None:
+        """The split recorded under ``name``, or ``None``."""
+        v = self.kv.get_meta(f"split:{name}")
+        return None if v is None else Split.from_entry(decode(base64.b64decode(v), f"split:{name}".encode()))
 
     def get_split(self, name: str) -> Split:
         """The split recorded by a fill; raises with the splits that exist and how to make this one."""
-        v = self.kv.get_meta(f"split:{name}")
-        if v is None:
+        split = self.find_split(name)
+        if split is None:
             have = self.split_names()
             raise StoreError(
                 f"the store at {self.path} has no split {name!r} (it has {have or 'none'}). Fill it first: "
                 f"ember recycle fill --split {name} ... (Recycler.fill(data, split={name!r}))"
             )
-        return Split.from_dict(json.loads(v))
+        return split
 
     def split_names(self) -> list[str]:
         v = self.kv.get_meta("splits")
         return [] if v is None else json.loads(v)
-
-    def add_split(self, name: str, split: Split) -> None:
-        """:meth:`put_split` and list ``name`` among the store's splits."""
-        self.put_split(name, split)
-        names = self.split_names()
-        if name not in names:
-            self.kv.set_meta("splits", json.dumps([*names, name]))
 
     def close(self) -> None:
         self.kv.close()
