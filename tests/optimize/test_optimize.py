@@ -130,7 +130,8 @@ def test_torch_artifact_round_trips(classifier, tok, tmp_path):
     back = load(art.save(tmp_path / "int8"))
     x = tok(["play music", "what is my balance please"], padding=True, return_tensors="pt")
     assert torch.equal(art(**x).logits, back(**x).logits)
-    assert back.fidelity == art.fidelity and back.config == art.config
+    assert back.fidelity == art.fidelity and back.optimize_config == art.optimize_config
+    assert back.config.to_dict() == art.config.to_dict() and back.config.id2label == classifier.config.id2label
 
 
 # ---- ONNX Runtime ----------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_onnx_fp32_is_fused_and_faithful(onnx_art, classifier, tok):
 
 def test_torchscript_export_is_fused_whole_and_leaves_the_model_as_it_was(onnx_art, classifier):
     # the default exporter: eager attention for the trace, embeddings fused too; the user's model keeps sdpa
-    assert onnx_art.config.exporter == "torchscript"
+    assert onnx_art.optimize_config.exporter == "torchscript"
     assert onnx_art.fusion_stats["embed_layer_normalization"] == 1
     assert classifier.config._attn_implementation == "sdpa"
     import onnx

@@ -4,7 +4,8 @@ An artifact is called like the original (``artifact(input_ids=..., attention_mas
 returns the same ``ModelOutput`` type (``logits`` for classifiers, ``last_hidden_state`` for bare
 encoders). A saved artifact is a directory::
 
-    ember-artifact.json   format version, config, fidelity report, file hashes, model facts
+    ember-artifact.json   format version, optimize config, fidelity report, file hashes, model facts
+                          (including the original's Hugging Face config)
     tokenizer/            the tokenizer, so the directory serves on its own
     <backend files>       model.onnx / model.xml+bin / hf/ (torch backends)
 """
@@ -49,6 +50,24 @@ class ModelFacts:
     def from_dict(cls, d: dict) -> ModelFacts:
         return cls(d["model_type"], d["output"], tuple(d["input_names"]), int(d["max_length"]), d["hf_config"])
 
+    def pretrained_config(self):
+        """A fresh Hugging Face ``PretrainedConfig`` rebuilt from ``hf_config`` (the original's ``config.to_dict()``).
+
+        The config class comes from transformers' registry of model types (``BertConfig`` for ``"bert"``); a
+        model type transformers does not know gives a plain ``PretrainedConfig`` holding the same keys.
+
+        Example:
+            >>> facts.pretrained_config().id2label  # doctest: +SKIP
+            {0: 'negative', 1: 'positive'}
+        """
+        from transformers import PretrainedConfig
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        model_type = self.hf_config.get("model_type", self.model_type)
+        # (the lazy mapping's .get() skips its loader, so index it)
+        cls = CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else PretrainedConfig  # noqa: SIM401
+        return cls.from_dict(dict(self.hf_config))
+
 
 def wrap_output(output: str, tensor: torch.Tensor):
     """The transformers ``ModelOutput`` the original model would have returned."""
@@ -60,25 +79,70 @@ def wrap_output(output: str, tensor: torch.Tensor):
 class OptimizedModel(nn.Module):
     """Base of every artifact: same call interface as the original model, plus what was measured.
 
+    Like Optimum's ``ORTModel``, an artifact carries the original model's Hugging Face config as
+    ``.config``, so code that reads ``model.config.id2label`` and ``transformers.pipeline`` work on it;
+    the ember config that built it is ``.optimize_config``.
+
+    In ``transformers.pipeline`` (checked with transformers 5.23), every backend works, also after
+    ``ember.optimize.load(dir)`` without the original model:
+
+    - ``pipeline("text-classification", model=art, tokenizer=art.tokenizer)`` on a classifier artifact
+      (labels from ``config.id2label``, softmax/sigmoid chosen from ``config.problem_type``/``num_labels``);
+    - ``pipeline("feature-extraction", model=art, tokenizer=art.tokenizer)`` on a bare-encoder artifact
+      (returns ``last_hidden_state``).
+
+    What the pipeline reads besides ``config`` is here too: ``device``, ``dtype`` (of the outputs,
+    always float32), ``can_generate()`` (``False``) and ``input_modalities``. ONNX Runtime and OpenVINO
+    artifacts run on the CPU whatever ``device=`` the pipeline is given (``.to()`` leaves them there);
+    inputs are moved to the CPU and outputs come back on it. A classifier artifact's class is listed in
+    transformers' ``AutoModelForSequenceClassification`` mapping (as Optimum does for its models), only so
+    that the pipeline does not log that the class is unsupported; nothing else is registered.
+
     Attributes:
-        config: the ember config that built it.
+        config: the original model's Hugging Face ``PretrainedConfig`` (rebuilt from the saved manifest on load).
+        optimize_config: the ember config that built it (e.g. ``OnnxRuntimeConfig(...)``).
         fidelity: ``FidelityReport`` against the original on padded mixed-length batches.
         size_bytes: bytes of the artifact's weights/graph.
         build_seconds: wall time of ``optimize`` (build + verification).
         facts: model type, output kind, input names, max length.
         tokenizer: the tokenizer it was built with (saved alongside).
+
+    Example:
+        >>> from transformers import pipeline  # doctest: +SKIP
+        >>> clf = pipeline("text-classification", model=art, tokenizer=art.tokenizer)  # doctest: +SKIP
+        >>> clf("book a flight to paris")  # doctest: +SKIP
+        [{'label': 'book_flight', 'score': 0.97}]
     """
 
     backend_files: tuple[str, ...] = ()
+    input_modalities = "text"  # read by transformers' Pipeline.__repr__
+    main_input_name = "input_ids"
 
-    def __init__(self, config: OptimizeConfig, facts: ModelFacts, tokenizer=None) -> None:
+    def __init__(self, optimize_config: OptimizeConfig, facts: ModelFacts, tokenizer=None) -> None:
         super().__init__()
-        self.config = config
+        self.optimize_config = optimize_config
         self.facts = facts
+        self.config = facts.pretrained_config()
         self.tokenizer = tokenizer
         self.fidelity: FidelityReport | None = None
         self.size_bytes: int = 0
         self.build_seconds: float = 0.0
+        if facts.output == "logits":
+            _list_as_sequence_classifier(type(self))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the artifact runs (the CPU for ONNX Runtime and OpenVINO)."""
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the outputs (float32 for every backend, whatever precision runs inside)."""
+        return torch.float32
+
+    def can_generate(self) -> bool:
+        """Encoders do not generate (asked by transformers' pipelines)."""
+        return False
 
     # ---- calling ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None, **kwargs):
@@ -126,7 +190,7 @@ class OptimizedModel(nn.Module):
 
     # ---- saving -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write the artifact, its config, its fidelity report and a format version to ``directory``."""
+        """Write the artifact, its optimize config, its fidelity report and a format version to ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self._save_files(d)
@@ -135,8 +199,8 @@ class OptimizedModel(nn.Module):
         files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != MANIFEST and not p.relative_to(d).as_posix().startswith("tokenizer/"))
         manifest = {
             "format_version": FORMAT_VERSION,
-            "backend": self.config.kind,
-            "config": self.config.to_dict(),
+            "backend": self.optimize_config.kind,
+            "config": self.optimize_config.to_dict(),
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
             "size_bytes": self.size_bytes,
             "build_seconds": self.build_seconds,
@@ -148,6 +212,24 @@ class OptimizedModel(nn.Module):
 
     def _save_files(self, directory: Path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+_LISTED: set[type] = set()
+
+
+def _list_as_sequence_classifier(cls: type) -> None:
+    """List ``cls`` in transformers' ``AutoModelForSequenceClassification`` mapping, once.
+
+    ``pipeline("text-classification")`` checks the model's class name against that mapping and logs an
+    error (without refusing) for any other class. The key is ``cls`` itself, not a config class, so no
+    ``from_pretrained``/``from_config`` lookup can ever resolve to it.
+    """
+    if cls in _LISTED:
+        return
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.register(cls, cls, exist_ok=True)
+    _LISTED.add(cls)
 
 
 def _sha256(path: Path) -> str:

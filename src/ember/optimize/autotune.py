@@ -48,7 +48,7 @@ class AutotuneResult:
             "best": self.best,
             "objective": self.objective,
             "budget": dataclasses.asdict(self.budget),
-            "config": self.artifact.config.to_dict() if self.artifact is not None else None,
+            "config": self.artifact.optimize_config.to_dict() if self.artifact is not None else None,
             "skipped": self.skipped,
             "report": self.report.to_dict(),  # type: ignore[attr-defined]
         }

@@ -104,7 +104,8 @@ def optimize(model: nn.Module, config: OptimizeConfig, *, tokenizer, sample: Seq
 
     Returns:
         An ``OptimizedModel`` called like ``model``, with ``.fidelity``, ``.size_bytes``,
-        ``.build_seconds``, ``.config`` and ``.save(dir)``.
+        ``.build_seconds``, ``.optimize_config`` (the ember config), ``.config`` (the
+        original's Hugging Face config, so ``transformers.pipeline`` accepts it) and ``.save(dir)``.
 
     Example:
         >>> fast = optimize(model, OnnxRuntimeConfig(), tokenizer=tok, sample=texts)  # doctest: +SKIP

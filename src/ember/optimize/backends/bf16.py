@@ -32,8 +32,7 @@ def _rebuild(model: nn.Module, config: BF16Config, facts: ModelFacts, tokenizer)
         run = copy.deepcopy(model).to(config.device)
         if config.mode == "cast":
             run = run.to(dtype)
-    art = TorchArtifact(run, model, config, facts, tokenizer, autocast=dtype if config.mode == "autocast" else None,
-                        device=config.device)
+    art = TorchArtifact(run, model, config, facts, tokenizer, autocast=dtype if config.mode == "autocast" else None)
     art.size_bytes = weight_bytes(run)
     return art
 

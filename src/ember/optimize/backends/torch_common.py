@@ -20,20 +20,26 @@ from ember.optimize.config import OptimizeConfig
 class TorchArtifact(OptimizedModel):
     """Runs a transformed copy of the model; outputs come back in float32 like the original's.
 
-    ``.model`` is the transformed Hugging Face model (usable in ``transformers.pipeline``).
+    ``.model`` is the transformed Hugging Face model. The artifact runs where ``.model``'s weights are, so
+    ``artifact.to("cuda")`` (which a ``transformers.pipeline(device=...)`` does) moves both.
     """
 
     def __init__(self, model: nn.Module, source: nn.Module, config: OptimizeConfig, facts: ModelFacts, tokenizer=None,
-                 autocast: torch.dtype | None = None, device: str = "cpu") -> None:
+                 autocast: torch.dtype | None = None) -> None:
         super().__init__(config, facts, tokenizer)
         self.model = model
         self._source = [source]  # the fp32 original, kept out of the module tree (saved, never run)
         self._autocast = autocast
-        self._device = device
+
+    @property
+    def device(self) -> torch.device:
+        """The device of ``.model``'s weights."""
+        return next(self.model.parameters(), torch.empty(0)).device
 
     def _run(self, feeds: dict[str, torch.Tensor]):
-        feeds = {k: v.to(self._device) for k, v in feeds.items()}
-        ctx = torch.autocast(self._device, dtype=self._autocast) if self._autocast else contextlib.nullcontext()
+        device = self.device
+        feeds = {k: v.to(device) for k, v in feeds.items()}
+        ctx = torch.autocast(device.type, dtype=self._autocast) if self._autocast else contextlib.nullcontext()
         with ctx:
             out = self.model(**feeds)
         return wrap_output(self.facts.output, getattr(out, self.facts.output).float().cpu())
