@@ -127,11 +127,13 @@ def test_bf16_autocast_returns_float32_logits_close_to_fp32(classifier, tok):
 
 def test_torch_artifact_round_trips(classifier, tok, tmp_path):
     art = optimize(classifier, Int8DynamicConfig(), tokenizer=tok)
+    before = classifier.config.to_dict()
     back = load(art.save(tmp_path / "int8"))
+    assert classifier.config.to_dict() == before  # saving leaves the user's model config as it was
     x = tok(["play music", "what is my balance please"], padding=True, return_tensors="pt")
     assert torch.equal(art(**x).logits, back(**x).logits)
     assert back.fidelity == art.fidelity and back.optimize_config == art.optimize_config
-    assert back.config.to_dict() == art.config.to_dict() and back.config.id2label == classifier.config.id2label
+    assert back.config.to_dict() == art.config.to_dict() == before and back.config.id2label == classifier.config.id2label
 
 
 # ---- ONNX Runtime ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ same (deterministic) transformation again.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,7 +46,15 @@ class TorchArtifact(OptimizedModel):
         return wrap_output(self.facts.output, getattr(out, self.facts.output).float().cpu())
 
     def _save_files(self, directory: Path) -> None:
-        self._source[0].save_pretrained(str(directory / "hf"))
+        source = self._source[0]
+        # save_pretrained writes `architectures` and `dtype` into the config it saves; the user's model
+        # is theirs, so it saves a copy of the config and keeps the original untouched.
+        config = source.config
+        source.config = copy.deepcopy(config)
+        try:
+            source.save_pretrained(str(directory / "hf"))
+        finally:
+            source.config = config
 
 
 def load_source(directory: Path, facts: ModelFacts) -> nn.Module:
