@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -245,6 +248,51 @@ def test_openvino_static_int8_keeps_sensitive_matmuls(tok):
     fq = [op for op in art.ov_model.get_ops() if op.get_type_name() == "FakeQuantize"]
     assert len(fq) >= 2 * (4 * 6 - 3)  # activation + weight of each of the 21 quantised projections
     assert art.fidelity.mean_cosine > 0.99
+
+
+_RELEASE_IN_ANY_ORDER = """
+import gc, os, signal, sys
+from ember.optimize import load
+
+def altstack_mapped():
+    import ctypes
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+    st = Stack()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(st))
+    if not st.sp:
+        return "none"
+    for line in open("/proc/self/maps"):
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        if lo <= st.sp < hi:
+            return "mapped"
+    return "UNMAPPED"
+
+first, second = load(sys.argv[1]), load(sys.argv[1])  # two compiled models, compiled on this thread
+del first
+gc.collect()
+del second  # released first-in-first-out: the order that left a dangling alternate stack
+gc.collect()
+print("altstack", altstack_mapped(), flush=True)
+signal.signal(signal.SIGUSR1, lambda *_: print("handled", flush=True))  # Python handlers use SA_ONSTACK
+os.kill(os.getpid(), signal.SIGUSR1)
+print("survived", flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the alternate signal stack issue is Linux-only")
+def test_openvino_artifacts_released_in_any_order_keep_signals_safe(tok, tmp_path):
+    """Each ``ov.Core`` loads a CPU plugin that swaps the thread's alternate signal stack and unmaps it on
+    release; one Core per artifact, released out of order, segfaulted the next signal (see shared_core)."""
+    pytest.importorskip("openvino")
+    d = optimize(make_model("bert-base"), OpenVINOConfig(threads=1), tokenizer=tok).save(tmp_path / "ov")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    run = subprocess.run([sys.executable, "-c", _RELEASE_IN_ANY_ORDER, str(d)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, f"rc={run.returncode} stdout={run.stdout!r} stderr={run.stderr[-2000:]!r}"
+    assert run.stdout.split() == ["altstack", "mapped", "handled", "survived"]
 
 
 # ---- the attention-mask trap -----------------------------------------------------------------

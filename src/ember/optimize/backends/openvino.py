@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,6 +21,35 @@ INSTALL = "pip install 'ember[openvino]'"
 XML, BIN = "model.xml", "model.bin"
 
 
+@functools.cache
+def shared_core():
+    """The one ``openvino.Core`` ember compiles and reads with, kept for the life of the process.
+
+    Why not a ``Core`` per artifact: each ``Core`` loads its own CPU plugin, and the plugin's constructor
+    (OpenVINO's ``SigAltStackSetup``, there for AMX state on Linux) replaces the calling thread's alternate
+    signal stack with an mmap'd one, saving the previous one. Its destructor restores the saved stack only if
+    its own is still current on the destroying thread, and unmaps its own stack either way. Two plugins
+    released first-in-first-out (artifact A built, artifact B built, A dropped, B dropped), or one released on
+    another thread (cyclic GC runs on whichever thread allocates), leave the main thread's alternate stack
+    pointing at unmapped memory. The next Python signal handler (CPython installs them with SA_ONSTACK; e.g.
+    the SIGCHLD handler a PyTorch DataLoader with workers sets) then kills the process with SIGSEGV
+    (si_code SI_KERNEL, the kernel cannot write the signal frame), or, once the range is mapped again,
+    writes the frame over live memory. Verified with OpenVINO 2026.4 (the destructor upstream is unchanged);
+    one process-wide ``Core`` means one CPU plugin that is never released, so the stack it installs stays
+    valid. ``tests/optimize/test_optimize.py::test_openvino_artifacts_released_in_any_order_keep_signals_safe``
+    reproduces the crash when this cache is removed.
+
+    Returns:
+        The process-wide ``openvino.Core``.
+
+    Example:
+        >>> compiled = shared_core().compile_model(ov_model, "CPU")  # doctest: +SKIP
+    """
+    import openvino as ov
+
+    return ov.Core()
+
+
 def compile_options(config: OpenVINOConfig) -> dict[str, str]:
     opts = {"PERFORMANCE_HINT": config.hint.upper(), "INFERENCE_PRECISION_HINT": config.precision}
     if config.threads:
@@ -33,11 +63,9 @@ class OpenVINOArtifact(OptimizedModel):
     backend_files = (XML, BIN)
 
     def __init__(self, ov_model, config: OpenVINOConfig, facts: ModelFacts, tokenizer=None) -> None:
-        import openvino as ov
-
         super().__init__(config, facts, tokenizer)
         self.ov_model = ov_model
-        self.compiled = ov.Core().compile_model(ov_model, "CPU", compile_options(config))
+        self.compiled = shared_core().compile_model(ov_model, "CPU", compile_options(config))
         self.request = self.compiled.create_infer_request()
         self.kept_fp32 = 0
         self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
@@ -104,10 +132,8 @@ def _quantize_static(model: nn.Module, path: Path, config: OpenVINOConfig, ctx, 
 
 
 def _load(directory: Path, config: OpenVINOConfig, facts: ModelFacts, tokenizer) -> OpenVINOArtifact:
-    import openvino as ov
-
     try:
-        ov_model = ov.Core().read_model(str(directory / XML))
+        ov_model = shared_core().read_model(str(directory / XML))
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
         raise ArtifactError(f"{directory / XML} cannot be read by OpenVINO ({exc}); re-create the artifact") from exc
     return OpenVINOArtifact(ov_model, config, facts, tokenizer)
