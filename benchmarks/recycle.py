@@ -31,7 +31,7 @@ from ember.batching import GroupedBatchSampler, grouped_batches
 from ember.data import Examples, load_examples
 from ember.models import load_model
 from ember.recycle import RecycleConfig, Recycler, evaluate
-from ember.recycle.train import top_parameters
+from ember.recycle.train import adamw, top_parameters
 from ember.store.activations import STATES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ class Variant:
 
     def __init__(self, name, model, params, make_batch, frozen=()):
         self.name, self.model, self.make_batch, self.frozen = name, model, make_batch, list(frozen)
-        self.opt = torch.optim.AdamW(params, lr=ARGS.lr, weight_decay=0.01)
+        self.opt = adamw(params, lr=ARGS.lr, weight_decay=0.01)
         self.seconds: list[float] = []
         self.model.train()
 

@@ -95,3 +95,20 @@ def test_evaluate_refuses_unknown_label_names(tokenizer):
     rec.fill(TEXTS[:3], labels=["a", "b", "a"], progress=False)
     with pytest.raises(DataError, match=r"labels \['zzz'\] are not among the 2 labels"):
         evaluate(rec, TEXTS[:2], ["a", "zzz"])
+
+
+def test_adamw_is_fused_on_cpu_and_matches_the_plain_step():
+    from ember.recycle.train import adamw
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    b.load_state_dict(a.state_dict())
+    fused, plain = adamw(list(a.parameters()), lr=1e-2), torch.optim.AdamW(b.parameters(), lr=1e-2, foreach=False)
+    assert fused.defaults["fused"] is True
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for m, opt in ((a, fused), (b, plain)):
+            m(x).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+    assert torch.allclose(a.weight, b.weight, atol=1e-6)
