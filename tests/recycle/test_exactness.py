@@ -58,6 +58,21 @@ def test_use_mixes_hits_and_misses_in_one_batch(tokenizer, texts):
     assert len(rec.store) == len(texts[::2])  # no write_back
 
 
+def test_half_precision_store_answers_the_same_before_and_after_storing(tokenizer, texts):
+    from ember.recycle import RecycleConfig
+
+    model = make_model("bert").eval()
+    rec = Recycler(model, tokenizer, None, RecycleConfig(layer=2, dtype="float16", backend="memory"))
+    batch = rec.tokenize(texts)
+    with rec.use(write_back=True), torch.no_grad():
+        first = model(**batch).logits  # every row a miss, computed and written back
+    with rec.use(), torch.no_grad():
+        again = model(**batch).logits  # every row a hit
+    assert torch.equal(first, again)
+    with torch.no_grad():
+        assert 0 < (model(**batch).logits - first).abs().max() < 1e-2  # float16 rounding is visible, and small
+
+
 def test_train_never_touches_bottom_when_all_stored(tokenizer, texts):
     model = make_model("roberta")
     rec = Recycler(model, tokenizer, None, layer=3)

@@ -273,7 +273,15 @@ class Recycler:
 
     @contextmanager
     def use(self, write_back: bool = False) -> Iterator[Recycler]:
-        """Inference from stored states; misses are computed in the same batch (and stored if ``write_back``)."""
+        """Inference from stored states; misses are computed in the same batch (and stored if ``write_back``).
+
+        Computed misses are rounded to the store's dtype, as stored states were, so the same text gives the
+        same logits whether it was stored or not (with float32 storage both equal the plain model's).
+
+        Example:
+            >>> with rec.use(write_back=True):                       # doctest: +SKIP
+            ...     logits = model(**rec.tokenize(["new text"])).logits
+        """
         with self._session("use", write_back=write_back):
             yield self
 
@@ -292,6 +300,7 @@ class Recycler:
             session.detach()
 
     def close(self) -> None:
+        """Close the store (the model is left as it is)."""
         self.store.close()
 
     def __enter__(self) -> Recycler:
@@ -410,12 +419,14 @@ class _Session:
         if miss:
             sub = torch.tensor(miss, device=input_ids.device)
             sub_extra = {n: (v[sub] if isinstance(v, torch.Tensor) else v) for n, v in extra.items()}
-            computed = unpad(rec._bottom(input_ids[sub], mask[sub], **sub_extra), mask[sub])
+            # Misses go through the storage dtype like hits did, so a text gets the same answer before and
+            # after it is stored (identity for float32 stores).
+            computed = [s.to(rec._store_dtype) for s in unpad(rec._bottom(input_ids[sub], mask[sub], **sub_extra), mask[sub])]
             for i, s in zip(miss, computed, strict=True):
                 entries[i] = {"states": s}
             if self.write_back:
-                first = {keys[i]: (i, s) for i, s in zip(miss, computed, strict=True)}
-                rec.store.put(list(first), [{"states": s.to(rec._store_dtype).cpu()} for _, s in first.values()])
+                by_key = {keys[i]: s for i, s in zip(miss, computed, strict=True)}
+                rec.store.put(list(by_key), [{"states": s.cpu()} for s in by_key.values()])
         return _assemble(entries, mask, rec._model_dtype())
 
 
