@@ -7,7 +7,7 @@ Workloads (identical inputs for every engine, tokenized up front, never timed):
   - fraction of this CPU's measured matmul peak (fp32 / bf16 / int8) that each throughput reaches.
 
 Peers: PyTorch eager fp32, PyTorch bf16, Optimum ONNX Runtime O2, Optimum int8 (avx512_vnni, dynamic),
-OpenVINO, CTranslate2 int8; then ember's presets. A peer that cannot be installed or run is reported
+OpenVINO, CTranslate2 int8; then ember's presets (every available one, plus the on-request torch.compile ones). A peer that cannot be installed or run is reported
 as such. Optimum's ONNX exporter needs transformers < 4.58, so it runs in a side venv (``--optimum-python``)
 in a subprocess on the same inputs; its rows say so.
 
@@ -295,7 +295,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from ember.data import load_examples
     from ember.models import default_model_path, load_model
-    from ember.optimize import available_presets, optimize
+    from ember.optimize import available_presets, optimize, preset
 
     args.model_path = str(args.model or default_model_path())
     model, tok = load_model(args.model_path)
@@ -357,9 +357,12 @@ def main() -> None:
 
     # ember's variants: built through optimize(), verified, then timed on the same inputs
     tiers = {"bf16": "bf16", "int8": "int8", "onnx": "fp32", "onnx-int8": "int8", "onnx-int8-static": "int8",
-             "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}
+             "onnx-int8-block": "int8", "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
+             "compile": "fp32", "compile-bf16": "bf16"}
     sample = texts[:256]
-    for pname, pcfg in available_presets().items():
+    # torch.compile is an on-request preset (slow to build); the benchmark measures it anyway
+    presets = available_presets() | {n: preset(n) for n in ("compile", "compile-bf16")}
+    for pname, pcfg in presets.items():
         import dataclasses
 
         fields = {f.name for f in dataclasses.fields(pcfg)}

@@ -73,8 +73,13 @@ def test_every_preset_round_trips_through_a_dict(name):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: OnnxRuntimeConfig(quantize="int4"), "quantize='int4' is not one of 'none', 'dynamic', 'static'"),
+        (lambda: OnnxRuntimeConfig(quantize="int4"),
+         "quantize='int4' is not one of 'none', 'dynamic', 'static', 'blockwise'"),
         (lambda: OnnxRuntimeConfig(keep_fp32=2), "keep_fp32 only makes sense with quantize='dynamic' or 'static'"),
+        (lambda: OnnxRuntimeConfig(quantize="blockwise", keep_fp32=1),
+         "keep_fp32 only makes sense with quantize='dynamic' or 'static'"),
+        (lambda: OnnxRuntimeConfig(quantize="blockwise", block_size=24),
+         "block_size=24 must be a power of two >= 16 (ONNX Runtime's MatMulNBits)"),
         (lambda: OnnxRuntimeConfig(exporter="jit"), "exporter='jit' is not one of 'torchscript', 'dynamo'"),
         (lambda: BF16Config(dtype="float16"), "dtype='float16' is only fast on CUDA; on CPU use dtype='bfloat16'"),
         (lambda: OpenVINOConfig(threads=0), "threads=0 must be >= 1 (or None for the engine's default)"),
@@ -100,8 +105,15 @@ def test_onnx_int8_preset_quantises_the_fused_graph_per_channel():
 def test_available_presets_are_the_installed_engines():
     names = set(available_presets())
     assert {"int8", "onnx", "onnx-int8", "openvino"} <= names
-    assert not names & {"compile", "onnx-int8-static", "openvino-int8"}  # on request only
+    assert "onnx-int8-block" in names
+    assert not names & {"compile", "compile-bf16", "onnx-int8-static", "openvino-int8"}  # on request only
     assert preset("onnx-int8-static").quantize == "static"  # still buildable by name
+
+
+def test_new_presets_say_what_they_build():
+    block, cbf16 = preset("onnx-int8-block"), preset("compile-bf16")
+    assert (block.quantize, block.block_size, block.fuse, block.tolerance.min_mean_cosine) == ("blockwise", 32, True, 0.999)
+    assert (cbf16.bf16, cbf16.mode, cbf16.tolerance.min_mean_cosine) == (True, "default", 0.999)
 
 
 # ---- torch backends --------------------------------------------------------------------------
@@ -126,6 +138,18 @@ def test_bf16_autocast_returns_float32_logits_close_to_fp32(classifier, tok):
     assert out.logits.dtype == torch.float32 and out.logits.shape == (2, 3)
     assert (out.logits - classifier(**x).logits).abs().max().item() < 0.01
     assert art.fidelity.mean_cosine >= 0.999
+
+
+@pytest.mark.slow  # torch.compile: ~45 s on 2 cores
+def test_compile_bf16_runs_the_compiled_model_under_autocast(classifier, tok):
+    from ember.optimize import CompileConfig
+
+    art = optimize(classifier, CompileConfig(bf16=True, tolerance=Tolerance(min_mean_cosine=0.99)), tokenizer=tok)
+    assert art._autocast is torch.bfloat16 and hasattr(art.model, "_orig_mod")  # an OptimizedModule
+    x = tok(["book a flight", "hi there"], padding=True, return_tensors="pt")
+    out = art(**x).logits
+    assert out.dtype == torch.float32
+    assert art.fidelity.mean_cosine > 0.99 and art.fidelity.label_agreement == 1.0
 
 
 def test_torch_artifact_round_trips(classifier, tok, tmp_path):
@@ -207,6 +231,25 @@ def test_onnx_dynamic_int8_quantises_matmuls(tok):
     # the fused graph: Q/K/V through QAttention, embeddings left in fp32
     assert ops.count("QAttention") == 4 and ops.count("EmbedLayerNormalization") == 1
     assert art.fidelity.mean_cosine > 0.999 and art.fidelity.max_abs_logit_diff is None
+
+
+def test_onnx_blockwise_int8_turns_every_weight_matmul_into_matmul_nbits(tok, tmp_path):
+    import onnx
+
+    model = make_model("bert-base")
+    cfg = OnnxRuntimeConfig(quantize="blockwise", block_size=16, threads=1, tolerance=Tolerance(min_mean_cosine=0.999))
+    art = optimize(model, cfg, tokenizer=tok)
+    nodes = onnx.load_from_string(art.model_bytes).graph.node
+    nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
+    # per layer: attention output, FFN in, FFN out (Q/K/V stay inside the fused fp32 Attention)
+    assert len(nbits) == art.fusion_stats["matmul_nbits"] == 12 and not [n for n in nodes if n.op_type == "MatMul"]
+    attrs = {a.name: a.i for a in nbits[0].attribute}
+    assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (8, 16, 4)
+    assert art.fidelity.mean_cosine > 0.999
+    back = load(art.save(tmp_path / "block"))
+    assert back.config == cfg
+    x = tok(["book a flight to paris", "hi"], padding=True, return_tensors="pt")
+    assert torch.equal(art(**x).last_hidden_state, back(**x).last_hidden_state)
 
 
 def test_static_int8_keeps_the_most_sensitive_matmuls_fp32(tok):

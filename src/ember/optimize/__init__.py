@@ -31,11 +31,11 @@ __all__ = [
     "load", "optimize", "preset",
 ]
 
-# presets left out of ``available_presets`` (ask for them by name): torch.compile costs minutes to build
-# on 2 cores and was not measured to beat the engines on CPU encoders; the static-int8 presets calibrate
+# presets left out of ``available_presets`` (ask for them by name): torch.compile costs ~45 s a build on
+# 2 cores and recompiles as shapes vary, and was measured slower than the engines on CPU encoders; the static-int8 presets calibrate
 # for 30-60 s and measured below their 0.99 cosine bar on all-MiniLM-L6-v2 (BENCHMARKS.md), so they are
 # not part of the default comparison.
-_ON_REQUEST = ("compile", "onnx-int8-static", "openvino-int8")
+_ON_REQUEST = ("compile", "compile-bf16", "onnx-int8-static", "openvino-int8")
 
 
 def preset(name: str) -> OptimizeConfig:

@@ -102,8 +102,11 @@ class OnnxRuntimeConfig(OptimizeConfig):
     """Export to ONNX (padded, mixed-length example, dynamic axes), fuse, optionally quantise to int8.
 
     Args:
-        quantize: ``"none"`` (fp32), ``"dynamic"`` (int8 weights, activations quantised at run time) or
-            ``"static"`` (activation ranges calibrated on the sample, QDQ format).
+        quantize: ``"none"`` (fp32), ``"dynamic"`` (int8 weights, activations quantised at run time),
+            ``"static"`` (activation ranges calibrated on the sample, QDQ format) or ``"blockwise"`` (every
+            constant-weight MatMul becomes ONNX Runtime's ``MatMulNBits`` with 8-bit weights, one scale per
+            ``block_size`` inputs, and int8 compute with activations quantised per block at run time: far more
+            faithful than per-channel scales; the fused attention's Q/K/V projection stays fp32).
         per_channel: one int8 scale per output channel of each weight (much more faithful).
         keep_fp32: number of the most sensitive MatMuls (measured one by one on the sample) left in fp32.
         fuse: apply transformer fusions (attention, SkipLayerNorm, bias-Gelu; embeddings+LayerNorm too with
@@ -114,6 +117,7 @@ class OnnxRuntimeConfig(OptimizeConfig):
             rewriter (embeddings and mask arithmetic stay unfused; measured slower on MiniLM).
         threads: intra-op threads (``None``: ONNX Runtime's default).
         calibration_size: sentences used to calibrate static quantisation and rank sensitivity.
+        block_size: inputs per weight scale with ``quantize="blockwise"`` (a power of two, >= 16).
 
     Example:
         >>> OnnxRuntimeConfig(quantize="dynamic").per_channel
@@ -122,23 +126,26 @@ class OnnxRuntimeConfig(OptimizeConfig):
 
     kind: ClassVar[str] = "onnxruntime"
     tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.9999))
-    quantize: Literal["none", "dynamic", "static"] = "none"
+    quantize: Literal["none", "dynamic", "static", "blockwise"] = "none"
     per_channel: bool = True
     keep_fp32: int = 0
     fuse: bool = True
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
     threads: int | None = None
     calibration_size: int = 128
+    block_size: int = 32
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_choice("quantize", self.quantize, ("none", "dynamic", "static"))
+        _check_choice("quantize", self.quantize, ("none", "dynamic", "static", "blockwise"))
         _check_choice("exporter", self.exporter, ("torchscript", "dynamo"))
         _check_threads(self.threads)
         if self.keep_fp32 < 0:
             raise ValueError(f"keep_fp32={self.keep_fp32} must be >= 0")
-        if self.keep_fp32 and self.quantize == "none":
+        if self.keep_fp32 and self.quantize not in ("dynamic", "static"):
             raise ValueError("keep_fp32 only makes sense with quantize='dynamic' or 'static'")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size={self.block_size} must be a power of two >= 16 (ONNX Runtime's MatMulNBits)")
         if self.calibration_size < 1:
             raise ValueError(f"calibration_size={self.calibration_size} must be >= 1")
 
@@ -255,6 +262,13 @@ def onnx_int8_static() -> OnnxRuntimeConfig:
     return OnnxRuntimeConfig(quantize="static", keep_fp32=4, tolerance=Tolerance(min_mean_cosine=0.99))
 
 
+def onnx_int8_block() -> OnnxRuntimeConfig:
+    """ONNX Runtime ``MatMulNBits``: 8-bit weights with one scale per 32 inputs, int8 compute (activations
+    quantised per block at run time), on the fused graph. Measured cosine 0.99984 on MiniLM-L6 (CLINC150)
+    against 0.993 for per-channel ``onnx-int8``; bound: cosine ≥ 0.999."""
+    return OnnxRuntimeConfig(quantize="blockwise", tolerance=Tolerance(min_mean_cosine=0.999))
+
+
 def openvino() -> OpenVINOConfig:
     """OpenVINO fp32: faithful (cosine ≥ 0.9999)."""
     return OpenVINOConfig()
@@ -275,14 +289,21 @@ def compiled() -> CompileConfig:
     return CompileConfig()
 
 
+def compiled_bf16() -> CompileConfig:
+    """``torch.compile`` with dynamic shapes under bf16 autocast (cosine ≥ 0.999, like ``bf16``)."""
+    return CompileConfig(bf16=True, tolerance=Tolerance(min_mean_cosine=0.999))
+
+
 PRESETS = {
     "bf16": bf16,
     "int8": int8,
     "onnx": onnx,
     "onnx-int8": onnx_int8,
     "onnx-int8-static": onnx_int8_static,
+    "onnx-int8-block": onnx_int8_block,
     "openvino": openvino,
     "openvino-bf16": openvino_bf16,
     "openvino-int8": openvino_int8,
     "compile": compiled,
+    "compile-bf16": compiled_bf16,
 }

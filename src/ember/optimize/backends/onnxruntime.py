@@ -1,4 +1,5 @@
-"""ONNX Runtime: export, transformer fusions, fp32 or int8 (dynamic / static-calibrated, per channel).
+"""ONNX Runtime: export, transformer fusions, fp32 or int8 (dynamic / static-calibrated, per channel, or
+block-wise 8-bit weights through ``MatMulNBits``).
 
 The default path exports with the TorchScript exporter (eager attention) and fuses with ONNX Runtime's
 transformer optimizer; int8 then quantises the fused graph (QAttention + int8 MatMuls).
@@ -181,6 +182,28 @@ def quantize(src: Path, dst: Path, config: OnnxRuntimeConfig, batches: list[dict
     q.model.save_model_to_file(str(dst))
 
 
+def quantize_blockwise(src: Path, dst: Path, config: OnnxRuntimeConfig) -> int:
+    """Every constant-weight MatMul of ``src`` -> ``MatMulNBits`` (8-bit symmetric weights, one scale per
+    ``config.block_size`` inputs, accuracy level 4 = int8 compute); returns how many were converted."""
+    import logging
+
+    import onnx
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    # the module calls logging.basicConfig(level=INFO) on import: undo that, and keep its own log quiet
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger(MatMulNBitsQuantizer.__module__).setLevel(logging.WARNING)
+    q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=8, block_size=config.block_size, is_symmetric=True,
+                             accuracy_level=4)
+    q.process()
+    q.model.save_model_to_file(str(dst))
+    return sum(n.op_type == "MatMulNBits" for n in q.model.model.graph.node)
+
+
 def typed_copy(src: Path, tmp: Path) -> Path:
     """A copy of ``src`` whose activations all carry a type (the quantiser needs them)."""
     typed = tmp / (src.stem + "-typed.onnx")
@@ -224,7 +247,11 @@ def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
         else:
             stats = {}
             _drop_value_info(path)
-        if config.quantize != "none":
+        if config.quantize == "blockwise":
+            qpath = tmp / "quantized.onnx"
+            stats = {**stats, "matmul_nbits": quantize_blockwise(path, qpath, config)}
+            path = qpath
+        elif config.quantize != "none":
             calib = ctx.batches[: max(1, config.calibration_size // 8)]
             path = typed_copy(path, tmp)
             ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
