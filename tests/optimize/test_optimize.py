@@ -126,7 +126,7 @@ def test_torchao_int8_quantises_every_eligible_linear(classifier, tok):
     assert count_int8_linears(art.model) == 25
     assert isinstance(art.model.classifier.weight, nn.Parameter)
     assert count_int8_linears(classifier) == 0  # the user's model is untouched
-    assert art.fidelity.n == 24 and art.fidelity.label_agreement == 1.0
+    assert art.fidelity.n == 64 and art.fidelity.label_agreement == 1.0
     assert art.fidelity.mean_cosine > 0.999 and art.fidelity.max_abs_logit_diff < 0.01
     assert art.size_bytes < 0.6 * sum(p.numel() * 4 for p in classifier.parameters())
 
@@ -247,7 +247,7 @@ def test_onnx_blockwise_int8_turns_every_weight_matmul_into_matmul_nbits(tok, tm
     assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (8, 16, 4)
     assert art.fidelity.mean_cosine > 0.999
     back = load(art.save(tmp_path / "block"))
-    assert back.config == cfg
+    assert back.optimize_config == cfg
     x = tok(["book a flight to paris", "hi"], padding=True, return_tensors="pt")
     assert torch.equal(art(**x).last_hidden_state, back(**x).last_hidden_state)
 
@@ -390,7 +390,7 @@ def test_past_tolerance_raises_with_measured_and_allowed_figures(classifier, tok
     with pytest.raises(FidelityError) as e:
         optimize(classifier, cfg, tokenizer=tok)
     msg = str(e.value)
-    assert msg.startswith("Int8DynamicConfig (torchao-int8) changed the model's answers too much on 24 verification sentences: mean cosine 0.99")
+    assert msg.startswith("Int8DynamicConfig (torchao-int8) changed the model's answers too much on 64 verification sentences: mean cosine 0.99")
     assert "< allowed 1.000000; max |Δlogits| 0.0" in msg and "> allowed 0.000000" in msg
 
 

@@ -72,10 +72,14 @@ def autotune_cmd(
         result = autotune(net, tok, texts, budget=Tolerance(min_mean_cosine=budget), objective=objective,  # type: ignore[arg-type]
                           threads=threads)
         console.print(result.table())
+        saved = None
         if out is not None and result.artifact is not None:
-            result.artifact.save(out)
+            saved = str(result.artifact.save(out))
+            console.print(f"saved {result.best} to {saved}")
+        elif out is not None:
+            console.print(f"the original model ({result.best}) is the fastest within the budget; nothing saved to {out}")
         if json_out:
-            emit_json(result.to_dict())
+            emit_json({**result.to_dict(), "saved": saved})
 
 
 def register(app: typer.Typer) -> None:

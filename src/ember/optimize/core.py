@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -10,46 +11,22 @@ from collections.abc import Sequence
 from torch import nn
 
 from ember.errors import BackendNotInstalledError, FidelityError
-from ember.fidelity import FidelityReport, check, mixed_length_batches
+from ember.fidelity import FidelityReport, compare, mixed_length_batches, run_batches
+from ember.models.load import resolve_max_length
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
 from ember.optimize.registry import backend_for, missing_requirements
 
-_ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
 
 
-def _builtin_sample() -> list[str]:
-    """Varied short and long sentences used when the caller gives no sample.
+def _builtin_sample(n: int = 64) -> list[str]:
+    """``n`` of ember's built-in sentences, spread over the whole file (short and long, several domains)."""
+    from ember.data.sample import sample_sentences
 
-    (``ember.data.sample`` does not exist on this branch yet; this list stands in for it.)
-    """
-    return [
-        "hi",
-        "play some jazz",
-        "what's my checking balance",
-        "book a table for two at an italian restaurant tonight at eight",
-        "how do I reset the password on my online banking account?",
-        "set an alarm for 6:30 tomorrow morning",
-        "translate 'where is the train station' into german",
-        "the film was a slow, beautifully shot meditation on grief, and I loved every minute of it",
-        "cancel my flight",
-        "is it going to rain in Seattle this weekend, or should I plan the hike?",
-        "remind me to call mom",
-        "what is the capital of australia",
-        "I lost my credit card yesterday and need to freeze it right away before anyone uses it",
-        "ok",
-        "order a large pepperoni pizza with extra cheese for delivery",
-        "how many calories are in a banana",
-        "transfer 200 dollars from savings to checking",
-        "tell me a joke",
-        "the service was terrible, the food was cold, and nobody apologised",
-        "what time does the pharmacy on fifth street close on sundays",
-        "turn off the lights in the living room",
-        "spell necessary",
-        "I would like to change the pin number of my debit card to something easier to remember",
-        "who won the game last night",
-    ]
+    every = sample_sentences()
+    return every[:: max(1, len(every) // n)][:n]
 
 
 def model_facts(model: nn.Module, tokenizer, output: str) -> ModelFacts:
@@ -59,12 +36,7 @@ def model_facts(model: nn.Module, tokenizer, output: str) -> ModelFacts:
     params = inspect.signature(model.forward).parameters
     tok_inputs = set(getattr(tokenizer, "model_input_names", _INPUTS))
     names = tuple(n for n in _INPUTS if n in params and (n != "token_type_ids" or n in tok_inputs))
-    max_len = int(getattr(cfg, "max_position_embeddings", 512) or 512)
-    if model_type in _ROBERTA_LIKE:  # positions start after padding_idx
-        max_len -= int(getattr(cfg, "pad_token_id", 1) or 0) + 1
-    tml = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tml, int) and tml < max_len:
-        max_len = tml
+    max_len = resolve_max_length(tokenizer, model)
     return ModelFacts(model_type, output, names, max_len, cfg.to_dict() if cfg is not None else {})
 
 
@@ -79,11 +51,17 @@ def _output_kind(out) -> str:
 class BuildContext:
     """What a backend's ``build`` gets besides the model and config."""
 
-    def __init__(self, tokenizer, sample: list[str], facts: ModelFacts, batches: list[dict]) -> None:
+    def __init__(self, tokenizer, sample: list[str], facts: ModelFacts, batches: list[dict], reference: list) -> None:
         self.tokenizer = tokenizer
         self.sample = sample
         self.facts = facts
         self.batches = batches  # padded mixed-length verification batches
+        self.reference = reference  # the original model's outputs on ``batches``, computed once
+
+    def calibration(self, size: int) -> tuple[list[dict], list]:
+        """The first verification batches holding about ``size`` sentences, and the original's outputs on them."""
+        n = max(1, math.ceil(size / VERIFY_BATCH))
+        return self.batches[:n], self.reference[:n]
 
     def feeds(self, batch: dict) -> dict:
         return {k: batch[k] for k in self.facts.input_names if k in batch}
@@ -124,16 +102,13 @@ def optimize(model: nn.Module, config: OptimizeConfig, *, tokenizer, sample: Seq
     start = time.perf_counter()
     model.eval()
     facts0 = model_facts(model, tokenizer, "logits")
-    batches = mixed_length_batches(tokenizer, texts, batch_size=8, max_length=facts0.max_length)
+    batches = mixed_length_batches(tokenizer, texts, batch_size=VERIFY_BATCH, max_length=facts0.max_length)
     batches = [{k: b[k] for k in facts0.input_names if k in b} for b in batches]
-    import torch
-
-    with torch.inference_mode():
-        first = model(**batches[0])
-    facts = model_facts(model, tokenizer, _output_kind(first))
-    ctx = BuildContext(tokenizer, texts, facts, batches)
+    reference = run_batches(model, batches)
+    facts = model_facts(model, tokenizer, _output_kind(reference[0]))
+    ctx = BuildContext(tokenizer, texts, facts, batches, reference)
     artifact = backend_for(config).build(model, config, ctx)
-    artifact.fidelity = check(model, artifact, batches)
+    artifact.fidelity = compare(reference, run_batches(artifact, batches), [b["attention_mask"] for b in batches])
     artifact.build_seconds = time.perf_counter() - start
     enforce(artifact.fidelity, config)
     return artifact

@@ -238,6 +238,23 @@ def most_sensitive(src: Path, config: OnnxRuntimeConfig, batches: list[dict], re
     return [name for _, name in sorted(scores)[:k]]
 
 
+def quantize_int8(path: Path, config: OnnxRuntimeConfig, ctx, tmp: Path) -> tuple[Path, int]:
+    """int8-quantise the export at ``path``: calibrate (static), choose the ``keep_fp32`` most sensitive
+    MatMuls, quantise the rest. Returns the quantised model's path and how many MatMuls stayed fp32.
+
+    Shared by the ONNX Runtime and OpenVINO backends (OpenVINO runs the QDQ pairs in int8).
+    """
+    calib, reference = ctx.calibration(config.calibration_size)
+    path = typed_copy(path, tmp)
+    ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
+    keep: list[str] = []
+    if config.keep_fp32:
+        keep = most_sensitive(path, config, calib, reference, ctx.facts, config.keep_fp32, tmp, ranges)
+    out = tmp / "quantized.onnx"
+    quantize(path, out, config, calib, exclude=keep, ranges=ranges)
+    return out, len(keep)
+
+
 def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
     with tempfile.TemporaryDirectory(prefix="ember-onnx-") as tmpdir:
         tmp = Path(tmpdir)
@@ -252,18 +269,8 @@ def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
             stats = {**stats, "matmul_nbits": quantize_blockwise(path, qpath, config)}
             path = qpath
         elif config.quantize != "none":
-            calib = ctx.batches[: max(1, config.calibration_size // 8)]
-            path = typed_copy(path, tmp)
-            ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
-            keep: list[str] = []
-            if config.keep_fp32:
-                with torch.inference_mode():
-                    reference = [model(**b) for b in calib]
-                keep = most_sensitive(path, config, calib, reference, ctx.facts, config.keep_fp32, tmp, ranges)
-            qpath = tmp / "quantized.onnx"
-            quantize(path, qpath, config, calib, exclude=keep, ranges=ranges)
-            stats = {**stats, "kept_fp32": len(keep)}
-            path = qpath
+            path, kept = quantize_int8(path, config, ctx, tmp)
+            stats = {**stats, "kept_fp32": kept}
         return OnnxArtifact(path.read_bytes(), config, ctx.facts, ctx.tokenizer, threads=config.threads, stats=stats)
 
 

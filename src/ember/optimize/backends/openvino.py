@@ -92,7 +92,7 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
         with tempfile.TemporaryDirectory(prefix="ember-ov-") as tmpdir:
             tmp = Path(tmpdir)
             path = export_onnx(model, ctx.facts, tmp / "export.onnx")
-            path, kept = _quantize_static(model, path, config, ctx, tmp)
+            path, kept = _quantize_static(path, config, ctx, tmp)
             ov_model = ov.convert_model(str(path))
     else:
         # straight from PyTorch (OpenVINO's own frontend gives a leaner graph than the ONNX detour), traced on
@@ -109,7 +109,7 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
     return art
 
 
-def _quantize_static(model: nn.Module, path: Path, config: OpenVINOConfig, ctx, tmp: Path) -> tuple[Path, int]:
+def _quantize_static(path: Path, config: OpenVINOConfig, ctx, tmp: Path) -> tuple[Path, int]:
     """QDQ int8 on the unfused export (every projection, Q/K/V included); OpenVINO runs the QDQ pairs in int8."""
     from ember.optimize.backends import onnxruntime as ortb
     from ember.optimize.config import OnnxRuntimeConfig
@@ -117,18 +117,8 @@ def _quantize_static(model: nn.Module, path: Path, config: OpenVINOConfig, ctx, 
     # the ONNX Runtime quantiser does the work; this config only carries its settings
     qcfg = OnnxRuntimeConfig(quantize="static", per_channel=config.per_channel, keep_fp32=config.keep_fp32,
                              fuse=False, threads=config.threads, calibration_size=config.calibration_size)
-    calib = ctx.batches[: max(1, config.calibration_size // 8)]
     ortb._drop_value_info(path)
-    typed = ortb.typed_copy(path, tmp)
-    ranges = ortb.calibrate(typed, calib, tmp)
-    keep: list[str] = []
-    if config.keep_fp32:
-        with torch.inference_mode():
-            reference = [model(**b) for b in calib]
-        keep = ortb.most_sensitive(typed, qcfg, calib, reference, ctx.facts, config.keep_fp32, tmp, ranges)
-    out = tmp / "quantized.onnx"
-    ortb.quantize(typed, out, qcfg, calib, exclude=keep, ranges=ranges)
-    return out, len(keep)
+    return ortb.quantize_int8(path, qcfg, ctx, tmp)
 
 
 def _load(directory: Path, config: OpenVINOConfig, facts: ModelFacts, tokenizer) -> OpenVINOArtifact:
