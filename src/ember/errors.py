@@ -16,7 +16,14 @@ class StoreError(EmberError):
 
 
 class StoreMismatchError(StoreError):
-    """The store was made by another model, split, dtype, tokenizer or max length."""
+    """The store was made by another model, split, dtype, tokenizer or max length.
+
+    ``differences`` lists each differing fingerprint field (stored vs wanted), empty when not applicable.
+    """
+
+    def __init__(self, message: str, differences: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.differences = differences or []
 
 
 class StoreLockedError(StoreError):

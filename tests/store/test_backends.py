@@ -86,6 +86,7 @@ def test_fingerprint_mismatch_names_every_difference(tmp_path):
     assert "weights: store has 'w1', this run has 'w2'" in msg
     assert "layer: store has 3, this run has 2" in msg
     assert "dtype" not in msg and "Rebuild it" in msg
+    assert e.value.differences == ["weights: store has 'w1', this run has 'w2'", "layer: store has 3, this run has 2"]
 
 
 def test_corrupt_lmdb_file(tmp_path):
@@ -235,3 +236,16 @@ def test_corrupt_split_record_names_it():
     st.kv.set_meta("split:train", "Z2FyYmFnZQ==")  # base64 of b"garbage"
     with pytest.raises(StoreCorruptError, match=r"key 73706c69743a747261696e.*damaged"):
         st.get_split("train")
+
+
+def test_unknown_backend_is_named_everywhere():
+    from ember.encoders import CacheConfig
+    from ember.encoders.errors import CacheConfigError
+    from ember.recycle import RecycleConfig
+
+    want = "backend 'redis' is not one of 'lmdb', 'leveldb', 'memory'"
+    for make, error in ((lambda: open_kv(None, "redis"), ValueError), (lambda: RecycleConfig(layer=1, backend="redis"), ValueError),
+                        (lambda: CacheConfig(backend="redis"), CacheConfigError)):
+        with pytest.raises(error) as e:
+            make()
+        assert str(e.value) == want

@@ -43,7 +43,7 @@ from ember.errors import (
 )
 from ember.models.families import find_parts
 from ember.models.load import resolve_max_length
-from ember.recycle.split import pad_ids
+from ember.recycle.split import frozen_eval, pad_ids
 from ember.store.activations import ActivationStore, Entry, Split
 from ember.store.codec import torch_dtype
 from ember.store.fill import FillReport, check_texts, fill, tokenize
@@ -159,17 +159,11 @@ class _Encoder:
     # -- computing --------------------------------------------------------------------------------------
     def compute(self, ids: list[list[int]], contents: Mapping[bytes, bytes] | None = None) -> torch.Tensor:
         """Pooled embeddings ``(B, D)`` of unpadded id lists, in eval mode without gradients."""
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids, mask = pad_ids(ids, pad, self.device)  # (B, T), (B, T)
-        was_training = self.module.training
-        self.module.eval()  # a frozen encoder is always run without dropout
-        try:
-            with torch.no_grad():
-                out = self.module(input_ids=input_ids, attention_mask=mask)
-                hidden = out[0] if isinstance(out, tuple) else getattr(out, "last_hidden_state", out)  # (B, T, H)
-                pooled = self.pool(hidden, mask, out)  # (B, D)
-        finally:
-            self.module.train(was_training)
+        input_ids, mask = pad_ids(ids, self.tokenizer, self.device)  # (B, T), (B, T)
+        with frozen_eval(self.module), torch.no_grad():
+            out = self.module(input_ids=input_ids, attention_mask=mask)
+            hidden = out[0] if isinstance(out, tuple) else getattr(out, "last_hidden_state", out)  # (B, T, H)
+            pooled = self.pool(hidden, mask, out)  # (B, D)
         if not isinstance(pooled, torch.Tensor) or pooled.dim() != 2 or pooled.shape[0] != len(ids):
             got = tuple(pooled.shape) if isinstance(pooled, torch.Tensor) else type(pooled).__name__
             raise EmbeddingShapeError(
@@ -273,15 +267,12 @@ class _StoreHandle:
         try:
             return ActivationStore.open(self.path, self.fingerprint, backend=self.backend, readonly=readonly)
         except StoreMismatchError as exc:
-            have = ActivationStore.open(self.path, None, backend=self.backend, readonly=True)
-            try:
-                lines = "\n  ".join(have.fingerprint.diff(self.fingerprint)) if have.fingerprint else str(exc)
-            finally:
-                have.close()
+            lines = "\n  ".join(exc.differences) or str(exc)
             raise StoreMismatchError(
                 f"save_dir {self.config.save_dir} holds embeddings of {self.what} made by another encoder or setting:\n"
                 f"  {lines}\nReading them would train on stale embeddings. Use another save_dir, delete "
-                f"{self.path} to refill it, or open it with the encoder and pooling that made it."
+                f"{self.path} to refill it, or open it with the encoder and pooling that made it.",
+                exc.differences,
             ) from None
 
     def close(self) -> None:

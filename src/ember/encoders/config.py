@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Literal, get_args
 
 from ember.encoders.errors import CacheConfigError
-from ember.store.base import Backend
+from ember.store.base import Backend, check_backend
 from ember.store.codec import DType, torch_dtype
 
 Placement = Literal["auto", "cpu", "gpu", "mmap"]
@@ -162,8 +162,10 @@ class CacheConfig:
                 "readonly=True reads stores filled earlier, but save_dir is None (an in-memory cache starts empty); "
                 "set save_dir=... to the folder a fill wrote"
             )
-        if self.backend not in ("lmdb", "leveldb", "memory"):
-            raise CacheConfigError(f"backend {self.backend!r} is not one of 'lmdb', 'leveldb', 'memory'")
+        try:
+            check_backend(self.backend)
+        except ValueError as exc:
+            raise CacheConfigError(str(exc)) from None
         try:
             torch_dtype(self.dtype)
         except ValueError as exc:

@@ -19,7 +19,7 @@ from ember.models.load import resolve_max_length
 from ember.recycle.data import StoredDataset, collate_states
 from ember.recycle.split import bind_call, pad_ids, passthrough, split_states, unpad
 from ember.store.activations import STATES, ActivationStore, Entry, Split
-from ember.store.base import Backend
+from ember.store.base import Backend, check_backend
 from ember.store.codec import DType, torch_dtype
 from ember.store.fill import FillReport, check_texts, fill, tokenize
 from ember.store.fingerprint import Fingerprint, callable_name, config_hash, tokenizer_hash, weights_hash
@@ -53,8 +53,7 @@ class RecycleConfig:
         if self.layer < 0:
             raise ValueError(f"layer must be >= 0, got {self.layer}")
         torch_dtype(self.dtype)
-        if self.backend not in ("lmdb", "leveldb", "memory"):
-            raise ValueError(f"backend {self.backend!r} is not one of 'lmdb', 'leveldb', 'memory'")
+        check_backend(self.backend)
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
 
@@ -135,10 +134,12 @@ class Recycler:
         )
         if isinstance(store, ActivationStore):
             if store.fingerprint != self.fingerprint:
-                lines = "\n  ".join(store.fingerprint.diff(self.fingerprint)) if store.fingerprint else "it has no fingerprint"
+                differences = store.fingerprint.diff(self.fingerprint) if store.fingerprint else ["it has no fingerprint"]
+                lines = "\n  ".join(differences)
                 raise StoreMismatchError(
                     f"the store at {store.path} was made by another model or setting:\n  {lines}\n"
-                    "Pass the store's path instead of an open store made for another model, or a new path."
+                    "Pass the store's path instead of an open store made for another model, or a new path.",
+                    differences,
                 )
             self.store = store
         else:
@@ -210,8 +211,7 @@ class Recycler:
         return self._ref_param.device
 
     def _compute(self, ids: list[list[int]]) -> list[Entry]:
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids, mask = pad_ids(ids, pad, self.device)
+        input_ids, mask = pad_ids(ids, self.tokenizer, self.device)
         states = self._bottom(input_ids, mask)
         return [{"states": s.to(self._store_dtype).cpu()} for s in unpad(states, mask)]
 

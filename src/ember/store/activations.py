@@ -112,11 +112,13 @@ class ActivationStore:
                     "it was made by another ember version. Delete it and fill it again."
                 ) from exc
             if fingerprint is not None and have != fingerprint:
-                lines = "\n  ".join(have.diff(fingerprint))
+                differences = have.diff(fingerprint)
+                lines = "\n  ".join(differences)
                 raise StoreMismatchError(
                     f"the store at {kv.path} was made by another model or setting:\n  {lines}\n"
                     "Its entries would be wrong for this run. Rebuild it: delete the folder (or pass another "
-                    "--store) and fill again, or open it with the model and settings that made it."
+                    "--store) and fill again, or open it with the model and settings that made it.",
+                    differences,
                 )
             self.fingerprint = have
 

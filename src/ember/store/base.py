@@ -6,11 +6,18 @@ import errno
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 from ember.errors import StoreFullError, StoreReadOnlyError
 
 Backend = Literal["lmdb", "leveldb", "memory"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
+def check_backend(backend: object) -> None:
+    """Raise ``ValueError`` naming the backends when ``backend`` is not one of them."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
 
 
 @runtime_checkable
@@ -82,6 +89,7 @@ def open_kv(path: str | Path | None, backend: Backend = "lmdb", *, readonly: boo
         >>> kv.put_many([(b"k", b"v")]); kv.get_many([b"k"])
         [b'v']
     """
+    check_backend(backend)
     if backend == "memory":
         from ember.store.memory import MemoryStore
 
@@ -92,8 +100,6 @@ def open_kv(path: str | Path | None, backend: Backend = "lmdb", *, readonly: boo
         from ember.store.lmdb import LMDBStore
 
         return LMDBStore(Path(path), readonly=readonly, **options)
-    if backend == "leveldb":
-        from ember.store.leveldb import LevelDBStore
+    from ember.store.leveldb import LevelDBStore
 
-        return LevelDBStore(Path(path), readonly=readonly, **options)
-    raise ValueError(f"unknown store backend {backend!r}; use one of 'lmdb', 'leveldb', 'memory'")
+    return LevelDBStore(Path(path), readonly=readonly, **options)

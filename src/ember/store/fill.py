@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ember.batching import length_buckets
 from ember.errors import DataError
 from ember.progress import progress_bar
 from ember.store.activations import ActivationStore, Entry
@@ -111,12 +112,11 @@ def fill(
     first: dict[bytes, int] = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)
-    todo = store.missing(list(first))
-    # Length-sorted batches: padding is (almost) never computed.
-    order = sorted((first[k] for k in todo), key=lambda i: len(ids[i]))
-    with progress_bar(len(order), description, enabled=progress) as advance:
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
+    todo = [first[k] for k in store.missing(list(first))]
+    with progress_bar(len(todo), description, enabled=progress) as advance:
+        # Length-sorted batches: padding is (almost) never computed.
+        for b in length_buckets([len(ids[i]) for i in todo], batch_size):
+            idx = [todo[j] for j in b]
             entries = compute([list(ids[i]) for i in idx])
             store.put([keys[i] for i in idx], entries)
             advance(len(idx))
