@@ -46,6 +46,12 @@ def test_fill_train_eval(setup):
     assert r.exit_code == 0, r.output
     # a separable set: fill -> train -> eval must agree on every label id
     assert last_json(r.stdout)["accuracy"] == 1.0 and last_json(r.stdout)["examples"] == 12
+    # without --store, eval reads the store train recorded beside the model
+    r = runner.invoke(app, ["recycle", "eval", "--model", str(out), "--data", str(tmp / "d.csv"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert last_json(r.stdout)["accuracy"] == 1.0
+    r = runner.invoke(app, ["recycle", "eval", "--model", str(model_dir), "--data", str(tmp / "d.csv")])
+    assert r.exit_code == 2 and "pass --store" in r.output and "has no ember-recycle.json" in r.output
 
 
 def test_errors_are_clean(setup):

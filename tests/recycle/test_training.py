@@ -93,7 +93,7 @@ def test_labels_live_in_splits_not_entries(tokenizer):
 def test_evaluate_refuses_unknown_label_names(tokenizer):
     rec = Recycler(make_model("bert"), tokenizer, None, layer=2)
     rec.fill(TEXTS[:3], labels=["a", "b", "a"], progress=False)
-    with pytest.raises(DataError, match=r"labels \['zzz'\] are not among the 2 labels"):
+    with pytest.raises(DataError, match=r"labels \['zzz'\] in the evaluation data are not among the model's 2 labels"):
         evaluate(rec, TEXTS[:2], ["a", "zzz"])
 
 

@@ -6,24 +6,33 @@ from pathlib import Path
 
 import typer
 
-from ember.cli.common import emit_json, friendly_errors
+from ember.cli.common import (
+    DataOpt,
+    LabelCol,
+    LimitOpt,
+    MaxLenOpt,
+    ModelOpt,
+    TextCol,
+    emit_json,
+    friendly_errors,
+)
 
 app = typer.Typer(help="Frozen-encoder embedding cache: compute pooled embeddings once, train heads from them.", no_args_is_help=True)
 
 
 @app.command("fill")
 def fill_cmd(
-    data: str = typer.Option(..., "--data", help="CSV/TSV/JSONL/CLINC150 JSON/dataset folder with a text column"),
+    data: DataOpt,
     save_dir: Path = typer.Option(..., "--save-dir", help="cache folder (reused and fingerprint-checked by later runs)"),
-    model: str | None = typer.Option(None, "--model", help="model folder or hub id (default: packaged all-MiniLM-L6-v2)"),
+    model: ModelOpt = None,
     pooling: str = typer.Option("mean", "--pooling", help="cls, mean or pooler"),
     split: str = typer.Option("train", "--split", help="split to read from the data and to record in the cache"),
-    text_column: str | None = typer.Option(None, "--text-column"),
-    label_column: str | None = typer.Option(None, "--label-column"),
-    limit: int | None = typer.Option(None, "--limit", help="first N examples only"),
+    text_column: TextCol = None,
+    label_column: LabelCol = None,
+    limit: LimitOpt = None,
     batch_size: int = typer.Option(64, "--batch-size"),
     num_workers: int = typer.Option(0, "--num-workers", help="tokenizer worker processes"),
-    max_length: int | None = typer.Option(None, "--max-length"),
+    max_length: MaxLenOpt = None,
 ) -> None:
     """Compute and store the embeddings (and labels) of every example not stored yet; prints a JSON report."""
     with friendly_errors():

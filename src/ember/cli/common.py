@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +15,15 @@ from rich.markup import escape
 from ember.errors import EmberError
 
 console = Console(stderr=True)
+
+# Options several commands share, declared once.
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Local folder or hub id (default: packaged all-MiniLM-L6-v2).")]
+DataOpt = Annotated[str, typer.Option("--data", help="CSV/TSV, JSONL, CLINC150 JSON, saved HF dataset folder or hub name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a final machine-readable JSON line.")]
+TextCol = Annotated[str | None, typer.Option("--text-column", help="Text column name.")]
+LabelCol = Annotated[str | None, typer.Option("--label-column", help="Label column name.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N examples.")]
+MaxLenOpt = Annotated[int | None, typer.Option("--max-length", help="Truncation length in tokens.")]
 
 
 def emit_json(result: dict) -> None:

@@ -9,26 +9,41 @@ from typing import Annotated
 
 import typer
 
-from ember.cli.common import console, emit_json, friendly_errors
+from ember.cli.common import (
+    DataOpt,
+    JsonOpt,
+    LabelCol,
+    LimitOpt,
+    MaxLenOpt,
+    ModelOpt,
+    TextCol,
+    console,
+    emit_json,
+    friendly_errors,
+)
 
 app = typer.Typer(help="Embedding recycling: store frozen lower layers' states once, train and infer from them.", no_args_is_help=True)
 
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Local folder or hub id (default: packaged all-MiniLM-L6-v2).")]
-DataOpt = Annotated[str, typer.Option("--data", help="CSV/TSV, JSONL, CLINC150 JSON, saved HF dataset folder or hub name.")]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Split of CLINC150 JSON / HF dataset (default train).")]
 LayerOpt = Annotated[int, typer.Option("--layer", help="Split layer k: embeddings and layers 0..k-1 are frozen and stored.")]
 StoreOpt = Annotated[Path, typer.Option("--store", help="Store directory.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Storage dtype: float32, float16 or bfloat16.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a final machine-readable JSON line.")]
-TextCol = Annotated[str | None, typer.Option("--text-column", help="Text column name.")]
-LabelCol = Annotated[str | None, typer.Option("--label-column", help="Label column name.")]
-LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N examples.")]
 BackendOpt = Annotated[str, typer.Option("--backend", help="Store backend: lmdb, leveldb or memory.")]
-MaxLenOpt = Annotated[int | None, typer.Option("--max-length", help="Truncation length in tokens.")]
 StoredLayerOpt = Annotated[int | None, typer.Option("--layer", help="Split layer (default: the store's).")]
 StoredDtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Storage dtype (default: the store's).")]
 LayersPath = Annotated[str | None, typer.Option("--layers-path", help="Layer list path for unknown architectures.")]
 EmbPath = Annotated[str | None, typer.Option("--embeddings-path", help="Embeddings path for unknown architectures.")]
+
+
+TRAINED_FROM = "ember-recycle.json"  # written by `recycle train` beside the model: the store it was trained from
+
+
+def _trained_store(model: str) -> Path:
+    """The store ``ember recycle train`` recorded in the model folder ``model``."""
+    record = Path(model) / TRAINED_FROM
+    if not record.is_file():
+        raise ValueError(f"pass --store: {model} has no {TRAINED_FROM} (ember recycle train writes it) to tell which store it was trained from")
+    return Path(json.loads(record.read_text())["store"])
 
 
 def _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=False):
@@ -139,7 +154,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         m.save_pretrained(out)
         tok.save_pretrained(out)
-        (out / "ember-recycle.json").write_text(json.dumps({"layer": layer, "dtype": dtype, "store": str(store)}, indent=2))
+        (out / TRAINED_FROM).write_text(json.dumps({"layer": layer, "dtype": dtype, "store": str(store.resolve())}, indent=2))
         console.print(f"trained {epochs} epochs on {report.examples} stored examples of split {split!r}; model saved to {out}")
         if json_out:
             emit_json({"command": "recycle train", "out": str(out), "split": split, **report.to_dict()})
@@ -149,7 +164,8 @@ def train(
 def evaluate_cmd(
     model: Annotated[str, typer.Option("--model", help="Trained model folder (from ember recycle train).")],
     data: DataOpt,
-    store: StoreOpt,
+    store: Annotated[Path | None, typer.Option("--store", help="Store directory (default: the one `ember recycle train` "
+                                                "recorded in the model folder).")] = None,
     split: SplitOpt = None,
     layer: StoredLayerOpt = None,
     dtype: StoredDtypeOpt = None,
@@ -170,6 +186,7 @@ def evaluate_cmd(
         from ember.models import load_model
         from ember.recycle import evaluate
 
+        store = store if store is not None else _trained_store(model)
         layer, dtype, max_length, _, _ = _stored_settings(store, backend, layer, dtype, max_length)
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         if ex.labels is None:

@@ -107,3 +107,23 @@ def encode_labels(
     known += label_order({x for x in values if x not in seen})
     index = {n: i for i, n in enumerate(known)}
     return [index[x] for x in values], known
+
+
+def encode_known_labels(labels: Sequence, names: Sequence[str] | None, *, where: str = "the data") -> list[int]:
+    """Class ids for ``labels`` when every string label must already be one of ``names`` (a trained model's).
+
+    Raises:
+        DataError: a label name the model was not trained on, listing the first few.
+
+    Example:
+        >>> encode_known_labels(["pos"], ["neg", "pos"])
+        [1]
+    """
+    ids, full = encode_labels(labels, names)
+    if full is not None and len(full) > len(names or []):
+        unknown = full[len(names or []) :]
+        raise DataError(
+            f"labels {unknown[:5]} in {where} are not among the model's {len(names or [])} labels; train a head that "
+            "knows them or map them first"
+        )
+    return ids

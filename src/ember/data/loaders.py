@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ember.data.labels import encode_labels
+from ember.data.labels import encode_known_labels, encode_labels
 from ember.errors import DataError
 
 TEXT_COLUMNS = ("text", "sentence", "content", "query", "utterance")
@@ -55,14 +55,7 @@ class Examples:
             return None
         if names is None:
             return encode_labels(self.labels)[0]
-        ids, full = encode_labels(self.labels, names)
-        if full is not None and len(full) > len(names):
-            unknown = full[len(names) :]
-            raise DataError(
-                f"labels {unknown[:5]} in {self.source or 'the data'} are not among the model's {len(names)} labels; "
-                "train a head that knows them or map them first"
-            )
-        return ids
+        return encode_known_labels(self.labels, names, where=self.source or "the data")
 
     def select(self, n: int | None) -> Examples:
         """The first ``n`` examples (all when ``n`` is None)."""

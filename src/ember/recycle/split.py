@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -28,6 +29,24 @@ def passthrough(*args, **kwargs) -> torch.Tensor:
         "a recycled bottom module was called without hidden states; inside recycle contexts call the model "
         "with input_ids (looked up in the store) or inputs_embeds=<stored states>"
     )
+
+
+@contextmanager
+def frozen_eval(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` in eval mode (frozen layers never use dropout), then give every submodule back its
+    own training flag.
+
+    Example:
+        >>> with frozen_eval(model):  # doctest: +SKIP
+        ...     states = model(**batch).last_hidden_state
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, t in flags:
+            m.training = t
 
 
 def split_states(
@@ -57,24 +76,22 @@ def split_states(
             raise _StopForward
 
         handle = parts.layers[k - 1].register_forward_hook(grab_out)
-    flags = [(m, m.training) for m in parts.base.modules()]
-    parts.base.eval()  # frozen layers are always run without dropout
     try:
-        with torch.no_grad():
+        with frozen_eval(parts.base), torch.no_grad():
             parts.base(input_ids=input_ids, attention_mask=attention_mask, **{n: v for n, v in extra.items() if v is not None})
     except _StopForward:
         pass
     finally:
         handle.remove()
-        for m, t in flags:
-            m.training = t
     if "h" not in captured:
         raise RuntimeError(f"{type(parts.base).__name__} never called layer {k}; is the layer list right?")
     return captured["h"]  # (B, T, H)
 
 
-def pad_ids(ids: Sequence[Sequence[int]], pad_id: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into ``(input_ids, attention_mask)``, both ``(B, T)`` int64."""
+def pad_ids(ids: Sequence[Sequence[int]], tokenizer, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists with the tokenizer's pad id (0 if it has none) into ``(input_ids, attention_mask)``,
+    both ``(B, T)`` int64."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     t = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), t), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), t), dtype=torch.long)

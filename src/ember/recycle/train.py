@@ -8,9 +8,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ember.batching import GroupedBatchSampler
-from ember.data.labels import encode_labels
-from ember.errors import DataError
+from ember.batching import GroupedBatchSampler, map_in_buckets
+from ember.data.labels import encode_known_labels
 from ember.progress import progress_bar
 from ember.recycle.recycler import Recycler
 
@@ -115,21 +114,14 @@ def evaluate(
     Args:
         labels: class ids, or class names, mapped through the store's ``label_names`` (the ids training used).
     """
-    names = rec.store.label_names
-    ids, full = encode_labels(labels, names)
-    if full is not None and (names is None or len(full) > len(names)):
-        unknown = full[len(names or []) :]
-        raise DataError(
-            f"labels {unknown[:5]} are not among the {len(names or [])} labels the store's training split used; "
-            "evaluate on labels the model was trained on"
-        )
+    ids = encode_known_labels(labels, rec.store.label_names, where="the evaluation data")
     rec.model.eval()
-    correct = 0
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+
+    def predict(batch: list[str]) -> list[int]:
+        enc = rec.tokenize(batch)
+        return rec.model(**{k: v.to(rec.device) for k, v in enc.items()}).logits.argmax(-1).tolist()
+
     with rec.use(write_back=write_back):
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            batch = rec.tokenize([texts[i] for i in idx])
-            pred = rec.model(**{k: v.to(rec.device) for k, v in batch.items()}).logits.argmax(-1).cpu()
-            correct += int((pred == torch.tensor([ids[i] for i in idx])).sum())
+        preds = map_in_buckets(list(texts), predict, batch_size)  # length-sorted batches, input order back
+    correct = sum(p == y for p, y in zip(preds, ids, strict=True))
     return correct / max(len(texts), 1)
