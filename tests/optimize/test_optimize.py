@@ -126,7 +126,7 @@ def test_torchao_int8_quantises_every_eligible_linear(classifier, tok):
     assert count_int8_linears(art.model) == 25
     assert isinstance(art.model.classifier.weight, nn.Parameter)
     assert count_int8_linears(classifier) == 0  # the user's model is untouched
-    assert art.fidelity.n == 64 and art.fidelity.label_agreement == 1.0
+    assert art.fidelity.n == 72 and art.fidelity.label_agreement == 1.0
     assert art.fidelity.mean_cosine > 0.999 and art.fidelity.max_abs_logit_diff < 0.01
     assert art.size_bytes < 0.6 * sum(p.numel() * 4 for p in classifier.parameters())
 
@@ -282,6 +282,31 @@ def test_openvino_fp32_round_trips_without_torch_weights(tok, tmp_path):
     assert (art(**x).last_hidden_state - model(**x).last_hidden_state).abs().max().item() < 1e-4
 
 
+def test_openvino_serves_single_inputs_with_bounded_static_shapes(tok, classifier):
+    pytest.importorskip("openvino")
+    model = make_model("bert-base")
+    art = optimize(model, OpenVINOConfig(threads=1, static_lengths=4, max_static=2), tokenizer=tok)
+    compiled = sorted(art.static)
+    assert len(compiled) == 2  # verification's single inputs compiled the first two lengths, and no more
+    dynamic = optimize(model, OpenVINOConfig(threads=1, static_lengths=0), tokenizer=tok)
+    assert dynamic.static == {}
+    words = ["what", "is", "the", "weather", "like", "in", "paris", "this", "weekend", "please", "tell", "me", "now"]
+    texts = [" ".join(words[:n]) for n in range(1, len(words) + 1)]
+    for t in texts:
+        x = tok([t], return_tensors="pt")
+        got, want = art(**x).last_hidden_state, dynamic(**x).last_hidden_state
+        assert got.shape == want.shape == (1, x["input_ids"].shape[1], 32)
+        assert (got - want).abs().max().item() < 1e-5
+    assert sorted(art.static) == compiled  # never more than max_static models, never recompiled
+    served = {-(-len(tok(t)["input_ids"]) // 4) * 4 for t in texts}
+    assert served & set(compiled) and served - set(compiled)  # some ran on static models, some on the dynamic one
+    clf = optimize(classifier, OpenVINOConfig(threads=1), tokenizer=tok)
+    x = tok(["book a flight"], return_tensors="pt")
+    assert clf.static and (clf(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match=r"static_lengths=-1 and max_static=8 must be >= 0"):
+        OpenVINOConfig(static_lengths=-1)
+
+
 def test_openvino_static_int8_keeps_sensitive_matmuls(tok):
     pytest.importorskip("openvino")
     model = make_model("bert-base")
@@ -390,7 +415,7 @@ def test_past_tolerance_raises_with_measured_and_allowed_figures(classifier, tok
     with pytest.raises(FidelityError) as e:
         optimize(classifier, cfg, tokenizer=tok)
     msg = str(e.value)
-    assert msg.startswith("Int8DynamicConfig (torchao-int8) changed the model's answers too much on 64 verification sentences: mean cosine 0.99")
+    assert msg.startswith("Int8DynamicConfig (torchao-int8) changed the model's answers too much on 72 verification inputs (padded batches and single sentences): mean cosine 0.99")
     assert "< allowed 1.000000; max |Δlogits| 0.0" in msg and "> allowed 0.000000" in msg
 
 
@@ -399,7 +424,7 @@ def test_past_tolerance_warns_when_asked(classifier, tok):
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         art = optimize(classifier, cfg, tokenizer=tok, sample=["play music", "book a flight to paris"])
-    assert art.fidelity.n == 2
+    assert art.fidelity.n == 4  # both sentences in one padded batch, then each alone
     assert any("mean cosine" in str(x.message) and "allowed 1.000000" in str(x.message) for x in w)
 
 

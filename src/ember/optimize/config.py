@@ -162,6 +162,13 @@ class OpenVINOConfig(OptimizeConfig):
             sample, per channel) with ONNX Runtime's quantiser, and OpenVINO executes it in int8.
         keep_fp32: number of the most sensitive MatMuls left in fp32 (measured one by one).
         calibration_size: sentences used to calibrate and rank sensitivity.
+        static_lengths: single inputs (batch 1, the latency case) are padded (masked) up to a multiple of
+            this many tokens and run by a model compiled for exactly that shape, which OpenVINO's CPU
+            plugin runs ~1.3x faster than its dynamic-shape model (MiniLM-L6, bf16, 2 threads). ``0``: always
+            the dynamic model. Batches of several inputs always use the dynamic model.
+        max_static: at most this many shape-specialised models are compiled (each holds its own copy of the
+            weights, ~35 MB for MiniLM-L6 in bf16); lengths beyond them use the dynamic model, so memory is
+            bounded and nothing is ever recompiled. Each is compiled on first use (~0.2 s).
 
     Example:
         >>> OpenVINOConfig(precision="bf16").hint
@@ -177,9 +184,16 @@ class OpenVINOConfig(OptimizeConfig):
     per_channel: bool = True
     keep_fp32: int = 0
     calibration_size: int = 128
+    static_lengths: int = 4
+    max_static: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.static_lengths < 0 or self.max_static < 0:
+            raise ValueError(
+                f"static_lengths={self.static_lengths} and max_static={self.max_static} must be >= 0 (0 turns shape-"
+                "specialised models off)"
+            )
         _check_choice("precision", self.precision, ("f32", "bf16"))
         _check_choice("hint", self.hint, ("latency", "throughput"))
         _check_choice("quantize", self.quantize, ("none", "static"))

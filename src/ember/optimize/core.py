@@ -70,8 +70,8 @@ class BuildContext:
 def optimize(model: nn.Module, config: OptimizeConfig, *, tokenizer, sample: Sequence[str] | None = None) -> OptimizedModel:
     """Build a faster artifact of ``model`` with ``config`` and verify it answers the same.
 
-    Fidelity is always checked against ``model`` on padded batches of mixed lengths (the user's
-    ``sample``, or built-in sentences). Past ``config.tolerance`` it raises ``FidelityError`` naming
+    Fidelity is always checked against ``model`` on padded batches of mixed lengths and on single
+    inputs (the user's ``sample``, or built-in sentences). Past ``config.tolerance`` it raises ``FidelityError`` naming
     the measured and allowed figures (or warns, with ``on_violation="warn"``). ``model`` is not modified.
 
     Args:
@@ -102,7 +102,10 @@ def optimize(model: nn.Module, config: OptimizeConfig, *, tokenizer, sample: Seq
     start = time.perf_counter()
     model.eval()
     facts0 = model_facts(model, tokenizer, "logits")
+    # padded batches of mixed lengths, then single inputs (batch 1 is the latency path some engines serve
+    # with another compiled model): every path the artifact takes is verified
     batches = mixed_length_batches(tokenizer, texts, batch_size=VERIFY_BATCH, max_length=facts0.max_length)
+    batches += mixed_length_batches(tokenizer, texts[:VERIFY_BATCH], batch_size=1, max_length=facts0.max_length)
     batches = [{k: b[k] for k in facts0.input_names if k in b} for b in batches]
     reference = run_batches(model, batches)
     facts = model_facts(model, tokenizer, _output_kind(reference[0]))
@@ -121,7 +124,7 @@ def enforce(report: FidelityReport, config: OptimizeConfig) -> None:
         return
     msg = (
         f"{type(config).__name__} ({config.kind}) changed the model's answers too much on {report.n} verification "
-        f"sentences: {'; '.join(problems)}. Use a more faithful config, keep more layers in fp32, or loosen "
+        f"inputs (padded batches and single sentences): {'; '.join(problems)}. Use a more faithful config, keep more layers in fp32, or loosen "
         f"tolerance= (or pass on_violation='warn')"
     )
     if config.on_violation == "warn":
