@@ -164,11 +164,14 @@ class OpenVINOConfig(OptimizeConfig):
         calibration_size: sentences used to calibrate and rank sensitivity.
         static_lengths: single inputs (batch 1, the latency case) are padded (masked) up to a multiple of
             this many tokens and run by a model compiled for exactly that shape, which OpenVINO's CPU
-            plugin runs ~1.3x faster than its dynamic-shape model (MiniLM-L6, bf16, 2 threads). ``0``: always
+            plugin runs ~1.2x faster than its dynamic-shape model (MiniLM-L6, bf16, 2 threads). ``0``: always
             the dynamic model. Batches of several inputs always use the dynamic model.
-        max_static: at most this many shape-specialised models are compiled (each holds its own copy of the
-            weights, ~35 MB for MiniLM-L6 in bf16); lengths beyond them use the dynamic model, so memory is
-            bounded and nothing is ever recompiled. Each is compiled on first use (~0.2 s).
+        max_static: shape-specialised models for ``static_lengths``, 2x, 3x ... tokens (default 8: inputs up
+            to 32 tokens), compiled when the artifact is built or loaded (~0.2 s each) so no request pays for
+            a compile; longer inputs use the dynamic model.
+        static_memory_mb: each shape-specialised model holds its own copy of the weights (~35 MB for
+            MiniLM-L6 in bf16); fewer than ``max_static`` are compiled when their fp32 weight size would pass
+            this budget (a large model gets one or none).
 
     Example:
         >>> OpenVINOConfig(precision="bf16").hint
@@ -186,13 +189,14 @@ class OpenVINOConfig(OptimizeConfig):
     calibration_size: int = 128
     static_lengths: int = 4
     max_static: int = 8
+    static_memory_mb: int = 512
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.static_lengths < 0 or self.max_static < 0:
+        if min(self.static_lengths, self.max_static, self.static_memory_mb) < 0:
             raise ValueError(
-                f"static_lengths={self.static_lengths} and max_static={self.max_static} must be >= 0 (0 turns shape-"
-                "specialised models off)"
+                f"static_lengths={self.static_lengths}, max_static={self.max_static} and static_memory_mb="
+                f"{self.static_memory_mb} must be >= 0 (0 turns shape-specialised models off)"
             )
         _check_choice("precision", self.precision, ("f32", "bf16"))
         _check_choice("hint", self.hint, ("latency", "throughput"))

@@ -67,10 +67,10 @@ class OpenVINOArtifact(OptimizedModel):
         self.ov_model = ov_model
         self.compiled = shared_core().compile_model(ov_model, "CPU", compile_options(config))
         self.request = self.compiled.create_infer_request()
-        self.static: dict[int, tuple] = {}  # padded length -> (compiled model, infer request) for batch 1
         self.kept_fp32 = 0
         self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
                               for op in ov_model.get_ops() if op.get_type_name() == "Constant")
+        self.static = self._compile_static()  # padded length -> (compiled model, infer request), batch 1
 
     def _run(self, feeds: dict[str, torch.Tensor]):
         arrays = {k: v.detach().cpu().numpy().astype(np.int64, copy=False) for k, v in feeds.items()}
@@ -86,25 +86,32 @@ class OpenVINOArtifact(OptimizedModel):
                 out = out[:, :length]
         return wrap_output(self.facts.output, torch.from_numpy(np.array(out, copy=True)))
 
-    def _static_model(self, length: int):
-        """The model compiled for one input of ``length`` tokens (padded up to a multiple of
-        ``static_lengths``), compiled on first use; ``(None, None)`` when turned off or ``max_static`` are in use.
+    def _compile_static(self) -> dict[int, tuple]:
+        """Models compiled for one input of ``static_lengths``, 2x, 3x ... tokens, made now rather than on a
+        first request (a compile takes ~0.2 s, which would land in some request's latency).
 
         OpenVINO's CPU plugin runs a static shape faster than its dynamic-shape model at batch 1, where a
-        call is short enough for shape handling to count (measured, see ``OpenVINOConfig``).
+        call is short enough for shape handling to count (measured, see ``OpenVINOConfig``). Each model
+        holds its own copy of the weights, so their number is bounded by ``max_static`` and by
+        ``static_memory_mb`` (counted with the fp32 size of the weights, an upper bound).
         """
-        step, limit = self.optimize_config.static_lengths, self.optimize_config.max_static
-        if not step:
-            return None, None
-        padded = -(-length // step) * step
-        if padded not in self.static:
-            if len(self.static) >= limit or padded > self.facts.max_length:
-                return None, None
+        cfg = self.optimize_config
+        if not cfg.static_lengths or not cfg.max_static:
+            return {}
+        count = min(cfg.max_static, int(cfg.static_memory_mb * 1e6 // max(self.size_bytes, 1)),
+                    self.facts.max_length // cfg.static_lengths)
+        out = {}
+        for padded in range(cfg.static_lengths, cfg.static_lengths * count + 1, cfg.static_lengths):
             model = self.ov_model.clone()
             model.reshape({inp.get_any_name(): [1, padded] for inp in model.inputs})
-            compiled = shared_core().compile_model(model, "CPU", compile_options(self.optimize_config))
-            self.static[padded] = (compiled, compiled.create_infer_request())
-        return self.static[padded]
+            compiled = shared_core().compile_model(model, "CPU", compile_options(cfg))
+            out[padded] = (compiled, compiled.create_infer_request())
+        return out
+
+    def _static_model(self, length: int):
+        """The static model for one input of ``length`` tokens, or ``(None, None)`` beyond the compiled ones."""
+        step = self.optimize_config.static_lengths
+        return self.static.get(-(-length // step) * step, (None, None)) if step else (None, None)
 
     def _save_files(self, directory: Path) -> None:
         import openvino as ov
