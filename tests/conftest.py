@@ -60,15 +60,18 @@ def make_model(family: str, num_labels: int = 3, vocab_size: int = 128, **overri
 FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
 
 
+TEXTS = (
+    "book a flight to paris",
+    "what is my balance",
+    "play music",
+    "how do i reset my password please tell me",
+    "is it going to rain tomorrow",
+    "set alarm",
+    "order pizza",
+    "transfer money to mom",
+)  # mixed lengths, so batches of them are padded
+
+
 @pytest.fixture
 def texts() -> list[str]:
-    return [
-        "book a flight to paris",
-        "what is my balance",
-        "play music",
-        "how do i reset my password please tell me",
-        "is it going to rain tomorrow",
-        "set alarm",
-        "order pizza",
-        "transfer money to mom",
-    ]
+    return list(TEXTS)

@@ -11,20 +11,13 @@ from transformers import BertConfig, pipeline
 
 from ember.optimize import BF16Config, OnnxRuntimeConfig, OpenVINOConfig, load, optimize
 
+from conftest import TEXTS as SAMPLE
 from conftest import make_model
+
+TEXTS = list(SAMPLE)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-TEXTS = [
-    "book a flight to paris",
-    "what is my balance",
-    "play music",
-    "how do i reset my password please tell me",
-    "is it going to rain tomorrow",
-    "set alarm",
-    "order pizza",
-    "transfer money to mom",
-]
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 NEEDS_OPENVINO = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 BACKENDS = {
