@@ -267,6 +267,34 @@ def test_static_int8_keeps_the_most_sensitive_matmuls_fp32(tok):
     assert art.fidelity.mean_cosine > 0.99
 
 
+def test_calibration_never_sees_the_sentences_fidelity_is_measured_on(tok, monkeypatch):
+    from ember.optimize.backends import onnxruntime as ortb
+
+    seen: list[tuple[int, ...]] = []
+    real = ortb.calibrate
+
+    def spy(src, batches, tmp):
+        seen.extend(tuple(row[m.bool()].tolist()) for b in batches for row, m in zip(b["input_ids"], b["attention_mask"], strict=True))
+        return real(src, batches, tmp)
+
+    monkeypatch.setattr(ortb, "calibrate", spy)
+    sample = [f"please book {n} seats on the {n} pm train to paris" for n in range(1, 17)]
+    cfg = OnnxRuntimeConfig(quantize="static", calibration_size=64, tolerance=Tolerance(min_mean_cosine=0.9))
+    model = make_model("bert-base")
+    art = optimize(model, cfg, tokenizer=tok, sample=sample)
+    ids = lambda texts: {tuple(tok(t)["input_ids"]) for t in texts}  # noqa: E731
+    assert set(seen) == ids(sample[1::2])  # calibrated on every second sentence ...
+    assert art.fidelity.n == 8 + 8  # ... and verified on the other eight (padded, then one by one)
+    seen.clear()
+    optimize(model, cfg, tokenizer=tok)  # built-in sentences: calibrated on the ones it does not verify on
+    from ember.optimize.core import _builtin_calibration, _builtin_sample
+
+    assert set(seen) == ids(_builtin_calibration()[:64]) and not set(_builtin_calibration()) & set(_builtin_sample())
+    assert not OnnxRuntimeConfig(quantize="dynamic").calibrates and OnnxRuntimeConfig(quantize="dynamic", keep_fp32=1).calibrates
+    with pytest.raises(ValueError, match="the sample needs at least 2 sentences"):
+        optimize(model, cfg, tokenizer=tok, sample=["one sentence"])
+
+
 # ---- OpenVINO --------------------------------------------------------------------------------
 
 def test_openvino_fp32_round_trips_without_torch_weights(tok, tmp_path):

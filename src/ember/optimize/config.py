@@ -37,6 +37,12 @@ class OptimizeConfig:
         if not isinstance(self.tolerance, Tolerance):
             raise TypeError(f"tolerance must be an ember.Tolerance, got {type(self.tolerance).__name__}")
 
+    @property
+    def calibrates(self) -> bool:
+        """Whether building tunes on data (static ranges, sensitivity ranking): ``optimize`` then calibrates
+        on sentences it does not verify on, so the reported fidelity is measured on unseen inputs."""
+        return bool(getattr(self, "quantize", "none") == "static" or getattr(self, "keep_fp32", 0))
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["tolerance"] = asdict(self.tolerance)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -29,6 +28,30 @@ def _builtin_sample(n: int = 64) -> list[str]:
     return every[:: max(1, len(every) // n)][:n]
 
 
+def _builtin_calibration() -> list[str]:
+    """The built-in sentences that :func:`_builtin_sample` does not verify on."""
+    from ember.data.sample import sample_sentences
+
+    held = set(_builtin_sample())
+    return [t for t in sample_sentences() if t not in held]
+
+
+def _split_for_calibration(texts: list[str], calibration, config: OptimizeConfig, builtin: bool) -> tuple[list[str], list[str]]:
+    """Verification and calibration sentences, disjoint whenever ember chooses them."""
+    if calibration is not None:
+        return texts, list(calibration)
+    if not config.calibrates:
+        return texts, texts  # nothing is tuned on data; the calibration set is never read
+    if builtin:
+        return texts, _builtin_calibration()
+    if len(texts) < 2:
+        raise ValueError(
+            f"{type(config).__name__} calibrates on data and ember verifies on other sentences, so the sample needs "
+            "at least 2 sentences (half to calibrate, half to verify); pass more, or calibration=<texts>"
+        )
+    return texts[0::2], texts[1::2]
+
+
 def model_facts(model: nn.Module, tokenizer, output: str) -> ModelFacts:
     """Facts an artifact keeps about ``model``: type, output kind, forward inputs, max length."""
     cfg = getattr(model, "config", None)
@@ -51,23 +74,35 @@ def _output_kind(out) -> str:
 class BuildContext:
     """What a backend's ``build`` gets besides the model and config."""
 
-    def __init__(self, tokenizer, sample: list[str], facts: ModelFacts, batches: list[dict], reference: list) -> None:
+    def __init__(self, model: nn.Module, tokenizer, sample: list[str], facts: ModelFacts, batches: list[dict],
+                 calibration_texts: list[str]) -> None:
+        self.model = model
         self.tokenizer = tokenizer
         self.sample = sample
         self.facts = facts
-        self.batches = batches  # padded mixed-length verification batches
-        self.reference = reference  # the original model's outputs on ``batches``, computed once
+        self.batches = batches  # padded mixed-length verification batches, then single inputs
+        self.calibration_texts = calibration_texts  # disjoint from ``sample`` unless the caller chose both
 
     def calibration(self, size: int) -> tuple[list[dict], list]:
-        """The first verification batches holding about ``size`` sentences, and the original's outputs on them."""
-        n = max(1, math.ceil(size / VERIFY_BATCH))
-        return self.batches[:n], self.reference[:n]
+        """Padded mixed-length batches of the first ``size`` calibration sentences, and the original's
+        outputs on them."""
+        batches = mixed_length_batches(self.tokenizer, self.calibration_texts[:size], batch_size=VERIFY_BATCH,
+                                       max_length=self.facts.max_length)
+        batches = [self.feeds(b) for b in batches]
+        return batches, run_batches(self.model, batches)
 
     def feeds(self, batch: dict) -> dict:
         return {k: batch[k] for k in self.facts.input_names if k in batch}
 
 
-def optimize(model: nn.Module, config: OptimizeConfig, *, tokenizer, sample: Sequence[str] | None = None) -> OptimizedModel:
+def optimize(
+    model: nn.Module,
+    config: OptimizeConfig,
+    *,
+    tokenizer,
+    sample: Sequence[str] | None = None,
+    calibration: Sequence[str] | None = None,
+) -> OptimizedModel:
     """Build a faster artifact of ``model`` with ``config`` and verify it answers the same.
 
     Fidelity is always checked against ``model`` on padded batches of mixed lengths and on single
@@ -78,7 +113,11 @@ def optimize(model: nn.Module, config: OptimizeConfig, *, tokenizer, sample: Seq
         model: a Hugging Face encoder (``AutoModel``) or sequence classifier, in eval mode.
         config: a config such as ``BF16Config()``, ``OnnxRuntimeConfig(quantize="dynamic")`` or a preset.
         tokenizer: the model's tokenizer (saved with the artifact).
-        sample: verification (and calibration) sentences.
+        sample: verification sentences (default: 64 built-in ones). A config that tunes on data
+            (``config.calibrates``: static int8, ``keep_fp32``) calibrates on other sentences, so the
+            fidelity it reports is measured on inputs it never saw: the rest of the built-in sentences, or,
+            for a user sample, every second sentence (the others verify).
+        calibration: calibration sentences to use instead (then ``sample`` is verified whole).
 
     Returns:
         An ``OptimizedModel`` called like ``model``, with ``.fidelity``, ``.size_bytes``,
@@ -98,7 +137,9 @@ def optimize(model: nn.Module, config: OptimizeConfig, *, tokenizer, sample: Seq
         raise BackendNotInstalledError(
             f"{type(config).__name__} needs packages that are not installed; install them with: {'; '.join(missing)}"
         )
-    texts = list(sample) if sample is not None else _builtin_sample()
+    texts, calibration_texts = _split_for_calibration(
+        list(sample) if sample is not None else _builtin_sample(), calibration, config, builtin=sample is None
+    )
     start = time.perf_counter()
     model.eval()
     facts0 = model_facts(model, tokenizer, "logits")
@@ -109,7 +150,7 @@ def optimize(model: nn.Module, config: OptimizeConfig, *, tokenizer, sample: Seq
     batches = [{k: b[k] for k in facts0.input_names if k in b} for b in batches]
     reference = run_batches(model, batches)
     facts = model_facts(model, tokenizer, _output_kind(reference[0]))
-    ctx = BuildContext(tokenizer, texts, facts, batches, reference)
+    ctx = BuildContext(model, tokenizer, texts, facts, batches, calibration_texts)
     artifact = backend_for(config).build(model, config, ctx)
     artifact.fidelity = compare(reference, run_batches(artifact, batches), [b["attention_mask"] for b in batches])
     artifact.build_seconds = time.perf_counter() - start
