@@ -74,22 +74,17 @@ def _output_kind(out) -> str:
 class BuildContext:
     """What a backend's ``build`` gets besides the model and config."""
 
-    def __init__(self, model: nn.Module, tokenizer, sample: list[str], facts: ModelFacts, batches: list[dict],
-                 calibration_texts: list[str]) -> None:
+    def __init__(self, model: nn.Module, tokenizer, facts: ModelFacts, calibration_texts: list[str]) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.sample = sample
         self.facts = facts
-        self.batches = batches  # padded mixed-length verification batches, then single inputs
-        self.calibration_texts = calibration_texts  # disjoint from ``sample`` unless the caller chose both
+        self.calibration_texts = calibration_texts  # disjoint from the verification sentences unless the caller chose both
 
-    def calibration(self, size: int) -> tuple[list[dict], list]:
-        """Padded mixed-length batches of the first ``size`` calibration sentences, and the original's
-        outputs on them."""
+    def calibration(self, size: int) -> list[dict]:
+        """Padded mixed-length batches of the first ``size`` calibration sentences."""
         batches = mixed_length_batches(self.tokenizer, self.calibration_texts[:size], batch_size=VERIFY_BATCH,
                                        max_length=self.facts.max_length)
-        batches = [self.feeds(b) for b in batches]
-        return batches, run_batches(self.model, batches)
+        return [self.feeds(b) for b in batches]
 
     def feeds(self, batch: dict) -> dict:
         return {k: batch[k] for k in self.facts.input_names if k in batch}
@@ -150,7 +145,7 @@ def optimize(
     batches = [{k: b[k] for k in facts0.input_names if k in b} for b in batches]
     reference = run_batches(model, batches)
     facts = model_facts(model, tokenizer, _output_kind(reference[0]))
-    ctx = BuildContext(model, tokenizer, texts, facts, batches, calibration_texts)
+    ctx = BuildContext(model, tokenizer, facts, calibration_texts)
     artifact = backend_for(config).build(model, config, ctx)
     artifact.fidelity = compare(reference, run_batches(artifact, batches), [b["attention_mask"] for b in batches])
     artifact.build_seconds = time.perf_counter() - start

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ember.errors import ArtifactError
-from ember.fidelity import compare
+from ember.fidelity import compare, run_batches
 from ember.optimize.artifact import ModelFacts, OptimizedModel, wrap_output
 from ember.optimize.config import OnnxRuntimeConfig
 from ember.optimize.export import export_onnx
@@ -244,11 +244,12 @@ def quantize_int8(path: Path, config: OnnxRuntimeConfig, ctx, tmp: Path) -> tupl
 
     Shared by the ONNX Runtime and OpenVINO backends (OpenVINO runs the QDQ pairs in int8).
     """
-    calib, reference = ctx.calibration(config.calibration_size)
+    calib = ctx.calibration(config.calibration_size)
     path = typed_copy(path, tmp)
     ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
     keep: list[str] = []
     if config.keep_fp32:
+        reference = run_batches(ctx.model, calib)
         keep = most_sensitive(path, config, calib, reference, ctx.facts, config.keep_fp32, tmp, ranges)
     out = tmp / "quantized.onnx"
     quantize(path, out, config, calib, exclude=keep, ranges=ranges)
