@@ -23,6 +23,7 @@ import torch
 
 from ember.batching import grouped_batches
 from ember.data import load_examples
+from ember.data.labels import encode_labels
 from ember.models import load_model
 from ember.models.families import find_parts
 from ember.recycle.split import split_states
@@ -42,7 +43,7 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     ex = load_examples(args.data, split="train")
-    names = sorted(set(ex.labels))
+    label_ids, names = encode_labels(ex.labels)
     model, tok = load_model(args.model, "classification", label_names=names)
     parts = find_parts(model)
     k = args.layer
@@ -51,7 +52,7 @@ def main() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     opts = {"foreach": torch.optim.AdamW(params, lr=1e-5, foreach=True), "fused": torch.optim.AdamW(params, lr=1e-5, fused=True)}
     ids = tok(ex.texts, truncation=True)["input_ids"]
-    labels = torch.tensor([names.index(y) for y in ex.labels])
+    labels = torch.tensor(label_ids)
     model.train()
     times: dict[str, list[float]] = {"bottom": [], "top_forward": [], "top_backward": [], "adamw_foreach": [], "adamw_fused": []}
     batches = grouped_batches([len(x) for x in ids], args.batch_size, seed=0)[: args.batches + 4]
