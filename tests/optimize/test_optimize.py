@@ -33,6 +33,7 @@ from ember.optimize import (
     preset,
 )
 from ember.optimize.config import PRESETS
+from ember.optimize.registry import missing_requirements
 
 from conftest import make_model
 
@@ -68,6 +69,13 @@ def onnx_art(classifier, tok):
 def test_every_preset_round_trips_through_a_dict(name):
     cfg = preset(name)
     assert config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_a_config_with_settings_this_version_lacks_is_refused_with_the_fix():
+    # e.g. an OpenVINO int8 artifact saved before its quantiser changed to NNCF, which had keep_fp32
+    old = {**OpenVINOConfig(quantize="static").to_dict(), "keep_fp32": 4, "per_channel": True}
+    with pytest.raises(ValueError, match=r"openvino config has settings this ember does not know \(keep_fp32, per_channel\).*re-create the artifact"):
+        config_from_dict(old)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +114,7 @@ def test_available_presets_are_the_installed_engines():
     names = set(available_presets())
     assert {"int8", "onnx", "onnx-int8", "openvino"} <= names
     assert "onnx-int8-block" in names
-    assert not names & {"compile", "compile-bf16", "onnx-int8-static", "openvino-int8"}  # on request only
+    assert not names & {"compile", "compile-bf16", "onnx-int8-static"}  # on request only
     assert preset("onnx-int8-static").quantize == "static"  # still buildable by name
 
 
@@ -336,15 +344,34 @@ def test_openvino_serves_single_inputs_with_bounded_static_shapes(tok, classifie
         OpenVINOConfig(static_lengths=-1)
 
 
-def test_openvino_static_int8_keeps_sensitive_matmuls(tok):
+def test_openvino_static_int8_quantises_every_projection_with_nncf(tok):
     pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
     model = make_model("bert-base")
-    cfg = OpenVINOConfig(quantize="static", keep_fp32=3, calibration_size=16, tolerance=Tolerance(min_mean_cosine=0.99))
+    cfg = OpenVINOConfig(quantize="static", calibration_size=16, tolerance=Tolerance(min_mean_cosine=0.99))
     art = optimize(model, cfg, tokenizer=tok)
-    assert art.kept_fp32 == 3
-    fq = [op for op in art.ov_model.get_ops() if op.get_type_name() == "FakeQuantize"]
-    assert len(fq) >= 2 * (4 * 6 - 3)  # activation + weight of each of the 21 quantised projections
+    ops = art.ov_model.get_ops()
+    fq = [op for op in ops if op.get_type_name() == "FakeQuantize"]
+    int8_weights = [op for op in ops if op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() == "i8"]
+    layers = model.config.num_hidden_layers
+    assert len(fq) >= 6 * layers  # the input of each of the 6 projections per layer (Q, K, V, output, FFN in/out)
+    assert len(int8_weights) >= 6 * layers  # and their weights, stored in int8
     assert art.fidelity.mean_cosine > 0.99
+    # batch-1 (static-shape model) and batched (dynamic) calls agree on the quantised model
+    x = tok(["book a flight to paris"], return_tensors="pt")
+    both = tok(["book a flight to paris", "hi"], padding=True, return_tensors="pt")
+    one, two = art(**x).last_hidden_state, art(**both).last_hidden_state
+    assert (one[0] - two[0, : one.shape[1]]).abs().max().item() < 0.05
+
+
+def test_openvino_int8_needs_nncf(monkeypatch):
+    pytest.importorskip("openvino")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    assert missing_requirements(OpenVINOConfig(quantize="static")) == ["pip install 'ember[openvino]'"]
+    assert missing_requirements(OpenVINOConfig()) == []
 
 
 _RELEASE_IN_ANY_ORDER = """

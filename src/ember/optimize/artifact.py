@@ -277,7 +277,10 @@ def load(directory: str | Path) -> OptimizedModel:
 
     d = Path(directory)
     manifest = read_manifest(d)
-    config = config_from_dict(manifest["config"])
+    try:
+        config = config_from_dict(manifest["config"])
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{d}: {exc}") from exc
     tokenizer = None
     if (d / "tokenizer").is_dir():
         from transformers import AutoTokenizer

@@ -158,16 +158,18 @@ class OnnxRuntimeConfig(OptimizeConfig):
 
 @dataclass(frozen=True)
 class OpenVINOConfig(OptimizeConfig):
-    """OpenVINO runtime on CPU (converted from ember's ONNX export).
+    """OpenVINO runtime on CPU (converted straight from the PyTorch model).
 
     Args:
         precision: ``"f32"`` or ``"bf16"`` inference precision (bf16 needs AVX512-BF16/AMX).
         hint: OpenVINO performance hint: ``"latency"`` or ``"throughput"``.
         threads: inference threads (``None``: OpenVINO's default).
-        quantize: ``"static"`` runs int8 MatMuls: the export is quantised (QDQ, calibrated on the
-            sample, per channel) with ONNX Runtime's quantiser, and OpenVINO executes it in int8.
-        keep_fp32: number of the most sensitive MatMuls left in fp32 (measured one by one).
-        calibration_size: sentences used to calibrate and rank sensitivity.
+        quantize: ``"static"`` runs int8 MatMuls: NNCF, OpenVINO's own post-training quantiser, calibrates
+            activation ranges on held-out sentences with its transformer scheme (SmoothQuant, per-channel
+            weights, fast bias correction; softmax, layer norms and the embedding sums stay in float). On
+            MiniLM-L6 (CLINC150) it measured cosine 0.9965, against 0.993 for ONNX Runtime's dynamic int8.
+            Needs ``pip install nncf``. The other precision (``precision``) runs what stays in float.
+        calibration_size: sentences NNCF calibrates on.
         static_lengths: single inputs (batch 1, the latency case) are padded (masked) up to a multiple of
             this many tokens and run by a model compiled for exactly that shape, which OpenVINO's CPU
             plugin runs ~1.2x faster than its dynamic-shape model (MiniLM-L6, bf16, 2 threads). ``0``: always
@@ -190,8 +192,6 @@ class OpenVINOConfig(OptimizeConfig):
     hint: Literal["latency", "throughput"] = "latency"
     threads: int | None = None
     quantize: Literal["none", "static"] = "none"
-    per_channel: bool = True
-    keep_fp32: int = 0
     calibration_size: int = 128
     static_lengths: int = 4
     max_static: int = 8
@@ -208,10 +208,6 @@ class OpenVINOConfig(OptimizeConfig):
         _check_choice("hint", self.hint, ("latency", "throughput"))
         _check_choice("quantize", self.quantize, ("none", "static"))
         _check_threads(self.threads)
-        if self.keep_fp32 < 0:
-            raise ValueError(f"keep_fp32={self.keep_fp32} must be >= 0")
-        if self.keep_fp32 and self.quantize == "none":
-            raise ValueError("keep_fp32 only makes sense with quantize='static'")
         if self.calibration_size < 1:
             raise ValueError(f"calibration_size={self.calibration_size} must be >= 1")
 
@@ -252,6 +248,12 @@ def config_from_dict(d: dict[str, Any]) -> OptimizeConfig:
     cls = CONFIG_TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise ValueError(f"unknown optimize config type {kind!r}; known: {', '.join(sorted(CONFIG_TYPES))}")
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(
+            f"this {kind} config has settings this ember does not know ({', '.join(sorted(unknown))}): it was "
+            "written by another ember version; re-create the artifact with this one"
+        )
     if "tolerance" in d:
         d["tolerance"] = Tolerance(**d["tolerance"])
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
@@ -304,8 +306,9 @@ def openvino_bf16() -> OpenVINOConfig:
 
 
 def openvino_int8() -> OpenVINOConfig:
-    """OpenVINO int8 (static, calibrated on the sample), the 4 most sensitive MatMuls kept in fp32."""
-    return OpenVINOConfig(quantize="static", keep_fp32=4, tolerance=Tolerance(min_mean_cosine=0.99))
+    """OpenVINO int8 MatMuls (NNCF, calibrated on held-out sentences; cosine ≥ 0.99). What stays in float runs
+    in fp32: bf16 measured no faster there on MiniLM-L6, and fp32 runs on every CPU."""
+    return OpenVINOConfig(quantize="static", tolerance=Tolerance(min_mean_cosine=0.99))
 
 
 def compiled() -> CompileConfig:

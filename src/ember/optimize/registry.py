@@ -14,12 +14,14 @@ class Backend:
     """How one config type is built into an artifact and loaded back from disk.
 
     ``build(model, config, ctx) -> artifact``; ``load(directory, manifest, tokenizer) -> artifact``;
-    ``requires``: importable modules it needs, with the pip line that installs them.
+    ``requires``: importable modules it needs, with the pip line that installs them; ``requires_for(config)``
+    adds those that only some settings need (e.g. a quantiser).
     """
 
     build: Callable
     load: Callable
     requires: tuple[tuple[str, str], ...] = ()
+    requires_for: Callable[[OptimizeConfig], tuple[tuple[str, str], ...]] | None = None
 
 
 _BACKENDS: dict[type[OptimizeConfig], Backend] = {}
@@ -33,11 +35,12 @@ _MODULES = {
 }
 
 
-def register(config_type: type[OptimizeConfig], *, load: Callable, requires: tuple[tuple[str, str], ...] = ()):
+def register(config_type: type[OptimizeConfig], *, load: Callable, requires: tuple[tuple[str, str], ...] = (),
+             requires_for: Callable[[OptimizeConfig], tuple[tuple[str, str], ...]] | None = None):
     """Decorator registering the builder of ``config_type``."""
 
     def deco(build: Callable) -> Callable:
-        _BACKENDS[config_type] = Backend(build=build, load=load, requires=requires)
+        _BACKENDS[config_type] = Backend(build=build, load=load, requires=requires, requires_for=requires_for)
         return build
 
     return deco
@@ -59,5 +62,9 @@ def missing_requirements(config: OptimizeConfig | type[OptimizeConfig]) -> list[
     """pip lines for the optional packages ``config`` needs that are not installed."""
     from importlib.util import find_spec
 
-    hints = [hint for mod, hint in backend_for(config).requires if find_spec(mod) is None]
+    backend = backend_for(config)
+    needs = backend.requires
+    if backend.requires_for is not None and not isinstance(config, type):
+        needs += backend.requires_for(config)
+    hints = [hint for mod, hint in needs if find_spec(mod) is None]
     return list(dict.fromkeys(hints))
