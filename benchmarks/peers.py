@@ -1,5 +1,8 @@
 """Every engine side by side in one run: MiniLM-L6 on CLINC150 test sentences, 2 threads.
 
+Every engine is built first, then timed in ``--repeats`` rounds, round-robin (each engine's latency pass and
+throughput passes in turn), so the shared machine's slow spells fall on every engine alike.
+
 Workloads (identical inputs for every engine, tokenized up front, never timed):
   - batch-1 latency p50/p90 over ``--latency-n`` real sentences (after warm-up);
   - throughput over ``--throughput-n`` sentences at batch 32, length-bucketed (headline) and in dataset order;
@@ -8,8 +11,8 @@ Workloads (identical inputs for every engine, tokenized up front, never timed):
 
 Peers: PyTorch eager fp32, PyTorch bf16, Optimum ONNX Runtime O2, Optimum int8 (avx512_vnni, dynamic),
 OpenVINO, CTranslate2 int8; then ember's presets (every available one, plus the on-request torch.compile ones). A peer that cannot be installed or run is reported
-as such. Optimum's ONNX exporter needs transformers < 4.58, so it runs in a side venv (``--optimum-python``)
-in a subprocess on the same inputs; its rows say so.
+as such. Optimum's ONNX exporter needs transformers < 4.58, so Optimum exports and optimises/quantises in a
+side venv (``--optimum-python``); the model it writes runs here in ONNX Runtime; its rows say so.
 
     flock /tmp/ember-bench.lock python benchmarks/peers.py            # full run
     python benchmarks/peers.py --quick                                  # smoke run
@@ -79,35 +82,63 @@ def pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden.astype(np.float32) * m).sum(1) / np.clip(m.sum(1), 1, None)  # (B, H)
 
 
-def measure(fn: Callable[[dict], np.ndarray], inp: Inputs, ref: list[np.ndarray] | None, repeats: int) -> dict:
-    """fn(batch of numpy arrays) -> last hidden state (B, T, H)."""
-    for b in inp.latency[:10]:
-        fn(b)
-    lat = []
-    for b in inp.latency:
-        t = time.perf_counter()
-        fn(b)
-        lat.append(time.perf_counter() - t)
-    lat_ms = np.array(lat) * 1000
+def measure_interleaved(fns: dict[str, Callable[[dict], np.ndarray]], inp: Inputs, ref: list[np.ndarray] | None,
+                        rounds: int) -> dict[str, dict]:
+    """Time every engine in ``rounds`` rounds, round-robin: in each round each engine runs its batch-1 latency
+    pass and its two throughput passes in turn, so a slow spell of this shared machine falls on every engine
+    alike instead of on whichever was running then. Latency percentiles pool the calls of all rounds;
+    throughput is the median over rounds. ``fn(batch of numpy arrays) -> last hidden state (B, T, H)``.
+    An engine that raises is dropped from later rounds and reported with its error.
+    """
+    lat = {n: [] for n in fns}
+    tps: dict[str, dict[str, list[float]]] = {n: {"throughput": [], "throughput_unbucketed": []} for n in fns}
+    errors: dict[str, str] = {}
 
-    def tp(batches):
+    def timed_pass(fn, batches) -> float:
         fn(batches[0])
-        runs = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for b in batches:
-                fn(b)
-            runs.append(inp.n_tp / (time.perf_counter() - t))
-        return statistics.median(runs)
+        t = time.perf_counter()
+        for b in batches:
+            fn(b)
+        return inp.n_tp / (time.perf_counter() - t)
 
-    pooled = [pool(fn(b), b["attention_mask"]) for b in inp.fidelity]
-    out = {"p50_ms": float(np.percentile(lat_ms, 50)), "p90_ms": float(np.percentile(lat_ms, 90)),
-           "throughput": tp(inp.bucketed), "throughput_unbucketed": tp(inp.unbucketed)}
-    if ref is not None:
-        a, b = np.concatenate(ref), np.concatenate(pooled)
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        out["cosine"], out["min_cosine"] = float(cos.mean()), float(cos.min())
-    return out | {"_pooled": pooled}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            if name in errors:
+                continue
+            try:
+                for b in inp.latency[:10]:
+                    fn(b)
+                for b in inp.latency:
+                    t = time.perf_counter()
+                    fn(b)
+                    lat[name].append(time.perf_counter() - t)
+                tps[name]["throughput"].append(timed_pass(fn, inp.bucketed))
+                tps[name]["throughput_unbucketed"].append(timed_pass(fn, inp.unbucketed))
+            except Exception as exc:  # noqa: BLE001 - report, don't fake
+                errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    out = {}
+    for name, fn in fns.items():
+        if name in errors:
+            out[name] = {"error": errors[name]}
+            continue
+        lat_ms = np.array(lat[name]) * 1000
+        pooled = [pool(fn(b), b["attention_mask"]) for b in inp.fidelity]
+        r = {"p50_ms": float(np.percentile(lat_ms, 50)), "p90_ms": float(np.percentile(lat_ms, 90)),
+             **{k: statistics.median(v) for k, v in tps[name].items()}}
+        if ref is not None:
+            a, b = np.concatenate(ref), np.concatenate(pooled)
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            r["cosine"], r["min_cosine"] = float(cos.mean()), float(cos.min())
+        out[name] = r | {"_pooled": pooled}
+    return out
+
+
+def measure(fn: Callable[[dict], np.ndarray], inp: Inputs, ref: list[np.ndarray] | None, repeats: int) -> dict:
+    """One engine alone (for scratch comparisons): ``measure_interleaved`` with a single engine."""
+    r = measure_interleaved({"engine": fn}, inp, ref, repeats)["engine"]
+    if "error" in r:
+        raise RuntimeError(r["error"])
+    return r
 
 
 # ---- matmul peaks ---------------------------------------------------------------------------
@@ -214,12 +245,11 @@ def ctranslate2_peer(model_path: str, threads: int, tmp: Path):
 
 
 OPTIMUM_CHILD = r'''
-import json, sys, time, numpy as np, pickle, os
+import json, sys, time, os
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 args = json.loads(sys.argv[1])
 from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
 from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
-import onnxruntime as ort
 tmp = args["tmp"]
 t0 = time.time()
 m = ORTModelForFeatureExtraction.from_pretrained(args["model"], export=True)
@@ -232,39 +262,34 @@ else:
     q = ORTQuantizer.from_pretrained(m)
     q.quantize(save_dir=tmp + "/q", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False))
     path = tmp + "/q"
-so = ort.SessionOptions(); so.intra_op_num_threads = args["threads"]; so.inter_op_num_threads = 1
 files = [f for f in os.listdir(path) if f.endswith(".onnx")]
-s = ort.InferenceSession(os.path.join(path, files[0]), so, providers=["CPUExecutionProvider"])
-build = time.time() - t0
-names = [i.name for i in s.get_inputs()]
-fn = lambda b: s.run(None, {k: b[k].astype(np.int64) for k in names})[0]
-sys.path.insert(0, args["here"])
-from peers import Inputs, measure  # noqa
-import __main__; __main__.Inputs = Inputs  # the parent pickled it as __main__.Inputs
-inp = pickle.load(open(args["inputs"], "rb"))
-ref = pickle.load(open(args["ref"], "rb"))
-r = measure(fn, inp, ref, args["repeats"])
-r.pop("_pooled")
-print("RESULT " + json.dumps(r | {"build_s": build, "files": files}))
+print("RESULT " + json.dumps({"build_s": time.time() - t0, "path": os.path.join(path, files[0])}))
 '''
 
 
-def optimum_peer(kind: str, args, inp: Inputs, ref, tmp: Path) -> dict:
-    import pickle
+def optimum_peer(kind: str, args, tmp: Path) -> Callable:
+    """Optimum's export and O2 optimisation or avx512_vnni dynamic int8, made in the side venv (its exporter
+    needs transformers < 4.58); the ``.onnx`` it writes runs here in an ONNX Runtime session set up as
+    Optimum's ``ORTModel`` sets one up (the side venv's onnxruntime is the same version as this one)."""
+    import onnxruntime as ort
 
     py = args.optimum_python
     if not py or not Path(py).exists():
         raise RuntimeError("optimum-onnx is not installed (it needs transformers<4.58; give --optimum-python of a venv that has it)")
-    (tmp / "inputs.pkl").write_bytes(pickle.dumps(inp))
-    (tmp / "ref.pkl").write_bytes(pickle.dumps(ref))
-    child_args = {"model": args.model_path, "kind": kind, "tmp": str(tmp / kind), "threads": args.threads,
-                  "here": str(HERE), "inputs": str(tmp / "inputs.pkl"), "ref": str(tmp / "ref.pkl"), "repeats": args.repeats}
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    child_args = {"model": args.model_path, "kind": kind, "tmp": str(tmp / kind)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ""}
     p = subprocess.run([py, "-c", OPTIMUM_CHILD, json.dumps(child_args)], capture_output=True, text=True, env=env, timeout=1200)
     line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     if not line:
         raise RuntimeError(f"optimum child failed: {(p.stderr or p.stdout).strip().splitlines()[-1][:300]}")
-    return json.loads(line[-1][7:])
+    built = json.loads(line[-1][7:])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
+    sess = ort.InferenceSession(built["path"], so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    fn = lambda b: sess.run(None, {k: b[k].astype(np.int64) for k in names})[0]  # noqa: E731
+    fn.build_s = built["build_s"]
+    return fn
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -310,74 +335,89 @@ def main() -> None:
           f"{gflop_per_sentence:.3f} GFLOP per sentence (unpadded), threads={args.threads}", flush=True)
 
     rows: list[Row] = []
+    fns: dict[str, Callable] = {}
+    last: dict[str, Callable[[], Callable]] = {}
     wanted = set(filter(None, args.only.split(",")))
 
-    def run(name: str, tier: str, make: Callable[[], Callable], note: str = "") -> None:
+    def add(name: str, tier: str, make: Callable[[], Callable], note: str = "", alone: bool = False) -> None:
+        """Build an engine now; every engine is timed later, interleaved with the others (``alone``: built and
+        timed after them, by itself)."""
         if wanted and name not in wanted and name != "pytorch-fp32":
             return
         row = Row(name, tier, note=note)
+        if alone:
+            last[name] = make
+            rows.append(row)
+            return
         try:
             t = time.perf_counter()
-            fn = make()
-            row.build_s = time.perf_counter() - t
-            r = measure(fn, inp, ref_pooled if name != "pytorch-fp32" else None, args.repeats)
-            r.pop("_pooled", None)
-            for k, v in r.items():
-                setattr(row, k, v)
+            fns[name] = make()
+            row.build_s = getattr(fns[name], "build_s", time.perf_counter() - t)
         except Exception as exc:  # noqa: BLE001 - report, don't fake
             row.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        if row.throughput:
-            row.peak_fraction = row.throughput * gflop_per_sentence / peaks[tier]
         rows.append(row)
-        print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(row).items()}), flush=True)
+        print(f"built {name}: {row.error or f'{row.build_s:.1f} s'}", flush=True)
 
     # reference
     base_fn = torch_engine(model, False)
     ref_pooled = [pool(base_fn(b), b["attention_mask"]) for b in inp.fidelity]
-    run("pytorch-fp32", "fp32", lambda: base_fn)
-    rows[0].cosine = rows[0].min_cosine = 1.0
-    run("pytorch-bf16", "bf16", lambda: torch_engine(model, True))
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
+        add("pytorch-fp32", "fp32", lambda: base_fn)
+        add("pytorch-bf16", "bf16", lambda: torch_engine(model, True))
         for kind, name in (("o2", "optimum-ort-O2"), ("int8", "optimum-int8-avx512vnni")):
-            if wanted and name not in wanted:
-                continue
-            row = Row(name, "fp32" if kind == "o2" else "int8", note="optimum-onnx in a side venv (transformers 4.57)")
+            add(name, "fp32" if kind == "o2" else "int8", lambda kind=kind: optimum_peer(kind, args, tmp),
+                note="Optimum's model (optimum-onnx in a side venv, transformers 4.57), run by onnxruntime 1.31 here")
+        add("openvino", "fp32", lambda: openvino_peer(args.model_path, args.threads))
+        # CTranslate2 brings its own OpenMP runtime, and once it has run, every other engine in the process ran up
+        # to 2x slower (PyTorch bf16 batch-1 6.4 -> 12 ms, measured): it is built and timed last, on its own
+        add("ctranslate2-int8", "int8", lambda: ctranslate2_peer(args.model_path, args.threads, tmp),
+            note="timed after the others, alone (its OpenMP runtime slows every other engine in the process)", alone=True)
+
+        # ember's variants: built through optimize(), verified, then timed on the same inputs
+        tiers = {"bf16": "bf16", "int8": "int8", "onnx": "fp32", "onnx-int8": "int8", "onnx-int8-static": "int8",
+                 "onnx-int8-block": "int8", "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
+                 "compile": "fp32", "compile-bf16": "bf16"}
+        sample = texts[:256]
+        # torch.compile is an on-request preset (slow to build); the benchmark measures it anyway
+        presets = available_presets() | {n: preset(n) for n in ("compile", "compile-bf16")}
+        for pname, pcfg in presets.items():
+            import dataclasses
+
+            fields = {f.name for f in dataclasses.fields(pcfg)}
+            c = dataclasses.replace(pcfg, on_violation="warn", **({"threads": args.threads} if "threads" in fields else {}))
+
+            def make(c=c):
+                art = optimize(model, c, tokenizer=tok, sample=sample)
+
+                def fn(b):
+                    with torch.inference_mode():
+                        return art(**{k: torch.from_numpy(v) for k, v in b.items()}).last_hidden_state.numpy()
+
+                return fn
+
+            add(f"ember-{pname}", tiers.get(pname, "fp32"), make)
+
+        print(f"timing {len(fns)} engines, {args.repeats} interleaved rounds", flush=True)
+        results = measure_interleaved(fns, inp, ref_pooled, args.repeats)
+        fns.clear()
+        for name, make in last.items():
+            row = next(r for r in rows if r.engine == name)
             try:
-                r = optimum_peer(kind, args, inp, ref_pooled, tmp)
-                for k in ("p50_ms", "p90_ms", "throughput", "throughput_unbucketed", "cosine", "min_cosine", "build_s"):
-                    setattr(row, k, r.get(k))
-                row.peak_fraction = row.throughput * gflop_per_sentence / peaks[row.tier]
-            except Exception as exc:  # noqa: BLE001
-                row.error = f"{type(exc).__name__}: {str(exc)[:300]}"
-            rows.append(row)
-            print(json.dumps(asdict(row)), flush=True)
-        run("openvino", "fp32", lambda: openvino_peer(args.model_path, args.threads))
-        run("ctranslate2-int8", "int8", lambda: ctranslate2_peer(args.model_path, args.threads, tmp))
-
-    # ember's variants: built through optimize(), verified, then timed on the same inputs
-    tiers = {"bf16": "bf16", "int8": "int8", "onnx": "fp32", "onnx-int8": "int8", "onnx-int8-static": "int8",
-             "onnx-int8-block": "int8", "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
-             "compile": "fp32", "compile-bf16": "bf16"}
-    sample = texts[:256]
-    # torch.compile is an on-request preset (slow to build); the benchmark measures it anyway
-    presets = available_presets() | {n: preset(n) for n in ("compile", "compile-bf16")}
-    for pname, pcfg in presets.items():
-        import dataclasses
-
-        fields = {f.name for f in dataclasses.fields(pcfg)}
-        c = dataclasses.replace(pcfg, on_violation="warn", **({"threads": args.threads} if "threads" in fields else {}))
-
-        def make(c=c):
-            art = optimize(model, c, tokenizer=tok, sample=sample)
-
-            def fn(b):
-                with torch.inference_mode():
-                    return art(**{k: torch.from_numpy(v) for k, v in b.items()}).last_hidden_state.numpy()
-
-            return fn
-
-        run(f"ember-{pname}", tiers.get(pname, "fp32"), make)
+                t = time.perf_counter()
+                fn = make()
+                row.build_s = time.perf_counter() - t
+                results[name] = measure_interleaved({name: fn}, inp, ref_pooled, args.repeats)[name]
+            except Exception as exc:  # noqa: BLE001 - report, don't fake
+                row.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    for row in rows:
+        r = results.get(row.engine, {})
+        r.pop("_pooled", None)
+        for k, v in r.items():
+            setattr(row, k, v)
+        if row.throughput:
+            row.peak_fraction = row.throughput * gflop_per_sentence / peaks[row.tier]
+        print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(row).items()}), flush=True)
 
     # verdicts against the issue's targets
     def tier_of(r: Row) -> str | None:
