@@ -269,8 +269,8 @@ print("RESULT " + json.dumps({"build_s": time.time() - t0, "path": os.path.join(
 
 def optimum_peer(kind: str, args, tmp: Path) -> Callable:
     """Optimum's export and O2 optimisation or avx512_vnni dynamic int8, made in the side venv (its exporter
-    needs transformers < 4.58); the ``.onnx`` it writes runs here in an ONNX Runtime session set up as
-    Optimum's ``ORTModel`` sets one up (the side venv's onnxruntime is the same version as this one)."""
+    needs transformers < 4.58); the ``.onnx`` it writes runs here, in an ONNX Runtime session with the thread
+    settings every engine gets (the side venv's onnxruntime is the same version as this one)."""
     import onnxruntime as ort
 
     py = args.optimum_python

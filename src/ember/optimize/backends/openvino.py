@@ -70,7 +70,6 @@ class _StaticModel:
         self.request = compiled.create_infer_request()
         self.inputs = {p.any_name: self.request.get_tensor(p).data for p in compiled.inputs}
         self.output = self.request.get_tensor(compiled.output(0))
-        self.length = compiled.input(0).get_shape()[1]
 
     def __call__(self, arrays: dict[str, np.ndarray], length: int, per_token: bool) -> np.ndarray:
         for name, buf in self.inputs.items():
@@ -93,7 +92,7 @@ class OpenVINOArtifact(OptimizedModel):
         self.request = self.compiled.create_infer_request()
         self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
                               for op in ov_model.get_ops() if op.get_type_name() == "Constant")
-        self.static = self._compile_static()  # padded length -> (compiled model, infer request), batch 1
+        self.static = self._compile_static()  # padded length -> its batch-1 model
 
     def _run(self, feeds: dict[str, torch.Tensor]):
         arrays = {k: v.detach().cpu().numpy() for k, v in feeds.items()}
@@ -106,7 +105,7 @@ class OpenVINOArtifact(OptimizedModel):
             out = static(arrays, length, self.facts.output == "last_hidden_state")
         return wrap_output(self.facts.output, torch.from_numpy(out))
 
-    def _compile_static(self) -> dict[int, tuple]:
+    def _compile_static(self) -> dict[int, _StaticModel]:
         """Models compiled for one input of ``static_lengths``, 2x, 3x ... tokens, made now rather than on a
         first request (a compile takes ~0.2 s, which would land in some request's latency).
 
