@@ -3,7 +3,9 @@ int8 through NNCF, OpenVINO's post-training quantiser."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
 import warnings
 from pathlib import Path
 
@@ -161,10 +163,13 @@ def quantize_nncf(ov_model, batches: list[dict]):
     ``ModelType.TRANSFORMER`` applies SmoothQuant, keeps softmax, layer norms and the residual sums in
     float, and quantises weights per output channel; fast bias correction follows. Every batch is used.
     """
-    import nncf  # optimize() checked it is installed (requires_for below)
+    # NNCF logs and draws its progress bars on stdout, where `ember ... --json` promises its JSON line: stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        import nncf  # optimize() checked it is installed (requires_for below)
 
-    data = nncf.Dataset([{k: np.asarray(v, dtype=np.int64) for k, v in b.items()} for b in batches])
-    return nncf.quantize(ov_model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=max(1, sum(len(b["input_ids"]) for b in batches)))
+        data = nncf.Dataset([{k: np.asarray(v, dtype=np.int64) for k, v in b.items()} for b in batches])
+        return nncf.quantize(ov_model, data, model_type=nncf.ModelType.TRANSFORMER,
+                             subset_size=max(1, sum(len(b["input_ids"]) for b in batches)))
 
 
 def _load(directory: Path, config: OpenVINOConfig, facts: ModelFacts, tokenizer) -> OpenVINOArtifact:
