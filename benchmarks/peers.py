@@ -133,14 +133,6 @@ def measure_interleaved(fns: dict[str, Callable[[dict], np.ndarray]], inp: Input
     return out
 
 
-def measure(fn: Callable[[dict], np.ndarray], inp: Inputs, ref: list[np.ndarray] | None, repeats: int) -> dict:
-    """One engine alone (for scratch comparisons): ``measure_interleaved`` with a single engine."""
-    r = measure_interleaved({"engine": fn}, inp, ref, repeats)["engine"]
-    if "error" in r:
-        raise RuntimeError(r["error"])
-    return r
-
-
 # ---- matmul peaks ---------------------------------------------------------------------------
 
 def matmul_peaks(quick: bool) -> dict[str, float]:
