@@ -318,30 +318,56 @@ def test_openvino_fp32_round_trips_without_torch_weights(tok, tmp_path):
     assert (art(**x).last_hidden_state - model(**x).last_hidden_state).abs().max().item() < 1e-4
 
 
-def test_openvino_serves_single_inputs_with_bounded_static_shapes(tok, classifier):
+def test_openvino_serves_single_inputs_on_static_shapes_chosen_from_the_sample(tok, classifier, tmp_path):
     pytest.importorskip("openvino")
+    from ember.optimize.backends.openvino import choose_static_shapes
+
     model = make_model("bert-base")
-    art = optimize(model, OpenVINOConfig(threads=1, static_lengths=4, max_static=2), tokenizer=tok)
-    assert sorted(art.static) == [4, 8]  # compiled up front: no request pays for a compile
-    dynamic = optimize(model, OpenVINOConfig(threads=1, static_lengths=0), tokenizer=tok)
-    assert dynamic.static == {}
     words = ["what", "is", "the", "weather", "like", "in", "paris", "this", "weekend", "please", "tell", "me", "now"]
     texts = [" ".join(words[:n]) for n in range(1, len(words) + 1)]
+    lengths = [len(tok(t)["input_ids"]) for t in texts]  # 3 .. 15 tokens
+    art = optimize(model, OpenVINOConfig(threads=1, max_static=2), tokenizer=tok, sample=texts)
+    assert art.optimize_config.static_shapes == choose_static_shapes(lengths, 2, 48) == (8, 12)
+    assert sorted(art.static) == [8, 12]  # compiled up front: no request pays for a compile
+    dynamic = optimize(model, OpenVINOConfig(threads=1, static_shapes=()), tokenizer=tok)
+    assert dynamic.static == {}
     for t in texts:
         x = tok([t], return_tensors="pt")
         got, want = art(**x).last_hidden_state, dynamic(**x).last_hidden_state
         assert got.shape == want.shape == (1, x["input_ids"].shape[1], 32)
         assert (got - want).abs().max().item() < 1e-5
-    assert sorted(art.static) == [4, 8]  # longer inputs took the dynamic model; nothing was compiled on the way
-    served = {-(-len(tok(t)["input_ids"]) // 4) * 4 for t in texts}
-    assert served & {4, 8} and served - {4, 8}  # some ran on static models, some on the dynamic one
+    assert sorted(art.static) == [8, 12]  # longer inputs took the dynamic model; nothing was compiled on the way
+    assert min(lengths) < 8 < max(lengths) and max(lengths) > 12  # padded up to 8, and past the last shape
+    # the chosen shapes are part of the saved config: a loaded artifact compiles the same ones
+    back = load(art.save(tmp_path / "ov"))
+    assert back.optimize_config.static_shapes == (8, 12) and sorted(back.static) == [8, 12]
+    assert sorted(optimize(model, OpenVINOConfig(threads=1, static_shapes=(4, 40)), tokenizer=tok).static) == [4, 40]
     # each static model copies the weights: a budget below one copy compiles none
     assert optimize(model, OpenVINOConfig(threads=1, static_memory_mb=0), tokenizer=tok).static == {}
     clf = optimize(classifier, OpenVINOConfig(threads=1), tokenizer=tok)
     x = tok(["book a flight"], return_tensors="pt")
-    assert len(clf.static) == 8 and (clf(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
-    with pytest.raises(ValueError, match=r"static_lengths=-1, max_static=8 and static_memory_mb=512 must be >= 0"):
-        OpenVINOConfig(static_lengths=-1)
+    assert clf.static and (clf(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match=r"max_static=-1 and static_memory_mb=512 must be >= 0"):
+        OpenVINOConfig(max_static=-1)
+    with pytest.raises(ValueError, match=r"static_shapes=\(16, 8\) must be increasing token lengths"):
+        OpenVINOConfig(static_shapes=(16, 8))
+
+
+def test_static_shapes_cover_the_sample_on_a_quarter_octave_grid():
+    from ember.optimize.backends.openvino import choose_static_shapes
+
+    clinc_like = [5, 7, 8, 9, 9, 10, 10, 10, 11, 11, 12, 12, 13, 14, 15, 17, 20]
+    assert choose_static_shapes(clinc_like) == (12, 16, 20)  # from the 25th percentile (9 -> 12) to the longest
+    assert choose_static_shapes(list(range(17, 56))) == (28, 32, 40, 48, 56)  # steps of 8 past 32 tokens
+    assert choose_static_shapes([5, 300], max_static=3) == (8, 12, 16)  # the shortest max_static of them
+    assert choose_static_shapes([600], max_length=512) == (512,)  # never past the model's max length
+    assert choose_static_shapes([10], max_static=0) == choose_static_shapes([]) == ()
+
+
+def test_openvino_config_saved_with_a_length_step_loads_as_its_shapes():
+    old = {k: v for k, v in OpenVINOConfig(max_static=3).to_dict().items() if k != "static_shapes"}
+    assert config_from_dict({**old, "static_lengths": 4}).static_shapes == (4, 8, 12)
+    assert config_from_dict({**old, "static_lengths": 0}).static_shapes == ()
 
 
 def test_openvino_static_int8_quantises_every_projection_with_nncf(tok, capsys):

@@ -170,16 +170,18 @@ class OpenVINOConfig(OptimizeConfig):
             MiniLM-L6 (CLINC150) it measured cosine 0.9965, against 0.993 for ONNX Runtime's dynamic int8.
             Needs ``pip install nncf``. The other precision (``precision``) runs what stays in float.
         calibration_size: sentences NNCF calibrates on.
-        static_lengths: single inputs (batch 1, the latency case) are padded (masked) up to a multiple of
-            this many tokens and run by a model compiled for exactly that shape, which OpenVINO's CPU
-            plugin runs ~1.2x faster than its dynamic-shape model (MiniLM-L6, bf16, 2 threads). ``0``: always
-            the dynamic model. Batches of several inputs always use the dynamic model.
-        max_static: shape-specialised models for ``static_lengths``, 2x, 3x ... tokens (default 8: inputs up
-            to 32 tokens), compiled when the artifact is built or loaded (~0.2 s each) so no request pays for
-            a compile; longer inputs use the dynamic model.
+        static_shapes: token lengths at which single inputs (batch 1, the latency case) run on a model
+            compiled for exactly that shape, padded (masked) up to the next of them; OpenVINO's CPU plugin runs
+            a static shape ~1.2x faster than its dynamic-shape model at batch 1 (MiniLM-L6, bf16, 2 threads).
+            ``None`` (default): chosen when the artifact is built, from the token lengths of the sample
+            (:func:`ember.optimize.backends.openvino.choose_static_shapes`), and recorded in the artifact's
+            config so a loaded artifact compiles the same ones. ``()``: always the dynamic model. Longer
+            inputs and every batch of several inputs use the dynamic model.
+        max_static: at most this many shape-specialised models (compiled when the artifact is built or
+            loaded, ~0.2 s each, so no request pays for a compile).
         static_memory_mb: each shape-specialised model holds its own copy of the weights (~35 MB for
-            MiniLM-L6 in bf16); fewer than ``max_static`` are compiled when their fp32 weight size would pass
-            this budget (a large model gets one or none).
+            MiniLM-L6 in bf16); fewer are compiled when their fp32 weight size would pass this budget (a
+            large model gets one or none).
 
     Example:
         >>> OpenVINOConfig(precision="bf16").hint
@@ -193,17 +195,23 @@ class OpenVINOConfig(OptimizeConfig):
     threads: int | None = None
     quantize: Literal["none", "static"] = "none"
     calibration_size: int = 128
-    static_lengths: int = 4
+    static_shapes: tuple[int, ...] | None = None
     max_static: int = 8
     static_memory_mb: int = 512
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if min(self.static_lengths, self.max_static, self.static_memory_mb) < 0:
+        if min(self.max_static, self.static_memory_mb) < 0:
             raise ValueError(
-                f"static_lengths={self.static_lengths}, max_static={self.max_static} and static_memory_mb="
-                f"{self.static_memory_mb} must be >= 0 (0 turns shape-specialised models off)"
+                f"max_static={self.max_static} and static_memory_mb={self.static_memory_mb} must be >= 0 "
+                "(0 turns shape-specialised models off)"
             )
+        if self.static_shapes is not None:
+            shapes = tuple(self.static_shapes)
+            if any(not isinstance(n, int) or n < 1 for n in shapes) or list(shapes) != sorted(set(shapes)):
+                raise ValueError(f"static_shapes={self.static_shapes!r} must be increasing token lengths >= 1, "
+                                 "e.g. (12, 16, 24); () turns shape-specialised models off, None chooses them from the sample")
+            object.__setattr__(self, "static_shapes", shapes)
         _check_choice("precision", self.precision, ("f32", "bf16"))
         _check_choice("hint", self.hint, ("latency", "throughput"))
         _check_choice("quantize", self.quantize, ("none", "static"))
@@ -248,6 +256,9 @@ def config_from_dict(d: dict[str, Any]) -> OptimizeConfig:
     cls = CONFIG_TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise ValueError(f"unknown optimize config type {kind!r}; known: {', '.join(sorted(CONFIG_TYPES))}")
+    if kind == "openvino" and "static_lengths" in d:  # saved before static_shapes: every multiple of the step
+        step = d.pop("static_lengths")
+        d["static_shapes"] = [step * i for i in range(1, d.get("max_static", 8) + 1)] if step else []
     unknown = set(d) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(

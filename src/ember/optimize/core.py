@@ -86,6 +86,12 @@ class BuildContext:
                                        max_length=self.facts.max_length)
         return [self.feeds(b) for b in batches]
 
+    def token_lengths(self) -> list[int]:
+        """Token lengths of the sample's sentences (the calibration ones where a config calibrates), truncated
+        at the model's max length: what a backend can tailor shapes to."""
+        enc = self.tokenizer(self.calibration_texts, truncation=True, max_length=self.facts.max_length)
+        return [len(ids) for ids in enc["input_ids"]]
+
     def feeds(self, batch: dict) -> dict:
         return {k: batch[k] for k in self.facts.input_names if k in batch}
 
@@ -111,7 +117,9 @@ def optimize(
         sample: verification sentences (default: 64 built-in ones). A config that tunes on data
             (``config.calibrates``: static int8, ``keep_fp32``) calibrates on other sentences, so the
             fidelity it reports is measured on inputs it never saw: the rest of the built-in sentences, or,
-            for a user sample, every second sentence (the others verify).
+            for a user sample, every second sentence (the others verify). Its token lengths are also
+            the lengths an OpenVINO artifact compiles batch-1 shapes for (``OpenVINOConfig.static_shapes``),
+            so a sample like the traffic the artifact will serve pays off.
         calibration: calibration sentences to use instead (then ``sample`` is verified whole).
 
     Returns:

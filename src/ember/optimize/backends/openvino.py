@@ -3,10 +3,13 @@ int8 through NNCF, OpenVINO's post-training quantiser."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import dataclasses
 import functools
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +97,7 @@ class OpenVINOArtifact(OptimizedModel):
         self.request = self.compiled.create_infer_request()
         self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
                               for op in ov_model.get_ops() if op.get_type_name() == "Constant")
-        self.static = self._compile_static()  # padded length -> its batch-1 model
+        self.static = self._compile_static()  # padded length -> its batch-1 model (sorted in ._shapes)
 
     def _run(self, feeds: dict[str, torch.Tensor]):
         arrays = {k: v.detach().cpu().numpy() for k, v in feeds.items()}
@@ -108,30 +111,28 @@ class OpenVINOArtifact(OptimizedModel):
         return wrap_output(self.facts.output, torch.from_numpy(out))
 
     def _compile_static(self) -> dict[int, _StaticModel]:
-        """Models compiled for one input of ``static_lengths``, 2x, 3x ... tokens, made now rather than on a
-        first request (a compile takes ~0.2 s, which would land in some request's latency).
+        """Models compiled for one input of each of ``static_shapes`` tokens, made now rather than on a first
+        request (a compile takes ~0.2 s, which would land in some request's latency).
 
-        OpenVINO's CPU plugin runs a static shape faster than its dynamic-shape model at batch 1, where a
-        call is short enough for shape handling to count (measured, see ``OpenVINOConfig``). Each model
-        holds its own copy of the weights, so their number is bounded by ``max_static`` and by
-        ``static_memory_mb`` (counted with the fp32 size of the weights, an upper bound).
+        Each model holds its own copy of the weights, so their number is bounded by ``max_static`` and by
+        ``static_memory_mb`` (counted with the fp32 size of the weights, an upper bound); the shortest are kept.
         """
         cfg = self.optimize_config
-        if not cfg.static_lengths or not cfg.max_static:
-            return {}
-        count = min(cfg.max_static, int(cfg.static_memory_mb * 1e6 // max(self.size_bytes, 1)),
-                    self.facts.max_length // cfg.static_lengths)
+        shapes = [n for n in cfg.static_shapes or () if n <= self.facts.max_length]
+        count = min(cfg.max_static, int(cfg.static_memory_mb * 1e6 // max(self.size_bytes, 1)))
         out = {}
-        for padded in range(cfg.static_lengths, cfg.static_lengths * count + 1, cfg.static_lengths):
+        for padded in shapes[:count]:
             model = self.ov_model.clone()
             model.reshape({inp.get_any_name(): [1, padded] for inp in model.inputs})
             out[padded] = _StaticModel(shared_core().compile_model(model, "CPU", compile_options(cfg)))
+        self._shapes = sorted(out)
         return out
 
     def _static_model(self, length: int) -> _StaticModel | None:
-        """The static model for one input of ``length`` tokens, or ``None`` beyond the compiled ones."""
-        step = self.optimize_config.static_lengths
-        return self.static.get(-(-length // step) * step) if step else None
+        """The static model for one input of ``length`` tokens (the shortest shape that holds it), or ``None``
+        beyond the compiled ones."""
+        i = bisect.bisect_left(self._shapes, length)
+        return self.static[self._shapes[i]] if i < len(self._shapes) else None
 
     def _save_files(self, directory: Path) -> None:
         import openvino as ov
@@ -154,7 +155,44 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
         inp.get_tensor().set_names({name})
     if config.quantize == "static":
         ov_model = quantize_nncf(ov_model, ctx.calibration(config.calibration_size))
+    if config.static_shapes is None:  # chosen from the sample's lengths, recorded so a load compiles the same
+        shapes = choose_static_shapes(ctx.token_lengths(), config.max_static, ctx.facts.max_length)
+        config = dataclasses.replace(config, static_shapes=shapes)
     return OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
+
+
+def choose_static_shapes(lengths: Sequence[int], max_static: int = 8, max_length: int = 512) -> tuple[int, ...]:
+    """Input lengths worth a shape-specialised batch-1 model, chosen from the token lengths of a sample.
+
+    Shapes come from a quarter-octave grid (multiples of 4 up to 32, of 8 up to 64, of 16 up to 128, ...),
+    so an input is padded by at most ~25%; the chosen run from the grid point that holds the sample's 25th
+    percentile up to the one that holds its longest input, the shortest ``max_static`` of them.
+
+    Why not every multiple of 4: each model holds its own copy of the weights, and a copy that recent
+    requests used is still in the CPU's cache. Measured on MiniLM-L6 at batch 1 (CLINC150 test sentences,
+    2 threads, run by run in shuffled order), three models at 12/16/20 tokens ran 3–10% faster at the median
+    than eight at 4, 8, ... 32 (the two extra tokens of padding cost less than the cache misses); on SST-2
+    (longer sentences) covering the sample's longest input instead of stopping at 32 tokens cut p90 from
+    4.2 to 2.7 ms (int8), the inputs past 32 having run on the dynamic-shape model.
+
+    Example:
+        >>> choose_static_shapes([7, 9, 10, 11, 12, 14, 20])
+        (12, 16, 20)
+    """
+    if not lengths or max_static <= 0:
+        return ()
+    ordered = sorted(lengths)
+    low = ordered[(len(ordered) - 1) // 4]
+    high = min(ordered[-1], max_length)
+    grid, n = [], 4
+    while n <= max_length:
+        grid.append(n)
+        n += max(4, (1 << (n.bit_length() - 1)) // 4)
+    if grid[-1] < max_length:
+        grid.append(max_length)
+    start = bisect.bisect_left(grid, min(low, high))
+    stop = bisect.bisect_left(grid, high) + 1
+    return tuple(grid[start:stop][:max_static])
 
 
 def quantize_nncf(ov_model, batches: list[dict]):
@@ -168,8 +206,8 @@ def quantize_nncf(ov_model, batches: list[dict]):
         import nncf  # optimize() checked it is installed (requires_for below)
 
         data = nncf.Dataset([{k: np.asarray(v, dtype=np.int64) for k, v in b.items()} for b in batches])
-        return nncf.quantize(ov_model, data, model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=max(1, sum(len(b["input_ids"]) for b in batches)))
+        # subset_size counts dataset items, here batches: all of them
+        return nncf.quantize(ov_model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=max(1, len(batches)))
 
 
 def _load(directory: Path, config: OpenVINOConfig, facts: ModelFacts, tokenizer) -> OpenVINOArtifact:
