@@ -172,7 +172,7 @@ class OpenVINOConfig(OptimizeConfig):
         calibration_size: sentences NNCF calibrates on.
         static_shapes: token lengths at which single inputs (batch 1, the latency case) run on a model
             compiled for exactly that shape, padded (masked) up to the next of them; OpenVINO's CPU plugin runs
-            a static shape ~1.2x faster than its dynamic-shape model at batch 1 (MiniLM-L6, bf16, 2 threads).
+            a static shape 1.2–2x faster than its dynamic-shape model at batch 1 (MiniLM-L6, 2 threads).
             ``None`` (default): chosen when the artifact is built, from the token lengths of the sample
             (:func:`ember.optimize.backends.openvino.choose_static_shapes`), and recorded in the artifact's
             config so a loaded artifact compiles the same ones. ``()``: always the dynamic model. Longer

@@ -97,7 +97,8 @@ class OpenVINOArtifact(OptimizedModel):
         self.request = self.compiled.create_infer_request()
         self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
                               for op in ov_model.get_ops() if op.get_type_name() == "Constant")
-        self.static = self._compile_static()  # padded length -> its batch-1 model (sorted in ._shapes)
+        self.static = self._compile_static()  # padded length -> its batch-1 model
+        self._shapes = sorted(self.static)
 
     def _run(self, feeds: dict[str, torch.Tensor]):
         arrays = {k: v.detach().cpu().numpy() for k, v in feeds.items()}
@@ -125,7 +126,6 @@ class OpenVINOArtifact(OptimizedModel):
             model = self.ov_model.clone()
             model.reshape({inp.get_any_name(): [1, padded] for inp in model.inputs})
             out[padded] = _StaticModel(shared_core().compile_model(model, "CPU", compile_options(cfg)))
-        self._shapes = sorted(out)
         return out
 
     def _static_model(self, length: int) -> _StaticModel | None:
@@ -168,12 +168,11 @@ def choose_static_shapes(lengths: Sequence[int], max_static: int = 8, max_length
     so an input is padded by at most ~25%; the chosen run from the grid point that holds the sample's 25th
     percentile up to the one that holds its longest input, the shortest ``max_static`` of them.
 
-    Why not every multiple of 4: each model holds its own copy of the weights, and a copy that recent
-    requests used is still in the CPU's cache. Measured on MiniLM-L6 at batch 1 (CLINC150 test sentences,
-    2 threads, run by run in shuffled order), three models at 12/16/20 tokens ran 3–10% faster at the median
-    than eight at 4, 8, ... 32 (the two extra tokens of padding cost less than the cache misses); on SST-2
-    (longer sentences) covering the sample's longest input instead of stopping at 32 tokens cut p90 from
-    4.2 to 2.7 ms (int8), the inputs past 32 having run on the dynamic-shape model.
+    Why from the sample: each model holds its own copy of the weights, so models for lengths the traffic
+    never has cost memory, and inputs longer than the last model fall to the dynamic-shape model, which is
+    1.4–2x slower at batch 1. Measured by ``benchmarks/openvino_static.py`` (MiniLM-L6, 2 threads): on
+    CLINC150 the median matched every multiple of 4 up to 32 (within noise) with half the models; on SST-2,
+    whose sentences run past 32 tokens, p90 fell from 3.8 to 3.0 ms (int8).
 
     Example:
         >>> choose_static_shapes([7, 9, 10, 11, 12, 14, 20])
