@@ -61,6 +61,15 @@ def test_saved_hf_dataset(tmp_path):
     assert ex.texts == ["a b", "c"] and ex.labels == [0, 1]
 
 
+def test_txt_one_unlabelled_text_per_line(tmp_path):
+    (tmp_path / "t.txt").write_text("book a flight\n\n  \nwhat time is it?\n", encoding="utf-8")
+    ex = load_examples(tmp_path / "t.txt")
+    assert ex.texts == ["book a flight", "what time is it?"] and ex.labels is None
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(DataError, match="holds no examples"):
+        load_examples(tmp_path / "blank.txt")
+
+
 def test_empty_and_unknown(tmp_path):
     (tmp_path / "e.csv").write_text("text,label\n")
     with pytest.raises(DataError, match="holds no examples"):

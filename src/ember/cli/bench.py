@@ -15,7 +15,7 @@ app = typer.Typer(help="Benchmark the model's variants: accuracy or fidelity, la
 @app.callback(invoke_without_command=True)
 def bench(
     model: Annotated[str | None, typer.Option(help="Model folder or hub id (default: packaged all-MiniLM-L6-v2).")] = None,
-    data: Annotated[str | None, typer.Option(help="CSV/TSV/JSONL/CLINC150 JSON/dataset (default: built-in sentences).")] = None,
+    data: Annotated[str | None, typer.Option(help="CSV/TSV/JSONL/TXT/CLINC150 JSON/dataset (default: built-in sentences).")] = None,
     split: Annotated[str | None, typer.Option(help="Split of --data (CLINC150 JSON, datasets).")] = None,
     text_column: Annotated[str | None, typer.Option(help="Text column of --data.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Label column of --data.")] = None,

@@ -28,7 +28,7 @@ def optimize_cmd(
     preset: str = typer.Option(..., "--preset", "-p", help="preset name (see --list)"),
     out: Path = typer.Option(..., "--out", "-o", help="directory to write the artifact to"),
     task: str = typer.Option("embedding", help="'embedding' (AutoModel) or 'classification'"),
-    data: Path | None = typer.Option(None, help="verification/calibration texts (CSV/TSV/JSONL/CLINC JSON)"),
+    data: Path | None = typer.Option(None, help="verification/calibration texts (CSV/TSV/JSONL/TXT/CLINC JSON)"),
     split: str | None = typer.Option(None, help="split of --data to read"),
     limit: int = typer.Option(256, help="at most this many verification sentences"),
     json_out: bool = typer.Option(False, "--json", help="print a final JSON line"),
@@ -52,7 +52,7 @@ def optimize_cmd(
 
 def autotune_cmd(
     model: str = typer.Argument(..., help="local folder, hub id, or 'default'"),
-    data: Path = typer.Option(..., help="texts to tune on (CSV/TSV/JSONL/CLINC JSON)"),
+    data: Path = typer.Option(..., help="texts to tune on (CSV/TSV/JSONL/TXT/CLINC JSON)"),
     budget: float = typer.Option(0.999, help="minimum mean cosine vs the original"),
     objective: str = typer.Option("latency", help="'latency' (batch-1 p50) or 'throughput'"),
     split: str | None = typer.Option(None, help="split of --data to read"),

@@ -3,6 +3,7 @@
 Accepted sources:
 - ``file.csv`` / ``file.tsv`` with a header row (text and label columns, names configurable);
 - ``file.jsonl``: one JSON object per line;
+- ``file.txt``: one text per line, unlabelled (blank lines skipped), like ember's built-in sentences;
 - the CLINC150 ``data_full.json`` (or the folder holding it): ``{split: [[text, intent], ...]}``;
 - a Hugging Face dataset saved with ``save_to_disk`` (a folder), or a hub dataset name.
 """
@@ -160,6 +161,8 @@ def load_examples(
                             raise DataError(f"{name} line {i} is not valid JSON: {exc}") from exc
             columns = list(rows[0]) if rows else []
             ex = _rows_to_examples(rows, columns, text_column, label_column, name)
+        elif suffix == ".txt":
+            ex = Examples([line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], None, name)
         elif suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
@@ -169,11 +172,11 @@ def load_examples(
             else:
                 raise DataError(f"{name}: JSON must be CLINC150-style {{split: [[text, label], ...]}} or a list of objects")
         else:
-            raise DataError(f"{name}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl, .json or a dataset folder")
+            raise DataError(f"{name}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl, .json, .txt or a dataset folder")
     elif path.is_dir():
         ex = _hf_dataset(path, split, text_column, label_column, saved=True)
     elif path.suffix or "/" in name and name.startswith((".", "/")):
-        raise DataError(f"{name} does not exist; pass a CSV/TSV/JSONL/JSON file, a dataset folder or a hub dataset name")
+        raise DataError(f"{name} does not exist; pass a CSV/TSV/JSONL/JSON/TXT file, a dataset folder or a hub dataset name")
     else:
         ex = _hf_dataset(name, split, text_column, label_column, saved=False)
     if len(ex) == 0:
