@@ -18,7 +18,7 @@ console = Console(stderr=True)
 
 # Options several commands share, declared once.
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Local folder or hub id (default: packaged all-MiniLM-L6-v2).")]
-DataOpt = Annotated[str, typer.Option("--data", help="CSV/TSV, JSONL, CLINC150 JSON, saved HF dataset folder or hub name.")]
+DataOpt = Annotated[str, typer.Option("--data", help="CSV/TSV, JSONL, TXT, CLINC150 JSON, saved HF dataset folder or hub name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a final machine-readable JSON line.")]
 TextCol = Annotated[str | None, typer.Option("--text-column", help="Text column name.")]
 LabelCol = Annotated[str | None, typer.Option("--label-column", help="Label column name.")]

@@ -116,6 +116,16 @@ def _clinc(data: dict, split: str | None, source: str) -> Examples:
     return Examples([p[0] for p in pairs], [p[1] for p in pairs], f"{source}:{split}")
 
 
+def text_lines(text: str) -> list[str]:
+    r"""One text per non-blank line, stripped: how ``.txt`` files and ember's built-in sentences are read.
+
+    Example:
+        >>> text_lines("hello\n\n  book a flight \n")
+        ['hello', 'book a flight']
+    """
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def load_examples(
     source: str | Path,
     *,
@@ -162,7 +172,7 @@ def load_examples(
             columns = list(rows[0]) if rows else []
             ex = _rows_to_examples(rows, columns, text_column, label_column, name)
         elif suffix == ".txt":
-            ex = Examples([line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], None, name)
+            ex = Examples(text_lines(path.read_text(encoding="utf-8")), None, name)
         elif suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):

@@ -15,8 +15,9 @@ SAMPLE_FILE = "sample_sentences.txt"
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[str, ...]:
-    text = resources.files("ember.data").joinpath(SAMPLE_FILE).read_text(encoding="utf-8")
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    from ember.data.loaders import text_lines
+
+    return tuple(text_lines(resources.files("ember.data").joinpath(SAMPLE_FILE).read_text(encoding="utf-8")))
 
 
 def sample_sentences(n: int | None = None) -> list[str]:
