@@ -91,6 +91,7 @@ def test_a_config_with_settings_this_version_lacks_is_refused_with_the_fix():
         (lambda: OnnxRuntimeConfig(exporter="jit"), "exporter='jit' is not one of 'torchscript', 'dynamo'"),
         (lambda: BF16Config(dtype="float16"), "dtype='float16' is only fast on CUDA; on CPU use dtype='bfloat16'"),
         (lambda: OpenVINOConfig(threads=0), "threads=0 must be >= 1 (or None for the engine's default)"),
+        (lambda: OpenVINOConfig(streams=0), "streams=0 must be >= 1 (1: one request on every thread), or None to choose"),
         (lambda: Int8DynamicConfig(on_violation="ignore"), "on_violation='ignore' is not one of 'raise', 'warn'"),
     ],
 )
@@ -365,9 +366,33 @@ def test_static_shapes_cover_the_sample_on_a_quarter_octave_grid():
 
 
 def test_openvino_config_saved_with_a_length_step_loads_as_its_shapes():
-    old = {k: v for k, v in OpenVINOConfig(max_static=3).to_dict().items() if k != "static_shapes"}
+    old = {k: v for k, v in OpenVINOConfig(max_static=3).to_dict().items() if k not in ("static_shapes", "streams")}
     assert config_from_dict({**old, "static_lengths": 4}).static_shapes == (4, 8, 12)
     assert config_from_dict({**old, "static_lengths": 0}).static_shapes == ()
+    # saved with a performance hint (before streams): loads, and batches get the streams chosen on this machine
+    assert config_from_dict({**old, "hint": "throughput"}) == OpenVINOConfig(max_static=3)
+
+
+def test_openvino_splits_batches_over_streams_and_keeps_their_order(tok, classifier):
+    pytest.importorskip("openvino")
+    model = make_model("bert-base")
+    split = optimize(model, OpenVINOConfig(threads=2, streams=2, static_shapes=()), tokenizer=tok)
+    whole = optimize(model, OpenVINOConfig(threads=2, streams=1, static_shapes=()), tokenizer=tok)
+    assert split.streams == 2 and split.batched.compiled.get_property("NUM_STREAMS") == 2
+    assert whole.streams == 1 and whole.batched is None
+    texts = ["book a flight to paris", "hi", "what is the weather like this weekend", "play jazz", "ok", "set an alarm"]
+    for n in (2, 3, 5, 6):  # parts of equal and unequal sizes
+        x = tok(texts[:n], padding=True, return_tensors="pt")
+        got, want = split(**x).last_hidden_state, whole(**x).last_hidden_state
+        assert got.shape == want.shape == (n, x["input_ids"].shape[1], 32)
+        assert (got - want).abs().max().item() < 1e-5
+    clf = optimize(classifier, OpenVINOConfig(threads=2, streams=3), tokenizer=tok)
+    x = tok(texts[:5], padding=True, return_tensors="pt")
+    assert len(clf.batched.requests) == 3
+    assert (clf(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
+    # chosen from the threads the model runs on: one thread, one request
+    assert optimize(model, OpenVINOConfig(threads=1), tokenizer=tok).batched is None
+    assert optimize(model, OpenVINOConfig(threads=2), tokenizer=tok).streams == 2
 
 
 def test_openvino_static_int8_quantises_every_projection_with_nncf(tok, capsys):

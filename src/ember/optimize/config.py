@@ -162,8 +162,14 @@ class OpenVINOConfig(OptimizeConfig):
 
     Args:
         precision: ``"f32"`` or ``"bf16"`` inference precision (bf16 needs AVX512-BF16/AMX).
-        hint: OpenVINO performance hint: ``"latency"`` or ``"throughput"``.
-        threads: inference threads (``None``: OpenVINO's default).
+        threads: inference threads (``None``: OpenVINO's default, one per physical core).
+        streams: a batch of two or more inputs is cut into this many parts that run at the same time, each on
+            its own OpenVINO stream with an equal share of ``threads``, and the outputs are joined in order. The
+            streams belong to one more compiled model (one more copy of the weights; its streams share it). Measured on MiniLM-L6, 2 threads, CLINC150
+            batches of 32 (``benchmarks/openvino_streams.py``): more sentences/s than one request on both
+            threads at every precision, most in bf16 and fp32 (see BENCHMARKS.md). ``None`` (default): 2 when
+            the model runs on 2 threads or more, else 1; ``1``: one request on every thread. Single inputs always
+            run as one request on every thread (the latency case).
         quantize: ``"static"`` runs int8 MatMuls: NNCF, OpenVINO's own post-training quantiser, calibrates
             activation ranges on held-out sentences with its transformer scheme (SmoothQuant, per-channel
             weights, fast bias correction; softmax, layer norms and the embedding sums stay in float). On
@@ -184,15 +190,15 @@ class OpenVINOConfig(OptimizeConfig):
             large model gets one or none).
 
     Example:
-        >>> OpenVINOConfig(precision="bf16").hint
-        'latency'
+        >>> OpenVINOConfig(precision="bf16", threads=2).streams is None
+        True
     """
 
     kind: ClassVar[str] = "openvino"
     tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.9999))
     precision: Literal["f32", "bf16"] = "f32"
-    hint: Literal["latency", "throughput"] = "latency"
     threads: int | None = None
+    streams: int | None = None
     quantize: Literal["none", "static"] = "none"
     calibration_size: int = 128
     static_shapes: tuple[int, ...] | None = None
@@ -213,7 +219,8 @@ class OpenVINOConfig(OptimizeConfig):
                                  "e.g. (12, 16, 24); () turns shape-specialised models off, None chooses them from the sample")
             object.__setattr__(self, "static_shapes", shapes)
         _check_choice("precision", self.precision, ("f32", "bf16"))
-        _check_choice("hint", self.hint, ("latency", "throughput"))
+        if self.streams is not None and (not isinstance(self.streams, int) or self.streams < 1):
+            raise ValueError(f"streams={self.streams!r} must be >= 1 (1: one request on every thread), or None to choose")
         _check_choice("quantize", self.quantize, ("none", "static"))
         _check_threads(self.threads)
         if self.calibration_size < 1:
@@ -259,6 +266,8 @@ def config_from_dict(d: dict[str, Any]) -> OptimizeConfig:
     if kind == "openvino" and "static_lengths" in d:  # saved before static_shapes: every multiple of the step
         step = d.pop("static_lengths")
         d["static_shapes"] = [step * i for i in range(1, d.get("max_static", 8) + 1)] if step else []
+    if kind == "openvino":  # saved before streams: OpenVINO's performance hint, now set per compiled model
+        d.pop("hint", None)
     unknown = set(d) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(

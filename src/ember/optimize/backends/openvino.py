@@ -55,8 +55,14 @@ def shared_core():
     return ov.Core()
 
 
-def compile_options(config: OpenVINOConfig) -> dict[str, str]:
-    opts = {"PERFORMANCE_HINT": config.hint.upper(), "INFERENCE_PRECISION_HINT": config.precision}
+def compile_options(config: OpenVINOConfig, streams: int = 1) -> dict[str, str]:
+    """OpenVINO's compile options for ``config``: one stream on every thread (a request's latency), or ``streams``
+    streams sharing the threads (requests running side by side)."""
+    opts = {"INFERENCE_PRECISION_HINT": config.precision}
+    if streams > 1:
+        opts |= {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams)}
+    else:
+        opts["PERFORMANCE_HINT"] = "LATENCY"
     if config.threads:
         opts["INFERENCE_NUM_THREADS"] = str(config.threads)
     return opts
@@ -85,6 +91,31 @@ class _StaticModel:
         return (out[:, :length] if per_token else out).copy()
 
 
+class _Streams:
+    """One compiled model run as ``n`` OpenVINO streams: a batch is cut into ``n`` parts by rows, started on one
+    request per stream, and the outputs joined in order.
+
+    Why: on a batch, one request on every thread leaves threads waiting at each layer's joins; parts on
+    their own streams do not wait for each other (``benchmarks/openvino_streams.py``). The streams belong to one
+    compiled model, so they share its weights.
+    """
+
+    def __init__(self, compiled, n: int) -> None:
+        self.compiled = compiled
+        self.requests = [compiled.create_infer_request() for _ in range(n)]
+
+    def __call__(self, ints: dict[str, np.ndarray]) -> np.ndarray:
+        rows = len(next(iter(ints.values())))
+        bounds = np.linspace(0, rows, min(len(self.requests), rows) + 1).astype(int)
+        running = []
+        for request, lo, hi in zip(self.requests, bounds[:-1], bounds[1:], strict=False):
+            request.start_async({k: a[lo:hi] for k, a in ints.items()}, share_inputs=True)
+            running.append(request)
+        for request in running:
+            request.wait()
+        return np.concatenate([r.get_output_tensor(0).data for r in running])
+
+
 class OpenVINOArtifact(OptimizedModel):
     """An OpenVINO compiled model behind the original model's call interface (no torch weights needed)."""
 
@@ -95,6 +126,11 @@ class OpenVINOArtifact(OptimizedModel):
         self.ov_model = ov_model
         self.compiled = shared_core().compile_model(ov_model, "CPU", compile_options(config))
         self.request = self.compiled.create_infer_request()
+        threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.streams = config.streams or (2 if threads >= 2 else 1)
+        # batches of several inputs, on a second compiled model (one request on every thread stays for single inputs)
+        self.batched = (_Streams(shared_core().compile_model(ov_model, "CPU", compile_options(config, self.streams)),
+                                 self.streams) if self.streams > 1 else None)
         self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
                               for op in ov_model.get_ops() if op.get_type_name() == "Constant")
         self.static = self._compile_static()  # padded length -> its batch-1 model
@@ -106,7 +142,10 @@ class OpenVINOArtifact(OptimizedModel):
         static = self._static_model(length) if batch == 1 else None
         if static is None:
             ints = {k: np.ascontiguousarray(a, dtype=np.int64) for k, a in arrays.items()}
-            out = np.array(self.request.infer(ints, share_inputs=True, share_outputs=True)[0], copy=True)
+            if batch > 1 and self.batched is not None:
+                out = self.batched(ints)
+            else:
+                out = np.array(self.request.infer(ints, share_inputs=True, share_outputs=True)[0], copy=True)
         else:
             out = static(arrays, length, self.facts.output == "last_hidden_state")
         return wrap_output(self.facts.output, torch.from_numpy(out))
