@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--streams", type=int, default=2)
     args = ap.parse_args()
+    if args.rounds < 2:
+        ap.error("--rounds must be >= 2 (the first round warms up and is not counted)")
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model, "embedding")
     texts = list(load_examples(args.data, split=args.split).texts)[: args.n]

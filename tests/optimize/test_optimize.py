@@ -309,12 +309,13 @@ def test_calibration_never_sees_the_sentences_fidelity_is_measured_on(tok, monke
 def test_openvino_fp32_round_trips_without_torch_weights(tok, tmp_path):
     pytest.importorskip("openvino")
     model = make_model("bert-base")
-    art = optimize(model, OpenVINOConfig(threads=1), tokenizer=tok)
+    art = optimize(model, OpenVINOConfig(threads=2), tokenizer=tok)
     assert art.fidelity.mean_cosine > 0.99999
     d = art.save(tmp_path / "ov")
     assert sorted(p.name for p in d.iterdir() if p.is_file()) == ["ember-artifact.json", "model.bin", "model.xml"]
     back = load(d)
-    x = tok(["book a flight to paris", "hi"], padding=True, return_tensors="pt")
+    assert back.streams == 2  # batches split on the loaded artifact too
+    x = tok(["book a flight to paris", "hi", "play jazz"], padding=True, return_tensors="pt")
     assert torch.equal(art(**x).last_hidden_state, back(**x).last_hidden_state)
     assert (art(**x).last_hidden_state - model(**x).last_hidden_state).abs().max().item() < 1e-4
 
@@ -373,6 +374,23 @@ def test_openvino_config_saved_with_a_length_step_loads_as_its_shapes():
     assert config_from_dict({**old, "hint": "throughput"}) == OpenVINOConfig(max_static=3)
 
 
+class _RowsSeen:
+    """Stands in for an OpenVINO request and records how many rows each part it was started on had."""
+
+    def __init__(self, request) -> None:
+        self.request, self.rows = request, []
+
+    def start_async(self, inputs, **kwargs):
+        self.rows.append(len(inputs["input_ids"]))
+        return self.request.start_async(inputs, **kwargs)
+
+    def wait(self):
+        return self.request.wait()
+
+    def get_output_tensor(self, i):
+        return self.request.get_output_tensor(i)
+
+
 def test_openvino_splits_batches_over_streams_and_keeps_their_order(tok, classifier):
     pytest.importorskip("openvino")
     model = make_model("bert-base")
@@ -380,19 +398,43 @@ def test_openvino_splits_batches_over_streams_and_keeps_their_order(tok, classif
     whole = optimize(model, OpenVINOConfig(threads=2, streams=1, static_shapes=()), tokenizer=tok)
     assert split.streams == 2 and split.batched.compiled.get_property("NUM_STREAMS") == 2
     assert whole.streams == 1 and whole.batched is None
+    split.batched.requests = seen = [_RowsSeen(r) for r in split.batched.requests]
     texts = ["book a flight to paris", "hi", "what is the weather like this weekend", "play jazz", "ok", "set an alarm"]
     for n in (2, 3, 5, 6):  # parts of equal and unequal sizes
         x = tok(texts[:n], padding=True, return_tensors="pt")
         got, want = split(**x).last_hidden_state, whole(**x).last_hidden_state
         assert got.shape == want.shape == (n, x["input_ids"].shape[1], 32)
         assert (got - want).abs().max().item() < 1e-5
+    assert [s.rows for s in seen] == [[1, 1, 2, 3], [1, 2, 3, 3]]  # every batch ran as two parts, in order
+    split(**tok(["one input"], return_tensors="pt"))
+    assert [len(s.rows) for s in seen] == [4, 4]  # a single input is not split
+    # at most one stream per thread: 3 asked on 2 threads run as 2
     clf = optimize(classifier, OpenVINOConfig(threads=2, streams=3), tokenizer=tok)
     x = tok(texts[:5], padding=True, return_tensors="pt")
-    assert len(clf.batched.requests) == 3
+    assert clf.streams == len(clf.batched.requests) == clf.batched.compiled.get_property("NUM_STREAMS") == 2
     assert (clf(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
-    # chosen from the threads the model runs on: one thread, one request
-    assert optimize(model, OpenVINOConfig(threads=1), tokenizer=tok).batched is None
+    # by default: two on two threads, one on one thread, none when one more weight copy passes the memory budget
     assert optimize(model, OpenVINOConfig(threads=2), tokenizer=tok).streams == 2
+    assert optimize(model, OpenVINOConfig(threads=1), tokenizer=tok).batched is None
+    assert optimize(model, OpenVINOConfig(threads=2, static_memory_mb=0), tokenizer=tok).batched is None
+
+
+def test_openvino_streams_leave_no_request_running_after_a_failure(tok):
+    pytest.importorskip("openvino")
+    art = optimize(make_model("bert-base"), OpenVINOConfig(threads=2, static_shapes=()), tokenizer=tok)
+    x = tok(["book a flight to paris", "hi", "play jazz"], padding=True, return_tensors="pt")
+    want = art(**x).last_hidden_state
+    first, second = art.batched.requests
+
+    class Fails(_RowsSeen):
+        def start_async(self, inputs, **kwargs):
+            raise RuntimeError("second part refused")
+
+    art.batched.requests = [first, Fails(second)]
+    with pytest.raises(RuntimeError, match="second part refused"):
+        art(**x)  # the first part was already running
+    art.batched.requests = [first, second]
+    assert torch.equal(art(**x).last_hidden_state, want)  # not "busy": the failed call waited for it
 
 
 def test_openvino_static_int8_quantises_every_projection_with_nncf(tok, capsys):

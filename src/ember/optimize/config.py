@@ -164,12 +164,14 @@ class OpenVINOConfig(OptimizeConfig):
         precision: ``"f32"`` or ``"bf16"`` inference precision (bf16 needs AVX512-BF16/AMX).
         threads: inference threads (``None``: OpenVINO's default, one per physical core).
         streams: a batch of two or more inputs is cut into this many parts that run at the same time, each on
-            its own OpenVINO stream with an equal share of ``threads``, and the outputs are joined in order. The
-            streams belong to one more compiled model (one more copy of the weights; its streams share it). Measured on MiniLM-L6, 2 threads, CLINC150
-            batches of 32 (``benchmarks/openvino_streams.py``): more sentences/s than one request on both
-            threads at every precision, most in bf16 and fp32 (see BENCHMARKS.md). ``None`` (default): 2 when
-            the model runs on 2 threads or more, else 1; ``1``: one request on every thread. Single inputs always
-            run as one request on every thread (the latency case).
+            its own OpenVINO stream with an equal share of the threads (at most one stream per thread), and the
+            outputs are joined in order. The streams belong to one more compiled model: one more copy of the
+            weights, which its streams share. Measured on MiniLM-L6, 2 threads, CLINC150 batches of 32
+            (``benchmarks/openvino_streams.py``, see BENCHMARKS.md): x0.98–x1.04 sentences/s against one
+            request on both threads when the host is quiet; up to x1.16 timed on bare OpenVINO requests in a
+            slow spell of the shared host. ``None`` (default): 2 when the model runs on 2 threads or more and
+            one more copy of its weights fits in ``static_memory_mb``, else 1; ``1``: every batch is one request
+            on every thread. Single inputs always run as one request on every thread (the latency case).
         quantize: ``"static"`` runs int8 MatMuls: NNCF, OpenVINO's own post-training quantiser, calibrates
             activation ranges on held-out sentences with its transformer scheme (SmoothQuant, per-channel
             weights, fast bias correction; softmax, layer norms and the embedding sums stay in float). On
@@ -187,7 +189,8 @@ class OpenVINOConfig(OptimizeConfig):
             loaded, ~0.2 s each, so no request pays for a compile).
         static_memory_mb: each shape-specialised model holds its own copy of the weights (~35 MB for
             MiniLM-L6 in bf16); fewer are compiled when their fp32 weight size would pass this budget (a
-            large model gets one or none).
+            large model gets one or none). By default the streams' model (``streams``) is compiled only if one
+            copy fits in it.
 
     Example:
         >>> OpenVINOConfig(precision="bf16", threads=2).streams is None

@@ -55,16 +55,16 @@ def shared_core():
     return ov.Core()
 
 
-def compile_options(config: OpenVINOConfig, streams: int = 1) -> dict[str, str]:
+def compile_options(config: OpenVINOConfig, streams: int = 1, threads: int | None = None) -> dict[str, str]:
     """OpenVINO's compile options for ``config``: one stream on every thread (a request's latency), or ``streams``
-    streams sharing the threads (requests running side by side)."""
+    streams sharing the threads (requests running side by side). ``threads`` overrides ``config.threads``."""
     opts = {"INFERENCE_PRECISION_HINT": config.precision}
     if streams > 1:
         opts |= {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams)}
     else:
         opts["PERFORMANCE_HINT"] = "LATENCY"
-    if config.threads:
-        opts["INFERENCE_NUM_THREADS"] = str(config.threads)
+    if threads or config.threads:
+        opts["INFERENCE_NUM_THREADS"] = str(threads or config.threads)
     return opts
 
 
@@ -107,13 +107,19 @@ class _Streams:
     def __call__(self, ints: dict[str, np.ndarray]) -> np.ndarray:
         rows = len(next(iter(ints.values())))
         bounds = np.linspace(0, rows, min(len(self.requests), rows) + 1).astype(int)
-        running = []
-        for request, lo, hi in zip(self.requests, bounds[:-1], bounds[1:], strict=False):
-            request.start_async({k: a[lo:hi] for k, a in ints.items()}, share_inputs=True)
-            running.append(request)
-        for request in running:
-            request.wait()
-        return np.concatenate([r.get_output_tensor(0).data for r in running])
+        started = []
+        try:
+            for request, lo, hi in zip(self.requests, bounds[:-1], bounds[1:], strict=False):
+                request.start_async({k: a[lo:hi] for k, a in ints.items()}, share_inputs=True)
+                started.append(request)
+            for request in started:
+                request.wait()  # raises what failed inside the request
+        except BaseException:
+            for request in started:  # leave none running: the next call would find it busy
+                with contextlib.suppress(Exception):
+                    request.wait()
+            raise
+        return np.concatenate([r.get_output_tensor(0).data for r in started])
 
 
 class OpenVINOArtifact(OptimizedModel):
@@ -124,15 +130,12 @@ class OpenVINOArtifact(OptimizedModel):
     def __init__(self, ov_model, config: OpenVINOConfig, facts: ModelFacts, tokenizer=None) -> None:
         super().__init__(config, facts, tokenizer)
         self.ov_model = ov_model
-        self.compiled = shared_core().compile_model(ov_model, "CPU", compile_options(config))
-        self.request = self.compiled.create_infer_request()
-        threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
-        self.streams = config.streams or (2 if threads >= 2 else 1)
-        # batches of several inputs, on a second compiled model (one request on every thread stays for single inputs)
-        self.batched = (_Streams(shared_core().compile_model(ov_model, "CPU", compile_options(config, self.streams)),
-                                 self.streams) if self.streams > 1 else None)
         self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
                               for op in ov_model.get_ops() if op.get_type_name() == "Constant")
+        self.compiled = shared_core().compile_model(ov_model, "CPU", compile_options(config))
+        self.request = self.compiled.create_infer_request()
+        self.batched = self._compile_streams()  # batches of several inputs (None: on self.request)
+        self.streams = len(self.batched.requests) if self.batched else 1
         self.static = self._compile_static()  # padded length -> its batch-1 model
         self._shapes = sorted(self.static)
 
@@ -149,6 +152,23 @@ class OpenVINOArtifact(OptimizedModel):
         else:
             out = static(arrays, length, self.facts.output == "last_hidden_state")
         return wrap_output(self.facts.output, torch.from_numpy(out))
+
+    def _compile_streams(self) -> _Streams | None:
+        """The model batches run on as parts side by side, or ``None`` where batches run as one request.
+
+        A second compiled model: single inputs keep one request on every thread. Its streams split the threads
+        the first one runs on (OpenVINO gives each stream one at least, so ``streams`` is cut to the threads);
+        by default two, if one more copy of the weights fits in ``static_memory_mb``.
+        """
+        cfg = self.optimize_config
+        threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        fits = self.size_bytes <= cfg.static_memory_mb * 1e6
+        wanted = min(cfg.streams or (2 if fits else 1), threads)
+        if wanted < 2:
+            return None
+        compiled = shared_core().compile_model(self.ov_model, "CPU", compile_options(cfg, wanted, threads))
+        n = int(compiled.get_property("NUM_STREAMS"))
+        return _Streams(compiled, n) if n > 1 else None
 
     def _compile_static(self) -> dict[int, _StaticModel]:
         """Models compiled for one input of each of ``static_shapes`` tokens, made now rather than on a first
