@@ -95,9 +95,10 @@ class _Streams:
     """One compiled model run as ``n`` OpenVINO streams: a batch is cut into ``n`` parts by rows, started on one
     request per stream, and the outputs joined in order.
 
-    Why: on a batch, one request on every thread leaves threads waiting at each layer's joins; parts on
-    their own streams do not wait for each other (``benchmarks/openvino_streams.py``). The streams belong to one
-    compiled model, so they share its weights.
+    Why: one request on every thread makes all of them meet at every layer, so one slowed core holds up the
+    rest; parts on their own streams do not wait for each other. ``benchmarks/openvino_streams.py`` measured
+    level to +4% sentences/s on a quiet host and up to +16% (bare requests) on a busy one. The streams belong to
+    one compiled model, so they share its weights.
     """
 
     def __init__(self, compiled, n: int) -> None:
