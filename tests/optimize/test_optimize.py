@@ -419,6 +419,27 @@ def test_openvino_splits_batches_over_streams_and_keeps_their_order(tok, classif
     assert optimize(model, OpenVINOConfig(threads=2, static_memory_mb=0), tokenizer=tok).batched is None
 
 
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_an_artifact_called_from_several_threads_gives_each_caller_its_own_answer(backend, tok, onnx_art):
+    import concurrent.futures
+
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+        texts = ["book a flight to paris", "hi", "what is the weather like this weekend", "play jazz now"]
+        art = optimize(make_model("bert-base"), OpenVINOConfig(threads=2), tokenizer=tok, sample=texts)
+        assert art.static and art.batched  # static shapes, the dynamic model and the streams all in play
+    else:
+        art = onnx_art
+    words = "what is the weather like in paris this weekend please tell me now".split()
+    calls = [dict(tok([" ".join(words[: 1 + i % len(words)])] * (1 + i % 3), padding=True, return_tensors="pt"))
+             for i in range(60)]  # single inputs of every length, and batches of 2 and 3
+    want = [art(**x)[0] for x in calls]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: art(**x)[0], calls))
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and torch.equal(g, w)
+
+
 def test_openvino_streams_leave_no_request_running_after_a_failure(tok):
     pytest.importorskip("openvino")
     art = optimize(make_model("bert-base"), OpenVINOConfig(threads=2, static_shapes=()), tokenizer=tok)

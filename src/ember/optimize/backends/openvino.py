@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,8 +140,16 @@ class OpenVINOArtifact(OptimizedModel):
         self.streams = len(self.batched.requests) if self.batched else 1
         self.static = self._compile_static()  # padded length -> its batch-1 model
         self._shapes = sorted(self.static)
+        # one call at a time: the requests and the static models' bound buffers are shared state, and OpenVINO
+        # refuses a request that is running ("Infer Request is busy"), or a second caller overwrites the inputs
+        # of the first (found with 4 threads calling one artifact: errors, and wrong outputs without one)
+        self._lock = threading.Lock()
 
     def _run(self, feeds: dict[str, torch.Tensor]):
+        with self._lock:  # each call already runs on every thread this artifact was given
+            return self._run_alone(feeds)
+
+    def _run_alone(self, feeds: dict[str, torch.Tensor]):
         arrays = {k: v.detach().cpu().numpy() for k, v in feeds.items()}
         batch, length = arrays["input_ids"].shape
         static = self._static_model(length) if batch == 1 else None
