@@ -22,6 +22,7 @@ from ember.encoders import (
     training_device,
 )
 from ember.errors import DataError, StoreError, StoreReadOnlyError
+from ember.store.fill import tokenize
 
 READER = textwrap.dedent(
     """
@@ -109,6 +110,23 @@ def test_reader_sees_what_another_process_filled_since(tokenizer, texts, tmp_pat
     torch.testing.assert_close(batch["text"], reference(model, tokenizer, texts), atol=1e-5, rtol=1e-5)
     assert batch["labels"].tolist() == list(range(8))
     reader.close()
+
+
+def test_embed_from_several_threads_with_write_back(tokenizer, texts, tmp_path):
+    import concurrent.futures
+
+    model = frozen()
+    new = [f"{t} {u}" for t in texts for u in texts[:4]]  # none of them filled
+    want = reference(model, tokenizer, new)
+    for round_ in range(6):  # the race is at the one moment a cache's first write_back reopens its store
+        with EncoderCache(model, tokenizer, CacheConfig(save_dir=tmp_path / str(round_))) as cache:
+            cache.fill(texts)
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                got = list(pool.map(lambda t, c=cache: c.embed([t], write_back=True)["text"][0], new))
+            assert torch.allclose(torch.stack(got), want, atol=1e-5)
+            enc = cache.encoders["text"]
+            keys = enc.keys(new, tokenize(enc.tokenizer, new, enc.max_length))
+            assert all(e is not None for e in enc.store.get(keys))  # every miss was written back
 
 
 def test_readonly_config_never_writes(tokenizer, texts, tmp_path):

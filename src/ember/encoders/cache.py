@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -341,6 +342,10 @@ class EncoderCache:
             self.close()
             raise
         self._sources: dict[tuple[str, str, str], Source] = {}
+        # embed() from several threads (a server's workers) takes turns: the first write_back reopens the store
+        # as its writer, closing the handle the other threads read through (found with 4 threads: 13 of 200
+        # calls failed on a closed or half-swapped store); the encoder's forward already uses every core
+        self._embed_lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
@@ -651,6 +656,8 @@ class EncoderCache:
             device: where the result goes (default: the encoder's device).
             dtype: dtype of the result (default float32); ``None`` gives the storage dtype. Misses are
                 rounded through the storage dtype too, so a text gives the same vector cached or not.
+
+        Safe to call from several threads: the calls take turns.
         """
         if not isinstance(inputs, Mapping):
             if len(self.names) != 1:
@@ -659,7 +666,8 @@ class EncoderCache:
         unknown = sorted(set(inputs) - set(self.names))
         if unknown:
             raise CacheConfigError(f"no encoder named {unknown} in this cache; its encoders are {self.names}")
-        return {name: self._embed_one(name, list(texts), write_back, device, dtype) for name, texts in inputs.items()}
+        with self._embed_lock:
+            return {name: self._embed_one(name, list(texts), write_back, device, dtype) for name, texts in inputs.items()}
 
     def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:
         enc = self.encoders[name]
