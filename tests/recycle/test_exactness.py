@@ -195,3 +195,21 @@ def test_half_precision_storage_close_and_smaller(tokenizer, texts):
             err = (model(**batch).logits - ref).abs().max().item()
         assert err < (1e-5 if dtype == "float32" else 5e-2)
     assert sizes["float16"] < 0.6 * sizes["float32"] and sizes["bfloat16"] < 0.6 * sizes["float32"]
+
+
+def test_forwards_from_several_threads_inside_use_each_get_their_own_answer(tokenizer, texts, tmp_path):
+    import concurrent.futures
+
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, tmp_path / "states", layer=2)
+    rec.fill(texts[::2], progress=False)  # the rest are misses, computed (and written back) inside the forwards
+    batches = [rec.tokenize([texts[i % len(texts)], texts[(i * 3 + 1) % len(texts)]]) for i in range(40)]
+    with torch.no_grad():
+        want = [model(**b).logits for b in batches]
+    with rec.use(write_back=True), torch.no_grad(), concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda b: model(**b).logits, batches))
+    for g, w in zip(got, want, strict=True):
+        assert (g - w).abs().max() <= TOL
+    assert len(rec.store) == len(texts)
+    with torch.no_grad():  # the context left the model as it was
+        assert all(torch.equal(model(**b).logits, w) for b, w in zip(batches, want, strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -330,10 +331,34 @@ class _Session:
         # Another library (accelerate, say) may already have put a forward on the instance: keep it.
         self.saved = [m.__dict__.get("forward", _NO_FORWARD) for m in self.bottom]
         self._bypass()
+        self._take_turns()
         self.handles.append(parts.base.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
         if self.mode == "record" and parts.model is not parts.base:
             # The head's forward sees the labels; record() stores them with the states.
             self.handles.append(parts.model.register_forward_pre_hook(self._grab_labels, with_kwargs=True))
+
+    def _take_turns(self) -> None:
+        """Forwards of the model inside the context run one at a time, whatever thread calls them.
+
+        The bypass is state shared by every caller: computing a miss puts the bottom's own forwards back for
+        a moment, and a labelled ``record`` forward leaves its labels here for the states. Two threads' forwards
+        would run through each other's bottom (found with 4 threads calling the model inside ``use()``: 218
+        of 300 batches failed or came back wrong). A lock taken before any other hook of the outermost module
+        and given back after it, also when the forward raises (``always_call``); re-entrant, for the base
+        model called inside the head's forward.
+        """
+        lock = threading.RLock()
+
+        def take(module: nn.Module, args: tuple) -> None:
+            lock.acquire()
+
+        def give(module: nn.Module, args: tuple, output) -> None:
+            lock.release()
+
+        parts = self.rec.parts
+        for m in dict.fromkeys([parts.model, parts.base]):  # the base too, for a caller that runs it directly
+            self.handles.append(m.register_forward_pre_hook(take, prepend=True))
+            self.handles.append(m.register_forward_hook(give, always_call=True))
 
     def detach(self) -> None:
         for h in self.handles:
