@@ -120,9 +120,13 @@ def test_embed_from_several_threads_with_write_back(tokenizer, texts, tmp_path):
     want = reference(model, tokenizer, new)
     for round_ in range(6):  # the race is at the one moment a cache's first write_back reopens its store
         with EncoderCache(model, tokenizer, CacheConfig(save_dir=tmp_path / str(round_))) as cache:
-            cache.fill(texts)
+            cache.fill(texts[:4])
             with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                # a fill (it takes and gives back the writer) and dataset() between the embeds
+                filled = pool.submit(cache.fill, texts)
                 got = list(pool.map(lambda t, c=cache: c.embed([t], write_back=True)["text"][0], new))
+                filled.result()
+                assert len(pool.submit(cache.dataset, "train", labels=False).result()) == len(texts)
             assert torch.allclose(torch.stack(got), want, atol=1e-5)
             enc = cache.encoders["text"]
             keys = enc.keys(new, tokenize(enc.tokenizer, new, enc.max_length))

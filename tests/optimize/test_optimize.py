@@ -419,7 +419,7 @@ def test_openvino_splits_batches_over_streams_and_keeps_their_order(tok, classif
     assert optimize(model, OpenVINOConfig(threads=2, static_memory_mb=0), tokenizer=tok).batched is None
 
 
-@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "bf16", "int8"])
 def test_an_artifact_called_from_several_threads_gives_each_caller_its_own_answer(backend, tok, onnx_art):
     import concurrent.futures
 
@@ -428,8 +428,10 @@ def test_an_artifact_called_from_several_threads_gives_each_caller_its_own_answe
         texts = ["book a flight to paris", "hi", "what is the weather like this weekend", "play jazz now"]
         art = optimize(make_model("bert-base"), OpenVINOConfig(threads=2), tokenizer=tok, sample=texts)
         assert art.static and art.batched  # static shapes, the dynamic model and the streams all in play
-    else:
+    elif backend == "onnxruntime":
         art = onnx_art
+    else:
+        art = optimize(make_model("bert-base"), preset(backend), tokenizer=tok)
     words = ["what", "is", "the", "weather", "like", "in", "paris", "this", "weekend", "please", "tell", "me", "now"]
     calls = [dict(tok([" ".join(words[: 1 + i % len(words)])] * (1 + i % 3), padding=True, return_tensors="pt"))
              for i in range(60)]  # single inputs of every length, and batches of 2 and 3

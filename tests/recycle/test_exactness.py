@@ -213,3 +213,63 @@ def test_forwards_from_several_threads_inside_use_each_get_their_own_answer(toke
     assert len(rec.store) == len(texts)
     with torch.no_grad():  # the context left the model as it was
         assert all(torch.equal(model(**b).logits, w) for b, w in zip(batches, want, strict=True))
+
+
+def test_a_fill_on_another_thread_waits_for_the_forwards_inside_use(tokenizer, texts, tmp_path):
+    import concurrent.futures
+
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, tmp_path / "states", layer=2)
+    rec.fill(texts[:2], progress=False)
+    batches = [rec.tokenize([texts[i % len(texts)], texts[(i + 3) % len(texts)]]) for i in range(30)]
+    more = [f"{a} {b}" for a in texts for b in texts[:3]]
+    with torch.no_grad():
+        want = [model(**b).logits for b in batches]
+        want_more = model(**rec.tokenize(more)).logits
+    with rec.use(), torch.no_grad(), concurrent.futures.ThreadPoolExecutor(4) as pool:
+        filled = pool.submit(rec.fill, more, progress=False)  # its bottom runs while the context bypasses it
+        got = list(pool.map(lambda b: model(**b).logits, batches))
+        filled.result()
+    for g, w in zip(got, want, strict=True):
+        assert (g - w).abs().max() <= TOL
+    with rec.train(), torch.no_grad():  # what the fill stored is the bottom's true output
+        assert (model(**rec.tokenize(more)).logits - want_more).abs().max() <= TOL
+
+
+def test_leaving_use_while_other_threads_run_forwards_neither_hangs_nor_mixes_answers(tokenizer, texts, tmp_path):
+    import queue
+    import threading
+    import time
+
+    model = make_model("bert")
+    rec = Recycler(model, tokenizer, tmp_path / "states", layer=2)
+    rec.fill(texts[::2], progress=False)
+    batches = [rec.tokenize([texts[i % len(texts)], texts[(i * 5 + 1) % len(texts)]]) for i in range(60)]
+    with torch.no_grad():
+        want = [model(**b).logits for b in batches]
+    todo, done = queue.Queue(), {}
+
+    def work() -> None:
+        while (i := todo.get()) is not None:
+            with torch.no_grad():
+                done[i] = model(**batches[i]).logits
+
+    # daemon threads: a regression that leaves them waiting on the context's lock fails the test, not the run
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(4)]
+    with rec.use():
+        for w in workers:
+            w.start()
+        for i in range(len(batches)):
+            todo.put(i)
+        while len(done) < 8:  # leave while forwards are running and others wait for their turn
+            time.sleep(0.001)
+    # the context is gone; forwards still queued run as the plain model, those under way finished first
+    for _ in workers:
+        todo.put(None)
+    deadline = time.monotonic() + 60
+    for w in workers:
+        w.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(w.is_alive() for w in workers)
+    for i, w in enumerate(want):
+        assert (done[i] - w).abs().max() <= TOL
+    assert model._forward_hooks == {} and model._forward_pre_hooks == {}

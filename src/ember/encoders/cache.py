@@ -10,6 +10,7 @@ tokenizing the raw data.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -299,6 +300,17 @@ def check_encoder_names(names: Sequence) -> None:
             )
 
 
+def _in_turn(method):
+    """Runs an :class:`EncoderCache` method holding the cache's lock (why: ``EncoderCache.__init__``)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class EncoderCache:
     """Embeddings of one or several named frozen encoders, computed once and served to training and inference.
 
@@ -319,6 +331,11 @@ class EncoderCache:
     """
 
     def __init__(self, encoders: nn.Module | Mapping[str, nn.Module], tokenizers, config: CacheConfig | None = None) -> None:
+        # fill, dataset, embed and close take turns across threads (a server's workers): a fill, or embed's first
+        # write_back, reopens a store as its writer, closing the handle other calls read through (found with 4
+        # threads calling embed(write_back=True): 13 of 200 calls failed on a closed or half-swapped store); the
+        # encoder's forward already uses every core. Re-entrant: fill and dataset call each other's helpers.
+        self._lock = threading.RLock()
         config = config or CacheConfig()
         if isinstance(encoders, nn.Module):
             encoders = {SINGLE: encoders}
@@ -342,10 +359,6 @@ class EncoderCache:
             self.close()
             raise
         self._sources: dict[tuple[str, str, str], Source] = {}
-        # embed() from several threads (a server's workers) takes turns: the first write_back reopens the store
-        # as its writer, closing the handle the other threads read through (found with 4 threads: 13 of 200
-        # calls failed on a closed or half-swapped store); the encoder's forward already uses every core
-        self._embed_lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
@@ -380,6 +393,7 @@ class EncoderCache:
         return self.splits.label_names
 
     # -- filling ----------------------------------------------------------------------------------------
+    @_in_turn
     def fill(
         self,
         data,
@@ -544,6 +558,7 @@ class EncoderCache:
         )
 
     # -- training ---------------------------------------------------------------------------------------
+    @_in_turn
     def dataset(
         self,
         split: str = "train",
@@ -638,6 +653,7 @@ class EncoderCache:
         return self._sources[key], p
 
     # -- inference --------------------------------------------------------------------------------------
+    @_in_turn
     def embed(
         self,
         inputs: Sequence[str] | Mapping[str, Sequence[str]],
@@ -657,7 +673,8 @@ class EncoderCache:
             dtype: dtype of the result (default float32); ``None`` gives the storage dtype. Misses are
                 rounded through the storage dtype too, so a text gives the same vector cached or not.
 
-        Safe to call from several threads: the calls take turns.
+        Safe to call from several threads: the calls take turns, with each other and with ``fill``,
+        ``dataset`` and ``close``.
         """
         if not isinstance(inputs, Mapping):
             if len(self.names) != 1:
@@ -666,8 +683,7 @@ class EncoderCache:
         unknown = sorted(set(inputs) - set(self.names))
         if unknown:
             raise CacheConfigError(f"no encoder named {unknown} in this cache; its encoders are {self.names}")
-        with self._embed_lock:
-            return {name: self._embed_one(name, list(texts), write_back, device, dtype) for name, texts in inputs.items()}
+        return {name: self._embed_one(name, list(texts), write_back, device, dtype) for name, texts in inputs.items()}
 
     def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:
         enc = self.encoders[name]
@@ -702,6 +718,7 @@ class EncoderCache:
         return torch.stack([v.to(device=dev, dtype=out_dtype) for v in out])  # type: ignore[union-attr]  # (B, D)
 
     # -- life cycle -------------------------------------------------------------------------------------
+    @_in_turn
     def close(self) -> None:
         for enc in getattr(self, "encoders", {}).values():
             enc.handle.close()

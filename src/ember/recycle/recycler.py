@@ -67,7 +67,8 @@ class Recycler:
 
     The model stays the user's: inside a context ember makes the embeddings and layers ``0..k-1`` pass
     their input through (an instance-level ``forward``; the modules and weights stay in place) and adds
-    one forward pre-hook to the encoder; leaving the context removes both.
+    a forward pre-hook to the encoder, plus a pre-hook and a forward hook to the model (and the encoder) that
+    make forwards from several threads take turns; leaving the context removes them all.
 
     Modes:
         - ``record()``: every forward computes the frozen bottom (eval mode) and writes its states.
@@ -220,7 +221,7 @@ class Recycler:
         session = self._active
         if session is None:
             return split_states(self.parts, self.config.layer, input_ids, mask, **extra)
-        with session.restored():
+        with session.lock, session.restored():  # a fill on another thread waits for the forwards, and they for it
             return split_states(self.parts, self.config.layer, input_ids, mask, **extra)
 
     # -- training data ----------------------------------------------------------------------------------
@@ -297,8 +298,8 @@ class Recycler:
         try:
             yield
         finally:
+            session.detach()  # waits for forwards still running on other threads
             self._active = None
-            session.detach()
 
     def close(self) -> None:
         """Close the store (the model is left as it is)."""
@@ -325,6 +326,8 @@ class _Session:
         self.handles: list = []
         self.inner = False
         self.labels: torch.Tensor | None = None
+        self.lock = threading.RLock()  # see _take_turns
+        self.closed = False
 
     def attach(self) -> None:
         parts = self.rec.parts
@@ -343,17 +346,20 @@ class _Session:
         The bypass is state shared by every caller: computing a miss puts the bottom's own forwards back for
         a moment, and a labelled ``record`` forward leaves its labels here for the states. Two threads' forwards
         would run through each other's bottom (found with 4 threads calling the model inside ``use()``: 218
-        of 300 batches failed or came back wrong). A lock taken before any other hook of the outermost module
-        and given back after it, also when the forward raises (``always_call``); re-entrant, for the base
-        model called inside the head's forward.
+        of 300 batches failed or came back wrong). ``self.lock`` is taken before any other hook of the model
+        and given back after its forward, also when the forward raises an ``Exception`` (``always_call``; a
+        ``KeyboardInterrupt`` skips torch's hooks, and leaving the context gives such a hold back); re-entrant,
+        for the base model called inside the head's forward. ``Recycler._bottom`` takes it too, so a fill on
+        another thread waits its turn.
         """
-        lock = threading.RLock()
 
         def take(module: nn.Module, args: tuple) -> None:
-            lock.acquire()
+            self.lock.acquire()
+            if self.closed:  # the context was left while this forward waited: it runs as the plain model
+                self.lock.release()
 
         def give(module: nn.Module, args: tuple, output) -> None:
-            lock.release()
+            self.lock.release()
 
         parts = self.rec.parts
         for m in dict.fromkeys([parts.model, parts.base]):  # the base too, for a caller that runs it directly
@@ -361,9 +367,17 @@ class _Session:
             self.handles.append(m.register_forward_hook(give, always_call=True))
 
     def detach(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self._restore()
+        """Restore the model, once the forwards running on other threads are done."""
+        self.lock.acquire()
+        try:
+            for h in self.handles:
+                h.remove()
+            self._restore()
+            self.closed = True
+        finally:
+            # every hold of this thread, including one a KeyboardInterrupt left inside a forward
+            while self.lock._is_owned():  # type: ignore[attr-defined]  # RLock's own check, as Condition uses
+                self.lock.release()
 
     def _grab_labels(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         labels = bind_call(module, args, kwargs).get("labels")
@@ -392,7 +406,7 @@ class _Session:
             self._bypass()
 
     def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict):
-        if self.inner:
+        if self.inner or self.closed:
             return None
         call = bind_call(module, args, kwargs)
         dtype = self.rec._model_dtype()
