@@ -172,13 +172,16 @@ class OpenVINOArtifact(OptimizedModel):
         """
         cfg = self.optimize_config
         threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
-        fits = self.size_bytes <= cfg.static_memory_mb * 1e6
-        wanted = min(cfg.streams or (2 if fits else 1), threads)
+        wanted = min(cfg.streams or (2 if self._copies_in_budget() else 1), threads)
         if wanted < 2:
             return None
         compiled = shared_core().compile_model(self.ov_model, "CPU", compile_options(cfg, wanted, threads))
         n = int(compiled.get_property("NUM_STREAMS"))
         return _Streams(compiled, n) if n > 1 else None
+
+    def _copies_in_budget(self) -> int:
+        """How many copies of the weights (counted at their size in the saved model) ``static_memory_mb`` holds."""
+        return int(self.optimize_config.static_memory_mb * 1e6 // max(self.size_bytes, 1))
 
     def _compile_static(self) -> dict[int, _StaticModel]:
         """Models compiled for one input of each of ``static_shapes`` tokens, made now rather than on a first
@@ -189,7 +192,7 @@ class OpenVINOArtifact(OptimizedModel):
         """
         cfg = self.optimize_config
         shapes = [n for n in cfg.static_shapes or () if n <= self.facts.max_length]
-        count = min(cfg.max_static, int(cfg.static_memory_mb * 1e6 // max(self.size_bytes, 1)))
+        count = min(cfg.max_static, self._copies_in_budget())
         out = {}
         for padded in shapes[:count]:
             model = self.ov_model.clone()
