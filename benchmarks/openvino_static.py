@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ember.data import load_examples
+from ember.data import load_examples, spread
 from ember.models import load_model
 from ember.optimize import optimize, preset
 
@@ -61,7 +61,7 @@ def main() -> None:
     model, tok = load_model(args.model, "embedding")
     texts = texts_of(args.timed)[: args.n]
     train = texts_of(args.sample)
-    sample = train[:: max(1, len(train) // 256)][:256]
+    sample = spread(train, 256)
     cfg = dataclasses.replace(preset(args.preset), threads=args.threads)
     shapes = {"dynamic": (), "every-4": tuple(range(4, 33, 4)), "sample": None}
     arts = {name: optimize(model, dataclasses.replace(cfg, static_shapes=s), tokenizer=tok, sample=sample)

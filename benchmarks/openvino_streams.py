@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ember.batching import length_buckets
-from ember.data import load_examples
+from ember.data import load_examples, spread
 from ember.models import load_model
 from ember.optimize import optimize, preset
 
@@ -48,7 +48,7 @@ def main() -> None:
     model, tok = load_model(args.model, "embedding")
     texts = list(load_examples(args.data, split=args.split).texts)[: args.n]
     train = list(load_examples(CLINC, split="train").texts)
-    sample = train[:: max(1, len(train) // 256)][:256]  # calibration / shapes / fidelity: never the timed sentences
+    sample = spread(train, 256)  # calibration / shapes / fidelity: never the timed sentences
     lengths = [len(x) for x in tok(texts, truncation=True, max_length=128)["input_ids"]]
 
     def batches(sort: bool) -> list[dict[str, torch.Tensor]]:

@@ -310,7 +310,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from ember.data import load_examples
+    from ember.data import load_examples, spread
     from ember.models import default_model_path, load_model
     from ember.optimize import available_presets, optimize, preset
 
@@ -373,7 +373,7 @@ def main() -> None:
         # verification/calibration sample (and the lengths OpenVINO's batch-1 shapes are chosen for): training
         # sentences spread over every intent, none of them timed or used for the fidelity column
         train = list(load_examples(args.data, split="train").texts)
-        sample = train[:: max(1, len(train) // 256)][:256]
+        sample = spread(train, 256)
         # torch.compile is an on-request preset (slow to build); the benchmark measures it anyway
         presets = available_presets() | {n: preset(n) for n in ("compile", "compile-bf16")}
         for pname, pcfg in presets.items():

@@ -7,8 +7,12 @@ statements on everyday topics, with some numbers, punctuation and non-ASCII char
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
+from typing import TypeVar
+
+T = TypeVar("T")
 
 SAMPLE_FILE = "sample_sentences.txt"
 
@@ -35,3 +39,14 @@ def sample_sentences(n: int | None = None) -> list[str]:
             raise ValueError(f"n must be >= 1, got {n}")
         sentences = sentences[:n]
     return sentences
+
+
+def spread(items: Sequence[T], n: int) -> list[T]:
+    """At most ``n`` of ``items`` at an even stride over the whole list, so a list grouped by class or sorted
+    by length gives a sample of all of it, not of its start.
+
+    Example:
+        >>> spread(list(range(10)), 3)
+        [0, 3, 6]
+    """
+    return list(items[:: max(1, len(items) // n)][:n])

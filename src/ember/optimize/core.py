@@ -22,10 +22,9 @@ VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
 
 def _builtin_sample(n: int = 64) -> list[str]:
     """``n`` of ember's built-in sentences, spread over the whole file (short and long, several domains)."""
-    from ember.data.sample import sample_sentences
+    from ember.data.sample import sample_sentences, spread
 
-    every = sample_sentences()
-    return every[:: max(1, len(every) // n)][:n]
+    return spread(sample_sentences(), n)
 
 
 def _builtin_calibration() -> list[str]:
