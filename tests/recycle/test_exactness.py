@@ -273,3 +273,32 @@ def test_leaving_use_while_other_threads_run_forwards_neither_hangs_nor_mixes_an
     for i, w in enumerate(want):
         assert (done[i] - w).abs().max() <= TOL
     assert model._forward_hooks == {} and model._forward_pre_hooks == {}
+
+
+@pytest.mark.parametrize("wrap", ["model", "compiled"])
+def test_a_torch_compiled_model_runs_from_the_store(wrap, tokenizer, texts):
+    """``torch.compile(model)`` called inside a context takes its states from the store, misses raise in
+    ``train()``, and the same compiled model computes everything again once the context is left. Dynamo used
+    to trace into ember's hooks and fail at the content key. The ``eager`` backend runs Dynamo's tracing,
+    which is where that failed, without inductor's minute-long build."""
+    torch._dynamo.reset()
+    model = make_model("bert")
+    compiled = torch.compile(model, backend="eager")
+    batch = Recycler(model, tokenizer, None, layer=2).tokenize(texts)
+    with torch.no_grad():
+        ref = compiled(**batch).logits  # compiled before any context: a graph without ember's hooks
+    rec = Recycler(model if wrap == "model" else compiled, tokenizer, None, layer=2)
+    with rec.record(), torch.no_grad():
+        assert (compiled(**batch).logits - ref).abs().max() <= TOL
+    assert len(rec.store) == len(texts)
+    ran = []
+    h = rec.parts.layers[0].attention.register_forward_hook(lambda m, a, o: ran.append(1))
+    with rec.train(), torch.no_grad():
+        assert (compiled(**batch).logits - ref).abs().max() <= TOL
+        assert ran == []  # the bottom did not run: the states came from the store
+        with pytest.raises(MissingEntriesError):
+            compiled(**rec.tokenize(["cancel reservation at restaurant"]))
+    with torch.no_grad():
+        assert (compiled(**batch).logits - ref).abs().max() <= TOL
+    h.remove()
+    assert ran  # outside the context the compiled model runs its bottom again

@@ -353,11 +353,13 @@ class _Session:
         another thread waits its turn.
         """
 
+        @torch.compiler.disable
         def take(module: nn.Module, args: tuple) -> None:
             self.lock.acquire()
             if self.closed:  # the context was left while this forward waited: it runs as the plain model
                 self.lock.release()
 
+        @torch.compiler.disable
         def give(module: nn.Module, args: tuple, output) -> None:
             self.lock.release()
 
@@ -379,6 +381,7 @@ class _Session:
             while self.lock._is_owned():  # type: ignore[attr-defined]  # RLock's own check, as Condition uses
                 self.lock.release()
 
+    @torch.compiler.disable
     def _grab_labels(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         labels = bind_call(module, args, kwargs).get("labels")
         self.labels = labels if isinstance(labels, torch.Tensor) and labels.dim() == 1 else None
@@ -405,6 +408,9 @@ class _Session:
             self.inner = False
             self._bypass()
 
+    # Every hook of a context runs eagerly even in a torch.compile'd model: Dynamo would trace into the store
+    # reads and the content key (numpy bytes) and fail; disabled, they are a graph break.
+    @torch.compiler.disable
     def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict):
         if self.inner or self.closed:
             return None
