@@ -304,3 +304,37 @@ def test_dataset_items_labelled_only_in_part_are_refused(tokenizer, texts):
     cache = EncoderCache(frozen(), tokenizer)
     with pytest.raises(DataError, match="dataset item 0 has a label but item 3 has none"):
         cache.fill(Labelled(texts, [0, 1, 2, None, 0, 1, 2, 0]), progress=False)
+
+
+def test_mmap_batches_read_while_another_thread_fills(tokenizer, texts, tmp_path):
+    """Batches of the ``mmap`` placement read the store, which a fill (or the first ``embed(write_back=True)``)
+    on another thread closes and reopens as the writer: the reads take turns with it."""
+    import concurrent.futures
+    import threading
+
+    model = frozen()
+    want = reference(model, tokenizer, texts)
+    with EncoderCache(model, tokenizer, CacheConfig(save_dir=tmp_path / "c", placement="mmap")) as cache:
+        cache.fill(texts, labels=LABELS, progress=False)
+        ds = cache.dataset("train", device="cpu")
+        done = threading.Event()
+
+        def read() -> int:
+            n = 0
+            while not done.is_set() or n < 50:
+                batch = ds.collate(range(len(texts)))
+                torch.testing.assert_close(batch["text"], want, atol=1e-5, rtol=1e-5)
+                n += 1
+            return n
+
+        def fill() -> None:
+            try:
+                for i in range(30):  # every fill takes the writer (close, reopen) and gives it back
+                    cache.fill([f"{t} {i}" for t in texts[:2]], split=f"more{i}", progress=False)
+            finally:
+                done.set()
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            readers = [pool.submit(read) for _ in range(2)]
+            pool.submit(fill).result()
+            assert all(r.result() >= 50 for r in readers)

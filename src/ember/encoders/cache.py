@@ -644,7 +644,7 @@ class EncoderCache:
             enc = self.encoders[name]
             what = f"encoder {name!r}"
             if p == "mmap":
-                self._sources[key] = StoreSource(lambda enc=enc: enc.store, where, enc.dtype, what)
+                self._sources[key] = StoreSource(lambda enc=enc: enc.store, where, enc.dtype, what, lock=self._lock)
             else:  # kept in the storage dtype (a float16 table stays half size); batches are cast when served
                 table = EmbeddingTable.load(enc.store, where, enc.dtype, what)
                 if table.matrix.shape[0]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple, Protocol
 
 import torch
@@ -82,6 +83,8 @@ class StoreSource:
         device: where batches go.
         dtype: dtype of the batches.
         where: what the store holds, for error messages.
+        lock: held around every read, so a reader never finds the store closed by a thread that is
+            reopening it (the cache's own lock; its fill and first ``embed(write_back=True)`` reopen it).
     """
 
     def __init__(
@@ -90,15 +93,18 @@ class StoreSource:
         device: torch.device,
         dtype: torch.dtype,
         where: str = "",
+        lock: AbstractContextManager | None = None,
     ) -> None:
         self._store, self.device, self.dtype, self.where = store, device, dtype, where
+        self._lock = lock if lock is not None else nullcontext()
 
     @property
     def store(self) -> ActivationStore:
         return self._store() if callable(self._store) else self._store  # type: ignore[return-value]
 
     def locate(self, keys: Sequence[bytes]) -> list[bytes]:
-        missing = self.store.missing(keys)
+        with self._lock:
+            missing = self.store.missing(keys)
         if missing:
             raise MissingEntriesError(
                 f"{len(missing)} example keys of {self.where} are not in its store (first {missing[0].hex()[:12]}); "
@@ -108,7 +114,8 @@ class StoreSource:
 
     def take(self, located: object, idx: torch.Tensor) -> torch.Tensor:
         keys = [located[i] for i in idx.tolist()]  # type: ignore[index]
-        entries = self.store.get(keys)
+        with self._lock:
+            entries = self.store.get(keys)
         return torch.stack([e["embedding"] for e in entries]).to(device=self.device, dtype=self.dtype)  # type: ignore[index]
 
 
