@@ -119,6 +119,44 @@ def test_available_presets_are_the_installed_engines():
     assert preset("onnx-int8-static").quantize == "static"  # still buildable by name
 
 
+def test_unavailable_says_why_a_preset_is_left_out(monkeypatch):
+    from ember.optimize import unavailable
+    from ember.optimize.backends import bf16 as bf16_backend
+
+    assert unavailable("onnx") is None
+    assert unavailable("compile").startswith("on request")
+    monkeypatch.setattr(bf16_backend, "cpu_has_bf16", lambda: False)
+    assert unavailable("openvino-bf16") == "this CPU has no AVX512-BF16 or AMX"
+    assert "openvino-bf16" not in available_presets() and "openvino" in available_presets()
+
+
+def test_config_with_reads_key_value_settings_by_their_types():
+    from ember.optimize.config import config_with, settings
+
+    cfg = config_with(preset("openvino-bf16"), ["threads=4", "streams=null", "static_shapes=[12, 16]",
+                                                 "tolerance.min_mean_cosine=0.995", "on_violation=warn"])
+    assert (cfg.threads, cfg.streams, cfg.static_shapes, cfg.on_violation) == (4, None, (12, 16), "warn")
+    assert cfg.tolerance == Tolerance(min_mean_cosine=0.995) and cfg.precision == "bf16"
+    assert config_with(cfg, []) == cfg
+    assert settings(cfg)["static_shapes"] == "tuple[int, ...] | None"
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("threads=four", r"^threads='four': threads takes int \| None$"),
+    ("precision=fp8", r"^precision='fp8': precision takes Literal\['f32', 'bf16'\]$"),
+    ("static_shapes=[12.5]", r"static_shapes takes tuple\[int, \.\.\.\] \| None"),
+    ("calibration_size=true", r"calibration_size takes int$"),
+    ("speed=11", r"^openvino configs have no setting 'speed'; their settings: on_violation, precision, threads, "),
+    ("threads", r"^setting 'threads' is not KEY=VALUE"),
+    ("threads=0", r"^threads=0 must be >= 1"),  # the config's own check still runs
+])
+def test_config_with_refuses_bad_settings_naming_the_fix(pair, message):
+    from ember.optimize.config import config_with
+
+    with pytest.raises(ValueError, match=message):
+        config_with(preset("openvino"), [pair])
+
+
 def test_new_presets_say_what_they_build():
     block, cbf16 = preset("onnx-int8-block"), preset("compile-bf16")
     assert (block.quantize, block.block_size, block.fuse, block.tolerance.min_mean_cosine) == ("blockwise", 32, True, 0.999)

@@ -46,6 +46,54 @@ def test_optimize_command_unknown_preset_exits_cleanly(model_dir, tmp_path):
     assert "unknown preset 'warp'; known: bf16, int8, onnx" in " ".join(res.output.split())
 
 
+def test_optimize_list_shows_the_presets_and_one_presets_settings():
+    res = CliRunner().invoke(app, ["optimize", "--list", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["preset"]: r for r in json.loads(res.stdout.strip().splitlines()[-1])["presets"]}
+    assert rows["onnx"]["here"] == "yes" and rows["compile"]["here"].startswith("on request")
+    assert rows["openvino-int8"]["bound"] == 0.99 and rows["openvino-int8"]["about"] == "OpenVINO int8 MatMuls"
+    res = CliRunner().invoke(app, ["optimize", "--list", "-p", "openvino", "--set", "threads=3", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["config"]["threads"] == 3
+    assert "static_memory_mb" in res.stdout and "tuple[int, ...] | None" in res.stdout
+
+
+def test_optimize_set_changes_the_preset_and_config_rebuilds_a_saved_one(model_dir, tmp_path):
+    from ember.optimize import load
+
+    out = tmp_path / "art"
+    res = CliRunner().invoke(app, ["optimize", str(model_dir), "-p", "int8", "-o", str(out), "--json",
+                                   "--set", "min_features=64", "--set", "tolerance.min_mean_cosine=0.95"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.stdout.strip().splitlines()[-1])["config"]
+    assert cfg["min_features"] == 64 and cfg["tolerance"]["min_mean_cosine"] == 0.95
+    assert load(out).optimize_config.min_features == 64
+    again = tmp_path / "again"
+    res = CliRunner().invoke(app, ["optimize", str(model_dir), "--config", str(out), "-o", str(again), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["config"] == cfg
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "int8", "--set", "min_features=lots"], "error: min_features='lots': min_features takes int"),
+    (["-p", "int8", "--config", "{cfg}"], "error: give exactly one of --preset NAME"),
+    ([], "error: give exactly one of --preset NAME"),
+    (["--config", "{cfg}"], "is not JSON"),
+])
+def test_optimize_bad_settings_exit_cleanly(model_dir, tmp_path, args, message):
+    cfg = tmp_path / "c.json"
+    cfg.write_text("{not json")
+    args = [a.replace("{cfg}", str(cfg)) for a in args]
+    res = CliRunner().invoke(app, ["optimize", str(model_dir), "-o", str(tmp_path / "x"), *args])
+    assert res.exit_code == 2 and message in " ".join(res.output.split())
+    assert not (tmp_path / "x").exists()
+
+
+def test_optimize_without_model_or_out_says_what_is_missing(tmp_path):
+    res = CliRunner().invoke(app, ["optimize", "-p", "int8"])
+    assert res.exit_code == 2 and "give MODEL and --out DIR (or --list to see the presets)" in " ".join(res.output.split())
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bf16_on_cuda(model_dir):

@@ -24,9 +24,16 @@ def _texts(data: Path | None, split: str | None, limit: int) -> list[str] | None
 
 
 def optimize_cmd(
-    model: str = typer.Argument(..., help="local folder, hub id, or 'default' (packaged all-MiniLM-L6-v2)"),
-    preset: str = typer.Option(..., "--preset", "-p", help="preset name (see --list)"),
-    out: Path = typer.Option(..., "--out", "-o", help="directory to write the artifact to"),
+    model: str | None = typer.Argument(None, help="local folder, hub id, or 'default' (packaged all-MiniLM-L6-v2)"),
+    preset: str | None = typer.Option(None, "--preset", "-p", help="preset name (--list shows them)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="directory to write the artifact to"),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="change one setting of the preset, KEY=VALUE, repeatable: --set threads=4 --set "
+        "tolerance.min_mean_cosine=0.995 (--list --preset NAME shows the settings)"),
+    config: Path | None = typer.Option(
+        None, "--config", help="build with the config of a saved artifact (its folder) or of a JSON file, instead of --preset"),
+    list_: bool = typer.Option(False, "--list", help="list the presets and whether they run here, then exit; "
+                               "with --preset, that preset's settings"),
     task: str = typer.Option("embedding", help="'embedding' (AutoModel) or 'classification'"),
     data: Path | None = typer.Option(None, help="verification/calibration texts (CSV/TSV/JSONL/TXT/CLINC JSON)"),
     split: str | None = typer.Option(None, help="split of --data to read"),
@@ -36,9 +43,13 @@ def optimize_cmd(
     """Build an optimised artifact of MODEL with a named preset, verify its fidelity, save it to OUT."""
     with friendly_errors():
         from ember.optimize import optimize
-        from ember.optimize import preset as get_preset
 
-        cfg = get_preset(preset)
+        if list_:
+            _list(preset, set_ or [], json_out)
+            return
+        if model is None or out is None:
+            raise ValueError("give MODEL and --out DIR (or --list to see the presets)")
+        cfg = _config(preset, config, set_ or [])
         net, tok = _load(model, task)
         art = optimize(net, cfg, tokenizer=tok, sample=_texts(data, split, limit))
         art.save(out)
@@ -48,6 +59,71 @@ def optimize_cmd(
         if json_out:
             emit_json({"out": str(out), "preset": preset, "config": cfg.to_dict(), "size_bytes": art.size_bytes,
                        "build_seconds": art.build_seconds, "fidelity": f.to_dict()})
+
+
+def _config(preset: str | None, config: Path | None, pairs: list[str]):
+    """The config to build with: a preset or a saved config, with ``--set`` changes."""
+    import json
+
+    from ember.optimize import config_from_dict
+    from ember.optimize import preset as get_preset
+    from ember.optimize.artifact import MANIFEST
+    from ember.optimize.config import config_with
+
+    if (preset is None) == (config is None):
+        raise ValueError("give exactly one of --preset NAME (--list shows them) and --config PATH")
+    if preset is not None:
+        return config_with(get_preset(preset), pairs)
+    assert config is not None
+    path = config / MANIFEST if config.is_dir() else config
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config {config}: {path} is not JSON ({exc}); give an artifact folder or a config JSON "
+                         "file as the artifact's 'config' entry holds it") from None
+    return config_with(config_from_dict(saved.get("config", saved) if isinstance(saved, dict) else saved), pairs)
+
+
+def _list(preset: str | None, pairs: list[str], json_out: bool) -> None:
+    """Print the presets (or one preset's settings) as a table on stdout."""
+    import re
+    from dataclasses import fields
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ember.optimize import PRESETS, unavailable
+    from ember.optimize import preset as get_preset
+    from ember.optimize.config import config_with, settings
+
+    table = Table(show_lines=False)
+    if preset is None:
+        rows = []
+        for name, factory in PRESETS.items():
+            cfg = factory()
+            why = unavailable(name)
+            about = re.split(r":| \(|\. ", (factory.__doc__ or "").replace("``", "").strip())[0].rstrip(".")
+            rows.append({"preset": name, "engine": cfg.kind, "here": why or "yes", "bound": cfg.tolerance.min_mean_cosine,
+                         "about": about})
+        for col in ("preset", "runs here", "min mean cosine", "what it is"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(r["preset"], escape(r["here"]), str(r["bound"]), escape(r["about"]))
+        result: dict = {"presets": rows}
+    else:
+        cfg = config_with(get_preset(preset), pairs)
+        values = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "tolerance"}
+        values |= {f"tolerance.{f.name}": getattr(cfg.tolerance, f.name) for f in fields(cfg.tolerance)}
+        types = settings(cfg)
+        for col in ("setting", "value", "type"):
+            table.add_column(col)
+        for k, v in values.items():
+            table.add_row(k, escape("None" if v is None else str(list(v) if isinstance(v, tuple) else v)), escape(types[k]))
+        result = {"preset": preset, "config": cfg.to_dict()}
+    Console().print(table)
+    if json_out:
+        emit_json(result)
 
 
 def autotune_cmd(

@@ -28,14 +28,18 @@ from ember.optimize.core import optimize
 __all__ = [
     "FORMAT_VERSION", "PRESETS", "AutotuneResult", "BF16Config", "CompileConfig", "Int8DynamicConfig", "OnnxRuntimeConfig",
     "OpenVINOConfig", "OptimizeConfig", "OptimizedModel", "available_presets", "autotune", "config_from_dict",
-    "load", "optimize", "preset",
+    "load", "optimize", "preset", "unavailable",
 ]
 
 # presets left out of ``available_presets`` (ask for them by name): torch.compile costs ~45 s a build on
 # 2 cores and recompiles as shapes vary, and was measured slower than the engines on CPU encoders; ONNX Runtime's
 # static int8 ranks layers for 30-60 s and measured below its 0.99 cosine bar on all-MiniLM-L6-v2 (BENCHMARKS.md),
 # so they are not part of the default comparison. openvino-int8 (NNCF, ~6 s) is.
-_ON_REQUEST = ("compile", "compile-bf16", "onnx-int8-static")
+_ON_REQUEST = {
+    "compile": "on request: build it by name (slow to build, measured slower than the engines on CPU)",
+    "compile-bf16": "on request: build it by name (slow to build, measured slower than the engines on CPU)",
+    "onnx-int8-static": "on request: build it by name (slow to calibrate, measured below its bound on MiniLM)",
+}
 
 
 def preset(name: str) -> OptimizeConfig:
@@ -52,17 +56,28 @@ def preset(name: str) -> OptimizeConfig:
 
 
 def available_presets() -> dict[str, OptimizeConfig]:
-    """Named presets whose engines are installed and whose instructions this machine has."""
+    """Named presets whose engines are installed and whose instructions this machine has (the on-request
+    ones left out: see :func:`unavailable`)."""
+    return {name: factory() for name, factory in PRESETS.items() if unavailable(name) is None}
+
+
+def unavailable(name: str) -> str | None:
+    """Why the named preset is not among :func:`available_presets` on this machine; ``None`` when it is.
+
+    Example:
+        >>> unavailable("compile")  # doctest: +SKIP
+        'on request: build it by name (slow to build, measured slower than the engines on CPU)'
+    """
     from ember.optimize.backends.bf16 import cpu_has_bf16
     from ember.optimize.registry import missing_requirements
 
-    out: dict[str, OptimizeConfig] = {}
-    for name, factory in PRESETS.items():
-        cfg = factory()
-        if name in _ON_REQUEST or missing_requirements(cfg):
-            continue
-        needs_bf16 = isinstance(cfg, BF16Config) or (isinstance(cfg, OpenVINOConfig) and cfg.precision == "bf16")
-        if needs_bf16 and not cpu_has_bf16():
-            continue
-        out[name] = cfg
-    return out
+    cfg = preset(name)
+    missing = missing_requirements(cfg)
+    if missing:
+        return "needs " + "; ".join(missing)
+    needs_bf16 = isinstance(cfg, BF16Config) or (isinstance(cfg, OpenVINOConfig) and cfg.precision == "bf16")
+    if needs_bf16 and not cpu_has_bf16():
+        return "this CPU has no AVX512-BF16 or AMX"
+    if name in _ON_REQUEST:
+        return _ON_REQUEST[name]
+    return None

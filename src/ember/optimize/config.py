@@ -6,7 +6,11 @@ Each config validates itself on creation and round-trips to a plain dict (``to_d
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import json
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 
 from ember.fidelity import Tolerance
@@ -280,6 +284,88 @@ def config_from_dict(d: dict[str, Any]) -> OptimizeConfig:
     if "tolerance" in d:
         d["tolerance"] = Tolerance(**d["tolerance"])
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def settings(config: OptimizeConfig | type[OptimizeConfig]) -> dict[str, str]:
+    """Each setting of a config type and the type it takes, as text (``tolerance`` as its fields).
+
+    Example:
+        >>> settings(CompileConfig)["mode"]
+        "Literal['default', 'reduce-overhead', 'max-autotune']"
+    """
+    cls = config if isinstance(config, type) else type(config)
+    return {name: _type_name(hint) for name, hint in _hints(cls).items()}
+
+
+def _hints(cls: type[OptimizeConfig]) -> dict[str, Any]:
+    """Setting name -> type, in field order, the tolerance's bounds last as ``tolerance.NAME``."""
+    own, bounds = typing.get_type_hints(cls), typing.get_type_hints(Tolerance)
+    return {f.name: own[f.name] for f in fields(cls) if f.name != "tolerance"} | {
+        f"tolerance.{f.name}": bounds[f.name] for f in fields(Tolerance)
+    }
+
+
+def config_with(config: OptimizeConfig, pairs: Sequence[str]) -> OptimizeConfig:
+    """``config`` with settings changed by ``KEY=VALUE`` strings, as ``ember optimize --set`` takes them.
+
+    A value is read as JSON (``4``, ``null``, ``true``, ``[12, 16]``), else as plain text (``bf16``), and
+    must be of the setting's type; ``tolerance.NAME`` sets one bound of the fidelity tolerance. In Python,
+    ``dataclasses.replace(config, threads=4)`` does the same.
+
+    Example:
+        >>> config_with(OpenVINOConfig(), ["threads=4", "precision=bf16", "tolerance.min_mean_cosine=0.999"]).threads
+        4
+    """
+    # Written here, not with a validation library: five plain types, and the errors must name ember's settings.
+    cls = type(config)
+    hints = _hints(cls)
+    known = {name: _type_name(hint) for name, hint in hints.items()}
+    changes: dict[str, Any] = {}
+    bounds: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"setting {pair!r} is not KEY=VALUE (e.g. threads=4)")
+        if key not in known:
+            raise ValueError(f"{cls.kind} configs have no setting {key!r}; their settings: {', '.join(known)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if not _is_a(value, hints[key]):
+            raise ValueError(f"{key}={raw!r}: {key} takes {known[key]}")
+        value = tuple(value) if isinstance(value, list) else value
+        if key.startswith("tolerance."):
+            bounds[key.removeprefix("tolerance.")] = value
+        else:
+            changes[key] = value
+    if bounds:
+        changes["tolerance"] = replace(changes.get("tolerance", config.tolerance), **bounds)
+    return replace(config, **changes)
+
+
+def _is_a(value: object, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, list | tuple) and all(_is_a(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return f"Literal{list(typing.get_args(hint))}"
+    return str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
 
 
 # ---- named presets (factories returning plain configs) ----------------------------------------
