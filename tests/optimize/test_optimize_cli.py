@@ -130,3 +130,16 @@ def test_autotune_command_picks_a_faithful_winner_and_saves_it(model_dir, tmp_pa
         assert line["saved"] == str(out) and load(out).encode(["play music"]).shape == (1, 32)
     else:
         assert line["saved"] is None and "nothing saved to" in res.stdout and not out.exists()
+
+
+def test_autotune_command_tries_only_the_named_presets(model_dir, tmp_path):
+    data = tmp_path / "texts.txt"
+    data.write_text("play music\nset alarm for seven am\norder pizza\ncall mom\n")
+    res = CliRunner().invoke(app, ["autotune", str(model_dir), "--data", str(data), "--presets", "int8",
+                                   "--threads", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {r["name"] for r in line["report"]["results"]} == {"pytorch-fp32", "int8"}
+    for bad, message in ((",", "--presets is empty"), ("int8,warp", "unknown preset 'warp'")):
+        res = CliRunner().invoke(app, ["autotune", str(model_dir), "--data", str(data), "--presets", bad])
+        assert res.exit_code == 2 and message in " ".join(res.output.split())

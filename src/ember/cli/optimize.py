@@ -135,18 +135,26 @@ def autotune_cmd(
     limit: int = typer.Option(500, help="at most this many sentences"),
     task: str = typer.Option("embedding", help="'embedding' or 'classification'"),
     threads: int | None = typer.Option(None, help="threads for every engine"),
+    presets: str | None = typer.Option(
+        None, help="comma-separated presets to try, on-request ones included (default: every preset that runs here; "
+        "`ember optimize --list` shows them)"),
     out: Path | None = typer.Option(None, help="save the winning artifact here"),
     json_out: bool = typer.Option(False, "--json", help="print a final JSON line"),
 ) -> None:
     """Try every preset available here; keep the fastest within the fidelity budget."""
     with friendly_errors():
         from ember.fidelity import Tolerance
+        from ember.optimize import preset
         from ember.optimize.autotune import autotune
 
+        names = [n.strip() for n in (presets or "").split(",") if n.strip()]
+        configs = {n: preset(n) for n in names} if presets is not None else None
+        if configs == {}:
+            raise ValueError("--presets is empty; name at least one preset (`ember optimize --list` shows them)")
         net, tok = _load(model, task)
         texts = _texts(data, split, limit) or []
         result = autotune(net, tok, texts, budget=Tolerance(min_mean_cosine=budget), objective=objective,  # type: ignore[arg-type]
-                          threads=threads)
+                          threads=threads, configs=configs)
         console.print(result.table())
         saved = None
         if out is not None and result.artifact is not None:
