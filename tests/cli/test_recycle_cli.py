@@ -64,3 +64,41 @@ def test_errors_are_clean(setup):
     assert r.exit_code == 2 and "layer: store has 2, this run has 1" in r.output
     r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(store), "--split", "dev", "--out", str(tmp / "o")])
     assert r.exit_code == 2 and "has no split 'dev'" in r.output and "ember recycle fill --split dev" in r.output
+
+
+def test_a_leveldb_store_is_found_by_eval_and_backends_are_not_mixed(setup):
+    """train records the backend beside the model (eval used to look for an LMDB store and call the LevelDB
+    one unfilled); a folder holding one backend's store is refused to the other (it used to start a second,
+    empty store beside the first and recompute everything)."""
+    pytest.importorskip("plyvel")
+    tmp, model_dir = setup
+    store, out, data = tmp / "lv", tmp / "trained", str(tmp / "d.csv")
+    common = ["--model", str(model_dir), "--data", data, "--store", str(store), "--layer", "2"]
+    assert runner.invoke(app, ["recycle", "fill", *common, "--backend", "leveldb"]).exit_code == 0
+    r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(store), "--backend", "leveldb",
+                            "--epochs", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["recycle", "eval", "--model", str(out), "--data", data, "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["recycle", "fill", *common])  # lmdb, the default
+    assert r.exit_code == 2 and "holds a leveldb store, not a lmdb one; open it with backend='leveldb' (CLI: --backend leveldb)" in " ".join(r.output.split())
+    assert not (store / "data.mdb").exists()
+
+
+def test_common_path_and_number_mistakes_exit_cleanly(setup):
+    tmp, model_dir = setup
+    (tmp / "afile").write_text("x")
+    data = str(tmp / "d.csv")
+    cases = [
+        (["recycle", "fill", "--model", str(tmp / "nope"), "--data", data, "--store", str(tmp / "s")], "model folder"),
+        (["recycle", "fill", "--model", str(model_dir), "--data", data, "--store", str(tmp / "afile")], "is a file, not a store folder"),
+        (["recycle", "fill", "--model", str(model_dir), "--data", data, "--store", str(tmp / "s"), "--limit", "-2"], "limit must be >= 0"),
+    ]
+    for args, message in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and message in " ".join(r.output.split()), (args, r.output)
+    runner.invoke(app, ["recycle", "fill", "--model", str(model_dir), "--data", data, "--store", str(tmp / "s"), "--layer", "2"])
+    r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(tmp / "s"), "--batch-size", "0", "--out", str(tmp / "o")])
+    assert r.exit_code == 2 and "batch_size must be >= 1, got 0" in r.output
+    r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(tmp / "s"), "--out", str(tmp / "afile")])
+    assert r.exit_code == 2 and "error:" in r.output and "afile" in r.output  # pathlib's FileExistsError, as one line

@@ -338,3 +338,15 @@ def test_mmap_batches_read_while_another_thread_fills(tokenizer, texts, tmp_path
             readers = [pool.submit(read) for _ in range(2)]
             pool.submit(fill).result()
             assert all(r.result() >= 50 for r in readers)
+
+
+def test_embed_of_nothing_and_a_non_module_encoder_are_refused(tokenizer):
+    with EncoderCache(frozen(), tokenizer) as cache:
+        with pytest.raises(DataError, match=r"nothing to embed for encoder 'text': its list of texts is empty"):
+            cache.embed([])
+        with pytest.raises(DataError, match=r"texts must be a list of strings, got one str"):
+            cache.embed("play music")
+        with pytest.raises(DataError, match=r"cannot fill from one str \('play music'\): pass a list of texts"):
+            cache.fill("play music", progress=False)
+    with pytest.raises(TypeError, match=r"encoders must be a torch nn.Module or \{name: module\}, got str; load a folder"):
+        EncoderCache("some/folder", tokenizer)  # type: ignore[arg-type]

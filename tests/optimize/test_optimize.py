@@ -742,3 +742,47 @@ def test_autotune_refuses_an_unknown_objective(classifier, tok, texts):
 
     with pytest.raises(ValueError, match="objective='speed' is not one of 'latency', 'throughput'"):
         autotune(classifier, tok, texts, objective="speed")  # type: ignore[arg-type]
+
+
+# ---- inputs the QA pass of session 6 found handled badly -----------------------------------------------
+
+def test_ids_outside_the_vocabulary_are_refused_on_every_backend(onnx_art, classifier, tok):
+    """OpenVINO returned numbers for an id past the vocabulary (another model's tokenizer) where PyTorch and
+    ONNX Runtime fail: every artifact now refuses it first, naming the fix."""
+    from ember.errors import DataError
+
+    ov = optimize(classifier, OpenVINOConfig(threads=1, static_shapes=()), tokenizer=tok)
+    good = tok(["play music"], return_tensors="pt")
+    for art in (onnx_art, ov):
+        bad = dict(good, input_ids=good["input_ids"].clone())
+        bad["input_ids"][0, 1] = classifier.config.vocab_size  # one past the last id
+        with pytest.raises(DataError, match=r"token id 128 is outside this model's vocabulary \(0\.\.127\)"):
+            art(**bad)
+        with pytest.raises(DataError, match=r"must be a \(batch, tokens\) tensor of integer ids, got torch.int64 of shape \(4,\)"):
+            art(input_ids=good["input_ids"][0])
+        with pytest.raises(DataError, match=r"integer ids, got torch.float32"):
+            art(input_ids=good["input_ids"].float(), attention_mask=good["attention_mask"])
+        listed = art(input_ids=good["input_ids"].tolist(), attention_mask=good["attention_mask"]).logits
+        assert torch.allclose(listed, art(**good).logits)  # a plain list of ids is taken as a tensor
+
+
+def test_a_bare_string_is_refused_where_a_list_of_texts_is_expected(onnx_art, classifier, tok):
+    from ember.errors import DataError
+
+    with pytest.raises(DataError, match=r"texts must be a list of strings, got one str \('play music'\); wrap it"):
+        onnx_art.encode("play music")  # was: one row per character
+    with pytest.raises(DataError, match=r"texts must be a list of strings"):
+        optimize(classifier, OnnxRuntimeConfig(threads=1), tokenizer=tok, sample="play music")
+    with pytest.raises(TypeError, match=r"model must be a torch nn.Module, got str; load a folder"):
+        optimize("some/folder", OnnxRuntimeConfig(), tokenizer=tok)  # type: ignore[arg-type]
+    assert onnx_art.encode([]).shape == (0, classifier.config.num_labels)
+
+
+def test_autotune_takes_a_number_as_the_minimum_mean_cosine(classifier, tok, texts):
+    from ember.optimize import autotune
+
+    res = autotune(classifier, tok, texts, budget=0.999, configs={"onnx": OnnxRuntimeConfig(threads=1)}, threads=1)
+    assert res.skipped == {} and res.budget == Tolerance(min_mean_cosine=0.999)  # was: onnx skipped, a TypeError
+    assert "onnx" in {r["name"] for r in res.to_dict()["report"]["results"]}
+    with pytest.raises(TypeError, match="budget must be an ember Tolerance or a minimum mean cosine, got str"):
+        autotune(classifier, tok, texts, budget="0.999")  # type: ignore[arg-type]

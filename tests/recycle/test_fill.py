@@ -165,3 +165,39 @@ def test_fill_computes_in_length_sorted_batches(tokenizer):
     flat = [w for b in widths for w in b]
     assert flat == sorted(flat)
     assert torch.tensor([max(b) - min(b) for b in widths]).float().mean() < 4
+
+
+def test_fill_refuses_a_bare_string_and_labels_past_the_head(tokenizer, texts):
+    model = make_model("bert", num_labels=3)
+    rec = Recycler(model, tokenizer, None, layer=2)
+    with pytest.raises(DataError, match=r"texts must be a list of strings, got one str \('play music'\); wrap it"):
+        rec.fill("play music", progress=False)  # was: "example 4 has an empty text" (the space)
+    with pytest.raises(DataError, match=r"label id 7 is past the model's head, which has 3 outputs \(ids 0\.\.2\)"):
+        rec.fill(texts[:3], labels=[0, 1, 7], progress=False)  # was: IndexError inside cross_entropy mid-epoch
+    assert len(rec.store) == 0 and rec.store.split_names() == []
+    base = Recycler(make_model("bert-base"), tokenizer, None, layer=2)  # no head yet: any class ids
+    assert base.fill(texts[:3], labels=[0, 1, 7], progress=False).computed == 3
+
+
+def test_load_model_names_a_missing_folder_and_a_head_of_another_size(tmp_path, tokenizer):
+    from ember.models import load_model
+
+    with pytest.raises(FileNotFoundError, match=r"model folder .*nope does not exist"):
+        load_model(str(tmp_path / "nope"))
+    make_model("bert", num_labels=3).save_pretrained(tmp_path / "clf")
+    tokenizer.save_pretrained(tmp_path / "clf")
+    with pytest.raises(DataError, match=r"has a 3-label classification head but 2 labels were asked for"):
+        load_model(str(tmp_path / "clf"), "classification", num_labels=2)
+
+
+def test_a_store_path_that_is_a_file_or_another_backends_folder_is_refused(tmp_path, tokenizer):
+    from ember.errors import StoreError
+    from ember.store import open_kv
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StoreError, match=r"afile is a file, not a store folder"):
+        Recycler(make_model("bert"), tokenizer, tmp_path / "afile", layer=2)
+    open_kv(tmp_path / "lm", "lmdb").close()
+    with pytest.raises(StoreError, match=r"holds a lmdb store, not a leveldb one; open it with backend='lmdb'"):
+        open_kv(tmp_path / "lm", "leveldb")
+    assert not (tmp_path / "lm" / "CURRENT").exists()

@@ -97,6 +97,21 @@ def test_corrupt_lmdb_file(tmp_path):
         ActivationStore.open(d, fp())
 
 
+def test_lmdb_with_damaged_pages_past_the_header_says_to_refill(tmp_path):
+    """Pages past LMDB's header overwritten (not just the header): the same StoreCorruptError and advice."""
+    import random
+
+    with ActivationStore.open(tmp_path / "s", fp()) as store:
+        store.put([content_key([i]) for i in range(50)], [{"states": torch.randn(4, 8)} for _ in range(50)])
+    data = tmp_path / "s" / "data.mdb"
+    size = data.stat().st_size
+    with open(data, "r+b") as f:
+        f.seek(8192)  # the two meta pages stay intact
+        f.write(random.Random(0).randbytes(size - 8192))
+    with pytest.raises(StoreCorruptError, match=r"not a readable LMDB store .* Delete it and fill it again"):
+        ActivationStore.open(tmp_path / "s", fp())
+
+
 def test_missing_store_readonly(tmp_path):
     with pytest.raises(StoreError, match="has not been filled yet"):
         ActivationStore.open(tmp_path / "none", fp(), readonly=True)

@@ -37,6 +37,6 @@ def friendly_errors() -> Iterator[None]:
     """Show ember's (and data/IO) errors as one red message and exit 2, without a traceback."""
     try:
         yield
-    except (EmberError, FileNotFoundError, ImportError, ValueError) as exc:
+    except (EmberError, OSError, ImportError, ValueError) as exc:  # OSError: a file in a folder's place, a read-only disk
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc

@@ -38,12 +38,13 @@ EmbPath = Annotated[str | None, typer.Option("--embeddings-path", help="Embeddin
 TRAINED_FROM = "ember-recycle.json"  # written by `recycle train` beside the model: the store it was trained from
 
 
-def _trained_store(model: str) -> Path:
-    """The store ``ember recycle train`` recorded in the model folder ``model``."""
+def _trained_store(model: str) -> tuple[Path, str]:
+    """The store ``ember recycle train`` recorded in the model folder ``model``, and its backend."""
     record = Path(model) / TRAINED_FROM
     if not record.is_file():
         raise ValueError(f"pass --store: {model} has no {TRAINED_FROM} (ember recycle train writes it) to tell which store it was trained from")
-    return Path(json.loads(record.read_text())["store"])
+    saved = json.loads(record.read_text())
+    return Path(saved["store"]), saved.get("backend", "lmdb")  # recorded since session 6; lmdb before
 
 
 def _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=False):
@@ -100,10 +101,10 @@ def fill(
 
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         m, tok = load_model(model, "embedding")
-        rec = _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path)
-        report = rec.fill(ex, split=split or "train", batch_size=batch_size, num_workers=num_workers)
-        result = {"command": "recycle fill", "split": report.split, "store": str(store), "layer": layer, "entries": len(rec.store), **report.to_dict()}
-        rec.close()
+        with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path) as rec:
+            report = rec.fill(ex, split=split or "train", batch_size=batch_size, num_workers=num_workers)
+            result = {"command": "recycle fill", "split": report.split, "store": str(store), "layer": layer,
+                      "entries": len(rec.store), **report.to_dict()}
         console.print(
             f"stored {report.computed} new examples ({report.already_stored} were already stored) "
             f"in {report.seconds:.1f}s; the store holds {result['entries']} entries"
@@ -149,12 +150,12 @@ def train(
             m, tok = load_model(model, "classification", label_names=names)
         else:
             m, tok = load_model(model, "classification", num_labels=1 + max(recorded.labels))
-        rec = _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=True)
-        report = train_top(rec, split, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=True) as rec:
+            report = train_top(rec, split, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
         out.mkdir(parents=True, exist_ok=True)
         m.save_pretrained(out)
         tok.save_pretrained(out)
-        (out / TRAINED_FROM).write_text(json.dumps({"layer": layer, "dtype": dtype, "store": str(store.resolve())}, indent=2))
+        (out / TRAINED_FROM).write_text(json.dumps({"layer": layer, "dtype": dtype, "store": str(store.resolve()), "backend": backend}, indent=2))
         console.print(f"trained {epochs} epochs on {report.examples} stored examples of split {split!r}; model saved to {out}")
         if json_out:
             emit_json({"command": "recycle train", "out": str(out), "split": split, **report.to_dict()})
@@ -171,7 +172,8 @@ def evaluate_cmd(
     dtype: StoredDtypeOpt = None,
     write_back: Annotated[bool, typer.Option(help="Store the states of examples that were not stored.")] = False,
     batch_size: Annotated[int, typer.Option(help="Inference batch size.")] = 64,
-    backend: BackendOpt = "lmdb",
+    backend: Annotated[str | None, typer.Option("--backend", help="Store backend: lmdb, leveldb or memory (default: the "
+                                                "one `ember recycle train` recorded, else lmdb).")] = None,
     max_length: MaxLenOpt = None,
     text_column: TextCol = None,
     label_column: LabelCol = None,
@@ -186,16 +188,20 @@ def evaluate_cmd(
         from ember.models import load_model
         from ember.recycle import evaluate
 
-        store = store if store is not None else _trained_store(model)
+        if store is None:
+            store, recorded_backend = _trained_store(model)
+            backend = backend or recorded_backend
+        backend = backend or "lmdb"
         layer, dtype, max_length, _, _ = _stored_settings(store, backend, layer, dtype, max_length)
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         if ex.labels is None:
             raise ValueError(f"{data} has no labels; eval needs a label column (--label-column)")
         m, tok = load_model(model, "classification")
-        rec = _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=not write_back)
-        start = time.perf_counter()
-        acc = evaluate(rec, ex.texts, ex.labels, batch_size=batch_size, write_back=write_back)
-        secs = time.perf_counter() - start
+        with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path,
+                       readonly=not write_back) as rec:
+            start = time.perf_counter()
+            acc = evaluate(rec, ex.texts, ex.labels, batch_size=batch_size, write_back=write_back)
+            secs = time.perf_counter() - start
         console.print(f"accuracy {acc:.4f} on {len(ex)} examples in {secs:.1f}s")
         if json_out:
             emit_json({"command": "recycle eval", "accuracy": acc, "examples": len(ex), "seconds": secs})

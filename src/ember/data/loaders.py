@@ -62,6 +62,8 @@ class Examples:
         """The first ``n`` examples (all when ``n`` is None)."""
         if n is None:
             return self
+        if n < 0:
+            raise ValueError(f"limit must be >= 0 (the first N examples), got {n}")
         return Examples(self.texts[:n], None if self.labels is None else self.labels[:n], self.source)
 
 

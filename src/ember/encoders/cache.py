@@ -81,6 +81,9 @@ class _Encoder:
     """One cached encoder: its module, tokenizer, pooling, key extractor, fingerprint and store."""
 
     def __init__(self, name: str, encoder: nn.Module, tokenizer, config: CacheConfig) -> None:
+        if not isinstance(encoder, nn.Module):
+            raise TypeError(f"encoder {name!r} must be a torch nn.Module, got {type(encoder).__name__}; load a folder "
+                            "or hub id with ember.load_model(path) first")
         self.name = name
         self.module = getattr(encoder, "base_model", encoder) if hasattr(encoder, "config") else encoder
         _refuse_trainable(name, self.module)
@@ -339,6 +342,9 @@ class EncoderCache:
         config = config or CacheConfig()
         if isinstance(encoders, nn.Module):
             encoders = {SINGLE: encoders}
+        if not isinstance(encoders, Mapping):
+            raise TypeError(f"encoders must be a torch nn.Module or {{name: module}}, got {type(encoders).__name__}; load a "
+                            "folder or hub id with ember.load_model(path) first")
         if not encoders:
             raise CacheConfigError("EncoderCache needs at least one encoder; got an empty mapping")
         names = list(encoders)
@@ -497,6 +503,9 @@ class EncoderCache:
 
     def _read_dataset(self, data, labels) -> tuple[dict[str, list[str]], Sequence | None]:
         """Read a map-style dataset once (in worker processes when asked), in order, and detect random transforms."""
+        if isinstance(data, str | bytes):  # a str has len and items too: one text per character
+            raise DataError(f"cannot fill from one {type(data).__name__} ({data[:40]!r}): pass a list of texts (wrap it: "
+                            "[text]), or read a file with ember.load_examples(path)")
         try:
             n = len(data)
         except TypeError:
@@ -683,11 +692,15 @@ class EncoderCache:
         unknown = sorted(set(inputs) - set(self.names))
         if unknown:
             raise CacheConfigError(f"no encoder named {unknown} in this cache; its encoders are {self.names}")
+        for texts in inputs.values():
+            check_texts(texts)  # before list(): a bare string would be read as one text per character
         return {name: self._embed_one(name, list(texts), write_back, device, dtype) for name, texts in inputs.items()}
 
     def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:
         enc = self.encoders[name]
         check_texts(texts)
+        if not texts:
+            raise DataError(f"nothing to embed for encoder {name!r}: its list of texts is empty")
         ids = tokenize(enc.tokenizer, texts, enc.max_length)
         keys = enc.keys(texts, ids)
         out: list[torch.Tensor | None] = [None] * len(texts)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from torch import nn
 
+from ember.errors import DataError
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (packaged)"
 
 Task = Literal["classification", "embedding"]
@@ -43,9 +45,13 @@ def load_model(
     Example:
         >>> model, tok = load_model()  # doctest: +SKIP
     """
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     path = str(default_model_path() if name_or_path is None else name_or_path)
+    local = Path(path).expanduser()
+    if (path.startswith(("/", "./", "../", "~")) or local.exists()) and not local.is_dir():
+        raise FileNotFoundError(f"model folder {path} {'is a file' if local.exists() else 'does not exist'}; pass a "
+                                "folder written by save_pretrained, a hub id, or omit it for the packaged model")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if task == "classification":
         kwargs = {}
@@ -55,7 +61,16 @@ def load_model(
             kwargs["label2id"] = {n: i for i, n in enumerate(label_names)}
         if num_labels is not None:
             kwargs["num_labels"] = num_labels
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        except RuntimeError as exc:
+            if "ignore_mismatched_sizes" not in str(exc):
+                raise
+            have = AutoConfig.from_pretrained(path).num_labels
+            raise DataError(
+                f"{path} has a {have}-label classification head but {num_labels} labels were asked for; use the "
+                "data the head was trained on, or a model folder without a head (the bare encoder) to get a new one"
+            ) from None
     elif task == "embedding":
         model = AutoModel.from_pretrained(path)
     else:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.errors import ArtifactError, InputTooLongError
+from ember.errors import ArtifactError, DataError, InputTooLongError
 from ember.fidelity import FidelityReport, mean_pool
 from ember.optimize.config import OptimizeConfig, config_from_dict
 
@@ -146,6 +146,7 @@ class OptimizedModel(nn.Module):
 
     # ---- calling ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None, **kwargs):
+        input_ids = self._check_ids(input_ids)
         if input_ids.shape[-1] > self.facts.max_length:
             raise InputTooLongError(
                 f"input has {input_ids.shape[-1]} tokens but this {self.facts.model_type} model accepts at most "
@@ -157,6 +158,25 @@ class OptimizedModel(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         return self._run({k: feeds[k] for k in self.facts.input_names})
+
+    def _check_ids(self, input_ids) -> torch.Tensor:
+        """``(batch, tokens)`` integer ids inside the vocabulary, or a DataError naming the fix. An id past the
+        vocabulary (a tokenizer of another model) made the OpenVINO engine return numbers instead of failing."""
+        if not isinstance(input_ids, torch.Tensor):
+            input_ids = torch.as_tensor(input_ids)
+        if input_ids.dim() != 2 or input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+            raise DataError(
+                f"input_ids must be a (batch, tokens) tensor of integer ids, got {input_ids.dtype} of shape "
+                f"{tuple(input_ids.shape)}; tokenize a list of texts: tokenizer([text], return_tensors='pt')"
+            )
+        vocab = self.facts.hf_config.get("vocab_size")
+        if vocab and input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
+            bad = int(input_ids.max()) if int(input_ids.max()) >= vocab else int(input_ids.min())
+            raise DataError(
+                f"token id {bad} is outside this model's vocabulary (0..{vocab - 1}): the inputs were tokenized by "
+                "another model's tokenizer; use the artifact's own (artifact.tokenizer)"
+            )
+        return input_ids
 
     def _run(self, feeds: dict[str, torch.Tensor]):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -172,8 +192,10 @@ class OptimizedModel(nn.Module):
             torch.Size([2, 384])
         """
         from ember.batching import map_in_buckets
+        from ember.store.fill import check_texts
 
         tok = self._need_tokenizer()
+        check_texts(texts, allow_empty=True)
 
         def run(batch: list[str]) -> list[torch.Tensor]:
             enc = tok(batch, padding=True, truncation=True, max_length=self.facts.max_length, return_tensors="pt")
@@ -181,6 +203,8 @@ class OptimizedModel(nn.Module):
             vec = out.logits if self.facts.output == "logits" else mean_pool(out.last_hidden_state.float(), enc["attention_mask"])
             return list(vec.float())
 
+        if not texts:
+            return torch.empty(0, self.config.num_labels if self.facts.output == "logits" else self.config.hidden_size)
         return torch.stack(map_in_buckets(list(texts), run, batch_size, sort=bucketing))
 
     def _need_tokenizer(self):

@@ -66,7 +66,7 @@ def autotune(
     model: nn.Module,
     tokenizer,
     sample: Sequence[str],
-    budget: Tolerance = Tolerance(min_mean_cosine=0.999),
+    budget: Tolerance | float = Tolerance(min_mean_cosine=0.999),
     objective: Literal["latency", "throughput"] = "latency",
     *,
     configs: Mapping[str, OptimizeConfig] | None = None,
@@ -80,7 +80,7 @@ def autotune(
         model: the original model (also measured, as the reference).
         tokenizer: its tokenizer.
         sample: real sentences: verification, calibration and timing inputs.
-        budget: fidelity every candidate must meet against the original.
+        budget: fidelity every candidate must meet against the original; a number is a minimum mean cosine.
         objective: what "fastest" means.
         configs: name -> config to try (default: ``available_presets()``).
         threads: threads for torch and every engine during the run.
@@ -99,6 +99,10 @@ def autotune(
 
     if objective not in ("latency", "throughput"):
         raise ValueError(f"objective={objective!r} is not one of 'latency', 'throughput'")
+    if isinstance(budget, int | float) and not isinstance(budget, bool):
+        budget = Tolerance(min_mean_cosine=float(budget))  # what the CLI's --budget means
+    if not isinstance(budget, Tolerance):
+        raise TypeError(f"budget must be an ember Tolerance or a minimum mean cosine, got {type(budget).__name__}")
     sample = list(sample)
     if not sample:
         raise ValueError("autotune needs some sentences to measure on; the sample is empty")

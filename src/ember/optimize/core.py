@@ -15,6 +15,7 @@ from ember.models.load import resolve_max_length
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
 from ember.optimize.registry import backend_for, missing_requirements
+from ember.store.fill import check_texts
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
@@ -132,8 +133,14 @@ def optimize(
     """
     if not isinstance(config, OptimizeConfig):
         raise TypeError(f"config must be an ember optimize config (e.g. OnnxRuntimeConfig()), got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}; load a folder or hub id with "
+                        "ember.load_model(path) first")
     if sample is not None and len(sample) == 0:
         raise ValueError("the verification sample is empty; pass some texts, or sample=None for ember's built-in sentences")
+    for texts_ in (sample, calibration):
+        if texts_ is not None:
+            check_texts(texts_)
     missing = missing_requirements(config)
     if missing:
         raise BackendNotInstalledError(

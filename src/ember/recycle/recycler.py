@@ -14,7 +14,7 @@ from torch import nn
 
 from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
-from ember.errors import MissingEntriesError, StoreCorruptError, StoreMismatchError
+from ember.errors import DataError, MissingEntriesError, StoreCorruptError, StoreMismatchError
 from ember.models.families import EncoderParts, find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.data import StoredDataset, collate_states
@@ -182,13 +182,14 @@ class Recycler:
         Returns:
             a :class:`FillReport`; its ``keys`` give the examples' store keys in input order.
         """
-        texts = data.texts if isinstance(data, Examples) else list(data)
+        texts = data.texts if isinstance(data, Examples) else data if isinstance(data, str | bytes) else list(data)
         if labels is None and isinstance(data, Examples):
             labels = data.labels
         check_texts(texts, allow_empty)
         label_ids = None
         if labels is not None:
             label_ids, names = encode_labels(labels, self.store.label_names, count=len(texts))
+            self._check_head(label_ids)
             if names is not None:
                 self.store.merge_label_names(names)
         self.verify_weights()
@@ -206,6 +207,16 @@ class Recycler:
         self.store.add_split(split, Split({STATES: report.keys}, label_ids, [len(x) for x in ids]))
         report.split = split
         return report
+
+    def _check_head(self, label_ids: Sequence[int]) -> None:
+        """Refuse class ids the model's head has no output for (training would fail mid-epoch inside torch)."""
+        n = getattr(getattr(self.parts.model, "config", None), "num_labels", None)
+        if self.parts.model is self.parts.base or not n or not label_ids or max(label_ids) < n:
+            return
+        raise DataError(
+            f"label id {max(label_ids)} is past the model's head, which has {n} outputs (ids 0..{n - 1}); load the "
+            f"model with num_labels= the number of classes (ember.load_model(path, 'classification', num_labels=...))"
+        )
 
     @property
     def device(self) -> torch.device:

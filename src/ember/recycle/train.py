@@ -69,6 +69,8 @@ def train_top(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dataset = rec.dataset(data)
     if group_by_length:
         sampler = GroupedBatchSampler(dataset.lengths(), batch_size, seed=seed)

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, get_args, runtime_checkable
 
-from ember.errors import StoreFullError, StoreReadOnlyError
+from ember.errors import StoreError, StoreFullError, StoreReadOnlyError
 
 Backend = Literal["lmdb", "leveldb", "memory"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -96,6 +96,7 @@ def open_kv(path: str | Path | None, backend: Backend = "lmdb", *, readonly: boo
         return MemoryStore()
     if path is None:
         raise ValueError(f"backend {backend!r} stores on disk and needs a path")
+    _check_folder(Path(path), backend)
     if backend == "lmdb":
         from ember.store.lmdb import LMDBStore
 
@@ -103,3 +104,20 @@ def open_kv(path: str | Path | None, backend: Backend = "lmdb", *, readonly: boo
     from ember.store.leveldb import LevelDBStore
 
     return LevelDBStore(Path(path), readonly=readonly, **options)
+
+
+# the file each on-disk backend keeps in its folder
+_MARKERS = {"lmdb": "data.mdb", "leveldb": "CURRENT"}
+
+
+def _check_folder(path: Path, backend: Backend) -> None:
+    """Refuse a path that is a file, or a folder that holds the other backend's store (opening it would make
+    a second, empty store beside the first, and every example would be computed again)."""
+    if path.is_file():
+        raise StoreError(f"{path} is a file, not a store folder; pass a folder (a new one is created)")
+    for other, marker in _MARKERS.items():
+        if other != backend and (path / marker).exists() and not (path / _MARKERS[backend]).exists():
+            raise StoreError(
+                f"{path} holds a {other} store, not a {backend} one; open it with backend={other!r} "
+                f"(CLI: --backend {other}), or pass another folder for a new {backend} store"
+            )

@@ -42,7 +42,10 @@ class FillReport:
 
 
 def check_texts(texts: Sequence[str], allow_empty: bool = False) -> None:
-    """Refuse empty or non-string texts with the index of the first bad one."""
+    """Refuse empty or non-string texts with the index of the first bad one, and a bare string (which would
+    be read as one text per character)."""
+    if isinstance(texts, str | bytes):
+        raise DataError(f"texts must be a list of strings, got one {type(texts).__name__} ({texts[:40]!r}); wrap it: [text]")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise DataError(f"example {i} is a {type(t).__name__}, not a string; convert the text column to str")

@@ -83,7 +83,7 @@ class LMDBStore:
             )
             self._entries = self.env.open_db(b"entries", create=not self.readonly)
             self._meta = self.env.open_db(b"meta", create=not self.readonly)
-        except lmdb.InvalidError as exc:
+        except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.PageNotFoundError) as exc:  # header, or pages past it
             raise StoreCorruptError(
                 f"{self.path} is not a readable LMDB store ({exc}). Delete it and fill it again."
             ) from exc
