@@ -688,6 +688,30 @@ def test_artifact_of_another_format_version(onnx_art, tmp_path, version, hint):
     assert str(e.value) == f"{d} holds an artifact of format version {version}, this ember reads version 1; {hint}"
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: [m], "is not an ember manifest (edited or damaged)"),
+    (lambda m: {k: v for k, v in m.items() if k != "facts"}, "lacks facts (edited or damaged)"),
+    (lambda m: {**m, "facts": {**m["facts"], "hf_config": None}}, "does not describe an artifact ember can load"),
+    (lambda m: {**m, "fidelity": {"mean": 1}}, "does not describe an artifact ember can load (TypeError"),
+    (lambda m: {**m, "format_version": "1"}, "format version '1', this ember reads version 1"),
+])
+def test_an_edited_manifest_is_refused_naming_the_fix(onnx_art, tmp_path, edit, message):
+    d = onnx_art.save(tmp_path / "a")
+    m = json.loads((d / "ember-artifact.json").read_text())
+    (d / "ember-artifact.json").write_text(json.dumps(edit(m)))
+    with pytest.raises(ArtifactError) as e:
+        load(d)
+    assert message in str(e.value) and ("re-create" in str(e.value))
+
+
+def test_a_swapped_or_broken_tokenizer_is_caught(onnx_art, tmp_path):
+    d = onnx_art.save(tmp_path / "a")
+    vocab = next((d / "tokenizer").glob("vocab.txt"), None) or next((d / "tokenizer").glob("tokenizer.json"))
+    vocab.write_text(vocab.read_text().replace("music", "mosic"))  # another tokenizer's vocabulary
+    with pytest.raises(ArtifactError, match=r"tokenizer/.* is corrupted: its SHA-256 does not match"):
+        load(d)
+
+
 def test_corrupted_artifact_file(onnx_art, tmp_path):
     d = onnx_art.save(tmp_path / "a")
     data = bytearray((d / "model.onnx").read_bytes())

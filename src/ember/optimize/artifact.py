@@ -220,7 +220,8 @@ class OptimizedModel(nn.Module):
         self._save_files(d)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(d / "tokenizer"))
-        files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != MANIFEST and not p.relative_to(d).as_posix().startswith("tokenizer/"))
+        # every file, the tokenizer's too: another model's tokenizer in its place gives wrong answers silently
+        files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != MANIFEST)
         manifest = {
             "format_version": FORMAT_VERSION,
             "backend": self.optimize_config.kind,
@@ -274,11 +275,16 @@ def read_manifest(directory: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path} is corrupted ({exc}); re-create the artifact with ember optimize") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        raise ArtifactError(f"{path} is not an ember manifest (edited or damaged); re-create the artifact with ember optimize")
+    missing = [k for k in ("format_version", "config", "facts") if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{path} lacks {', '.join(missing)} (edited or damaged); re-create the artifact with ember optimize")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         hint = "upgrade ember" if isinstance(version, int) and version > FORMAT_VERSION else "re-create it with this ember"
         raise ArtifactError(
-            f"{d} holds an artifact of format version {version}, this ember reads version {FORMAT_VERSION}; {hint}"
+            f"{d} holds an artifact of format version {version!r}, this ember reads version {FORMAT_VERSION}; {hint}"
         )
     for name, digest in manifest.get("files", {}).items():
         f = d / name
@@ -303,15 +309,23 @@ def load(directory: str | Path) -> OptimizedModel:
     manifest = read_manifest(d)
     try:
         config = config_from_dict(manifest["config"])
-    except (TypeError, ValueError) as exc:
-        raise ArtifactError(f"{d}: {exc}") from exc
+        facts = ModelFacts.from_dict(manifest["facts"])
+        if not isinstance(facts.hf_config, dict) or not isinstance(facts.input_names, list | tuple):
+            raise TypeError("facts.hf_config must be a dict and facts.input_names a list")
+        fidelity = FidelityReport.from_dict(manifest["fidelity"]) if manifest.get("fidelity") else None
+        size_bytes, build_seconds = int(manifest.get("size_bytes", 0)), float(manifest.get("build_seconds", 0.0))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a hand-edited manifest
+        raise ArtifactError(f"{d / MANIFEST} does not describe an artifact ember can load ({type(exc).__name__}: {exc}); "
+                            "re-create the artifact with ember optimize") from exc
     tokenizer = None
     if (d / "tokenizer").is_dir():
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
-    art = backend_for(config).load(d, config, ModelFacts.from_dict(manifest["facts"]), tokenizer)
-    art.fidelity = FidelityReport.from_dict(manifest["fidelity"]) if manifest.get("fidelity") else None
-    art.size_bytes = int(manifest.get("size_bytes", 0))
-    art.build_seconds = float(manifest.get("build_seconds", 0.0))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
+        except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise ArtifactError(f"the tokenizer saved in {d / 'tokenizer'} cannot be read ({exc}); re-create the "
+                                "artifact, or delete the folder and pass the tokenizer yourself") from exc
+    art = backend_for(config).load(d, config, facts, tokenizer)
+    art.fidelity, art.size_bytes, art.build_seconds = fidelity, size_bytes, build_seconds
     return art
