@@ -348,5 +348,5 @@ def test_embed_of_nothing_and_a_non_module_encoder_are_refused(tokenizer):
             cache.embed("play music")
         with pytest.raises(DataError, match=r"cannot fill from one str \('play music'\): pass a list of texts"):
             cache.fill("play music", progress=False)
-    with pytest.raises(TypeError, match=r"encoders must be a torch nn.Module or \{name: module\}, got str; load a folder"):
+    with pytest.raises(TypeError, match=r"encoder 'text' must be a torch nn.Module, got str; load a folder"):
         EncoderCache("some/folder", tokenizer)  # type: ignore[arg-type]

@@ -87,7 +87,6 @@ def _config(preset: str | None, config: Path | None, pairs: list[str]):
 def _list(preset: str | None, pairs: list[str], json_out: bool) -> None:
     """Print the presets (or one preset's settings) as a table on stdout."""
     import re
-    from dataclasses import fields
 
     from rich.console import Console
     from rich.markup import escape
@@ -113,13 +112,11 @@ def _list(preset: str | None, pairs: list[str], json_out: bool) -> None:
         result: dict = {"presets": rows}
     else:
         cfg = config_with(get_preset(preset), pairs)
-        values = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "tolerance"}
-        values |= {f"tolerance.{f.name}": getattr(cfg.tolerance, f.name) for f in fields(cfg.tolerance)}
-        types = settings(cfg)
         for col in ("setting", "value", "type"):
             table.add_column(col)
-        for k, v in values.items():
-            table.add_row(k, escape("None" if v is None else str(list(v) if isinstance(v, tuple) else v)), escape(types[k]))
+        for k, kind in settings(cfg).items():
+            v = getattr(cfg.tolerance, k.removeprefix("tolerance.")) if k.startswith("tolerance.") else getattr(cfg, k)
+            table.add_row(k, escape("None" if v is None else str(list(v) if isinstance(v, tuple) else v)), escape(kind))
         result = {"preset": preset, "config": cfg.to_dict()}
     Console().print(table)
     if json_out:

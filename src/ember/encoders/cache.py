@@ -47,6 +47,7 @@ from ember.models.families import find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.split import frozen_eval, pad_ids
 from ember.store.activations import ActivationStore, Entry, Split
+from ember.store.base import STORE_MARKERS
 from ember.store.codec import torch_dtype
 from ember.store.fill import FillReport, check_texts, fill, tokenize
 from ember.store.fingerprint import Fingerprint, tokenizer_hash, weights_hash
@@ -57,7 +58,6 @@ _SPLITS = "_splits"  # folder of the split index inside save_dir
 _SHAPE_META = "embedding_shape"
 _NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _RESERVED = ("label", "labels", "index")  # batch keys besides the encoders' names
-_STORE_MARKER = {"lmdb": "data.mdb", "leveldb": "CURRENT"}  # the file an existing on-disk store has
 
 
 @dataclass
@@ -231,7 +231,7 @@ class _StoreHandle:
         self.config, self.name, self.fingerprint, self.what = config, name, fingerprint, what
         self.path = None if config.save_dir is None else Path(config.save_dir) / name
         self.backend = "memory" if self.path is None else config.backend
-        marker = _STORE_MARKER.get(self.backend)
+        marker = STORE_MARKERS.get(self.backend)
         exists = self.path is not None and marker is not None and (self.path / marker).exists()
         if config.readonly and not exists:
             raise StoreError(
@@ -263,7 +263,7 @@ class _StoreHandle:
 
     def release_writer(self) -> None:
         """Give the writer lock back (reopen read-only); a no-op for in-memory or read-only stores."""
-        if self.path is None or self.backend not in _STORE_MARKER or not self.writer:
+        if self.path is None or self.backend not in STORE_MARKERS or not self.writer:
             return
         self.store.close()
         self.store = self._open(readonly=True)
@@ -340,11 +340,8 @@ class EncoderCache:
         # encoder's forward already uses every core. Re-entrant: fill and dataset call each other's helpers.
         self._lock = threading.RLock()
         config = config or CacheConfig()
-        if isinstance(encoders, nn.Module):
+        if not isinstance(encoders, Mapping):  # one encoder (each is checked to be a module below)
             encoders = {SINGLE: encoders}
-        if not isinstance(encoders, Mapping):
-            raise TypeError(f"encoders must be a torch nn.Module or {{name: module}}, got {type(encoders).__name__}; load a "
-                            "folder or hub id with ember.load_model(path) first")
         if not encoders:
             raise CacheConfigError("EncoderCache needs at least one encoder; got an empty mapping")
         names = list(encoders)

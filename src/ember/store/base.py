@@ -106,8 +106,8 @@ def open_kv(path: str | Path | None, backend: Backend = "lmdb", *, readonly: boo
     return LevelDBStore(Path(path), readonly=readonly, **options)
 
 
-# the file each on-disk backend keeps in its folder
-_MARKERS = {"lmdb": "data.mdb", "leveldb": "CURRENT"}
+# the file each on-disk backend keeps in its folder: an existing store has it
+STORE_MARKERS = {"lmdb": "data.mdb", "leveldb": "CURRENT"}
 
 
 def _check_folder(path: Path, backend: Backend) -> None:
@@ -115,8 +115,8 @@ def _check_folder(path: Path, backend: Backend) -> None:
     a second, empty store beside the first, and every example would be computed again)."""
     if path.is_file():
         raise StoreError(f"{path} is a file, not a store folder; pass a folder (a new one is created)")
-    for other, marker in _MARKERS.items():
-        if other != backend and (path / marker).exists() and not (path / _MARKERS[backend]).exists():
+    for other, marker in STORE_MARKERS.items():
+        if other != backend and (path / marker).exists() and not (path / STORE_MARKERS[backend]).exists():
             raise StoreError(
                 f"{path} holds a {other} store, not a {backend} one; open it with backend={other!r} "
                 f"(CLI: --backend {other}), or pass another folder for a new {backend} store"
