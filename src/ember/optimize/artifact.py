@@ -170,8 +170,11 @@ class OptimizedModel(nn.Module):
                 f"{tuple(input_ids.shape)}; tokenize a list of texts: tokenizer([text], return_tensors='pt')"
             )
         vocab = self.facts.hf_config.get("vocab_size")
-        if vocab and input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
-            bad = int(input_ids.max()) if int(input_ids.max()) >= vocab else int(input_ids.min())
+        if not vocab or not input_ids.numel():
+            return input_ids
+        lo, hi = (int(v) for v in torch.aminmax(input_ids))  # ~2 µs a call
+        if lo < 0 or hi >= vocab:
+            bad = hi if hi >= vocab else lo
             raise DataError(
                 f"token id {bad} is outside this model's vocabulary (0..{vocab - 1}): the inputs were tokenized by "
                 "another model's tokenizer; use the artifact's own (artifact.tokenizer)"
