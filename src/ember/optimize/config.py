@@ -341,7 +341,7 @@ def config_with(config: OptimizeConfig, pairs: Sequence[str]) -> OptimizeConfig:
         else:
             changes[key] = value
     if bounds:
-        changes["tolerance"] = replace(changes.get("tolerance", config.tolerance), **bounds)
+        changes["tolerance"] = replace(config.tolerance, **bounds)
     return replace(config, **changes)
 
 
