@@ -199,6 +199,31 @@ def test_compile_bf16_runs_the_compiled_model_under_autocast(classifier, tok):
     assert art.fidelity.mean_cosine > 0.99 and art.fidelity.label_agreement == 1.0
 
 
+@pytest.mark.slow  # two torch.compile builds: ~60 s on 2 cores
+def test_compile_freezes_the_weights_by_default(tok, monkeypatch):
+    """``freezing`` reaches inductor (its freezing pass runs when on, never when off) and the frozen artifact
+    answers like the model it was built from, for any batch size and length."""
+    import torch._inductor.freezing as inductor_freezing
+
+    from ember.optimize import CompileConfig
+
+    frozen_graphs = []
+    real_freeze = inductor_freezing.freeze
+    monkeypatch.setattr(inductor_freezing, "freeze", lambda *a, **k: frozen_graphs.append(1) or real_freeze(*a, **k))
+    model = make_model("bert")
+    loose = Tolerance(min_mean_cosine=0.99)
+    live = optimize(model, CompileConfig(bf16=True, freezing=False, tolerance=loose), tokenizer=tok)
+    assert not frozen_graphs and not live.optimize_config.freezing
+    frozen = optimize(model, CompileConfig(bf16=True, tolerance=loose), tokenizer=tok)
+    assert frozen_graphs and frozen.optimize_config.freezing
+    batches = [tok(["hi"], return_tensors="pt"), tok(["book a flight to paris please", "hi", "what is my balance"],
+                                                     padding=True, return_tensors="pt")]
+    with torch.no_grad():
+        for x in batches:
+            assert (frozen(**x).logits - model(**x).logits).abs().max().item() < 0.02
+            assert (frozen(**x).logits - live(**x).logits).abs().max().item() < 0.02
+
+
 def test_torch_artifact_round_trips(classifier, tok, tmp_path):
     art = optimize(classifier, Int8DynamicConfig(), tokenizer=tok)
     before = classifier.config.to_dict()

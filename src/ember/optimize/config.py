@@ -238,15 +238,22 @@ class OpenVINOConfig(OptimizeConfig):
 class CompileConfig(OptimizeConfig):
     """``torch.compile`` of the model (dynamic shapes), optionally under bf16 autocast.
 
+    ``freezing`` (inductor's ``freezing``) folds the weights into the compiled graph as constants, so the bf16
+    cast of every weight is done once at compile time instead of on every call, and the Linear weights are
+    pre-packed for oneDNN. Measured on MiniLM-L6 at 2 threads (BENCHMARKS.md): batch-1 p50 6.6 -> 3.0 ms with
+    ``bf16``, 7.0 -> 4.7 ms in fp32; batch-32 throughput +25% with ``bf16``. Some weights are then copied
+    into the compiled graph (cast, packed) and some are not, so after training the model further, optimize again.
+
     Example:
-        >>> CompileConfig().mode
-        'default'
+        >>> CompileConfig().mode, CompileConfig().freezing
+        ('default', True)
     """
 
     kind: ClassVar[str] = "compile"
     tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.9999))
     mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     bf16: bool = False
+    freezing: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

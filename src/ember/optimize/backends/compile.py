@@ -1,4 +1,5 @@
-"""``torch.compile`` (inductor, dynamic shapes), optionally under bf16 autocast."""
+"""``torch.compile`` (inductor, dynamic shapes, weights frozen as constants by default), optionally under bf16
+autocast."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from ember.optimize.registry import register
 
 
 def _rebuild(model: nn.Module, config: CompileConfig, facts: ModelFacts, tokenizer) -> TorchArtifact:
-    compiled = torch.compile(model, mode=config.mode, dynamic=True)
+    # torch.compile takes a mode or an options dict, not both: the mode's own options, plus freezing.
+    options = {**torch._inductor.list_mode_options(config.mode, dynamic=True), "freezing": config.freezing}
+    compiled = torch.compile(model, dynamic=True, options=options)
     art = TorchArtifact(compiled, model, config, facts, tokenizer, autocast=torch.bfloat16 if config.bf16 else None)
     art.size_bytes = weight_bytes(model)
     return art

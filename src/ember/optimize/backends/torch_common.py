@@ -41,7 +41,9 @@ class TorchArtifact(OptimizedModel):
         device = self.device
         feeds = {k: v.to(device) for k, v in feeds.items()}
         ctx = torch.autocast(device.type, dtype=self._autocast) if self._autocast else contextlib.nullcontext()
-        with ctx:
+        # An artifact serves: no autograd graph, like the ONNX Runtime and OpenVINO ones. It also keeps one
+        # compiled graph per shape for torch.compile, where inductor's freezing applies to inference graphs only.
+        with ctx, torch.no_grad():
             out = self.model(**feeds)
         return wrap_output(self.facts.output, getattr(out, self.facts.output).float().cpu())
 
