@@ -13,8 +13,14 @@ from transformers import (
     DistilBertForSequenceClassification,
     ElectraConfig,
     ElectraForSequenceClassification,
+    GPT2Config,
+    GPT2Model,
     RobertaConfig,
     RobertaForSequenceClassification,
+    T5Config,
+    T5EncoderModel,
+    T5ForConditionalGeneration,
+    T5Model,
     XLMRobertaConfig,
     XLMRobertaForSequenceClassification,
 )
@@ -52,6 +58,11 @@ def make_model(family: str, num_labels: int = 3, vocab_size: int = 128, **overri
                 n_heads=kw["num_attention_heads"], hidden_dim=kw["intermediate_size"], max_position_embeddings=kw["max_position_embeddings"],
             )
         )
+    elif family in ("t5", "t5-generation", "t5-encoder"):  # an encoder-decoder model, and its encoder alone
+        cls = {"t5": T5Model, "t5-generation": T5ForConditionalGeneration, "t5-encoder": T5EncoderModel}[family]
+        m = cls(T5Config(d_model=32, num_layers=2, num_heads=4, d_ff=64, vocab_size=vocab_size, d_kv=8))
+    elif family == "gpt2":  # a causal decoder
+        m = GPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=vocab_size, n_positions=64, bos_token_id=2, eos_token_id=3))
     else:
         raise ValueError(family)
     return m.eval()

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from ember.encoders import (
     RandomTransformError,
     training_device,
 )
-from ember.errors import DataError, StoreError, StoreReadOnlyError
+from ember.errors import DataError, StoreError, StoreReadOnlyError, UnsupportedModelError
 from ember.store.fill import tokenize
 
 READER = textwrap.dedent(
@@ -350,3 +351,51 @@ def test_embed_of_nothing_and_a_non_module_encoder_are_refused(tokenizer):
             cache.fill("play music", progress=False)
     with pytest.raises(TypeError, match=r"encoder 'text' must be a torch nn.Module, got str; load a folder"):
         EncoderCache("some/folder", tokenizer)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("family", ["t5", "t5-generation"])
+def test_an_encoder_decoder_model_is_refused_naming_its_encoder(tokenizer, tmp_path, family):
+    from conftest import make_model
+
+    model = make_model(family).requires_grad_(False)
+    with pytest.raises(UnsupportedModelError, match=r"encoder 'text' is a T5\w+ \(model_type='t5'\), an encoder-decoder "
+                       r"model: .*Pass its encoder instead: model.get_encoder\(\), or load the encoder alone \(e.g. "
+                       r"transformers.T5EncoderModel.*Encoder families ember knows: bert, roberta"):
+        EncoderCache(model, tokenizer, CacheConfig(save_dir=tmp_path / "cache"))  # was: a ValueError from T5's decoder
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_encoder_of_an_encoder_decoder_model_is_cached(tokenizer, texts):
+    from conftest import make_model
+
+    for encoder in (make_model("t5").get_encoder(), make_model("t5-encoder")):  # the fixes the error names
+        with EncoderCache(encoder.requires_grad_(False), tokenizer) as cache:
+            assert cache.fill(texts, progress=False).computed == len(texts)
+            assert cache.embed(["play music"])["text"].shape == (1, 32)
+
+
+def test_a_causal_decoder_warns_that_encoder_pooling_does_not_fit_it(tokenizer, texts):
+    from ember.encoders import NamedPooling
+
+    from conftest import FAMILIES, make_model
+
+    gpt2 = make_model("gpt2").requires_grad_(False)
+    for pooling in ("mean", "cls"):
+        with pytest.warns(UserWarning, match=rf"encoder 'text' \(GPT2Model, model_type='gpt2'\) is a causal decoder: each "
+                          rf"token's state sees only the tokens before it, so its '{pooling}' pooling is not what an "
+                          r"encoder's would be .*Use an encoder .*or pool the last real token with "
+                          r"pooling=NamedPooling\('last', "):
+            EncoderCache(gpt2, tokenizer, CacheConfig(pooling=pooling)).close()
+    last = NamedPooling("last", lambda h, m, out: h[torch.arange(len(h)), m.sum(1) - 1])  # the one the warning gives
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with EncoderCache(gpt2, tokenizer, CacheConfig(pooling=last)) as cache:
+            got = cache.embed(texts[:2])["text"]
+        for family in FAMILIES:  # encoders: no warning
+            EncoderCache(make_model(family).requires_grad_(False), tokenizer).close()
+    assert not [w for w in caught if "causal decoder" in str(w.message)]
+    for i, text in enumerate(texts[:2]):
+        with torch.no_grad():
+            ids = tokenizer([text], return_tensors="pt")["input_ids"]
+            alone = gpt2(input_ids=ids).last_hidden_state[0, -1]  # the last token's state, unpadded
+        assert torch.allclose(got[i], alone, atol=1e-5)

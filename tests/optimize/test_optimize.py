@@ -835,3 +835,22 @@ def test_autotune_takes_a_number_as_the_minimum_mean_cosine(classifier, tok, tex
     assert "onnx" in {r["name"] for r in res.to_dict()["report"]["results"]}
     with pytest.raises(TypeError, match="budget must be an ember Tolerance or a minimum mean cosine, got str"):
         autotune(classifier, tok, texts, budget="0.999")  # type: ignore[arg-type]
+
+
+def test_an_encoder_decoder_model_is_refused_and_its_encoder_builds(tok, texts):
+    for family in ("t5", "t5-generation"):
+        with pytest.raises(UnsupportedModelError, match=r"model is a T5\w+ \(model_type='t5'\), an encoder-decoder model: "
+                           r".*Pass its encoder instead: model.get_encoder\(\), or load the encoder alone \(e.g. "
+                           r"transformers.T5EncoderModel.*Encoder families ember knows: bert, roberta"):
+            optimize(make_model(family), BF16Config(), tokenizer=tok)  # was: a ValueError from T5's decoder
+    for encoder in (make_model("t5").get_encoder().eval(), make_model("t5-encoder")):
+        art = optimize(encoder, BF16Config(), tokenizer=tok, sample=texts)
+        assert art.fidelity.mean_cosine > 0.999
+
+
+def test_a_causal_decoder_builds_with_pytorch_engines_and_onnx_names_its_families(tok, texts):
+    gpt2 = make_model("gpt2")
+    assert optimize(gpt2, BF16Config(), tokenizer=tok, sample=texts).fidelity.mean_cosine > 0.999
+    with pytest.raises(UnsupportedModelError, match=r"cannot export a 'gpt2' model \(GPT2Model\) to ONNX: ember's exporter "
+                       r"supports bert, roberta.*use BF16Config or Int8DynamicConfig"):
+        optimize(gpt2, OnnxRuntimeConfig(threads=1), tokenizer=tok, sample=texts)

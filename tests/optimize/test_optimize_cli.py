@@ -89,6 +89,53 @@ def test_optimize_bad_settings_exit_cleanly(model_dir, tmp_path, args, message):
     assert not (tmp_path / "x").exists()
 
 
+EXPECTED = ("give a saved artifact's folder, or a JSON file holding one object of settings with the engine's 'type', as "
+            "an artifact's ember-artifact.json holds it under 'config'")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "c.json holds an array, not an object of settings; " + EXPECTED),  # was: a raw TypeError, exit 1
+    ('{"config": [1]}', "c.json holds an array under 'config', not an object of settings; " + EXPECTED),
+    ('"onnx"', "c.json holds a string, not an object of settings"),
+    ("", "c.json is empty; " + EXPECTED),
+    ("  \n", "c.json is empty"),
+    ("garbage, not json", "c.json is not JSON (Expecting value: line 1 column 1 (char 0)); " + EXPECTED),
+    (b"\xff\xfe\x00binary", "c.json is not a text file; " + EXPECTED),
+    ('{"preset": "bf16"}', "have no 'type', the engine to build with (one of bf16, compile, onnxruntime, openvino, "
+                           "torchao-int8); " + EXPECTED),
+    ('{"preset": "bf16"}', "To build preset 'bf16', pass --preset instead."),
+    ('{"type": "bf16", "tolerance": [0.99]}', "its settings do not make a bf16 config (ember.fidelity.Tolerance() "
+                                              "argument after ** must be a mapping, not list); fix the values"),
+], ids=["array", "array-as-config", "string", "empty", "blank", "garbage", "binary", "no-type", "preset", "bad-value"])
+def test_optimize_config_file_of_the_wrong_shape_says_what_it_holds_and_what_is_expected(model_dir, tmp_path, content,
+                                                                                        message):
+    cfg = tmp_path / "c.json"
+    cfg.write_bytes(content if isinstance(content, bytes) else content.encode())
+    res = CliRunner().invoke(app, ["optimize", str(model_dir), "--config", str(cfg), "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split())
+    assert not (tmp_path / "x").exists()
+
+
+def test_optimize_config_that_is_missing_or_a_folder_without_an_artifact_says_so(model_dir, tmp_path):
+    for path, message in [(tmp_path / "nope.json", "nope.json does not exist; "),
+                          (tmp_path, "is a folder without ember-artifact.json, not an ember artifact; ")]:
+        res = CliRunner().invoke(app, ["optimize", str(model_dir), "--config", str(path), "-o", str(tmp_path / "x")])
+        assert res.exit_code == 2 and message + EXPECTED in " ".join(res.output.split())
+
+
+def test_optimize_config_file_of_settings_builds(model_dir, tmp_path):
+    from ember.optimize import OnnxRuntimeConfig, config_from_dict
+
+    example = '{"type": "onnxruntime", "quantize": "dynamic", "threads": 4}'  # the example the errors give
+    assert config_from_dict(json.loads(example)) == OnnxRuntimeConfig(quantize="dynamic", threads=4)
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"type": "bf16", "tolerance": {"min_mean_cosine": 0.99}}')
+    res = CliRunner().invoke(app, ["optimize", str(model_dir), "--config", str(cfg), "-o", str(tmp_path / "x"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["config"]["tolerance"]["min_mean_cosine"] == 0.99
+
+
 def test_optimize_without_model_or_out_says_what_is_missing(tmp_path):
     res = CliRunner().invoke(app, ["optimize", "-p", "int8"])
     assert res.exit_code == 2 and "give MODEL and --out DIR (or --list to see the presets)" in " ".join(res.output.split())

@@ -177,6 +177,144 @@ def test_size_limit_is_a_clear_full_error_and_keeps_commits(tmp_path):
     st.close()
 
 
+class _Usage:
+    """What ``shutil.disk_usage`` returns, with ``free`` bytes free."""
+
+    def __init__(self, free: int) -> None:
+        self.total, self.used, self.free = 1 << 30, (1 << 30) - free, free
+
+
+class _LMDBCommitFails:
+    """An LMDB environment whose next write transaction fails with ``error`` (as a commit on a full tmpfs does)."""
+
+    def __init__(self, env, error: Exception) -> None:
+        self.env, self.error = env, error
+
+    def begin(self, *a, **kw):
+        if kw.get("write"):
+            raise self.error
+        return self.env.begin(*a, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+
+def _eio_lmdb() -> Exception:
+    import lmdb
+
+    return lmdb.Error("mdb_txn_commit: Input/output error")  # what lmdb raises when a commit fills a tmpfs
+
+
+def test_lmdb_io_error_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch):
+    import shutil
+
+    kv = open_kv(tmp_path / "s")
+    kv.put_many([(b"a", b"1"), (b"b", b"2")])
+    kv.env = _LMDBCommitFails(kv.env, _eio_lmdb())
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=4096))
+    with pytest.raises(StoreFullError) as err:
+        kv.put_many([(b"c", b"3")])
+    msg = str(err.value)
+    assert "the disk holding the store at" in msg and "is full (0.0 MiB free;" in msg
+    assert "Input/output error" in msg and "The 2 entries committed before stay valid" in msg
+    assert "free disk space, or point the store at a folder on another disk, and rerun" in msg
+    kv.env = kv.env.env
+    assert kv.get_many([b"a", b"b", b"c"]) == [b"1", b"2", None]  # what was committed is kept
+    kv.close()
+
+
+def test_lmdb_io_error_with_free_space_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    import shutil
+
+    kv = open_kv(tmp_path / "s")
+    kv.env = _LMDBCommitFails(kv.env, _eio_lmdb())
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=50 << 30))
+    with pytest.raises(StoreError, match=r"writing the store at .* failed: mdb_txn_commit: Input/output error") as err:
+        kv.put_many([(b"c", b"3")])
+    assert not isinstance(err.value, StoreFullError)
+    kv.env = kv.env.env
+    kv.close()
+
+
+def test_lmdb_io_error_on_a_write_larger_than_the_free_space_is_a_full_disk(tmp_path, monkeypatch):
+    import shutil
+
+    kv = open_kv(tmp_path / "s")
+    kv.env = _LMDBCommitFails(kv.env, _eio_lmdb())
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=3 << 20))  # 3 MiB free, 4 MiB written
+    with pytest.raises(StoreFullError, match=r"is full \(3\.0 MiB free; the write failed with mdb_txn_commit"):
+        kv.put_many([(b"big", bytes(4 << 20))])
+    kv.env = kv.env.env
+    kv.close()
+
+
+class _LevelDBWriteFails:
+    """A plyvel database whose writes fail with ``error``; reads go to the real one."""
+
+    def __init__(self, db, error: Exception) -> None:
+        self.db, self.error = db, error
+
+    def write_batch(self, *a, **kw):
+        raise self.error
+
+    def put(self, *a, **kw):
+        raise self.error
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+@pytest.mark.parametrize(
+    "reason, free",
+    [(b"IO error: /s/000003.log: No space left on device", 50 << 30), (b"IO error: /s/000003.log: Input/output error", 0)],
+)
+def test_leveldb_full_disk_is_a_store_full_error(tmp_path, monkeypatch, reason, free):
+    import shutil
+
+    import plyvel
+
+    kv = open_kv(tmp_path / "s", "leveldb")
+    kv.put_many([(b"a", b"1")])
+    kv.db = _LevelDBWriteFails(kv.db, plyvel.IOError(reason))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=free))
+    for write in (lambda: kv.put_many([(b"b", b"2")]), lambda: kv.set_meta("name", "value")):
+        with pytest.raises(StoreFullError, match=r"the disk holding the store at .* is full .*The 1 entries committed "
+                           r"before stay valid.*point the store at a folder on another disk"):
+            write()
+    kv.db = kv.db.db
+    assert kv.get_many([b"a", b"b"]) == [b"1", None]
+    kv.close()
+
+
+def test_leveldb_other_write_errors_are_store_errors(tmp_path, monkeypatch):
+    import shutil
+
+    import plyvel
+
+    kv = open_kv(tmp_path / "s", "leveldb")
+    kv.db = _LevelDBWriteFails(kv.db, plyvel.IOError(b"IO error: /s/000003.log: Input/output error"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=50 << 30))
+    with pytest.raises(StoreError, match=r"writing the LevelDB store at .* failed: .*Input/output error") as err:
+        kv.put_many([(b"b", b"2")])
+    assert not isinstance(err.value, StoreFullError)
+    kv.db = kv.db.db
+    kv.close()
+
+
+def test_leveldb_open_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch):
+    import plyvel
+
+    open_kv(tmp_path / "s", "leveldb").close()
+
+    def full(*a, **kw):
+        raise plyvel.IOError(b"IO error: /s/000005.ldb: No space left on device")
+
+    monkeypatch.setattr(plyvel, "DB", full)
+    with pytest.raises(StoreFullError, match=r"cannot open the LevelDB store at .*: the disk holding it is full .*"
+                       r"LevelDB writes when it opens a store, even to read it\. Free disk space"):
+        open_kv(tmp_path / "s", "leveldb", readonly=True)
+
+
 def test_store_with_entries_but_no_fingerprint_is_refused(tmp_path):
     kv = open_kv(tmp_path / "s")
     kv.put_many([(b"k", encode({"states": torch.zeros(1, 2)}))])

@@ -63,11 +63,8 @@ def optimize_cmd(
 
 def _config(preset: str | None, config: Path | None, pairs: list[str]):
     """The config to build with: a preset or a saved config, with ``--set`` changes."""
-    import json
-
     from ember.optimize import config_from_dict
     from ember.optimize import preset as get_preset
-    from ember.optimize.artifact import MANIFEST
     from ember.optimize.config import config_with
 
     if (preset is None) == (config is None):
@@ -75,13 +72,61 @@ def _config(preset: str | None, config: Path | None, pairs: list[str]):
     if preset is not None:
         return config_with(get_preset(preset), pairs)
     assert config is not None
-    path = config / MANIFEST if config.is_dir() else config
+    saved = _saved_config(config)
     try:
-        saved = json.loads(path.read_text())
+        built = config_from_dict(saved)
+    except TypeError as exc:  # a setting of the wrong type (a number given as text, a list for the tolerance …)
+        raise ValueError(
+            f"--config {config}: its settings do not make a {saved['type']} config ({exc}); fix the values (`ember "
+            "optimize --list --preset NAME` shows a preset's settings and their types)"
+        ) from None
+    return config_with(built, pairs)
+
+
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true/false", type(None): "null"}
+
+
+def _saved_config(config: Path) -> dict:
+    """The settings (``{"type": ..., setting: value}``) that ``--config`` names: a saved artifact's folder, its
+    manifest, or a JSON file holding one config object as the manifest's ``config`` entry does."""
+    import json
+
+    from ember.optimize.artifact import MANIFEST
+    from ember.optimize.config import CONFIG_TYPES
+
+    expected = (
+        "give a saved artifact's folder, or a JSON file holding one object of settings with the engine's 'type', as "
+        f"an artifact's {MANIFEST} holds it under 'config' and `ember optimize --json` prints it, e.g. "
+        '{"type": "onnxruntime", "quantize": "dynamic", "threads": 4}'
+    )
+    path = config / MANIFEST if config.is_dir() else config
+    if not path.is_file():
+        what = f"is a folder without {MANIFEST}, not an ember artifact" if config.is_dir() else "does not exist"
+        raise ValueError(f"--config {config} {what}; {expected}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {config}: {path} is not a text file; {expected}") from None
+    if not text.strip():
+        raise ValueError(f"--config {config}: {path} is empty; {expected}")
+    try:
+        saved = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--config {config}: {path} is not JSON ({exc}); give an artifact folder or a config JSON "
-                         "file as the artifact's 'config' entry holds it") from None
-    return config_with(config_from_dict(saved.get("config", saved) if isinstance(saved, dict) else saved), pairs)
+        raise ValueError(f"--config {config}: {path} is not JSON ({exc}); {expected}") from None
+    settings = saved.get("config", saved) if isinstance(saved, dict) else saved
+    if not isinstance(settings, dict):
+        where = " under 'config'" if isinstance(saved, dict) else ""
+        raise ValueError(
+            f"--config {config}: {path} holds {_JSON_KINDS.get(type(settings), type(settings).__name__)}{where}, not "
+            f"an object of settings; {expected}"
+        )
+    if "type" not in settings:
+        hint = f" To build preset {settings['preset']!r}, pass --preset instead." if "preset" in settings else ""
+        raise ValueError(
+            f"--config {config}: the settings in {path} have no 'type', the engine to build with (one of "
+            f"{', '.join(sorted(CONFIG_TYPES))}); {expected}.{hint}"
+        )
+    return settings
 
 
 def _list(preset: str | None, pairs: list[str], json_out: bool) -> None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import nn
 
 from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
-from ember.encoders.config import CacheConfig, KeyExtractor
+from ember.encoders.config import CacheConfig, KeyExtractor, NamedPooling, Pooling
 from ember.encoders.data import CachedDataset, EmbeddingTable, Source, StoreSource
 from ember.encoders.errors import (
     CacheConfigError,
@@ -43,6 +44,7 @@ from ember.errors import (
     StoreReadOnlyError,
     UnsupportedModelError,
 )
+from ember.models.checks import check_module, is_causal_decoder
 from ember.models.families import find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.split import frozen_eval, pad_ids
@@ -81,14 +83,13 @@ class _Encoder:
     """One cached encoder: its module, tokenizer, pooling, key extractor, fingerprint and store."""
 
     def __init__(self, name: str, encoder: nn.Module, tokenizer, config: CacheConfig) -> None:
-        if not isinstance(encoder, nn.Module):
-            raise TypeError(f"encoder {name!r} must be a torch nn.Module, got {type(encoder).__name__}; load a folder "
-                            "or hub id with ember.load_model(path) first")
+        check_module(encoder, f"encoder {name!r}")
         self.name = name
         self.module = getattr(encoder, "base_model", encoder) if hasattr(encoder, "config") else encoder
         _refuse_trainable(name, self.module)
         self.tokenizer = tokenizer
         self.pooling = config.pooling_of(name)
+        _warn_causal(name, self.module, self.pooling)
         self.pool = pooling_fn(self.pooling)
         self.key_extractor: KeyExtractor | None = config.key_extractors.get(name)
         self.max_length = resolve_max_length(tokenizer, self.module, config.max_length)
@@ -206,6 +207,22 @@ class _Encoder:
                 f"{want}: the encoder (or its pooling function) changed without changing its weights or pooling name. "
                 "Give the pooling a new name, or delete the store and fill again."
             )
+
+
+def _warn_causal(name: str, module: nn.Module, pooling: Pooling) -> None:
+    """Warn when a built-in pooling meant for encoders pools a causal decoder (GPT-2, Llama …)."""
+    if isinstance(pooling, NamedPooling) or not is_causal_decoder(module):
+        return
+    model_type = getattr(getattr(module, "config", None), "model_type", None)
+    warnings.warn(
+        f"encoder {name!r} ({type(module).__name__}, model_type={model_type!r}) is a causal decoder: each token's state "
+        f"sees only the tokens before it, so its {pooling!r} pooling is not what an encoder's would be ('mean' weighs "
+        "the first words most, 'cls' sees the first token alone). Use an encoder (a BERT-like or sentence-transformers "
+        "model), or pool the last real token with pooling=NamedPooling('last', lambda h, m, out: "
+        "h[torch.arange(len(h)), m.sum(1) - 1]).",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _refuse_trainable(name: str, module: nn.Module) -> None:

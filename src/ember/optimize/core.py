@@ -11,6 +11,7 @@ from torch import nn
 
 from ember.errors import BackendNotInstalledError, FidelityError
 from ember.fidelity import FidelityReport, compare, mixed_length_batches, run_batches
+from ember.models.checks import check_module
 from ember.models.load import resolve_max_length
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
@@ -111,7 +112,10 @@ def optimize(
     the measured and allowed figures (or warns, with ``on_violation="warn"``). ``model`` is not modified.
 
     Args:
-        model: a Hugging Face encoder (``AutoModel``) or sequence classifier, in eval mode.
+        model: a Hugging Face encoder (``AutoModel``) or sequence classifier, in eval mode. An
+            encoder-decoder model (T5, BART) is refused: pass its encoder (``model.get_encoder()``). A
+            decoder-only model (GPT-2) builds with the PyTorch engines (bf16, int8, compile), verified like an
+            encoder; the ONNX exporter takes the families in ``ember.models.SUPPORTED_FAMILIES``.
         config: a config such as ``BF16Config()``, ``OnnxRuntimeConfig(quantize="dynamic")`` or a preset.
         tokenizer: the model's tokenizer (saved with the artifact).
         sample: verification sentences (default: 64 built-in ones). A config that tunes on data
@@ -133,9 +137,7 @@ def optimize(
     """
     if not isinstance(config, OptimizeConfig):
         raise TypeError(f"config must be an ember optimize config (e.g. OnnxRuntimeConfig()), got {type(config).__name__}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}; load a folder or hub id with "
-                        "ember.load_model(path) first")
+    check_module(model, "model")
     if sample is not None and len(sample) == 0:
         raise ValueError("the verification sample is empty; pass some texts, or sample=None for ember's built-in sentences")
     for texts_ in (sample, calibration):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, get_args, runtime_checkable
 
@@ -66,13 +67,57 @@ def ensure_writable_dir(path: Path) -> None:
         raise
 
 
-def full_disk_error(path: Path | None, exc: BaseException, committed: int) -> StoreFullError:
-    """The error raised when a write hits a full disk or size limit; nothing committed is lost."""
+def full_disk_error(path: Path | None, exc: BaseException, committed: int, *, disk: bool = False,
+                    free: int | None = None) -> StoreFullError:
+    """The error raised when a write hits a full disk (``disk``, with the bytes ``free`` when known) or the
+    store's size limit; nothing committed is lost."""
+    if not disk:
+        return StoreFullError(
+            f"the store at {path} is full ({exc}). The {committed} entries committed before stay valid and "
+            "nothing half-written was kept; free disk space (or raise max_size) and rerun the same command: "
+            "it computes only what is missing."
+        )
+    left = "" if free is None else f"{free / 2**20:.1f} MiB free; "
     return StoreFullError(
-        f"the store at {path} is full ({exc}). The {committed} entries committed before stay valid and "
-        "nothing half-written was kept; free disk space (or raise max_size) and rerun the same command: "
-        "it computes only what is missing."
+        f"the disk holding the store at {path} is full ({left}the write failed with {exc}). The {committed} "
+        "entries committed before stay valid and nothing half-written was kept; free disk space, or point the "
+        "store at a folder on another disk, and rerun the same command: it computes only what is missing."
     )
+
+
+def as_full_disk(exc: BaseException, path: Path, needed: int, committed: Callable[[], int]) -> StoreFullError | None:
+    """The :class:`StoreFullError` to raise when ``exc``, from a write of ``needed`` bytes, means the disk is full;
+    else None (the caller raises its own error).
+
+    ENOSPC says so itself. A commit that fills a tmpfs fails with EIO instead (LMDB): that one is a full
+    disk only when the disk has too little free for the write (under ``needed`` or :data:`DISK_MARGIN`);
+    any other I/O error keeps its own message, not mislabelled.
+    ``committed`` counts the entries committed before, for the message.
+    """
+    code = getattr(exc, "errno", None) or getattr(exc, "code", None)  # OSError, lmdb.Error
+    if code == errno.ENOSPC or "No space left" in str(exc):
+        return full_disk_error(path, exc, committed(), disk=True, free=free_bytes(path))
+    if code == errno.EIO or "Input/output error" in str(exc):
+        free = free_bytes(path)
+        if free is not None and free < max(needed, DISK_MARGIN):
+            return full_disk_error(path, exc, committed(), disk=True, free=free)
+    return None
+
+
+def write_size(items: Sequence[tuple[bytes, bytes]]) -> int:
+    """Bytes of the keys and values of ``items``: the least a write of them needs on disk."""
+    return sum(len(k) + len(v) for k, v in items)
+
+
+DISK_MARGIN = 1 << 20  # bytes: a disk with less free than this (or than the write) is full for a store
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes free on the disk holding ``path`` (None when that cannot be read)."""
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
 
 
 def open_kv(path: str | Path | None, backend: Backend = "lmdb", *, readonly: bool = False, **options) -> KVStore:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ember.errors import StoreCorruptError, StoreError, StoreLockedError, StoreReadOnlyError
-from ember.store.base import ensure_writable_dir
+from ember.errors import StoreCorruptError, StoreError, StoreFullError, StoreLockedError, StoreReadOnlyError
+from ember.store.base import as_full_disk, ensure_writable_dir, free_bytes, write_size
 
 _ENTRY = b"e:"
 _META = b"m:"
@@ -38,6 +38,13 @@ class LevelDBStore:
         try:
             self.db = plyvel.DB(str(self.path), create_if_missing=not readonly)
         except plyvel.IOError as exc:
+            if "No space left" in str(exc):  # opening writes: LevelDB turns its log into a table file
+                free = free_bytes(self.path)
+                raise StoreFullError(
+                    f"cannot open the LevelDB store at {self.path}: the disk holding it is full "
+                    f"({'' if free is None else f'{free / 2**20:.1f} MiB free; '}{exc}), and LevelDB writes when it "
+                    "opens a store, even to read it. Free disk space and rerun: the entries committed are kept."
+                ) from exc
             if "lock" in str(exc).lower():
                 raise StoreLockedError(
                     f"the LevelDB store at {self.path} is open in another process ({exc}). LevelDB allows one "
@@ -67,9 +74,12 @@ class LevelDBStore:
         self._check_pid()
         if self.readonly:
             raise StoreReadOnlyError(f"the store at {self.path} was opened read-only")
-        with self.db.write_batch(sync=True) as wb:  # one atomic batch per call
-            for k, v in items:
-                wb.put(_ENTRY + k, v)
+        def write() -> None:
+            with self.db.write_batch(sync=True) as wb:  # one atomic batch per call
+                for k, v in items:
+                    wb.put(_ENTRY + k, v)
+
+        self._write(write, write_size(items))
 
     def keys(self) -> Iterator[bytes]:
         n = len(_ENTRY)
@@ -85,7 +95,19 @@ class LevelDBStore:
     def set_meta(self, name: str, value: str) -> None:
         if self.readonly:
             raise StoreReadOnlyError(f"the store at {self.path} was opened read-only")
-        self.db.put(_META + name.encode(), value.encode(), sync=True)
+        key, data = _META + name.encode(), value.encode()
+        self._write(lambda: self.db.put(key, data, sync=True), len(key) + len(data))
+
+    def _write(self, write: Callable[[], None], needed: int) -> None:
+        """Run ``write`` (one atomic LevelDB write of ``needed`` bytes); a full disk raises ``StoreFullError``."""
+        plyvel = _plyvel()
+        try:
+            write()
+        except plyvel.IOError as exc:
+            full = as_full_disk(exc, self.path, needed, self.__len__)
+            if full is not None:
+                raise full from exc
+            raise StoreError(f"writing the LevelDB store at {self.path} failed: {exc}") from exc
 
     def close(self) -> None:
         if not self.db.closed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 from collections.abc import Iterator, Sequence
@@ -12,7 +11,7 @@ from pathlib import Path
 import lmdb
 
 from ember.errors import StoreCorruptError, StoreError, StoreLockedError, StoreReadOnlyError
-from ember.store.base import ensure_writable_dir, full_disk_error
+from ember.store.base import as_full_disk, ensure_writable_dir, full_disk_error, write_size
 
 _INITIAL_MAP = 1 << 30  # 1 GiB of address space; the file itself grows only with data (sparse)
 
@@ -182,12 +181,14 @@ class LMDBStore:
             except lmdb.MapFullError as exc:
                 self._grow(exc)
             except lmdb.Error as exc:
-                if "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC:
-                    raise full_disk_error(self.path, exc, len(self)) from exc
+                full = as_full_disk(exc, self.path, write_size(items), self.__len__)
+                if full is not None:
+                    raise full from exc
                 raise StoreError(f"writing the store at {self.path} failed: {exc}") from exc
             except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise full_disk_error(self.path, exc, len(self)) from exc
+                full = as_full_disk(exc, self.path, write_size(items), self.__len__)
+                if full is not None:
+                    raise full from exc
                 raise
 
     def _grow(self, exc: Exception) -> None:
