@@ -23,6 +23,7 @@ from ember.errors import (
 from ember.fidelity import Tolerance, check, mixed_length_batches
 from ember.optimize import (
     BF16Config,
+    CompileConfig,
     Int8DynamicConfig,
     OnnxRuntimeConfig,
     OpenVINOConfig,
@@ -76,6 +77,19 @@ def test_a_config_with_settings_this_version_lacks_is_refused_with_the_fix():
     old = {**OpenVINOConfig(quantize="static").to_dict(), "keep_fp32": 4, "per_channel": True}
     with pytest.raises(ValueError, match=r"openvino config has settings this ember does not know \(keep_fp32, per_channel\).*re-create the artifact"):
         config_from_dict(old)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"bf16": "yes"}, r"compile config has bf16='yes', but bf16 takes bool"),
+    ({"tolerance": [0.99]}, r"tolerance is list \[0.99\], not an object of bounds"),
+    ({"tolerance": {"min_mean_cosine": "high"}}, r"tolerance.min_mean_cosine='high', but .* takes float \| None"),
+    ({"tolerance": {"min_cos": 0.9}}, r"does not know \(tolerance.min_cos\)"),
+])
+def test_a_hand_edited_config_names_the_bad_setting(edit, message):
+    """A saved config with a value of the wrong type is refused when read (it was a TypeError later, or a
+    string taken for a bool)."""
+    with pytest.raises(ValueError, match=message):
+        config_from_dict({**CompileConfig().to_dict(), **edit})
 
 
 @pytest.mark.parametrize(
@@ -189,8 +203,6 @@ def test_bf16_autocast_returns_float32_logits_close_to_fp32(classifier, tok):
 
 @pytest.mark.slow  # torch.compile: ~45 s on 2 cores
 def test_compile_bf16_runs_the_compiled_model_under_autocast(classifier, tok):
-    from ember.optimize import CompileConfig
-
     art = optimize(classifier, CompileConfig(bf16=True, tolerance=Tolerance(min_mean_cosine=0.99)), tokenizer=tok)
     assert art._autocast is torch.bfloat16 and hasattr(art.model, "_orig_mod")  # an OptimizedModule
     x = tok(["book a flight", "hi there"], padding=True, return_tensors="pt")
@@ -204,8 +216,6 @@ def test_compile_freezes_the_weights_by_default(tok, monkeypatch):
     """``freezing`` reaches inductor (its freezing pass runs when on, never when off) and the frozen artifact
     answers like the model it was built from, for any batch size and length."""
     import torch._inductor.freezing as inductor_freezing
-
-    from ember.optimize import CompileConfig
 
     frozen_graphs = []
     real_freeze = inductor_freezing.freeze

@@ -104,8 +104,7 @@ EXPECTED = ("give a saved artifact's folder, or a JSON file holding one object o
     ('{"preset": "bf16"}', "have no 'type', the engine to build with (one of bf16, compile, onnxruntime, openvino, "
                            "torchao-int8); " + EXPECTED),
     ('{"preset": "bf16"}', "To build preset 'bf16', pass --preset instead."),
-    ('{"type": "bf16", "tolerance": [0.99]}', "its settings do not make a bf16 config (ember.fidelity.Tolerance() "
-                                              "argument after ** must be a mapping, not list); fix the values"),
+    ('{"type": "bf16", "tolerance": [0.99]}', "this bf16 config's tolerance is list [0.99], not an object of bounds"),
 ], ids=["array", "array-as-config", "string", "empty", "blank", "garbage", "binary", "no-type", "preset", "bad-value"])
 def test_optimize_config_file_of_the_wrong_shape_says_what_it_holds_and_what_is_expected(model_dir, tmp_path, content,
                                                                                         message):

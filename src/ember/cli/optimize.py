@@ -75,10 +75,9 @@ def _config(preset: str | None, config: Path | None, pairs: list[str]):
     saved = _saved_config(config)
     try:
         built = config_from_dict(saved)
-    except TypeError as exc:  # a setting of the wrong type (a number given as text, a list for the tolerance …)
+    except (TypeError, ValueError) as exc:  # a setting of the wrong type (a number given as text, a list for the tolerance …)
         raise ValueError(
-            f"--config {config}: its settings do not make a {saved['type']} config ({exc}); fix the values (`ember "
-            "optimize --list --preset NAME` shows a preset's settings and their types)"
+            f"--config {config}: {exc} (`ember optimize --list --preset NAME` shows a preset's settings and their types)"
         ) from None
     return config_with(built, pairs)
 

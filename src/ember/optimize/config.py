@@ -282,14 +282,25 @@ def config_from_dict(d: dict[str, Any]) -> OptimizeConfig:
         d["static_shapes"] = [step * i for i in range(1, d.get("max_static", 8) + 1)] if step else []
     if kind == "openvino":  # saved before streams: OpenVINO's performance hint, now set per compiled model
         d.pop("hint", None)
-    unknown = set(d) - {f.name for f in fields(cls)}
+    tolerance = d.get("tolerance", {})
+    if not isinstance(tolerance, dict):
+        raise ValueError(
+            f"this {kind} config's tolerance is {type(tolerance).__name__} {tolerance!r}, not an object of bounds "
+            'like {"min_mean_cosine": 0.9999}; re-create the artifact (or fix the hand-edited file)'
+        )
+    flat = {k: v for k, v in d.items() if k != "tolerance"} | {f"tolerance.{k}": v for k, v in tolerance.items()}
+    hints = _hints(cls)
+    unknown = set(flat) - set(hints)
     if unknown:
         raise ValueError(
             f"this {kind} config has settings this ember does not know ({', '.join(sorted(unknown))}): it was "
             "written by another ember version; re-create the artifact with this one"
         )
+    for key, value in flat.items():  # the same type rules as config_with: a bad value is named, not a TypeError later
+        if not _is_a(value, hints[key]):
+            raise ValueError(f"this {kind} config has {key}={value!r}, but {key} takes {_type_name(hints[key])}")
     if "tolerance" in d:
-        d["tolerance"] = Tolerance(**d["tolerance"])
+        d["tolerance"] = Tolerance(**tolerance)
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
