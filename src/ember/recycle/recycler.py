@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -51,15 +53,74 @@ class RecycleConfig:
     backend: Backend = "lmdb"
 
     def __post_init__(self) -> None:
-        if self.layer < 0:
-            raise ValueError(f"layer must be >= 0, got {self.layer}")
+        object.__setattr__(self, "layer", check_layer(self.layer))
         torch_dtype(self.dtype)
         check_backend(self.backend)
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if self.max_length is not None and (not _is_int(self.max_length) or self.max_length < 2):
+            raise ValueError(f"max_length must be an int >= 2 (tokens), got {self.max_length!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_int(value: object) -> bool:
+    """An integer (numpy ints too), but not a bool: ``True`` is an int to Python and never meant as one here."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_layer(layer: object, num_layers: int | None = None, model: str = "the model") -> int:
+    """The split layer ``k`` as an int, refused unless ``0 <= k <= num_layers`` (when the count is known).
+
+    ``k`` counts the frozen layers: 0 stores the embeddings' output (every layer trains), ``num_layers`` stores
+    the last layer's (only the head trains).
+
+    Example:
+        >>> check_layer(3, 6)
+        3
+    """
+    allowed = "0 <= k" if num_layers is None else f"0 <= k <= {num_layers}"
+    if not _is_int(layer):
+        raise TypeError(
+            f"layer must be an int (the split layer k, {allowed}), got {type(layer).__name__} {layer!r}; "
+            "pass e.g. layer=3"
+        )
+    k = int(layer)  # type: ignore[call-overload]
+    if k < 0 or (num_layers is not None and k > num_layers):
+        counted = "" if num_layers is None else f": {model} has {num_layers} layers"
+        raise ValueError(
+            f"layer={k} is out of range{counted}; pass a split layer k with {allowed} (embeddings and layers "
+            "0..k-1 are frozen and stored, layers k.. train)"
+        )
+    return k
+
+
+def _check_tokenizer(tokenizer: object) -> None:
+    """Refuse what cannot be the model's tokenizer before it fails deep in the fingerprint or a fill."""
+    if callable(tokenizer) and (hasattr(tokenizer, "backend_tokenizer") or hasattr(tokenizer, "get_vocab")):
+        return
+    raise TypeError(
+        f"tokenizer must be the model's Hugging Face tokenizer, got {type(tokenizer).__name__} {tokenizer!r:.60}; "
+        "load it with AutoTokenizer.from_pretrained(path) or take the second value of ember.load_model(path). "
+        "The store is the third argument: Recycler(model, tokenizer, store, layer=k)"
+    )
+
+
+def _check_store(store: object) -> None:
+    """Refuse a store argument that is none of a path, an open store or ``None`` (memory)."""
+    if store is None or isinstance(store, ActivationStore):
+        return
+    if isinstance(store, str | os.PathLike):
+        if not str(os.fspath(store)).strip():
+            raise ValueError(
+                "store is an empty path (it would put the store in the current folder); pass the store's folder, "
+                "e.g. Recycler(model, tokenizer, 'states/', layer=k), or None for an in-memory store"
+            )
+        return
+    raise TypeError(
+        f"store must be the store's folder (a str or pathlib.Path; created if new), an open "
+        f"ember.store.ActivationStore, or None for an in-memory store; got {type(store).__name__} {store!r:.60}. "
+        "E.g. Recycler(model, tokenizer, 'states/', layer=k)"
+    )
 
 
 class Recycler:
@@ -109,20 +170,25 @@ class Recycler:
         embeddings_path: str | Sequence[str] | None = None,
         **store_options,
     ) -> None:
+        _check_tokenizer(tokenizer)
+        _check_store(store)
         if config is None:
             if layer is None:
                 raise TypeError("pass config=RecycleConfig(layer=k) or layer=k")
             config = RecycleConfig(layer=layer)
-        elif layer is not None and layer != config.layer:
+        elif not isinstance(config, RecycleConfig):
+            raise TypeError(
+                f"config must be a RecycleConfig, got {type(config).__name__} {config!r:.60}; for the split layer "
+                "alone pass layer=k (Recycler(model, tokenizer, store, layer=3))"
+            )
+        elif layer is not None and check_layer(layer) != config.layer:
             raise ValueError(f"layer={layer} contradicts config.layer={config.layer}")
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
         self.key_fn = key_fn
         self.parts: EncoderParts = find_parts(model, layers=layers_path, embeddings=embeddings_path)
-        k = config.layer
-        if k > self.parts.num_layers:
-            raise ValueError(f"layer={k} but {type(model).__name__} has only {self.parts.num_layers} layers (0..{self.parts.num_layers})")
+        k = check_layer(config.layer, self.parts.num_layers, type(model).__name__)
         self.max_length = resolve_max_length(tokenizer, model, config.max_length)
         self.fingerprint = Fingerprint(
             kind="recycle",
