@@ -16,7 +16,13 @@ from torch import nn
 
 from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
-from ember.errors import DataError, MissingEntriesError, StoreCorruptError, StoreMismatchError
+from ember.errors import (
+    DataError,
+    MissingEntriesError,
+    StoreCorruptError,
+    StoreMismatchError,
+    StoreReadOnlyError,
+)
 from ember.models.families import EncoderParts, find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.data import StoredDataset, collate_states
@@ -247,32 +253,63 @@ class Recycler:
 
         Returns:
             a :class:`FillReport`; its ``keys`` give the examples' store keys in input order.
+
+        A store opened with ``readonly=True`` can be filled with what it holds already (the same examples,
+        labels and split): nothing is written. A fill that would write raises
+        :class:`~ember.errors.StoreReadOnlyError` before computing anything.
         """
         texts = data.texts if isinstance(data, Examples) else data if isinstance(data, str | bytes) else list(data)
         if labels is None and isinstance(data, Examples):
             labels = data.labels
         check_texts(texts, allow_empty)
-        label_ids = None
+        previous = self.store.find_split(split)  # refuses a split name that is not a non-empty str, before any work
+        label_ids, names = None, None
         if labels is not None:
             label_ids, names = encode_labels(labels, self.store.label_names, count=len(texts))
             self._check_head(label_ids)
-            if names is not None:
-                self.store.merge_label_names(names)
         self.verify_weights()
         ids = tokenize(self.tokenizer, texts, self.max_length, num_workers=num_workers)
+        keys = [self.key_fn(x) for x in ids]
+        record = Split({STATES: keys}, label_ids, [len(x) for x in ids])
+        new_names = names is not None and names != (self.store.label_names or [])
+        if self.store.kv.readonly:
+            self._refuse_readonly_fill(split, keys, previous, record, names if new_names else None)
+        if new_names:
+            self.store.merge_label_names(names)  # type: ignore[arg-type]
         report = fill(
             self.store,
             ids,
             self._compute,
             batch_size=batch_size,
-            key_fn=self.key_fn,
+            keys=keys,
             progress=progress,
             description=f"storing layer-{self.config.layer} states",
         )
         # Written last: a split is recorded only once all its examples are committed.
-        self.store.add_split(split, Split({STATES: report.keys}, label_ids, [len(x) for x in ids]))
+        if previous != record:
+            self.store.add_split(split, record)
         report.split = split
         return report
+
+    def _refuse_readonly_fill(
+        self, split: str, keys: list[bytes], previous: Split | None, record: Split, names: list[str] | None
+    ) -> None:
+        """Raise, naming what a fill of a read-only store would have to write; return when it writes nothing."""
+        needs = []
+        missing = self.store.missing(keys)
+        if missing:
+            needs.append(f"{len(missing)} of {len(set(keys))} distinct examples are not stored yet")
+        if names is not None:
+            needs.append(f"new label names {names[len(self.store.label_names or []):][:5]}")
+        if previous is None:
+            needs.append(f"split {split!r} is not recorded yet")
+        elif previous != record:
+            needs.append(f"split {split!r} is recorded with other examples or labels")
+        if needs:
+            raise StoreReadOnlyError(
+                f"this fill needs to write the store at {self.store.path} ({'; '.join(needs)}), but it was "
+                "opened with readonly=True; open it with readonly=False in one process to fill it"
+            )
 
     def _check_head(self, label_ids: Sequence[int]) -> None:
         """Refuse class ids the model's head has no output for (training would fail mid-epoch inside torch)."""
@@ -310,8 +347,8 @@ class Recycler:
                 a list of keys (labels, if wanted, must be in the entries, as ``record()`` writes them).
             labels: include labels in the items.
         """
-        if isinstance(data, str):
-            split = self.store.get_split(data)
+        if isinstance(data, str) or not hasattr(data, "__iter__"):  # None or a number: get_split says what a split is
+            split = self.store.get_split(data)  # type: ignore[arg-type]
             if labels and split.labels is None:
                 raise MissingEntriesError(
                     f"split {data!r} of the store at {self.store.path} was filled without labels; fill it with "
