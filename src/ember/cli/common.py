@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ember.errors import EmberError
+from ember.errors import EmberError, EmberWarning
 
 console = Console(stderr=True)
 
@@ -53,6 +54,22 @@ def cli_wording(message: str, switches: Mapping[str, str]) -> str:
     for python, cli in switches.items():
         message = message.replace(python, cli)
     return message
+
+
+@contextmanager
+def shown_warnings() -> Iterator[None]:
+    """Show ember's warnings (:class:`~ember.errors.EmberWarning`) as one yellow line each, not as Python's
+    ``file:line: EmberWarning: ...`` with the source line; other libraries' warnings pass through as they were."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EmberWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, EmberWarning):
+                    console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}", soft_wrap=True, highlight=False)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from ember.cli.common import (
     console,
     emit_json,
     friendly_errors,
+    shown_warnings,
 )
 
 app = typer.Typer(help="Embedding recycling: store frozen lower layers' states once, train and infer from them.", no_args_is_help=True)
@@ -246,7 +247,8 @@ def evaluate_cmd(
         with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path,
                        readonly=not write_back) as rec:
             start = time.perf_counter()
-            acc = evaluate(rec, ex.texts, ex.labels, batch_size=batch_size, write_back=write_back)
+            with shown_warnings():  # labels that may not match the model's classes
+                acc = evaluate(rec, ex.texts, ex.labels, batch_size=batch_size, write_back=write_back)
             secs = time.perf_counter() - start
         console.print(f"accuracy {acc:.4f} on {len(ex)} examples in {secs:.1f}s")
         if json_out:
