@@ -1,4 +1,4 @@
-"""Every error ember raises. Each message says what was received, why it is refused and how to fix it."""
+"""Every error (and warning) ember raises. Each message says what was received, why it is refused and how to fix it."""
 
 from __future__ import annotations
 
@@ -67,3 +67,8 @@ class InputTooLongError(EmberError, ValueError):
 
 class ArtifactError(EmberError):
     """A saved optimised artifact cannot be loaded: wrong format version, missing or corrupted files."""
+
+
+class EmberWarning(UserWarning):
+    """A result may not mean what it seems (say, accuracy over labels compared by position); the message says
+    why and how to make sure. The command line shows these as one yellow line."""

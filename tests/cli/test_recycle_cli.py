@@ -102,3 +102,22 @@ def test_common_path_and_number_mistakes_exit_cleanly(setup):
     assert r.exit_code == 2 and "batch_size must be >= 1, got 0" in r.output
     r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(tmp / "s"), "--out", str(tmp / "afile")])
     assert r.exit_code == 2 and "error:" in r.output and "afile" in r.output  # pathlib's FileExistsError, as one line
+
+
+def test_eval_warns_or_refuses_when_the_data_numbers_classes_differently(setup):
+    """A model trained on names 'a'/'b' evaluated on data labelled 0/1 used to report an accuracy without a word."""
+    tmp, model_dir = setup
+    store, out = tmp / "store", tmp / "trained"
+    runner.invoke(app, ["recycle", "fill", "--model", str(model_dir), "--data", str(tmp / "d.csv"), "--store", str(store), "--layer", "2"])
+    r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(store), "--epochs", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    (tmp / "ids.csv").write_text("text,label\nplay music,0\nset alarm,1\n")
+    r = runner.invoke(app, ["recycle", "eval", "--model", str(out), "--data", str(tmp / "ids.csv"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert ("warning: the evaluation labels are class ids, but the model was trained on named classes (0='a', 1='b'): "
+            "each id is compared with the class at that position") in " ".join(r.output.split())
+    assert "EmberWarning" not in r.output and "accuracy" in r.stdout
+    (tmp / "ids.csv").write_text("text,label\nplay music,0\nset alarm,5\n")
+    r = runner.invoke(app, ["recycle", "eval", "--model", str(out), "--data", str(tmp / "ids.csv")])
+    assert r.exit_code == 2
+    assert "error: label id 5 in the evaluation data is past the model's head, which has 2 outputs (ids 0..1)" in " ".join(r.output.split())

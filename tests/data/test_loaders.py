@@ -84,3 +84,34 @@ def test_empty_and_unknown(tmp_path):
 def test_unknown_labels_named():
     with pytest.raises(DataError, match=r"labels \['zzz'\] .* not among the model's 2 labels"):
         Examples(["a", "b"], ["pos", "zzz"]).label_ids(["neg", "pos"])
+
+
+@pytest.mark.parametrize(
+    ("split", "shown"),
+    [("", "str ''"), (["train"], "list ['train']"), (3, "int 3"), (b"train", "bytes b'train'")],
+)
+def test_a_split_that_is_not_a_name_is_refused_with_the_splits_there_are(tmp_path, split, shown):
+    """'' read the train split silently and a list failed in a dict lookup; a file without splits refuses the
+    type too (None stays the documented default, train)."""
+    (tmp_path / "c.json").write_text(json.dumps({"train": [["hi", "greet"]], "test": [["bye", "leave"]]}))
+    with pytest.raises(DataError) as caught:
+        load_examples(tmp_path / "c.json", split=split)
+    assert str(caught.value) == (
+        f"split must be a split name (a non-empty str, or None for 'train'), got {shown} for {tmp_path / 'c.json'}; "
+        "it has ['test', 'train']. Pass --split NAME (split='NAME')."
+    )
+    (tmp_path / "a.csv").write_text("text,label\nhi,greet\n")
+    with pytest.raises(DataError) as caught:
+        load_examples(tmp_path / "a.csv", split=split)
+    assert f"got {shown} for {tmp_path / 'a.csv'}. Pass --split NAME" in str(caught.value)
+    assert load_examples(tmp_path / "c.json", split=None).texts == ["hi"]
+
+
+def test_a_saved_dataset_dict_refuses_a_split_it_lacks(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"sentence": ["a b"], "label": [0]})
+    datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(DataError, match=r"has no split 'test'; it has \['train', 'validation'\]\. Pass --split NAME"):
+        load_examples(tmp_path / "ds", split="test")
+    with pytest.raises(DataError, match=r"got str '' for .*; it has \['train', 'validation'\]"):
+        load_examples(tmp_path / "ds", split="")

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from ember.errors import DataError, StoreFullError
+from ember.errors import DataError, StoreFullError, StoreReadOnlyError
 from ember.recycle import Recycler
 from ember.store import ActivationStore
 from ember.store.keys import content_key
@@ -201,3 +201,29 @@ def test_a_store_path_that_is_a_file_or_another_backends_folder_is_refused(tmp_p
     with pytest.raises(StoreError, match=r"holds a lmdb store, not a leveldb one; open it with backend='lmdb'"):
         open_kv(tmp_path / "lm", "leveldb")
     assert not (tmp_path / "lm" / "CURRENT").exists()
+
+
+def test_a_readonly_store_fills_what_it_holds_and_refuses_writes_naming_the_fix(tmp_path, tokenizer):
+    """A fill of a read-only store used to fail writing the split record even when nothing changed; now only a
+    fill that needs a write is refused, before it computes anything."""
+    model = make_model("bert")
+    labels = ["a", "b"] * 20
+    with Recycler(model, tokenizer, tmp_path / "s", layer=2) as rec:
+        rec.fill(TEXTS, labels=labels, progress=False)
+    rec = Recycler(model, tokenizer, tmp_path / "s", layer=2, readonly=True)
+    report = rec.fill(TEXTS, labels=labels, progress=False)
+    assert (report.computed, report.already_stored, report.unique) == (0, len(set(TEXTS)), len(set(TEXTS)))
+    before = (len(rec.store), rec.store.split_names(), rec.store.label_names)
+    cases = [
+        (dict(data=TEXTS + ["call mom please"]), "1 of 41 distinct examples are not stored yet; split 'train' is recorded with other examples or labels"),
+        (dict(data=TEXTS[:2], labels=["a", "c"], split="dev"), "new label names ['c']; split 'dev' is not recorded yet"),
+        (dict(data=TEXTS, labels=["b", "a"] * 20), "split 'train' is recorded with other examples or labels"),
+    ]
+    for kwargs, needs in cases:
+        with pytest.raises(StoreReadOnlyError) as caught:
+            rec.fill(**kwargs, progress=False)
+        assert str(caught.value) == (
+            f"this fill needs to write the store at {tmp_path / 's'} ({needs}), but it was opened with readonly=True; "
+            "open it with readonly=False in one process to fill it"
+        )
+    assert (len(rec.store), rec.store.split_names(), rec.store.label_names) == before

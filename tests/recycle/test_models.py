@@ -56,9 +56,54 @@ def test_explicit_override_recycles_unknown_architecture(tokenizer, texts):
     assert (out[m] - ref[m]).abs().max() < 1e-6
 
 
-def test_layer_out_of_range(tokenizer):
-    with pytest.raises(ValueError, match="has only 4 layers"):
-        Recycler(make_model("bert"), tokenizer, None, layer=5)
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        ((None, None), {"layer": 2}, TypeError, "tokenizer must be the model's Hugging Face tokenizer, got NoneType None; "
+         "load it with AutoTokenizer.from_pretrained(path) or take the second value of ember.load_model(path). "
+         "The store is the third argument: Recycler(model, tokenizer, store, layer=k)"),
+        (("tok", 5), {"layer": 2}, TypeError, "store must be the store's folder (a str or pathlib.Path; created if new), "
+         "an open ember.store.ActivationStore, or None for an in-memory store; got int 5. E.g. Recycler(model, "
+         "tokenizer, 'states/', layer=k)"),
+        (("tok", " "), {"layer": 2}, ValueError, "store is an empty path (it would put the store in the current folder)"),
+        (("tok", None), {"layer": "2"}, TypeError, "layer must be an int (the split layer k, 0 <= k), got str '2'; pass e.g. layer=3"),
+        (("tok", None), {"layer": True}, TypeError, "layer must be an int (the split layer k, 0 <= k), got bool True"),
+        (("tok", None), {"layer": 2.0}, TypeError, "layer must be an int (the split layer k, 0 <= k), got float 2.0"),
+        (("tok", None), {"layer": -1}, ValueError, "layer=-1 is out of range; pass a split layer k with 0 <= k (embeddings"),
+        (("tok", None), {"layer": 5}, ValueError, "layer=5 is out of range: BertForSequenceClassification has 4 layers; "
+         "pass a split layer k with 0 <= k <= 4 (embeddings and layers 0..k-1 are frozen and stored, layers k.. train)"),
+        (("tok", None, 3), {}, TypeError, "config must be a RecycleConfig, got int 3; for the split layer alone pass layer=k"),
+    ],
+    ids=["no-tokenizer", "store-int", "store-empty", "layer-str", "layer-bool", "layer-float", "layer-negative",
+         "layer-past-the-model", "config-int"],
+)
+def test_bad_constructor_arguments_are_refused_with_the_fix(tokenizer, args, kwargs, error, message, tmp_path, monkeypatch):
+    """Each used to fail deep inside (AttributeError on None.get_vocab, TypeError comparing '2' < 0, a store
+    in the current folder for ''), or pass silently (layer=True was layer 1)."""
+    monkeypatch.chdir(tmp_path)  # where a blank store path used to put its store
+    args = tuple(tokenizer if a == "tok" else a for a in args)
+    with pytest.raises(error) as caught:
+        Recycler(make_model("bert"), *args, **kwargs)
+    assert message in str(caught.value)
+
+
+def test_recycle_config_checks_types():
+    from ember.recycle import RecycleConfig
+
+    with pytest.raises(ValueError, match=r"^max_length must be an int >= 2 \(tokens\), got '32'$"):
+        RecycleConfig(layer=2, max_length="32")
+    with pytest.raises(TypeError, match="layer must be an int"):
+        RecycleConfig(layer=None)
+
+
+def test_the_split_layer_may_be_any_of_0_to_the_layer_count(tokenizer, texts):
+    """Both ends are real splits (embeddings only; every layer frozen); numpy ints count as ints."""
+    import numpy as np
+
+    for k in (0, np.int64(4)):
+        rec = Recycler(make_model("bert"), tokenizer, None, layer=k)
+        assert rec.config.layer == int(k) and type(rec.config.layer) is int
+        assert rec.fill(texts, progress=False).computed == len(texts)
 
 
 def test_base_model_and_classifier_share_a_store(tmp_path, tokenizer, texts):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ember.errors import DataError, MissingEntriesError, StoreError
+from ember.errors import DataError, EmberWarning, MissingEntriesError, StoreError
 from ember.recycle import Recycler, evaluate, train_top
 
 from conftest import make_model
@@ -95,6 +95,56 @@ def test_evaluate_refuses_unknown_label_names(tokenizer):
     rec.fill(TEXTS[:3], labels=["a", "b", "a"], progress=False)
     with pytest.raises(DataError, match=r"labels \['zzz'\] in the evaluation data are not among the model's 2 labels"):
         evaluate(rec, TEXTS[:2], ["a", "zzz"])
+
+
+def test_evaluate_warns_or_refuses_when_the_labels_and_the_model_number_classes_differently(tokenizer):
+    """Integer labels used to be compared with a named model's outputs by position without a word, and names for
+    a model trained on ids said it had '0 labels'."""
+    named = Recycler(make_model("bert", num_labels=3), tokenizer, None, layer=2)
+    named.fill(TEXTS[:3], labels=["a", "b", "c"], progress=False)
+    with pytest.warns(EmberWarning) as caught:
+        evaluate(named, TEXTS[:3], [0, 1, 2])
+    assert str(caught[0].message) == (
+        "the evaluation labels are class ids, but the model was trained on named classes (0='a', 1='b', 2='c'): each "
+        "id is compared with the class at that position, which is right only if the data numbers its classes in this "
+        "order. Label the evaluation data with the class names to map them by name"
+    )
+    with pytest.raises(DataError) as refused:
+        evaluate(named, TEXTS[:3], [0, 1, 7])
+    assert str(refused.value) == (
+        "label id 7 in the evaluation data is past the model's head, which has 3 outputs (ids 0..2): the data numbers "
+        "its classes differently from the data the model was trained on. Evaluate with the class ids the model was "
+        "trained on, or label it with the class names (0='a', 1='b', 2='c')"
+    )
+    ids = Recycler(make_model("bert", num_labels=3), tokenizer, None, layer=2)
+    ids.fill(TEXTS[:3], labels=[0, 1, 2], progress=False)
+    with pytest.raises(DataError) as refused:
+        evaluate(ids, TEXTS[:3], ["a", "b", "c"])
+    assert str(refused.value) == (
+        "the evaluation labels are class names ('a', 'b', 'c' ...), but the model was trained on class ids: the store "
+        "at None holds no label names. Label the evaluation data with the class ids the model was trained on"
+    )
+    ids.model.config.id2label = {0: "neg", 1: "pos", 2: "mixed"}  # a head that names its classes: ids still compare by position
+    with pytest.warns(EmberWarning, match=r"trained on named classes \(0='neg', 1='pos', 2='mixed'\)"):
+        evaluate(ids, TEXTS[:3], [0, 1, 2])
+    named.model.config.id2label = {0: "c", 1: "b", 2: "a"}  # trained from another store?
+    with pytest.warns(EmberWarning, match=r"^the model's head names its classes 0='c', 1='b', 2='a', but the store at None, whose "
+                      r"names gave the ids in training, has 0='a', 1='b', 2='c'"):
+        evaluate(named, TEXTS[:3], ["a", "b", "c"])
+
+
+def test_evaluate_is_silent_when_the_label_spaces_agree(tokenizer):
+    import warnings
+
+    rec = Recycler(make_model("bert", num_labels=2), tokenizer, None, layer=2)
+    rec.fill(TEXTS[:4], labels=["x", "y", "x", "y"], progress=False)
+    rec.model.config.id2label = {0: "x", 1: "y"}
+    plain = Recycler(make_model("bert"), tokenizer, None, layer=2)
+    plain.fill(TEXTS, labels=LABELS, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmberWarning)
+        evaluate(rec, TEXTS[:4], ["x", "y", "x", "y"])
+        evaluate(plain, TEXTS, LABELS)
 
 
 def test_adamw_is_fused_on_cpu_and_matches_the_plain_step():

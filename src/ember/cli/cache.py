@@ -7,6 +7,9 @@ from pathlib import Path
 import typer
 
 from ember.cli.common import (
+    ALLOW_EMPTY,
+    STORE_WRITE_SWITCHES,
+    WRITABLE_LOCATION,
     DataOpt,
     LabelCol,
     LimitOpt,
@@ -16,6 +19,9 @@ from ember.cli.common import (
     emit_json,
     friendly_errors,
 )
+
+# Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
+FILL_SWITCHES = {**STORE_WRITE_SWITCHES, ALLOW_EMPTY: "pass --allow-empty", WRITABLE_LOCATION: "Pass a writable --save-dir DIR"}
 
 app = typer.Typer(help="Frozen-encoder embedding cache: compute pooled embeddings once, train heads from them.", no_args_is_help=True)
 
@@ -33,9 +39,11 @@ def fill_cmd(
     batch_size: int = typer.Option(64, "--batch-size"),
     num_workers: int = typer.Option(0, "--num-workers", help="tokenizer worker processes"),
     max_length: MaxLenOpt = None,
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="store empty texts (the special tokens' embedding) "
+                                     "instead of refusing them"),
 ) -> None:
     """Compute and store the embeddings (and labels) of every example not stored yet; prints a JSON report."""
-    with friendly_errors():
+    with friendly_errors(FILL_SWITCHES):
         from ember.data import load_examples
         from ember.encoders import CacheConfig, EncoderCache
         from ember.models import load_model
@@ -47,5 +55,5 @@ def fill_cmd(
         encoder, tokenizer = load_model(model, "embedding")
         encoder.requires_grad_(False)
         with EncoderCache(encoder, tokenizer, config) as cache:
-            report = cache.fill(examples, split=split)
+            report = cache.fill(examples, split=split, allow_empty=allow_empty)
         emit_json({"save_dir": str(save_dir), **report.to_dict()})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ember.errors import EmberError
+from ember.errors import EmberError, EmberWarning
 
 console = Console(stderr=True)
 
@@ -32,11 +33,56 @@ def emit_json(result: dict) -> None:
     sys.stdout.flush()
 
 
+# The library's messages name the Python argument that fixes them (allow_empty=True, readonly=True …), which a
+# command line user cannot pass. Each command maps those phrases to its own flags (``friendly_errors(switches)``);
+# the keys are exact phrases of library messages, and tests/cli checks that each still occurs there.
+STORE_WRITE_SWITCHES: dict[str, str] = {
+    # the CLI never sets a size limit: an LMDB store grows until the disk is full
+    "free disk space (or raise max_size)": "free disk space",
+}
+WRITABLE_LOCATION = "Pass a writable location, or open the existing store with readonly=True to train or infer from it"
+ALLOW_EMPTY = "pass allow_empty=True"
+
+
+def cli_wording(message: str, switches: Mapping[str, str]) -> str:
+    """``message`` with each Python phrase of ``switches`` replaced by its command line wording.
+
+    Example:
+        >>> cli_wording("example 3 has an empty text; pass allow_empty=True", {ALLOW_EMPTY: "pass --allow-empty"})
+        'example 3 has an empty text; pass --allow-empty'
+    """
+    for python, cli in switches.items():
+        message = message.replace(python, cli)
+    return message
+
+
 @contextmanager
-def friendly_errors() -> Iterator[None]:
-    """Show ember's (and data/IO) errors as one red message and exit 2, without a traceback."""
+def shown_warnings() -> Iterator[None]:
+    """Show ember's warnings (:class:`~ember.errors.EmberWarning`) as one yellow line each, not as Python's
+    ``file:line: EmberWarning: ...`` with the source line; other libraries' warnings pass through as they were."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EmberWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, EmberWarning):
+                    console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}", soft_wrap=True, highlight=False)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+@contextmanager
+def friendly_errors(switches: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Show ember's (and data/IO) errors as one red message and exit 2, without a traceback.
+
+    Args:
+        switches: phrases of library messages that name a Python argument, mapped to the command's own flags
+            (see :data:`STORE_WRITE_SWITCHES`).
+    """
     try:
         yield
     except (EmberError, OSError, ImportError, ValueError) as exc:  # OSError: a file in a folder's place, a read-only disk
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        message = cli_wording(str(exc), switches or {})
+        console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc

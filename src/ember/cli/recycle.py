@@ -10,6 +10,9 @@ from typing import Annotated
 import typer
 
 from ember.cli.common import (
+    ALLOW_EMPTY,
+    STORE_WRITE_SWITCHES,
+    WRITABLE_LOCATION,
     DataOpt,
     JsonOpt,
     LabelCol,
@@ -20,6 +23,7 @@ from ember.cli.common import (
     console,
     emit_json,
     friendly_errors,
+    shown_warnings,
 )
 
 app = typer.Typer(help="Embedding recycling: store frozen lower layers' states once, train and infer from them.", no_args_is_help=True)
@@ -34,6 +38,20 @@ StoredDtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Storage dty
 LayersPath = Annotated[str | None, typer.Option("--layers-path", help="Layer list path for unknown architectures.")]
 EmbPath = Annotated[str | None, typer.Option("--embeddings-path", help="Embeddings path for unknown architectures.")]
 
+
+# Library phrases naming a Python argument, in each command's flags (see common.friendly_errors).
+FILL_SWITCHES = {
+    **STORE_WRITE_SWITCHES,
+    ALLOW_EMPTY: "pass --allow-empty",
+    WRITABLE_LOCATION: "Pass a writable --store DIR",
+    # fill opens a store read-only only when its folder cannot be written (see _fill_recycler)
+    "but it was opened with readonly=True; open it with readonly=False in one process to fill it":
+        "but its folder cannot be written; pass a writable --store DIR (a copy of this store keeps what it holds)",
+}
+EVAL_SWITCHES = {
+    **STORE_WRITE_SWITCHES,
+    WRITABLE_LOCATION: "Pass a writable --store DIR, or leave out --write-back to read the store without writing it",
+}
 
 TRAINED_FROM = "ember-recycle.json"  # written by `recycle train` beside the model: the store it was trained from
 
@@ -52,6 +70,25 @@ def _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path,
 
     cfg = RecycleConfig(layer=layer, dtype=dtype, backend=backend, max_length=max_length)  # type: ignore[arg-type]
     return Recycler(model, tok, store, cfg, readonly=readonly, layers_path=layers_path, embeddings_path=embeddings_path)
+
+
+def _fill_recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path):
+    """The recycler ``recycle fill`` writes through, and whether its store had to be opened read-only.
+
+    An existing store whose folder cannot be written (a read-only mount, another user's files) is opened
+    read-only, as ``ember cache fill`` does: a fill of what it holds already succeeds, and one that needs to
+    write is refused by :meth:`Recycler.fill` before computing anything.
+    """
+    from ember.errors import StoreReadOnlyError
+    from ember.store.base import STORE_MARKERS
+
+    try:
+        return _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path), False
+    except StoreReadOnlyError:
+        marker = STORE_MARKERS.get(backend)
+        if marker is None or not (store / marker).exists():
+            raise  # nothing stored there to read
+    return _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=True), True
 
 
 def _stored_settings(store: Path, backend: str, layer: int | None, dtype: str | None, max_length: int | None,
@@ -92,23 +129,33 @@ def fill(
     limit: LimitOpt = None,
     layers_path: LayersPath = None,
     embeddings_path: EmbPath = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Store empty texts (the special tokens' "
+                                              "states) instead of refusing them.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Compute and store the layer-k states of every example not stored yet (resumable)."""
-    with friendly_errors():
+    with friendly_errors(FILL_SWITCHES):
         from ember.data import load_examples
         from ember.models import load_model
 
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         m, tok = load_model(model, "embedding")
-        with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path) as rec:
-            report = rec.fill(ex, split=split or "train", batch_size=batch_size, num_workers=num_workers)
+        rec, readonly = _fill_recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path)
+        with rec:
+            report = rec.fill(ex, split=split or "train", batch_size=batch_size, num_workers=num_workers,
+                              allow_empty=allow_empty)
             result = {"command": "recycle fill", "split": report.split, "store": str(store), "layer": layer,
                       "entries": len(rec.store), **report.to_dict()}
-        console.print(
-            f"stored {report.computed} new examples ({report.already_stored} were already stored) "
-            f"in {report.seconds:.1f}s; the store holds {result['entries']} entries"
-        )
+        if report.computed:
+            console.print(
+                f"stored {report.computed} new examples ({report.already_stored} were already stored) "
+                f"in {report.seconds:.1f}s; the store holds {result['entries']} entries"
+            )
+        else:
+            console.print(
+                f"all {report.unique} distinct examples ({report.examples} rows) were already stored; nothing to compute"
+                + (" (the store's folder is read-only; nothing needed writing)" if readonly else "")
+            )
         if json_out:
             emit_json(result)
 
@@ -183,7 +230,7 @@ def evaluate_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Accuracy on labelled data, starting from stored states where present (misses computed)."""
-    with friendly_errors():
+    with friendly_errors(EVAL_SWITCHES):
         from ember.data import load_examples
         from ember.models import load_model
         from ember.recycle import evaluate
@@ -200,7 +247,8 @@ def evaluate_cmd(
         with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path,
                        readonly=not write_back) as rec:
             start = time.perf_counter()
-            acc = evaluate(rec, ex.texts, ex.labels, batch_size=batch_size, write_back=write_back)
+            with shown_warnings():  # labels that may not match the model's classes
+                acc = evaluate(rec, ex.texts, ex.labels, batch_size=batch_size, write_back=write_back)
             secs = time.perf_counter() - start
         console.print(f"accuracy {acc:.4f} on {len(ex)} examples in {secs:.1f}s")
         if json_out:

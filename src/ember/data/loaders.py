@@ -110,10 +110,24 @@ def _label(v, row: int, source: str) -> int | str:
     return int(s) if s.lstrip("-").isdigit() else s
 
 
+def _split_name(split: object, source: str, have: Sequence[str] | None = None) -> str:
+    """The split to read: ``None`` means ``train``; otherwise a non-empty str, one of ``have`` when the source's
+    splits are known (``""`` used to read ``train`` silently, a list failed inside a dict lookup)."""
+    if split is None:
+        split = "train"
+    valid = "" if have is None else f"; it has {sorted(have)}"
+    if not isinstance(split, str) or not split.strip():
+        raise DataError(
+            f"split must be a split name (a non-empty str, or None for 'train'), got {type(split).__name__} "
+            f"{split!r:.40} for {source}{valid}. Pass --split NAME (split='NAME')."
+        )
+    if have is not None and split not in have:
+        raise DataError(f"{source} has no split {split!r}{valid}. Pass --split NAME.")
+    return split
+
+
 def _clinc(data: dict, split: str | None, source: str) -> Examples:
-    split = split or "train"
-    if split not in data:
-        raise DataError(f"{source} has no split {split!r}; it has {sorted(data)}. Pass --split NAME.")
+    split = _split_name(split, source, list(data))
     pairs = data[split]
     return Examples([p[0] for p in pairs], [p[1] for p in pairs], f"{source}:{split}")
 
@@ -191,6 +205,7 @@ def load_examples(
         raise DataError(f"{name} does not exist; pass a CSV/TSV/JSONL/JSON/TXT file, a dataset folder or a hub dataset name")
     else:
         ex = _hf_dataset(name, split, text_column, label_column, saved=False)
+    _split_name(split, name)  # sources without splits take any name; those with splits checked it against theirs
     if len(ex) == 0:
         raise DataError(f"{name} holds no examples; check the file and --split")
     return ex.select(limit)
@@ -205,12 +220,9 @@ def _hf_dataset(source, split, text_column, label_column, *, saved: bool) -> Exa
     if saved:
         ds = datasets.load_from_disk(name)
         if isinstance(ds, datasets.DatasetDict):
-            sp = split or "train"
-            if sp not in ds:
-                raise DataError(f"{name} has no split {sp!r}; it has {sorted(ds)}. Pass --split NAME.")
-            ds = ds[sp]
+            ds = ds[_split_name(split, name, list(ds))]
     else:
-        ds = datasets.load_dataset(name, split=split or "train")
+        ds = datasets.load_dataset(name, split=_split_name(split, name))
     columns = ds.column_names
     rows = ds.to_list()
     # ClassLabel columns stay integers: the ids are the dataset's own, which a trained head expects.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,7 +16,13 @@ from torch import nn
 
 from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
-from ember.errors import DataError, MissingEntriesError, StoreCorruptError, StoreMismatchError
+from ember.errors import (
+    DataError,
+    MissingEntriesError,
+    StoreCorruptError,
+    StoreMismatchError,
+    StoreReadOnlyError,
+)
 from ember.models.families import EncoderParts, find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.data import StoredDataset, collate_states
@@ -51,15 +59,74 @@ class RecycleConfig:
     backend: Backend = "lmdb"
 
     def __post_init__(self) -> None:
-        if self.layer < 0:
-            raise ValueError(f"layer must be >= 0, got {self.layer}")
+        object.__setattr__(self, "layer", check_layer(self.layer))
         torch_dtype(self.dtype)
         check_backend(self.backend)
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if self.max_length is not None and (not _is_int(self.max_length) or self.max_length < 2):
+            raise ValueError(f"max_length must be an int >= 2 (tokens), got {self.max_length!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_int(value: object) -> bool:
+    """An integer (numpy ints too), but not a bool: ``True`` is an int to Python and never meant as one here."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_layer(layer: object, num_layers: int | None = None, model: str = "the model") -> int:
+    """The split layer ``k`` as an int, refused unless ``0 <= k <= num_layers`` (when the count is known).
+
+    ``k`` counts the frozen layers: 0 stores the embeddings' output (every layer trains), ``num_layers`` stores
+    the last layer's (only the head trains).
+
+    Example:
+        >>> check_layer(3, 6)
+        3
+    """
+    allowed = "0 <= k" if num_layers is None else f"0 <= k <= {num_layers}"
+    if not _is_int(layer):
+        raise TypeError(
+            f"layer must be an int (the split layer k, {allowed}), got {type(layer).__name__} {layer!r}; "
+            "pass e.g. layer=3"
+        )
+    k = int(layer)  # type: ignore[call-overload]
+    if k < 0 or (num_layers is not None and k > num_layers):
+        counted = "" if num_layers is None else f": {model} has {num_layers} layers"
+        raise ValueError(
+            f"layer={k} is out of range{counted}; pass a split layer k with {allowed} (embeddings and layers "
+            "0..k-1 are frozen and stored, layers k.. train)"
+        )
+    return k
+
+
+def _check_tokenizer(tokenizer: object) -> None:
+    """Refuse what cannot be the model's tokenizer before it fails deep in the fingerprint or a fill."""
+    if callable(tokenizer) and (hasattr(tokenizer, "backend_tokenizer") or hasattr(tokenizer, "get_vocab")):
+        return
+    raise TypeError(
+        f"tokenizer must be the model's Hugging Face tokenizer, got {type(tokenizer).__name__} {tokenizer!r:.60}; "
+        "load it with AutoTokenizer.from_pretrained(path) or take the second value of ember.load_model(path). "
+        "The store is the third argument: Recycler(model, tokenizer, store, layer=k)"
+    )
+
+
+def _check_store(store: object) -> None:
+    """Refuse a store argument that is none of a path, an open store or ``None`` (memory)."""
+    if store is None or isinstance(store, ActivationStore):
+        return
+    if isinstance(store, str | os.PathLike):
+        if not str(os.fspath(store)).strip():
+            raise ValueError(
+                "store is an empty path (it would put the store in the current folder); pass the store's folder, "
+                "e.g. Recycler(model, tokenizer, 'states/', layer=k), or None for an in-memory store"
+            )
+        return
+    raise TypeError(
+        f"store must be the store's folder (a str or pathlib.Path; created if new), an open "
+        f"ember.store.ActivationStore, or None for an in-memory store; got {type(store).__name__} {store!r:.60}. "
+        "E.g. Recycler(model, tokenizer, 'states/', layer=k)"
+    )
 
 
 class Recycler:
@@ -109,20 +176,25 @@ class Recycler:
         embeddings_path: str | Sequence[str] | None = None,
         **store_options,
     ) -> None:
+        _check_tokenizer(tokenizer)
+        _check_store(store)
         if config is None:
             if layer is None:
                 raise TypeError("pass config=RecycleConfig(layer=k) or layer=k")
             config = RecycleConfig(layer=layer)
-        elif layer is not None and layer != config.layer:
+        elif not isinstance(config, RecycleConfig):
+            raise TypeError(
+                f"config must be a RecycleConfig, got {type(config).__name__} {config!r:.60}; for the split layer "
+                "alone pass layer=k (Recycler(model, tokenizer, store, layer=3))"
+            )
+        elif layer is not None and check_layer(layer) != config.layer:
             raise ValueError(f"layer={layer} contradicts config.layer={config.layer}")
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
         self.key_fn = key_fn
         self.parts: EncoderParts = find_parts(model, layers=layers_path, embeddings=embeddings_path)
-        k = config.layer
-        if k > self.parts.num_layers:
-            raise ValueError(f"layer={k} but {type(model).__name__} has only {self.parts.num_layers} layers (0..{self.parts.num_layers})")
+        k = check_layer(config.layer, self.parts.num_layers, type(model).__name__)
         self.max_length = resolve_max_length(tokenizer, model, config.max_length)
         self.fingerprint = Fingerprint(
             kind="recycle",
@@ -181,32 +253,63 @@ class Recycler:
 
         Returns:
             a :class:`FillReport`; its ``keys`` give the examples' store keys in input order.
+
+        A store opened with ``readonly=True`` can be filled with what it holds already (the same examples,
+        labels and split): nothing is written. A fill that would write raises
+        :class:`~ember.errors.StoreReadOnlyError` before computing anything.
         """
         texts = data.texts if isinstance(data, Examples) else data if isinstance(data, str | bytes) else list(data)
         if labels is None and isinstance(data, Examples):
             labels = data.labels
         check_texts(texts, allow_empty)
-        label_ids = None
+        previous = self.store.find_split(split)  # refuses a split name that is not a non-empty str, before any work
+        label_ids, names = None, None
         if labels is not None:
             label_ids, names = encode_labels(labels, self.store.label_names, count=len(texts))
             self._check_head(label_ids)
-            if names is not None:
-                self.store.merge_label_names(names)
         self.verify_weights()
         ids = tokenize(self.tokenizer, texts, self.max_length, num_workers=num_workers)
+        keys = [self.key_fn(x) for x in ids]
+        record = Split({STATES: keys}, label_ids, [len(x) for x in ids])
+        new_names = names is not None and names != (self.store.label_names or [])
+        if self.store.kv.readonly:
+            self._refuse_readonly_fill(split, keys, previous, record, names if new_names else None)
+        if new_names:
+            self.store.merge_label_names(names)  # type: ignore[arg-type]
         report = fill(
             self.store,
             ids,
             self._compute,
             batch_size=batch_size,
-            key_fn=self.key_fn,
+            keys=keys,
             progress=progress,
             description=f"storing layer-{self.config.layer} states",
         )
         # Written last: a split is recorded only once all its examples are committed.
-        self.store.add_split(split, Split({STATES: report.keys}, label_ids, [len(x) for x in ids]))
+        if previous != record:
+            self.store.add_split(split, record)
         report.split = split
         return report
+
+    def _refuse_readonly_fill(
+        self, split: str, keys: list[bytes], previous: Split | None, record: Split, names: list[str] | None
+    ) -> None:
+        """Raise, naming what a fill of a read-only store would have to write; return when it writes nothing."""
+        needs = []
+        missing = self.store.missing(keys)
+        if missing:
+            needs.append(f"{len(missing)} of {len(set(keys))} distinct examples are not stored yet")
+        if names is not None:
+            needs.append(f"new label names {names[len(self.store.label_names or []):][:5]}")
+        if previous is None:
+            needs.append(f"split {split!r} is not recorded yet")
+        elif previous != record:
+            needs.append(f"split {split!r} is recorded with other examples or labels")
+        if needs:
+            raise StoreReadOnlyError(
+                f"this fill needs to write the store at {self.store.path} ({'; '.join(needs)}), but it was "
+                "opened with readonly=True; open it with readonly=False in one process to fill it"
+            )
 
     def _check_head(self, label_ids: Sequence[int]) -> None:
         """Refuse class ids the model's head has no output for (training would fail mid-epoch inside torch)."""
@@ -244,8 +347,8 @@ class Recycler:
                 a list of keys (labels, if wanted, must be in the entries, as ``record()`` writes them).
             labels: include labels in the items.
         """
-        if isinstance(data, str):
-            split = self.store.get_split(data)
+        if isinstance(data, str) or not hasattr(data, "__iter__"):  # None or a number: get_split says what a split is
+            split = self.store.get_split(data)  # type: ignore[arg-type]
             if labels and split.labels is None:
                 raise MissingEntriesError(
                     f"split {data!r} of the store at {self.store.path} was filled without labels; fill it with "

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ember.batching import GroupedBatchSampler, map_in_buckets
-from ember.data.labels import encode_known_labels
+from ember.data.labels import encode_known_labels, label_values
+from ember.errors import DataError, EmberWarning
 from ember.progress import progress_bar
 from ember.recycle.recycler import Recycler
 
@@ -107,6 +109,79 @@ def train_top(
     return report
 
 
+def head_label_names(model: torch.nn.Module) -> list[str] | None:
+    """The class names in ``model.config.id2label`` in id order, or ``None`` when the config has none or only
+    the ``LABEL_0, LABEL_1 …`` placeholders Hugging Face fills in.
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> cfg = BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
+        >>> head_label_names(BertForSequenceClassification(cfg)) is None
+        True
+    """
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    names = [str(id2label[i]) for i in sorted(id2label, key=int)]
+    return None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
+
+
+def _shown(names: Sequence[str]) -> str:
+    more = f", ... ({len(names)} classes)" if len(names) > 5 else ""
+    return ", ".join(f"{i}={n!r}" for i, n in enumerate(names[:5])) + more
+
+
+def evaluation_label_ids(rec: Recycler, labels: Sequence[int | str], *, count: int | None = None) -> list[int]:
+    """Class ids of evaluation labels, in the ids the model was trained with, refusing or warning where the
+    evaluation data and the model label their classes differently.
+
+    Names map through the store's ``label_names`` (the ids its fill gave them, which training used). Integer
+    labels are taken as those ids: an id past the model's head is refused; when the model's classes have names
+    (in the store or the head's ``config.id2label``) an :class:`~ember.errors.EmberWarning` says the ids are
+    compared by position. Names for a model trained on ids only are refused; a head whose names differ from the
+    store's warns (the model may have been trained from another store).
+    """
+    values = label_values(labels, count)
+    stored = rec.store.label_names
+    head = head_label_names(rec.model)
+    has_head = rec.parts.model is not rec.parts.base
+    outputs = getattr(getattr(rec.model, "config", None), "num_labels", None) if has_head else None
+    where = f"the store at {rec.store.path}"
+    if values and isinstance(values[0], str):
+        if stored is None:
+            named = f"; its head calls them {_shown(head)}" if head else ""
+            raise DataError(
+                f"the evaluation labels are class names ({', '.join(map(repr, values[:3]))} ...), but the model was "
+                f"trained on class ids: {where} holds no label names{named}. Label the evaluation data with the "
+                "class ids the model was trained on"
+            )
+        if head is not None and head != stored[: len(head)]:
+            warnings.warn(
+                f"the model's head names its classes {_shown(head)}, but {where}, whose names gave the ids in "
+                f"training, has {_shown(stored)}: the model may have been trained from another store. Labels are "
+                "mapped through the store's names; evaluate with the store the model was trained from",
+                EmberWarning,
+                stacklevel=3,
+            )
+        return encode_known_labels(values, stored, where="the evaluation data")
+    ids: list[int] = values  # type: ignore[assignment]
+    names = stored or head
+    if ids and outputs and max(ids) >= outputs:
+        by_name = f", or label it with the class names ({_shown(names)})" if names else ""
+        raise DataError(
+            f"label id {max(ids)} in the evaluation data is past the model's head, which has {outputs} outputs "
+            f"(ids 0..{outputs - 1}): the data numbers its classes differently from the data the model was trained "
+            f"on. Evaluate with the class ids the model was trained on{by_name}"
+        )
+    if ids and names:
+        warnings.warn(
+            f"the evaluation labels are class ids, but the model was trained on named classes ({_shown(names)}): each "
+            "id is compared with the class at that position, which is right only if the data numbers its classes in "
+            "this order. Label the evaluation data with the class names to map them by name",
+            EmberWarning,
+            stacklevel=3,
+        )
+    return ids
+
+
 @torch.inference_mode()
 def evaluate(
     rec: Recycler, texts: Sequence[str], labels: Sequence[int | str], *, batch_size: int = 64, write_back: bool = False
@@ -114,9 +189,10 @@ def evaluate(
     """Accuracy of the model on ``texts`` through ``use()``: stored states where present, computed otherwise.
 
     Args:
-        labels: class ids, or class names, mapped through the store's ``label_names`` (the ids training used).
+        labels: class ids, or class names, mapped through the store's ``label_names`` (the ids training used);
+            see :func:`evaluation_label_ids` for labels that do not match the model's classes.
     """
-    ids = encode_known_labels(labels, rec.store.label_names, where="the evaluation data")
+    ids = evaluation_label_ids(rec, labels, count=len(texts))
     rec.model.eval()
 
     def predict(batch: list[str]) -> list[int]:

@@ -179,6 +179,7 @@ class ActivationStore:
         One meta value per split (safetensors bytes, base64 because meta values are text), so a split is
         replaced atomically and its 16-byte keys cost 22 bytes each, not a JSON list of hex strings.
         """
+        self._check_split_name(name)
         self.kv.set_meta(f"split:{name}", base64.b64encode(encode(split.to_entry())).decode())
         names = self.split_names()
         if name not in names:
@@ -186,6 +187,7 @@ class ActivationStore:
 
     def find_split(self, name: str) -> Split | None:
         """The split recorded under ``name``, or ``None``."""
+        self._check_split_name(name)
         v = self.kv.get_meta(f"split:{name}")
         return None if v is None else Split.from_entry(decode(base64.b64decode(v), f"split:{name}".encode()))
 
@@ -199,6 +201,18 @@ class ActivationStore:
                 f"ember recycle fill --split {name} ... (Recycler.fill(data, split={name!r}))"
             )
         return split
+
+    def _check_split_name(self, name: object) -> None:
+        """Refuse a split name that is not a non-empty string (``None`` was recorded as a split called None)."""
+        if isinstance(name, str) and name.strip():
+            return
+        have = self.split_names()
+        problem = "an empty name" if isinstance(name, str) else f"{type(name).__name__} {name!r:.40}"
+        error = ValueError if isinstance(name, str) else TypeError
+        raise error(
+            f"a split is named by a non-empty str such as 'train' or 'test', got {problem}; the store at {self.path} "
+            f"has the splits {have or '(none yet)'}. Pass split='train' (or another name) to fill and dataset."
+        )
 
     def split_names(self) -> list[str]:
         v = self.kv.get_meta("splits")

@@ -59,8 +59,8 @@ def ensure_writable_dir(path: Path) -> None:
     except OSError as exc:
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise StoreReadOnlyError(
-                f"cannot write the store at {path}: {exc.strerror}. Pass a writable location "
-                "(--store DIR), or open the existing store read-only (readonly=True) to train or infer from it."
+                f"cannot write the store at {path}: {exc.strerror}. Pass a writable location, or open the existing "
+                "store with readonly=True to train or infer from it."
             ) from exc
         if exc.errno == errno.ENOSPC:
             raise StoreFullError(f"no space left to create the store at {path}; free disk space and rerun") from exc

@@ -1,0 +1,125 @@
+"""The command line names its own flags where a library message names a Python argument (allow_empty=True,
+readonly=True …), and ``recycle fill`` of a read-only store succeeds when it has nothing to write."""
+
+from __future__ import annotations
+
+import errno
+import json
+import pathlib
+
+import pytest
+from typer.testing import CliRunner
+
+from ember.cli import app
+from ember.cli import cache as cache_cli
+from ember.cli import recycle as recycle_cli
+from ember.cli.common import STORE_WRITE_SWITCHES
+from ember.errors import DataError, StoreReadOnlyError
+from ember.store.base import ensure_writable_dir, full_disk_error
+from ember.store.fill import check_texts
+
+from conftest import make_model
+
+runner = CliRunner()
+ROWS = [("play music", "a"), ("set alarm", "b"), ("order pizza", "a"), ("call mom", "b")] * 3
+
+
+def flat(output: str) -> str:
+    return " ".join(output.split())  # rich wraps long lines
+
+
+@pytest.fixture
+def setup(tmp_path, tokenizer):
+    model_dir = tmp_path / "model"
+    make_model("bert-base").save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    write_csv(tmp_path / "d.csv", ROWS)
+    return tmp_path, model_dir
+
+
+def write_csv(path: pathlib.Path, rows) -> None:
+    path.write_text("\n".join(["text,label"] + [f"{t},{lab}" for t, lab in rows]) + "\n")
+
+
+@pytest.fixture
+def read_only_disk(monkeypatch):
+    """Every folder refuses new files, as on a read-only mount (the tests run as root, so chmod would not do)."""
+
+    def refuse(self, data):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    return lambda: monkeypatch.setattr(pathlib.Path, "write_bytes", refuse)
+
+
+def test_switch_phrases_still_occur_in_the_library_messages(tmp_path, monkeypatch):
+    """The CLI rewords exact phrases; a reworded library message would silently show the Python argument again."""
+    messages = [str(full_disk_error(tmp_path, OSError("no space"), 3))]
+    with pytest.raises(DataError) as caught:
+        check_texts(["a", " "])
+    messages.append(str(caught.value))
+    monkeypatch.setattr(pathlib.Path, "write_bytes", lambda self, data: (_ for _ in ()).throw(PermissionError(errno.EACCES, "x")))
+    with pytest.raises(StoreReadOnlyError) as caught:
+        ensure_writable_dir(tmp_path / "ro")
+    messages.append(str(caught.value))
+    messages.append("this fill needs to write the store at s (x), but it was opened with readonly=True; open it with "
+                    "readonly=False in one process to fill it")  # Recycler.fill's, checked in test_fill.py
+    tables = [STORE_WRITE_SWITCHES, recycle_cli.FILL_SWITCHES, recycle_cli.EVAL_SWITCHES, cache_cli.FILL_SWITCHES]
+    for phrase in {k for table in tables for k in table}:
+        assert any(phrase in m for m in messages), phrase
+
+
+def test_empty_texts_name_the_allow_empty_flag_which_exists(setup):
+    tmp, model_dir = setup
+    write_csv(tmp / "e.csv", [("play music", "a"), ("", "b")])
+    recycle = ["recycle", "fill", "--model", str(model_dir), "--data", str(tmp / "e.csv"), "--store", str(tmp / "s"), "--layer", "2"]
+    cache = ["cache", "fill", "--model", str(model_dir), "--data", str(tmp / "e.csv"), "--save-dir", str(tmp / "c")]
+    for args in (recycle, cache):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, r.output
+        assert ("example 1 has an empty text; remove empty rows from the data, or pass --allow-empty to store the "
+                "encoding of the special tokens alone") in flat(r.output)
+        assert "allow_empty" not in r.output
+        r = runner.invoke(app, [*args, "--allow-empty"])
+        assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["encoders"]["text"]["computed"] == 2
+
+
+def test_recycle_fill_of_a_read_only_store_succeeds_when_nothing_is_missing(setup, read_only_disk):
+    """It used to refuse before looking (``ember cache fill`` accepted the same store)."""
+    tmp, model_dir = setup
+    store = tmp / "s"
+    args = ["recycle", "fill", "--model", str(model_dir), "--store", str(store), "--layer", "2", "--json"]
+    assert runner.invoke(app, [*args, "--data", str(tmp / "d.csv")]).exit_code == 0
+    read_only_disk()
+    r = runner.invoke(app, [*args, "--data", str(tmp / "d.csv")])
+    assert r.exit_code == 0, r.output
+    assert ("all 4 distinct examples (12 rows) were already stored; nothing to compute (the store's folder is "
+            "read-only; nothing needed writing)") in flat(r.output)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["already_stored"] == 4
+    write_csv(tmp / "more.csv", [*ROWS, ("book flight to paris", "a")])
+    r = runner.invoke(app, [*args, "--data", str(tmp / "more.csv")])
+    assert r.exit_code == 2
+    assert flat(r.output).endswith(
+        f"error: this fill needs to write the store at {store} (1 of 5 distinct examples are not stored yet; split "
+        "'train' is recorded with other examples or labels), but its folder cannot be written; pass a writable "
+        "--store DIR (a copy of this store keeps what it holds)"
+    )
+    r = runner.invoke(app, [*args, "--data", str(tmp / "d.csv"), "--store", str(tmp / "new")])
+    assert r.exit_code == 2
+    assert flat(r.output).endswith(f"error: cannot write the store at {tmp / 'new'}: Read-only file system. Pass a writable --store DIR.")
+
+
+def test_a_read_only_location_names_each_commands_flag(setup, read_only_disk):
+    tmp, model_dir = setup
+    data = str(tmp / "d.csv")
+    assert runner.invoke(app, ["recycle", "fill", "--model", str(model_dir), "--data", data, "--store", str(tmp / "s"), "--layer", "2"]).exit_code == 0
+    r = runner.invoke(app, ["recycle", "train", "--model", str(model_dir), "--store", str(tmp / "s"), "--epochs", "1", "--out", str(tmp / "out")])
+    assert r.exit_code == 0, r.output
+    read_only_disk()
+    r = runner.invoke(app, ["recycle", "eval", "--model", str(tmp / "out"), "--data", data, "--write-back"])
+    assert r.exit_code == 2
+    assert flat(r.output).endswith("Pass a writable --store DIR, or leave out --write-back to read the store without writing it.")
+    assert runner.invoke(app, ["recycle", "eval", "--model", str(tmp / "out"), "--data", data]).exit_code == 0
+    r = runner.invoke(app, ["cache", "fill", "--model", str(model_dir), "--data", data, "--save-dir", str(tmp / "c")])
+    assert r.exit_code == 2
+    assert flat(r.output).endswith("Read-only file system. Pass a writable --save-dir DIR.") and "readonly" not in r.output
