@@ -399,3 +399,21 @@ def test_a_causal_decoder_warns_that_encoder_pooling_does_not_fit_it(tokenizer, 
             ids = tokenizer([text], return_tensors="pt")["input_ids"]
             alone = gpt2(input_ids=ids).last_hidden_state[0, -1]  # the last token's state, unpadded
         assert torch.allclose(got[i], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["nonsense", "cuda:x", "gpu", [0]])
+def test_a_device_that_is_not_one_is_refused_naming_the_valid_ones(device):
+    from ember.encoders import training_device
+    from ember.encoders.errors import CacheConfigError
+
+    with pytest.raises(CacheConfigError, match=r"is not a device; pass 'cpu', 'cuda', 'cuda:0', 'mps', a torch.device"):
+        training_device(device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_with_the_fix():
+    from ember.encoders import training_device
+    from ember.encoders.errors import CacheConfigError
+
+    with pytest.raises(CacheConfigError, match=r"needs CUDA, but torch.cuda.is_available\(\) is False; pass 'cpu'"):
+        training_device("cuda")

@@ -798,7 +798,16 @@ def training_device(device: str | torch.device | nn.Module | None = None) -> tor
         return torch.device("cpu") if t is None else t.device
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:  # torch: "Expected one of cpu, cuda, ... device type at start of ..."
+        raise CacheConfigError(
+            f"device={device!r} is not a device; pass 'cpu', 'cuda', 'cuda:0', 'mps', a torch.device, or the head "
+            f"module (its parameters' device) ({str(exc).splitlines()[0]})"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CacheConfigError(f"device={device!r} needs CUDA, but torch.cuda.is_available() is False; pass 'cpu'")
+    return dev
 
 
 def serving_dtype(dtype: str | torch.dtype | None, storage: torch.dtype) -> torch.dtype:
