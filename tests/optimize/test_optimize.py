@@ -217,12 +217,16 @@ def test_compile_freezes_the_weights_by_default(tok, monkeypatch):
     answers like the model it was built from, for any batch size and length."""
     import torch._inductor.freezing as inductor_freezing
 
+    torch._dynamo.reset()  # graphs compiled by earlier tests in this process were served here without freezing
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # a graph from the cache skips freezing
+    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
     frozen_graphs = []
     real_freeze = inductor_freezing.freeze
     monkeypatch.setattr(inductor_freezing, "freeze", lambda *a, **k: frozen_graphs.append(1) or real_freeze(*a, **k))
-    model = make_model("bert")
+    # one model object each: dynamo served a second compile of the same module from the first one's graphs
+    model, same = make_model("bert"), make_model("bert")
     loose = Tolerance(min_mean_cosine=0.99)
-    live = optimize(model, CompileConfig(bf16=True, freezing=False, tolerance=loose), tokenizer=tok)
+    live = optimize(same, CompileConfig(bf16=True, freezing=False, tolerance=loose), tokenizer=tok)
     assert not frozen_graphs and not live.optimize_config.freezing
     frozen = optimize(model, CompileConfig(bf16=True, tolerance=loose), tokenizer=tok)
     assert frozen_graphs and frozen.optimize_config.freezing
@@ -232,6 +236,26 @@ def test_compile_freezes_the_weights_by_default(tok, monkeypatch):
         for x in batches:
             assert (frozen(**x).logits - model(**x).logits).abs().max().item() < 0.02
             assert (frozen(**x).logits - live(**x).logits).abs().max().item() < 0.02
+
+
+@pytest.mark.slow  # torch.compile: ~30 s on 2 cores
+def test_a_compiled_artifact_is_not_compiled_again_per_call_mode(tok):
+    """Two graphs serve every call (batch 1, batch >= 2): calling inside or outside inference_mode, with other
+    lengths and batch sizes, compiles nothing more (inference tensors, grad mode and the recompile limit each
+    made torch.compile recompile, and past 8 graphs run eagerly)."""
+    from torch._dynamo.utils import counters
+
+    art = optimize(make_model("bert"), CompileConfig(bf16=True, tolerance=Tolerance(min_mean_cosine=0.99)), tokenizer=tok)
+    one, three = tok(["hi"], return_tensors="pt"), tok(["hi", "book a flight", "what is my balance"], padding=True,
+                                                       return_tensors="pt")
+    art(**one), art(**three)
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        art(**tok(["play music"], return_tensors="pt")), art(**tok(["a", "b c"], padding=True, return_tensors="pt"))
+        art.encode(["hi", "set an alarm for seven am please", "call mom"])
+    out = art(**tok(["tell me a joke", "hi"], padding=True, return_tensors="pt")).logits
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert not out.is_inference() and not out.requires_grad
 
 
 def test_torch_artifact_round_trips(classifier, tok, tmp_path):

@@ -240,9 +240,10 @@ class CompileConfig(OptimizeConfig):
 
     ``freezing`` (inductor's ``freezing``) folds the weights into the compiled graph as constants, so the bf16
     cast of every weight is done once at compile time instead of on every call, and the Linear weights are
-    pre-packed for oneDNN. Measured on MiniLM-L6 at 2 threads (BENCHMARKS.md): batch-1 p50 6.6 -> 3.0 ms with
-    ``bf16``, 7.0 -> 4.7 ms in fp32; batch-32 throughput +25% with ``bf16``. Some weights are then copied
-    into the compiled graph (cast, packed) and some are not, so after training the model further, optimize again.
+    pre-packed for oneDNN. Measured side by side (``benchmarks/compile_freezing.py``, MiniLM-L6, 2 threads): batch-1
+    p50 6.26 -> 3.99 ms with ``bf16``, 7.59 -> 5.18 ms in fp32; bucketed batch-32 throughput x1.31 with ``bf16``,
+    x1.04 in fp32. Some weights are then copied into the compiled graph (cast, packed) and some are not, so after
+    training the model further, optimize again.
 
     Example:
         >>> CompileConfig().mode, CompileConfig().freezing

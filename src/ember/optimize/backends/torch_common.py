@@ -26,11 +26,13 @@ class TorchArtifact(OptimizedModel):
     """
 
     def __init__(self, model: nn.Module, source: nn.Module, config: OptimizeConfig, facts: ModelFacts, tokenizer=None,
-                 autocast: torch.dtype | None = None) -> None:
+                 autocast: torch.dtype | None = None,
+                 context: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
         super().__init__(config, facts, tokenizer)
         self.model = model
         self._source = [source]  # the fp32 original, kept out of the module tree (saved, never run)
         self._autocast = autocast
+        self._context = context or contextlib.nullcontext  # entered around every call of .model
 
     @property
     def device(self) -> torch.device:
@@ -39,11 +41,13 @@ class TorchArtifact(OptimizedModel):
 
     def _run(self, feeds: dict[str, torch.Tensor]):
         device = self.device
-        feeds = {k: v.to(device) for k, v in feeds.items()}
         ctx = torch.autocast(device.type, dtype=self._autocast) if self._autocast else contextlib.nullcontext()
-        # An artifact serves: no autograd graph, like the ONNX Runtime and OpenVINO ones. It also keeps one
-        # compiled graph per shape for torch.compile, where inductor's freezing applies to inference graphs only.
-        with ctx, torch.no_grad():
+        # An artifact serves: no autograd graph, like the ONNX Runtime and OpenVINO ones. One mode for every call,
+        # whether the caller is in inference_mode (encode, pipelines) or not, with ordinary (not inference)
+        # tensors in and out: torch.compile guards on both and compiled the model again for each (its freezing
+        # applies to inference graphs only).
+        with torch.inference_mode(False), torch.no_grad(), ctx, self._context():
+            feeds = {k: (v.clone() if v.is_inference() else v).to(device) for k, v in feeds.items()}
             out = self.model(**feeds)
         return wrap_output(self.facts.output, getattr(out, self.facts.output).float().cpu())
 
