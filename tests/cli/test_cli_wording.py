@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from ember.cli import app
 from ember.cli import cache as cache_cli
 from ember.cli import recycle as recycle_cli
-from ember.cli.common import STORE_WRITE_SWITCHES
-from ember.errors import DataError, StoreReadOnlyError
+from ember.cli.common import PAD_TOKEN_SWITCHES, STORE_WRITE_SWITCHES
+from ember.errors import DataError, StoreReadOnlyError, TokenizerError
+from ember.models.checks import check_pad_token
 from ember.store.base import ensure_writable_dir, full_disk_error
 from ember.store.fill import check_texts
 
@@ -63,7 +64,11 @@ def test_switch_phrases_still_occur_in_the_library_messages(tmp_path, monkeypatc
     messages.append(str(caught.value))
     messages.append("this fill needs to write the store at s (x), but it was opened with readonly=True; open it with "
                     "readonly=False in one process to fill it")  # Recycler.fill's, checked in test_fill.py
-    tables = [STORE_WRITE_SWITCHES, recycle_cli.FILL_SWITCHES, recycle_cli.EVAL_SWITCHES, cache_cli.FILL_SWITCHES]
+    with pytest.raises(TokenizerError) as caught:
+        check_pad_token(type("GPT2TokenizerFast", (), {"pad_token": None, "eos_token": "<|endoftext|>"})(), "x")
+    messages.append(str(caught.value))
+    tables = [STORE_WRITE_SWITCHES, recycle_cli.FILL_SWITCHES, recycle_cli.EVAL_SWITCHES, cache_cli.FILL_SWITCHES,
+              PAD_TOKEN_SWITCHES]
     for phrase in {k for table in tables for k in table}:
         assert any(phrase in m for m in messages), phrase
 

@@ -42,6 +42,11 @@ STORE_WRITE_SWITCHES: dict[str, str] = {
 }
 WRITABLE_LOCATION = "Pass a writable location, or open the existing store with readonly=True to train or infer from it"
 ALLOW_EMPTY = "pass allow_empty=True"
+# ember.models.check_pad_token's fix: a command line user hands over no tokenizer, the model folder's is used
+PAD_TOKEN_SWITCHES: dict[str, str] = {
+    "Give it one first: ": "Give the model folder's tokenizer one: load it, run ",
+    ", or pass a tokenizer that has a pad token": ", then save it to the folder (tokenizer.save_pretrained(folder))",
+}
 
 
 def cli_wording(message: str, switches: Mapping[str, str]) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ember.cli.common import console, emit_json, friendly_errors
+from ember.cli.common import PAD_TOKEN_SWITCHES, console, emit_json, friendly_errors
 
 
 def _load(model: str, task: str):
@@ -41,7 +41,7 @@ def optimize_cmd(
     json_out: bool = typer.Option(False, "--json", help="print a final JSON line"),
 ) -> None:
     """Build an optimised artifact of MODEL with a named preset, verify its fidelity, save it to OUT."""
-    with friendly_errors():
+    with friendly_errors(PAD_TOKEN_SWITCHES):
         from ember.optimize import optimize
 
         if list_:
@@ -183,7 +183,7 @@ def autotune_cmd(
     json_out: bool = typer.Option(False, "--json", help="print a final JSON line"),
 ) -> None:
     """Try every preset available here; keep the fastest within the fidelity budget."""
-    with friendly_errors():
+    with friendly_errors(PAD_TOKEN_SWITCHES):
         from ember.fidelity import Tolerance
         from ember.optimize import preset
         from ember.optimize.autotune import autotune

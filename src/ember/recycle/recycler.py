@@ -26,7 +26,7 @@ from ember.errors import (
 from ember.models.families import EncoderParts, find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.data import StoredDataset, collate_states
-from ember.recycle.split import bind_call, pad_ids, passthrough, split_states, unpad
+from ember.recycle.split import bind_call, pad_features, pad_ids, passthrough, split_states, unpad
 from ember.store.activations import STATES, ActivationStore, Entry, Split
 from ember.store.base import Backend, check_backend
 from ember.store.codec import DType, torch_dtype
@@ -226,7 +226,14 @@ class Recycler:
 
     # -- filling ----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], **kwargs) -> dict[str, torch.Tensor]:
-        """Tokenize a batch the way every mode keys it (same truncation), padded, as tensors."""
+        """Tokenize a batch the way every mode keys it (same truncation), padded, as tensors.
+
+        A tokenizer without a pad token (GPT-2's) is padded as :meth:`fill` pads, with id 0 under a zero
+        attention mask: padded positions are never keyed, stored or attended to. (Setting a pad token instead
+        would change the tokenizer's fingerprint, and the store filled with it would no longer open.)
+        """
+        if getattr(self.tokenizer, "pad_token_id", None) is None:
+            return pad_features(self.tokenizer(list(texts), truncation=True, max_length=self.max_length, **kwargs), self.tokenizer)
         return dict(self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt", **kwargs))
 
     def fill(
