@@ -248,6 +248,80 @@ def test_lmdb_io_error_on_a_write_larger_than_the_free_space_is_a_full_disk(tmp_
     kv.close()
 
 
+def test_lmdb_store_created_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch):
+    """Was a SIGBUS that killed the process (LMDB maps its new lock file on a full tmpfs), or a generic 'cannot open'
+    StoreError: nothing is created, and the message gives the space left."""
+    import shutil
+
+    kept = open_kv(tmp_path / "kept")  # a store from before the disk filled up
+    kept.put_many([(b"a", b"1")])
+    kept.close()
+    (tmp_path / "no-lock").mkdir()
+    shutil.copy(tmp_path / "kept" / "data.mdb", tmp_path / "no-lock" / "data.mdb")  # copied without its lock.mdb
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=200 << 10))
+    full = (r"^cannot open the store at .*: the disk holding it is full \(0\.2 MiB free\), and creating a store \(or the "
+            r"lock file LMDB keeps beside one\) writes to it\. Free disk space, or point the store at a folder on "
+            r"another disk, and rerun; a store already there keeps every entry committed\.$")
+    for path, readonly in ((tmp_path / "new", False), (tmp_path / "a" / "b", False), (tmp_path / "no-lock", False),
+                           (tmp_path / "no-lock", True)):
+        with pytest.raises(StoreFullError, match=full):
+            open_kv(path, readonly=readonly)
+    with pytest.raises(StoreFullError, match=full):
+        ActivationStore.open(tmp_path / "new2", fp())
+    assert not (tmp_path / "new" / "data.mdb").exists() and not (tmp_path / "new" / "writer.lock").exists()
+    assert sorted(p.name for p in (tmp_path / "no-lock").iterdir()) == ["data.mdb"]
+    for readonly in (False, True):  # an existing store opens: reading needs no space, a write says the disk is full
+        kv = open_kv(tmp_path / "kept", readonly=readonly)
+        assert kv.get_many([b"a"]) == [b"1"]
+        kv.close()
+
+
+def test_lmdb_open_failing_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch):
+    import shutil
+
+    import lmdb
+
+    def full(path, **kw):
+        (tmp_path / "s" / "data.mdb").write_bytes(b"")  # what LMDB leaves when writing the first pages fails
+        raise lmdb.DiskError(f"{path}: No space left on device")
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=3 << 20))  # above the margin: LMDB itself fails
+    monkeypatch.setattr(lmdb, "open", full)
+    with pytest.raises(StoreFullError, match=r"^cannot open the store at .*: the disk holding it is full \(3\.0 MiB free; "
+                       r".*: No space left on device\)"):
+        open_kv(tmp_path / "s")
+    assert not (tmp_path / "s" / "data.mdb").exists()  # an empty data file would pass for a store next time
+    monkeypatch.setattr(lmdb, "open", lambda path, **kw: (_ for _ in ()).throw(lmdb.Error("mdb_env_open: Bad file")))
+    with pytest.raises(StoreError, match="cannot open the LMDB store at .*: mdb_env_open: Bad file") as err:
+        open_kv(tmp_path / "s")
+    assert not isinstance(err.value, StoreFullError)
+
+
+def test_lmdb_writer_lock_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch):
+    """Writing the pid into the lock file fails on a full disk: a StoreFullError, and the lock is given back."""
+    import builtins
+
+    import ember.store.lmdb as lm
+
+    open_kv(tmp_path / "s").close()
+
+    class NoRoom:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(lm, "open", lambda *a, **kw: NoRoom(builtins.open(*a, **kw)), raising=False)  # noqa: SIM115
+    with pytest.raises(StoreFullError, match=r"cannot open the store at .*: the disk holding it is full \(.*No space left"):
+        open_kv(tmp_path / "s")
+    monkeypatch.undo()
+    open_kv(tmp_path / "s").close()  # the lock was given back
+
+
 class _LevelDBWriteFails:
     """A plyvel database whose writes fail with ``error``; reads go to the real one."""
 
