@@ -147,8 +147,8 @@ def test_second_writer_gets_clear_error_while_readers_work(tmp_path):
 
 def test_leveldb_second_process_locked(tmp_path):
     st = ActivationStore.open(tmp_path / "l", fp(), backend="leveldb")
-    with pytest.raises(StoreLockedError, match="open in another process"):
-        ActivationStore.open(tmp_path / "l", fp(), backend="leveldb")
+    with pytest.raises(StoreLockedError, match=r"open in another process \(IO error: lock .*LOCK: already held by process\)\. "):
+        ActivationStore.open(tmp_path / "l", fp(), backend="leveldb")  # plyvel's reason decoded, not b'IO error: ...'
     st.close()
 
 
@@ -353,8 +353,9 @@ def test_leveldb_full_disk_is_a_store_full_error(tmp_path, monkeypatch, reason, 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=free))
     for write in (lambda: kv.put_many([(b"b", b"2")]), lambda: kv.set_meta("name", "value")):
         with pytest.raises(StoreFullError, match=r"the disk holding the store at .* is full .*The 1 entries committed "
-                           r"before stay valid.*point the store at a folder on another disk"):
+                           r"before stay valid.*point the store at a folder on another disk") as err:
             write()
+        assert f"the write failed with {reason.decode()}). The 1 entries" in str(err.value)  # not b'IO error: ...'
     kv.db = kv.db.db
     assert kv.get_many([b"a", b"b"]) == [b"1", None]
     kv.close()
@@ -368,7 +369,8 @@ def test_leveldb_other_write_errors_are_store_errors(tmp_path, monkeypatch):
     kv = open_kv(tmp_path / "s", "leveldb")
     kv.db = _LevelDBWriteFails(kv.db, plyvel.IOError(b"IO error: /s/000003.log: Input/output error"))
     monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=50 << 30))
-    with pytest.raises(StoreError, match=r"writing the LevelDB store at .* failed: .*Input/output error") as err:
+    with pytest.raises(StoreError, match=r"writing the LevelDB store at .* failed: IO error: /s/000003\.log: "
+                       r"Input/output error$") as err:
         kv.put_many([(b"b", b"2")])
     assert not isinstance(err.value, StoreFullError)
     kv.db = kv.db.db
@@ -384,9 +386,36 @@ def test_leveldb_open_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch
         raise plyvel.IOError(b"IO error: /s/000005.ldb: No space left on device")
 
     monkeypatch.setattr(plyvel, "DB", full)
-    with pytest.raises(StoreFullError, match=r"cannot open the LevelDB store at .*: the disk holding it is full .*"
-                       r"LevelDB writes when it opens a store, even to read it\. Free disk space"):
+    with pytest.raises(StoreFullError, match=r"cannot open the LevelDB store at .*: the disk holding it is full \(.*; IO "
+                       r"error: /s/000005\.ldb: No space left on device\), and LevelDB writes when it opens a store, "
+                       r"even to read it\. Free disk space"):
         open_kv(tmp_path / "s", "leveldb", readonly=True)
+
+
+@pytest.mark.parametrize(
+    "error, kind, message",
+    [
+        ("CorruptionError", StoreCorruptError, r"the LevelDB store at .* is corrupt \(Corruption: bad block\); delete it"),
+        ("IOError", StoreReadOnlyError, r"cannot open the LevelDB store at .*: IO error: /s/LOG: Permission denied$"),
+        ("Error", StoreError, r"cannot open the LevelDB store at .*: Invalid argument: /s: exists \(error_if_exists "
+                              r"is true\)$"),  # was a raw plyvel.Error
+    ],
+)
+def test_leveldb_open_errors_read_as_text(tmp_path, monkeypatch, error, kind, message):
+    """plyvel's reasons are bytes: ember's messages show them as text, not as b'...'."""
+    import plyvel
+
+    open_kv(tmp_path / "s", "leveldb").close()
+    reason = {"CorruptionError": b"Corruption: bad block", "IOError": b"IO error: /s/LOG: Permission denied",
+              "Error": b"Invalid argument: /s: exists (error_if_exists is true)"}[error]
+
+    def refuse(*a, **kw):
+        raise getattr(plyvel, error)(reason)
+
+    monkeypatch.setattr(plyvel, "DB", refuse)
+    with pytest.raises(kind, match=message) as err:
+        open_kv(tmp_path / "s", "leveldb")
+    assert "b'" not in str(err.value)
 
 
 def test_store_with_entries_but_no_fingerprint_is_refused(tmp_path):

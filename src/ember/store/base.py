@@ -67,12 +67,25 @@ def ensure_writable_dir(path: Path) -> None:
         raise
 
 
+def error_text(exc: BaseException) -> str:
+    """``str(exc)`` for a message, with a bytes reason decoded: plyvel's errors carry bytes, which ``str`` shows
+    as ``b'IO error: ...'``.
+
+    Example:
+        >>> error_text(OSError(b"IO error: /s/LOCK: already held by process"))
+        'IO error: /s/LOCK: already held by process'
+    """
+    if len(exc.args) == 1 and isinstance(exc.args[0], bytes | bytearray):
+        return bytes(exc.args[0]).decode("utf-8", "replace")
+    return str(exc)
+
+
 def full_disk_on_open(path: Path, exc: BaseException | None = None, free: int | None = None) -> StoreFullError:
     """The error raised when a store cannot be created or opened because its disk is full (``free`` bytes left,
     read from the disk when not given; ``exc`` the failure, if one happened)."""
     free = free_bytes(path) if free is None else free
     detail = "; ".join(
-        part for part in ("" if free is None else f"{free / 2**20:.1f} MiB free", "" if exc is None else str(exc)) if part
+        part for part in ("" if free is None else f"{free / 2**20:.1f} MiB free", "" if exc is None else error_text(exc)) if part
     )
     return StoreFullError(
         f"cannot open the store at {path}: the disk holding it is full ({detail}), and creating a store (or the lock "
@@ -87,13 +100,13 @@ def full_disk_error(path: Path | None, exc: BaseException, committed: int, *, di
     store's size limit; nothing committed is lost."""
     if not disk:
         return StoreFullError(
-            f"the store at {path} is full ({exc}). The {committed} entries committed before stay valid and "
+            f"the store at {path} is full ({error_text(exc)}). The {committed} entries committed before stay valid and "
             "nothing half-written was kept; free disk space (or raise max_size) and rerun the same command: "
             "it computes only what is missing."
         )
     left = "" if free is None else f"{free / 2**20:.1f} MiB free; "
     return StoreFullError(
-        f"the disk holding the store at {path} is full ({left}the write failed with {exc}). The {committed} "
+        f"the disk holding the store at {path} is full ({left}the write failed with {error_text(exc)}). The {committed} "
         "entries committed before stay valid and nothing half-written was kept; free disk space, or point the "
         "store at a folder on another disk, and rerun the same command: it computes only what is missing."
     )
@@ -117,9 +130,10 @@ def means_full_disk(exc: BaseException, path: Path, needed: int = 0) -> bool:
     """Whether ``exc``, from a write of ``needed`` bytes to the store at ``path``, says its disk is full (see
     :func:`as_full_disk`)."""
     code = getattr(exc, "errno", None) or getattr(exc, "code", None)  # OSError, lmdb.Error
-    if code == errno.ENOSPC or "No space left" in str(exc):
+    text = error_text(exc)
+    if code == errno.ENOSPC or "No space left" in text:
         return True
-    if code == errno.EIO or "Input/output error" in str(exc):
+    if code == errno.EIO or "Input/output error" in text:
         free = free_bytes(path)
         return free is not None and free < max(needed, DISK_MARGIN)
     return False
