@@ -114,6 +114,65 @@ def test_recycle_fill_of_a_read_only_store_succeeds_when_nothing_is_missing(setu
     assert flat(r.output).endswith(f"error: cannot write the store at {tmp / 'new'}: Read-only file system. Pass a writable --store DIR.")
 
 
+@pytest.mark.parametrize("command", ["recycle", "cache"])
+def test_a_fill_beside_a_process_writing_the_store_succeeds_when_nothing_is_missing(setup, command):
+    """``recycle fill`` refused at once when another process held the store's write lock, even with nothing to
+    write (``cache fill`` only read); now both read, and give the lock error only when they need to write."""
+    import fcntl
+
+    tmp, model_dir = setup
+    if command == "recycle":
+        args = ["recycle", "fill", "--model", str(model_dir), "--store", str(tmp / "s"), "--layer", "2", "--json"]
+        held = tmp / "s"
+    else:
+        args = ["cache", "fill", "--model", str(model_dir), "--save-dir", str(tmp / "c")]
+        held = tmp / "c" / "text"
+    assert runner.invoke(app, [*args, "--data", str(tmp / "d.csv")]).exit_code == 0
+    write_csv(tmp / "more.csv", [*ROWS, ("book flight to paris", "a")])
+    with open(held / "writer.lock", "r+") as lock:  # another process writing the store, as LMDBStore's writer holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.truncate()
+        lock.write("4242")
+        lock.flush()
+        r = runner.invoke(app, [*args, "--data", str(tmp / "d.csv")])
+        assert r.exit_code == 0, r.output
+        if command == "recycle":
+            assert ("all 4 distinct examples (12 rows) were already stored; nothing to compute (another process is "
+                    "writing the store; nothing needed writing)") in flat(r.output)
+            assert json.loads(r.stdout.strip().splitlines()[-1])["already_stored"] == 4
+        r = runner.invoke(app, [*args, "--data", str(tmp / "more.csv")])
+        assert r.exit_code == 2
+        assert flat(r.output).endswith(
+            f"error: the store at {held} is being written by another process (pid 4242). Wait for it to finish, open "
+            "the store read-only to read what is committed, or use another store path."
+        )
+    r = runner.invoke(app, [*args, "--data", str(tmp / "more.csv")])  # the lock given back: this one writes
+    assert r.exit_code == 0, r.output
+
+
+def test_recycle_fill_writes_when_the_other_writer_is_done_by_the_time_it_needs_to(setup, monkeypatch):
+    import fcntl
+
+    from ember.recycle import Recycler
+
+    tmp, model_dir = setup
+    args = ["recycle", "fill", "--model", str(model_dir), "--store", str(tmp / "s"), "--layer", "2"]
+    assert runner.invoke(app, [*args, "--data", str(tmp / "d.csv")]).exit_code == 0
+    write_csv(tmp / "more.csv", [*ROWS, ("book flight to paris", "a")])
+    lock = open(tmp / "s" / "writer.lock", "r+")  # noqa: SIM115 - given back in the middle of the fill
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    refuse = Recycler._refuse_readonly_fill
+
+    def writer_done(self, *a, **kw):
+        lock.close()  # the other process finishes while this fill finds it has to write
+        return refuse(self, *a, **kw)
+
+    monkeypatch.setattr(Recycler, "_refuse_readonly_fill", writer_done)
+    r = runner.invoke(app, [*args, "--data", str(tmp / "more.csv")])
+    assert r.exit_code == 0, r.output
+    assert "stored 1 new examples (4 were already stored)" in flat(r.output)
+
+
 def test_a_read_only_location_names_each_commands_flag(setup, read_only_disk):
     tmp, model_dir = setup
     data = str(tmp / "d.csv")
