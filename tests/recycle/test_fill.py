@@ -257,3 +257,34 @@ def test_a_tokenizer_without_a_pad_token_pads_as_fill_does(tmp_path, tokenizer):
     base = make_model("bert-base").requires_grad_(False)
     with EncoderCache(base, gpt_like, CacheConfig(save_dir=tmp_path / "c")) as cache:
         assert cache.fill(texts, labels, progress=False).encoders["text"].computed == 12
+
+
+def test_contexts_that_write_refuse_a_read_only_store_on_entry(tmp_path, tokenizer):
+    """record() and use(write_back=True) on a read-only store failed at the first forward's write, in the
+    backend's words, with the model's bottom swapped out; now entering them says so and how to fix it."""
+    model = make_model("bert")
+    with Recycler(model, tokenizer, tmp_path / "s", layer=2) as rec:
+        rec.fill(TEXTS[:4], progress=False)
+    rec = Recycler(model, tokenizer, tmp_path / "s", layer=2, readonly=True)
+    batch = rec.tokenize(["call mom please", *TEXTS[:2]])
+    with torch.no_grad():
+        plain = model(**batch).logits
+    cases = [
+        (rec.record, "record() writes the states of every forward", "use() or train() to read it"),
+        (lambda: rec.use(write_back=True), "use(write_back=True) writes the states of the examples it computes",
+         "use() without write_back to read it"),
+    ]
+    for enter, what, instead in cases:
+        with pytest.raises(StoreReadOnlyError) as caught, enter():
+            model(**batch)
+        assert str(caught.value) == (
+            f"{what} to the store at {tmp_path / 's'}, but it was opened with readonly=True; open it with "
+            f"readonly=False in one process to write it (Recycler(..., readonly=False)), or call {instead}"
+        )
+        assert rec._active is None
+        with torch.no_grad():
+            assert torch.equal(model(**batch).logits, plain)  # the model was left as it was
+    with torch.no_grad(), rec.use():  # reading is fine
+        assert torch.allclose(model(**batch).logits, plain, atol=1e-5)
+    assert len(rec.store) == 4
+    rec.close()

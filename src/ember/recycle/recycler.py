@@ -384,7 +384,8 @@ class Recycler:
     # -- modes ------------------------------------------------------------------------------------------
     @contextmanager
     def record(self) -> Iterator[Recycler]:
-        """Forward passes compute the bottom normally and write its states to the store."""
+        """Forward passes compute the bottom normally and write its states to the store (a store opened
+        ``readonly=True`` is refused on entry, :class:`~ember.errors.StoreReadOnlyError`)."""
         with self._session("record"):
             yield self
 
@@ -396,7 +397,8 @@ class Recycler:
 
     @contextmanager
     def use(self, write_back: bool = False) -> Iterator[Recycler]:
-        """Inference from stored states; misses are computed in the same batch (and stored if ``write_back``).
+        """Inference from stored states; misses are computed in the same batch (and stored if ``write_back``, which
+        a store opened ``readonly=True`` refuses on entry).
 
         Computed misses are rounded to the store's dtype, as stored states were, so the same text gives the
         same logits whether it was stored or not (with float32 storage both equal the plain model's).
@@ -412,6 +414,14 @@ class Recycler:
     def _session(self, mode: Mode, write_back: bool = False) -> Iterator[None]:
         if self._active is not None:
             raise RuntimeError(f"a recycle context ({self._active.mode}) is already active on this model; nesting is not supported")
+        if self.store.kv.readonly and (mode == "record" or write_back):
+            what = ("record() writes the states of every forward" if mode == "record"
+                    else "use(write_back=True) writes the states of the examples it computes")
+            instead = "use() or train() to read it" if mode == "record" else "use() without write_back to read it"
+            raise StoreReadOnlyError(
+                f"{what} to the store at {self.store.path}, but it was opened with readonly=True; open it with "
+                f"readonly=False in one process to write it (Recycler(..., readonly=False)), or call {instead}"
+            )
         self.verify_weights()
         session = _Session(self, mode, write_back)
         session.attach()
