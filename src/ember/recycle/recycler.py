@@ -351,9 +351,15 @@ class Recycler:
 
         Args:
             data: a split name recorded by :meth:`fill` (labels and lengths come from the split record), or
-                a list of keys (labels, if wanted, must be in the entries, as ``record()`` writes them).
+                a list of keys (labels, if wanted, must be in the entries, as ``record()`` writes them). One key
+                alone (``bytes``) is refused, as a lone text is by :meth:`fill`: pass ``[key]``.
             labels: include labels in the items.
         """
+        if isinstance(data, bytes | bytearray | memoryview):  # iterating it would give ints, one "key" per byte
+            raise TypeError(
+                f"dataset() takes a split name (str) or a list of keys, got one key ({type(data).__name__} "
+                f"{bytes(data)[:16]!r}); wrap it: dataset([key])"
+            )
         if isinstance(data, str) or not hasattr(data, "__iter__"):  # None or a number: get_split says what a split is
             split = self.store.get_split(data)  # type: ignore[arg-type]
             if labels and split.labels is None:
@@ -362,7 +368,14 @@ class Recycler:
                     "labels (Recycler.fill(data, labels) / --label-column), or use dataset(..., labels=False)"
                 )
             return StoredDataset(self.store, split.keys[STATES], labels=split.labels if labels else None, lengths=split.lengths)
-        return StoredDataset(self.store, list(data), labels="entries" if labels else None)
+        keys = list(data)
+        bad = next((i for i, k in enumerate(keys) if not isinstance(k, bytes | bytearray | memoryview)), None)
+        if bad is not None:
+            raise TypeError(
+                f"dataset() takes a split name (str) or a list of keys (bytes, as FillReport.keys holds them), but item "
+                f"{bad} of the list is {type(keys[bad]).__name__} {keys[bad]!r:.40}"
+            )
+        return StoredDataset(self.store, keys, labels="entries" if labels else None)
 
     def collate(self, batch: list[Entry]) -> dict[str, torch.Tensor]:
         """Pad stored examples into ``{"inputs_embeds", "attention_mask"[, "labels"]}`` for ``model(**batch)``."""
