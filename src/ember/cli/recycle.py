@@ -11,6 +11,8 @@ import typer
 
 from ember.cli.common import (
     ALLOW_EMPTY,
+    DATA_SWITCHES,
+    MODEL_SWITCHES,
     STORE_WRITE_SWITCHES,
     WRITABLE_LOCATION,
     DataOpt,
@@ -42,6 +44,8 @@ EmbPath = Annotated[str | None, typer.Option("--embeddings-path", help="Embeddin
 # Library phrases naming a Python argument, in each command's flags (see common.friendly_errors).
 FILL_SWITCHES = {
     **STORE_WRITE_SWITCHES,
+    **DATA_SWITCHES,
+    **MODEL_SWITCHES,
     ALLOW_EMPTY: "pass --allow-empty",
     WRITABLE_LOCATION: "Pass a writable --store DIR",
     # fill keeps a store it opened read-only only when its folder cannot be written (see _fill_recycler and fill)
@@ -50,6 +54,7 @@ FILL_SWITCHES = {
 }
 EVAL_SWITCHES = {
     **STORE_WRITE_SWITCHES,
+    **DATA_SWITCHES,
     WRITABLE_LOCATION: "Pass a writable --store DIR, or leave out --write-back to read the store without writing it",
 }
 
@@ -199,7 +204,7 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train layers k..N-1 and a classification head from a split's stored states and labels (no texts read)."""
-    with friendly_errors():
+    with friendly_errors(MODEL_SWITCHES):
         import torch
 
         from ember.errors import MissingEntriesError
