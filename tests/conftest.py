@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import (
@@ -86,3 +89,19 @@ TEXTS = (
 @pytest.fixture
 def texts() -> list[str]:
     return list(TEXTS)
+
+
+def bad_sources(tmp_path: Path) -> list[tuple[Path, dict]]:
+    """Sources and arguments for each ``load_examples`` message that names an argument to fix it."""
+    (tmp_path / "cols.csv").write_text("body,y\nhi,1\n")
+    (tmp_path / "empty.csv").write_text("text,label\n")
+    (tmp_path / "c.json").write_text(json.dumps({"train": [["hi", "greet"]], "test": [["bye", "leave"]]}))
+    return [
+        (tmp_path / "cols.csv", {}),
+        (tmp_path / "cols.csv", {"text_column": "body", "label_column": "lab"}),
+        (tmp_path / "cols.csv", {"text_column": "words"}),
+        (tmp_path / "empty.csv", {}),
+        (tmp_path / "c.json", {"split": "dev"}),
+        (tmp_path / "c.json", {"split": ""}),
+    ]
+

@@ -65,6 +65,10 @@ class InputTooLongError(EmberError, ValueError):
     """A sequence is longer than the model (or the optimised artifact) accepts."""
 
 
+class TokenizerError(EmberError, ValueError):
+    """The tokenizer cannot do what ember asks of it (pad a batch of texts, say: it has no pad token)."""
+
+
 class ArtifactError(EmberError):
     """A saved optimised artifact cannot be loaded: wrong format version, missing or corrupted files."""
 

@@ -151,10 +151,14 @@ def check(reference: Callable[..., object], candidate: Callable[..., object], ba
 def mixed_length_batches(tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int | None = None) -> list[dict]:
     """Padded batches in which short and long texts sit together, so padding is always exercised.
 
-    Texts are sorted by length and dealt out round-robin, so every batch spans the length range.
+    Texts are sorted by length and dealt out round-robin, so every batch spans the length range. The tokenizer
+    pads them, so it needs a pad token (:class:`~ember.errors.TokenizerError` otherwise).
     """
+    from ember.models.checks import check_pad_token
+
     if not texts:
         raise ValueError("the verification sample is empty; pass some texts (or use ember's built-in sentences)")
+    check_pad_token(tokenizer, "the fidelity check compares outputs on padded batches of texts of mixed lengths")
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     n_batches = max(1, math.ceil(len(texts) / batch_size))
     groups = [order[i::n_batches] for i in range(n_batches)]

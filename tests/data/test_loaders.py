@@ -8,6 +8,8 @@ import pytest
 from ember.data import Examples, load_examples
 from ember.errors import DataError
 
+from conftest import bad_sources
+
 CLINC = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "clinc150"
 
 
@@ -24,9 +26,9 @@ def test_csv_and_tsv(tmp_path):
 def test_custom_columns_and_missing_column(tmp_path):
     (tmp_path / "a.csv").write_text("body,y\nhi,1\n")
     assert load_examples(tmp_path / "a.csv", text_column="body", label_column="y").labels == [1]
-    with pytest.raises(DataError, match=r"has no text column .* its columns are \['body', 'y'\]\. Pass --text-column"):
+    with pytest.raises(DataError, match=r"has no text column .* its columns are \['body', 'y'\]\. Pass the right name: text_column='NAME'\.$"):
         load_examples(tmp_path / "a.csv")
-    with pytest.raises(DataError, match="has no label column 'lab'"):
+    with pytest.raises(DataError, match=r"has no label column 'lab'.* Pass the right name: label_column='NAME'\.$"):
         load_examples(tmp_path / "a.csv", text_column="body", label_column="lab")
 
 
@@ -98,12 +100,12 @@ def test_a_split_that_is_not_a_name_is_refused_with_the_splits_there_are(tmp_pat
         load_examples(tmp_path / "c.json", split=split)
     assert str(caught.value) == (
         f"split must be a split name (a non-empty str, or None for 'train'), got {shown} for {tmp_path / 'c.json'}; "
-        "it has ['test', 'train']. Pass --split NAME (split='NAME')."
+        "it has ['test', 'train']. Pass split='NAME'."
     )
     (tmp_path / "a.csv").write_text("text,label\nhi,greet\n")
     with pytest.raises(DataError) as caught:
         load_examples(tmp_path / "a.csv", split=split)
-    assert f"got {shown} for {tmp_path / 'a.csv'}. Pass --split NAME" in str(caught.value)
+    assert f"got {shown} for {tmp_path / 'a.csv'}. Pass split='NAME'." in str(caught.value)
     assert load_examples(tmp_path / "c.json", split=None).texts == ["hi"]
 
 
@@ -111,7 +113,18 @@ def test_a_saved_dataset_dict_refuses_a_split_it_lacks(tmp_path):
     datasets = pytest.importorskip("datasets")
     ds = datasets.Dataset.from_dict({"sentence": ["a b"], "label": [0]})
     datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "ds"))
-    with pytest.raises(DataError, match=r"has no split 'test'; it has \['train', 'validation'\]\. Pass --split NAME"):
+    with pytest.raises(DataError, match=r"has no split 'test'; it has \['train', 'validation'\]\. Pass split='NAME'\.$"):
         load_examples(tmp_path / "ds", split="test")
     with pytest.raises(DataError, match=r"got str '' for .*; it has \['train', 'validation'\]"):
         load_examples(tmp_path / "ds", split="")
+
+
+def test_messages_name_the_python_argument_not_the_command_line_flag(tmp_path):
+    """They said 'Pass --split NAME' / '--text-column' to Python users; the command line rewords them
+    (tests/cli/test_cli_wording.py)."""
+    for source, kwargs in bad_sources(tmp_path):
+        with pytest.raises(DataError) as caught:
+            load_examples(source, **kwargs)
+        message = str(caught.value)
+        assert "--" not in message, message
+        assert any(f"{arg}=" in message for arg in ("split", "text_column", "label_column")), message

@@ -888,3 +888,40 @@ def test_a_causal_decoder_builds_with_pytorch_engines_and_onnx_names_its_familie
     with pytest.raises(UnsupportedModelError, match=r"cannot export a 'gpt2' model \(GPT2Model\) to ONNX: ember's exporter "
                        r"supports bert, roberta.*use BF16Config or Int8DynamicConfig"):
         optimize(gpt2, OnnxRuntimeConfig(threads=1), tokenizer=tok, sample=texts)
+
+
+def test_a_tokenizer_without_a_pad_token_is_refused_up_front_naming_the_fix(tok, texts):
+    """Was transformers' 'Asking to pad but the tokenizer does not have a padding token' from the verification
+    batches (optimize), after every config had failed alike (autotune), or from the first batch (bench, encode)."""
+    import copy
+
+    from ember.bench.harness import PerformanceBenchmark
+    from ember.errors import TokenizerError
+    from ember.optimize.autotune import autotune
+
+    gpt_like = copy.deepcopy(tok)
+    gpt_like.pad_token, gpt_like.eos_token = None, "[SEP]"  # as GPT-2's: an end-of-text token, no pad token
+    model = make_model("gpt2")
+    fix = (r"has no pad token \(pad_token is None, as in GPT-2-style tokenizers\)\. Give it one first: tokenizer\.pad_token "
+           r"= tokenizer\.eos_token \(padded positions are masked, so the token chosen changes no output\), or pass a "
+           r"tokenizer that has a pad token\.")
+    with pytest.raises(TokenizerError, match=r"^optimize\(\) verifies the artifact on padded batches .*, but "
+                       r"BertTokenizer " + fix):
+        optimize(model, Int8DynamicConfig(), tokenizer=gpt_like, sample=texts)
+    with pytest.raises(TokenizerError, match="^autotune verifies and times every config on padded batches .*" + fix):
+        autotune(model, gpt_like, texts, configs={"int8": Int8DynamicConfig()})
+    with pytest.raises(TokenizerError, match="^the benchmark times and compares the variants on padded batches"):
+        PerformanceBenchmark(gpt_like, texts)
+    with pytest.raises(TokenizerError, match="^the fidelity check compares outputs on padded batches"):
+        mixed_length_batches(gpt_like, texts)
+    art = optimize(model, Int8DynamicConfig(), tokenizer=tok, sample=texts)
+    art.tokenizer = gpt_like
+    with pytest.raises(TokenizerError, match=r"^encode\(\) pads each batch of texts with the artifact's tokenizer"):
+        art.encode(texts)
+    gpt_like.pad_token = gpt_like.eos_token  # the fix the message names
+    assert optimize(model, Int8DynamicConfig(), tokenizer=gpt_like, sample=texts).fidelity.mean_cosine > 0.99
+    bare = copy.deepcopy(tok)
+    bare.pad_token = bare.sep_token = bare.unk_token = None
+    with pytest.raises(TokenizerError, match=r"Give it one first: tokenizer\.add_special_tokens\(\{'pad_token': '\[PAD\]'\}\), "
+                       r"then model\.resize_token_embeddings\(len\(tokenizer\)\)"):
+        optimize(model, Int8DynamicConfig(), tokenizer=bare, sample=texts)

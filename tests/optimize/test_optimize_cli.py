@@ -189,3 +189,28 @@ def test_autotune_command_tries_only_the_named_presets(model_dir, tmp_path):
     for bad, message in ((",", "--presets is empty"), ("int8,warp", "unknown preset 'warp'")):
         res = CliRunner().invoke(app, ["autotune", str(model_dir), "--data", str(data), "--presets", bad])
         assert res.exit_code == 2 and message in " ".join(res.output.split())
+
+
+def test_a_model_folder_whose_tokenizer_has_no_pad_token_names_how_to_save_one(model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "gpt-like"
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok.pad_token, tok.eos_token = None, "[SEP]"
+    tok.save_pretrained(str(folder))
+    make_model("bert-base").save_pretrained(str(folder))
+    for args in (["optimize", str(folder), "--preset", "int8", "--out", str(tmp_path / "a")],
+                 ["autotune", str(folder), "--data", str(_write_texts(tmp_path)), "--presets", "int8"]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert ("but BertTokenizer has no pad token (pad_token is None, as in GPT-2-style tokenizers). Give the model "
+                "folder's tokenizer one: load it, run tokenizer.pad_token = tokenizer.eos_token (padded positions are "
+                "masked, so the token chosen changes no output), then save it to the folder "
+                "(tokenizer.save_pretrained(folder)).") in " ".join(res.output.split())
+    assert not (tmp_path / "a").exists()
+
+
+def _write_texts(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text("play music\nset alarm for seven am\nbook a flight to paris please\n")
+    return path

@@ -227,3 +227,64 @@ def test_a_readonly_store_fills_what_it_holds_and_refuses_writes_naming_the_fix(
             "open it with readonly=False in one process to fill it"
         )
     assert (len(rec.store), rec.store.split_names(), rec.store.label_names) == before
+
+
+def test_a_tokenizer_without_a_pad_token_pads_as_fill_does(tmp_path, tokenizer):
+    """Recycle and the encoder cache pad token ids themselves (id 0 under a zero mask); ``Recycler.tokenize`` (and
+    so ``evaluate``) asked the tokenizer to pad instead, and a GPT-2-style tokenizer failed inside transformers.
+    Asking for a pad token would not do: it is part of the tokenizer's fingerprint, so the filled store would no
+    longer open."""
+    import copy
+
+    from ember.encoders import CacheConfig, EncoderCache
+    from ember.recycle import evaluate
+
+    gpt_like = copy.deepcopy(tokenizer)
+    gpt_like.pad_token = None
+    texts, labels = TEXTS[:12], [i % 3 for i in range(12)]
+    model = make_model("bert")
+    rec = Recycler(model, gpt_like, tmp_path / "s", layer=2)
+    rec.fill(texts, labels, progress=False)
+    batch = rec.tokenize(texts[:5])
+    padded = dict(tokenizer(texts[:5], truncation=True, max_length=rec.max_length, padding=True, return_tensors="pt"))
+    assert batch.keys() == padded.keys() and all(torch.equal(batch[k], padded[k]) for k in padded)  # [PAD] is id 0
+    with torch.no_grad():
+        plain = model(**batch).logits
+        with rec.train():
+            assert torch.allclose(model(**batch).logits, plain, atol=1e-5)
+    assert evaluate(rec, texts, labels) == evaluate(Recycler(model, tokenizer, None, layer=2), texts, labels)
+    rec.close()
+    base = make_model("bert-base").requires_grad_(False)
+    with EncoderCache(base, gpt_like, CacheConfig(save_dir=tmp_path / "c")) as cache:
+        assert cache.fill(texts, labels, progress=False).encoders["text"].computed == 12
+
+
+def test_contexts_that_write_refuse_a_read_only_store_on_entry(tmp_path, tokenizer):
+    """record() and use(write_back=True) on a read-only store failed at the first forward's write, in the
+    backend's words, with the model's bottom swapped out; now entering them says so and how to fix it."""
+    model = make_model("bert")
+    with Recycler(model, tokenizer, tmp_path / "s", layer=2) as rec:
+        rec.fill(TEXTS[:4], progress=False)
+    rec = Recycler(model, tokenizer, tmp_path / "s", layer=2, readonly=True)
+    batch = rec.tokenize(["call mom please", *TEXTS[:2]])
+    with torch.no_grad():
+        plain = model(**batch).logits
+    cases = [
+        (rec.record, "record() writes the states of every forward", "use() or train() to read it"),
+        (lambda: rec.use(write_back=True), "use(write_back=True) writes the states of the examples it computes",
+         "use() without write_back to read it"),
+    ]
+    for enter, what, instead in cases:
+        with pytest.raises(StoreReadOnlyError) as caught, enter():
+            model(**batch)
+        assert str(caught.value) == (
+            f"{what} to the store at {tmp_path / 's'}, but it was opened with readonly=True; open it with "
+            f"readonly=False in one process to write it (Recycler(..., readonly=False)), or call {instead}"
+        )
+        assert rec._active is None
+        with torch.no_grad():
+            assert torch.equal(model(**batch).logits, plain)  # the model was left as it was
+    with torch.no_grad(), rec.use():  # reading is fine
+        assert torch.allclose(model(**batch).logits, plain, atol=1e-5)
+    assert len(rec.store) == 4
+    rec.close()

@@ -90,6 +90,25 @@ def test_labels_live_in_splits_not_entries(tokenizer):
         rec.dataset("dev")
 
 
+def test_one_key_alone_is_refused_as_a_lone_text_is(tokenizer):
+    """``dataset(b"key")`` read the key as a list of ints (one "key" per byte) and failed deep in the store."""
+    rec = Recycler(make_model("bert"), tokenizer, None, layer=2)
+    key = rec.fill(TEXTS[:2], labels=[0, 1], progress=False).keys[0]
+    for one in (key, bytearray(key)):
+        with pytest.raises(TypeError) as caught:
+            rec.dataset(one)
+        assert str(caught.value) == (
+            f"dataset() takes a split name (str) or a list of keys, got one key ({type(one).__name__} {key!r}); "
+            "wrap it: dataset([key])"
+        )
+    with pytest.raises(TypeError, match=r"^dataset\(\) takes a split name \(str\) or a list of keys \(bytes, as "
+                       r"FillReport.keys holds them\), but item 0 of the list is int \d+$"):
+        rec.dataset(list(key))
+    with pytest.raises(TypeError, match="got one key"):
+        train_top(rec, key, progress=False)
+    assert len(rec.dataset([key])) == 1 and len(rec.dataset([key], labels=False)) == 1
+
+
 def test_evaluate_refuses_unknown_label_names(tokenizer):
     rec = Recycler(make_model("bert"), tokenizer, None, layer=2)
     rec.fill(TEXTS[:3], labels=["a", "b", "a"], progress=False)

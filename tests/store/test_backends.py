@@ -147,8 +147,8 @@ def test_second_writer_gets_clear_error_while_readers_work(tmp_path):
 
 def test_leveldb_second_process_locked(tmp_path):
     st = ActivationStore.open(tmp_path / "l", fp(), backend="leveldb")
-    with pytest.raises(StoreLockedError, match="open in another process"):
-        ActivationStore.open(tmp_path / "l", fp(), backend="leveldb")
+    with pytest.raises(StoreLockedError, match=r"open in another process \(IO error: lock .*LOCK: already held by process\)\. "):
+        ActivationStore.open(tmp_path / "l", fp(), backend="leveldb")  # plyvel's reason decoded, not b'IO error: ...'
     st.close()
 
 
@@ -248,6 +248,80 @@ def test_lmdb_io_error_on_a_write_larger_than_the_free_space_is_a_full_disk(tmp_
     kv.close()
 
 
+def test_lmdb_store_created_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch):
+    """Was a SIGBUS that killed the process (LMDB maps its new lock file on a full tmpfs), or a generic 'cannot open'
+    StoreError: nothing is created, and the message gives the space left."""
+    import shutil
+
+    kept = open_kv(tmp_path / "kept")  # a store from before the disk filled up
+    kept.put_many([(b"a", b"1")])
+    kept.close()
+    (tmp_path / "no-lock").mkdir()
+    shutil.copy(tmp_path / "kept" / "data.mdb", tmp_path / "no-lock" / "data.mdb")  # copied without its lock.mdb
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=200 << 10))
+    full = (r"^cannot open the store at .*: the disk holding it is full \(0\.2 MiB free\), and creating a store \(or the "
+            r"lock file LMDB keeps beside one\) writes to it\. Free disk space, or point the store at a folder on "
+            r"another disk, and rerun; a store already there keeps every entry committed\.$")
+    for path, readonly in ((tmp_path / "new", False), (tmp_path / "a" / "b", False), (tmp_path / "no-lock", False),
+                           (tmp_path / "no-lock", True)):
+        with pytest.raises(StoreFullError, match=full):
+            open_kv(path, readonly=readonly)
+    with pytest.raises(StoreFullError, match=full):
+        ActivationStore.open(tmp_path / "new2", fp())
+    assert not (tmp_path / "new" / "data.mdb").exists() and not (tmp_path / "new" / "writer.lock").exists()
+    assert sorted(p.name for p in (tmp_path / "no-lock").iterdir()) == ["data.mdb"]
+    for readonly in (False, True):  # an existing store opens: reading needs no space, a write says the disk is full
+        kv = open_kv(tmp_path / "kept", readonly=readonly)
+        assert kv.get_many([b"a"]) == [b"1"]
+        kv.close()
+
+
+def test_lmdb_open_failing_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch):
+    import shutil
+
+    import lmdb
+
+    def full(path, **kw):
+        (tmp_path / "s" / "data.mdb").write_bytes(b"")  # what LMDB leaves when writing the first pages fails
+        raise lmdb.DiskError(f"{path}: No space left on device")
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=3 << 20))  # above the margin: LMDB itself fails
+    monkeypatch.setattr(lmdb, "open", full)
+    with pytest.raises(StoreFullError, match=r"^cannot open the store at .*: the disk holding it is full \(3\.0 MiB free; "
+                       r".*: No space left on device\)"):
+        open_kv(tmp_path / "s")
+    assert not (tmp_path / "s" / "data.mdb").exists()  # an empty data file would pass for a store next time
+    monkeypatch.setattr(lmdb, "open", lambda path, **kw: (_ for _ in ()).throw(lmdb.Error("mdb_env_open: Bad file")))
+    with pytest.raises(StoreError, match="cannot open the LMDB store at .*: mdb_env_open: Bad file") as err:
+        open_kv(tmp_path / "s")
+    assert not isinstance(err.value, StoreFullError)
+
+
+def test_lmdb_writer_lock_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch):
+    """Writing the pid into the lock file fails on a full disk: a StoreFullError, and the lock is given back."""
+    import builtins
+
+    import ember.store.lmdb as lm
+
+    open_kv(tmp_path / "s").close()
+
+    class NoRoom:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(lm, "open", lambda *a, **kw: NoRoom(builtins.open(*a, **kw)), raising=False)  # noqa: SIM115
+    with pytest.raises(StoreFullError, match=r"cannot open the store at .*: the disk holding it is full \(.*No space left"):
+        open_kv(tmp_path / "s")
+    monkeypatch.undo()
+    open_kv(tmp_path / "s").close()  # the lock was given back
+
+
 class _LevelDBWriteFails:
     """A plyvel database whose writes fail with ``error``; reads go to the real one."""
 
@@ -279,8 +353,9 @@ def test_leveldb_full_disk_is_a_store_full_error(tmp_path, monkeypatch, reason, 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=free))
     for write in (lambda: kv.put_many([(b"b", b"2")]), lambda: kv.set_meta("name", "value")):
         with pytest.raises(StoreFullError, match=r"the disk holding the store at .* is full .*The 1 entries committed "
-                           r"before stay valid.*point the store at a folder on another disk"):
+                           r"before stay valid.*point the store at a folder on another disk") as err:
             write()
+        assert f"the write failed with {reason.decode()}). The 1 entries" in str(err.value)  # not b'IO error: ...'
     kv.db = kv.db.db
     assert kv.get_many([b"a", b"b"]) == [b"1", None]
     kv.close()
@@ -294,7 +369,8 @@ def test_leveldb_other_write_errors_are_store_errors(tmp_path, monkeypatch):
     kv = open_kv(tmp_path / "s", "leveldb")
     kv.db = _LevelDBWriteFails(kv.db, plyvel.IOError(b"IO error: /s/000003.log: Input/output error"))
     monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(free=50 << 30))
-    with pytest.raises(StoreError, match=r"writing the LevelDB store at .* failed: .*Input/output error") as err:
+    with pytest.raises(StoreError, match=r"writing the LevelDB store at .* failed: IO error: /s/000003\.log: "
+                       r"Input/output error$") as err:
         kv.put_many([(b"b", b"2")])
     assert not isinstance(err.value, StoreFullError)
     kv.db = kv.db.db
@@ -310,9 +386,36 @@ def test_leveldb_open_on_a_full_disk_is_a_store_full_error(tmp_path, monkeypatch
         raise plyvel.IOError(b"IO error: /s/000005.ldb: No space left on device")
 
     monkeypatch.setattr(plyvel, "DB", full)
-    with pytest.raises(StoreFullError, match=r"cannot open the LevelDB store at .*: the disk holding it is full .*"
-                       r"LevelDB writes when it opens a store, even to read it\. Free disk space"):
+    with pytest.raises(StoreFullError, match=r"cannot open the LevelDB store at .*: the disk holding it is full \(.*; IO "
+                       r"error: /s/000005\.ldb: No space left on device\), and LevelDB writes when it opens a store, "
+                       r"even to read it\. Free disk space"):
         open_kv(tmp_path / "s", "leveldb", readonly=True)
+
+
+@pytest.mark.parametrize(
+    "error, kind, message",
+    [
+        ("CorruptionError", StoreCorruptError, r"the LevelDB store at .* is corrupt \(Corruption: bad block\); delete it"),
+        ("IOError", StoreReadOnlyError, r"cannot open the LevelDB store at .*: IO error: /s/LOG: Permission denied$"),
+        ("Error", StoreError, r"cannot open the LevelDB store at .*: Invalid argument: /s: exists \(error_if_exists "
+                              r"is true\)$"),  # was a raw plyvel.Error
+    ],
+)
+def test_leveldb_open_errors_read_as_text(tmp_path, monkeypatch, error, kind, message):
+    """plyvel's reasons are bytes: ember's messages show them as text, not as b'...'."""
+    import plyvel
+
+    open_kv(tmp_path / "s", "leveldb").close()
+    reason = {"CorruptionError": b"Corruption: bad block", "IOError": b"IO error: /s/LOG: Permission denied",
+              "Error": b"Invalid argument: /s: exists (error_if_exists is true)"}[error]
+
+    def refuse(*a, **kw):
+        raise getattr(plyvel, error)(reason)
+
+    monkeypatch.setattr(plyvel, "DB", refuse)
+    with pytest.raises(kind, match=message) as err:
+        open_kv(tmp_path / "s", "leveldb")
+    assert "b'" not in str(err.value)
 
 
 def test_store_with_entries_but_no_fingerprint_is_refused(tmp_path):

@@ -29,6 +29,7 @@ from ember.bench.memory import peak_rss_mb, reset_peak
 from ember.bench.report import BenchReport, VariantResult
 from ember.errors import DataError, EmberError
 from ember.fidelity import FidelityReport, Tolerance, comparable, compare, mixed_length_batches
+from ember.models.checks import check_pad_token
 
 __all__ = ["Variant", "BenchConfig", "PerformanceBenchmark", "VariantResult", "BenchReport", "MachineInfo", "BenchError"]
 
@@ -167,6 +168,7 @@ class PerformanceBenchmark:
         model_name: str = "",
         data_name: str = "",
     ) -> None:
+        check_pad_token(tokenizer, "the benchmark times and compares the variants on padded batches of texts")
         texts = list(texts)
         if not texts:
             raise DataError("the benchmark got an empty dataset (0 texts); pass at least one text, or use "

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ember.cli.common import console, emit_json, friendly_errors
+from ember.cli.common import (
+    DATA_SWITCHES,
+    MODEL_SWITCHES,
+    PAD_TOKEN_SWITCHES,
+    console,
+    emit_json,
+    friendly_errors,
+)
+
+# Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
+SWITCHES = {**PAD_TOKEN_SWITCHES, **DATA_SWITCHES, **MODEL_SWITCHES}
 
 app = typer.Typer(help="Benchmark the model's variants: accuracy or fidelity, latency, throughput, size, memory.")
 
@@ -34,7 +44,7 @@ def bench(
     With no options: the packaged MiniLM-L6 on ember's built-in sentences. Exits 1 when a variant
     fails (its fidelity tolerance or with an error); the reports are written either way.
     """
-    with friendly_errors():
+    with friendly_errors(SWITCHES):
         report = _run(model, data, split, text_column, label_column, limit, out, batch_size, threads, presets,
                       latency_samples, repeats, max_length)
     if json_out:

@@ -8,6 +8,8 @@ import typer
 
 from ember.cli.common import (
     ALLOW_EMPTY,
+    DATA_SWITCHES,
+    MODEL_SWITCHES,
     STORE_WRITE_SWITCHES,
     WRITABLE_LOCATION,
     DataOpt,
@@ -21,7 +23,8 @@ from ember.cli.common import (
 )
 
 # Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
-FILL_SWITCHES = {**STORE_WRITE_SWITCHES, ALLOW_EMPTY: "pass --allow-empty", WRITABLE_LOCATION: "Pass a writable --save-dir DIR"}
+FILL_SWITCHES = {**STORE_WRITE_SWITCHES, **DATA_SWITCHES, **MODEL_SWITCHES, ALLOW_EMPTY: "pass --allow-empty",
+                 WRITABLE_LOCATION: "Pass a writable --save-dir DIR"}
 
 app = typer.Typer(help="Frozen-encoder embedding cache: compute pooled embeddings once, train heads from them.", no_args_is_help=True)
 

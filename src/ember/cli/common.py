@@ -42,6 +42,22 @@ STORE_WRITE_SWITCHES: dict[str, str] = {
 }
 WRITABLE_LOCATION = "Pass a writable location, or open the existing store with readonly=True to train or infer from it"
 ALLOW_EMPTY = "pass allow_empty=True"
+# ember.data.load_examples names its arguments; every command that reads --data has these flags
+DATA_SWITCHES: dict[str, str] = {
+    "split must be a split name (a non-empty str, or None for 'train')": "--split must name a split",
+    "Pass split='NAME'": "Pass --split NAME",
+    "check the file and the split= argument": "check the file and --split",
+    "Pass the right name: text_column='NAME'": "Pass the right name: --text-column NAME",
+    "Pass the right name: label_column='NAME'": "Pass the right name: --label-column NAME",
+}
+# ember's default model without its package (ember.models.default_model_path)
+DEFAULT_MODEL_FIX = "load a local folder or a hub id instead: load_model(path)"
+MODEL_SWITCHES: dict[str, str] = {DEFAULT_MODEL_FIX: "pass --model with a local folder or a hub id"}
+# ember.models.check_pad_token's fix: a command line user hands over no tokenizer, the model folder's is used
+PAD_TOKEN_SWITCHES: dict[str, str] = {
+    "Give it one first: ": "Give the model folder's tokenizer one: load it, run ",
+    ", or pass a tokenizer that has a pad token": ", then save it to the folder (tokenizer.save_pretrained(folder))",
+}
 
 
 def cli_wording(message: str, switches: Mapping[str, str]) -> str:

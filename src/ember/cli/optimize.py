@@ -6,7 +6,24 @@ from pathlib import Path
 
 import typer
 
-from ember.cli.common import console, emit_json, friendly_errors
+from ember.cli.common import (
+    DATA_SWITCHES,
+    DEFAULT_MODEL_FIX,
+    PAD_TOKEN_SWITCHES,
+    console,
+    emit_json,
+    friendly_errors,
+)
+
+# Library phrases naming a Python argument, in these commands' words (see common.friendly_errors): the model is
+# the MODEL argument, and --data is read for its texts alone, by the usual column names
+SWITCHES = {
+    **PAD_TOKEN_SWITCHES,
+    **DATA_SWITCHES,
+    "Pass the right name: text_column='NAME'": "Rename the column of texts to one of those looked for (this command "
+    "has no --text-column)",
+    DEFAULT_MODEL_FIX: "give MODEL, a local folder or a hub id",
+}
 
 
 def _load(model: str, task: str):
@@ -41,7 +58,7 @@ def optimize_cmd(
     json_out: bool = typer.Option(False, "--json", help="print a final JSON line"),
 ) -> None:
     """Build an optimised artifact of MODEL with a named preset, verify its fidelity, save it to OUT."""
-    with friendly_errors():
+    with friendly_errors(SWITCHES):
         from ember.optimize import optimize
 
         if list_:
@@ -183,7 +200,7 @@ def autotune_cmd(
     json_out: bool = typer.Option(False, "--json", help="print a final JSON line"),
 ) -> None:
     """Try every preset available here; keep the fastest within the fidelity budget."""
-    with friendly_errors():
+    with friendly_errors(SWITCHES):
         from ember.fidelity import Tolerance
         from ember.optimize import preset
         from ember.optimize.autotune import autotune

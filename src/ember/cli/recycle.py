@@ -11,6 +11,8 @@ import typer
 
 from ember.cli.common import (
     ALLOW_EMPTY,
+    DATA_SWITCHES,
+    MODEL_SWITCHES,
     STORE_WRITE_SWITCHES,
     WRITABLE_LOCATION,
     DataOpt,
@@ -42,14 +44,17 @@ EmbPath = Annotated[str | None, typer.Option("--embeddings-path", help="Embeddin
 # Library phrases naming a Python argument, in each command's flags (see common.friendly_errors).
 FILL_SWITCHES = {
     **STORE_WRITE_SWITCHES,
+    **DATA_SWITCHES,
+    **MODEL_SWITCHES,
     ALLOW_EMPTY: "pass --allow-empty",
     WRITABLE_LOCATION: "Pass a writable --store DIR",
-    # fill opens a store read-only only when its folder cannot be written (see _fill_recycler)
+    # fill keeps a store it opened read-only only when its folder cannot be written (see _fill_recycler and fill)
     "but it was opened with readonly=True; open it with readonly=False in one process to fill it":
         "but its folder cannot be written; pass a writable --store DIR (a copy of this store keeps what it holds)",
 }
 EVAL_SWITCHES = {
     **STORE_WRITE_SWITCHES,
+    **DATA_SWITCHES,
     WRITABLE_LOCATION: "Pass a writable --store DIR, or leave out --write-back to read the store without writing it",
 }
 
@@ -73,22 +78,26 @@ def _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path,
 
 
 def _fill_recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path):
-    """The recycler ``recycle fill`` writes through, and whether its store had to be opened read-only.
+    """The recycler ``recycle fill`` writes through, and why its store had to be opened read-only (the error that
+    kept it from being the writer; None when it is).
 
-    An existing store whose folder cannot be written (a read-only mount, another user's files) is opened
-    read-only, as ``ember cache fill`` does: a fill of what it holds already succeeds, and one that needs to
-    write is refused by :meth:`Recycler.fill` before computing anything.
+    An existing store whose folder cannot be written (a read-only mount, another user's files), or whose write
+    lock another process holds, is opened read-only, as ``ember cache fill`` does: a fill of what it holds
+    already succeeds, and one that needs to write is refused by :meth:`Recycler.fill` before computing anything.
     """
-    from ember.errors import StoreReadOnlyError
+    from ember.errors import StoreLockedError, StoreReadOnlyError
     from ember.store.base import STORE_MARKERS
 
     try:
-        return _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path), False
-    except StoreReadOnlyError:
+        return _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path), None
+    except (StoreReadOnlyError, StoreLockedError) as exc:
         marker = STORE_MARKERS.get(backend)
         if marker is None or not (store / marker).exists():
             raise  # nothing stored there to read
-    return _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=True), True
+        blocked = exc
+    # (a LevelDB store open in another process refuses readers too: that StoreLockedError stands)
+    rec = _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=True)
+    return rec, blocked
 
 
 def _stored_settings(store: Path, backend: str, layer: int | None, dtype: str | None, max_length: int | None,
@@ -136,26 +145,42 @@ def fill(
     """Compute and store the layer-k states of every example not stored yet (resumable)."""
     with friendly_errors(FILL_SWITCHES):
         from ember.data import load_examples
+        from ember.errors import StoreLockedError, StoreReadOnlyError
         from ember.models import load_model
 
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         m, tok = load_model(model, "embedding")
-        rec, readonly = _fill_recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path)
-        with rec:
-            report = rec.fill(ex, split=split or "train", batch_size=batch_size, num_workers=num_workers,
-                              allow_empty=allow_empty)
+        settings = (m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path)
+        rec, blocked = _fill_recycler(*settings)
+        fill_args = {"split": split or "train", "batch_size": batch_size, "num_workers": num_workers, "allow_empty": allow_empty}
+        try:
+            try:
+                report = rec.fill(ex, **fill_args)
+            except StoreReadOnlyError:
+                if not isinstance(blocked, StoreLockedError):
+                    raise
+                # It needs to write, and another process held the lock: be the writer if that one is done by
+                # now, else its StoreLockedError stands, as in `ember cache fill`
+                rec.close()
+                rec, blocked = _recycler(*settings), None
+                report = rec.fill(ex, **fill_args)
             result = {"command": "recycle fill", "split": report.split, "store": str(store), "layer": layer,
                       "entries": len(rec.store), **report.to_dict()}
+        finally:
+            rec.close()
         if report.computed:
             console.print(
                 f"stored {report.computed} new examples ({report.already_stored} were already stored) "
                 f"in {report.seconds:.1f}s; the store holds {result['entries']} entries"
             )
         else:
-            console.print(
-                f"all {report.unique} distinct examples ({report.examples} rows) were already stored; nothing to compute"
-                + (" (the store's folder is read-only; nothing needed writing)" if readonly else "")
-            )
+            note = ""
+            if isinstance(blocked, StoreLockedError):
+                note = " (another process is writing the store; nothing needed writing)"
+            elif blocked is not None:
+                note = " (the store's folder is read-only; nothing needed writing)"
+            console.print(f"all {report.unique} distinct examples ({report.examples} rows) were already stored; "
+                          f"nothing to compute{note}")
         if json_out:
             emit_json(result)
 
@@ -179,7 +204,7 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train layers k..N-1 and a classification head from a split's stored states and labels (no texts read)."""
-    with friendly_errors():
+    with friendly_errors(MODEL_SWITCHES):
         import torch
 
         from ember.errors import MissingEntriesError

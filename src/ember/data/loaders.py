@@ -1,5 +1,8 @@
 """One loader for every text source ember accepts (``--data`` on the command line).
 
+Its messages name the Python arguments (``split=``, ``text_column=`` …); the command line shows its own flags
+in their place (``ember.cli.common.DATA_SWITCHES``).
+
 Accepted sources:
 - ``file.csv`` / ``file.tsv`` with a header row (text and label columns, names configurable);
 - ``file.jsonl``: one JSON object per line;
@@ -72,7 +75,7 @@ def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str],
         if wanted not in columns:
             raise DataError(
                 f"{source} has no {what} column {wanted!r}; its columns are {list(columns)}. "
-                f"Pass the right name with --{what}-column."
+                f"Pass the right name: {what}_column='NAME'."
             )
         return wanted
     for c in candidates:
@@ -86,7 +89,7 @@ def _rows_to_examples(rows: list[dict], columns: Sequence[str], text_column, lab
     if tcol is None:
         raise DataError(
             f"{source} has no text column (looked for {list(TEXT_COLUMNS)}); its columns are {list(columns)}. "
-            "Pass --text-column NAME."
+            "Pass the right name: text_column='NAME'."
         )
     lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", source)
     texts = []
@@ -119,10 +122,10 @@ def _split_name(split: object, source: str, have: Sequence[str] | None = None) -
     if not isinstance(split, str) or not split.strip():
         raise DataError(
             f"split must be a split name (a non-empty str, or None for 'train'), got {type(split).__name__} "
-            f"{split!r:.40} for {source}{valid}. Pass --split NAME (split='NAME')."
+            f"{split!r:.40} for {source}{valid}. Pass split='NAME'."
         )
     if have is not None and split not in have:
-        raise DataError(f"{source} has no split {split!r}{valid}. Pass --split NAME.")
+        raise DataError(f"{source} has no split {split!r}{valid}. Pass split='NAME'.")
     return split
 
 
@@ -207,7 +210,7 @@ def load_examples(
         ex = _hf_dataset(name, split, text_column, label_column, saved=False)
     _split_name(split, name)  # sources without splits take any name; those with splits checked it against theirs
     if len(ex) == 0:
-        raise DataError(f"{name} holds no examples; check the file and --split")
+        raise DataError(f"{name} holds no examples; check the file and the split= argument")
     return ex.select(limit)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ember.errors import UnsupportedModelError
+from ember.errors import TokenizerError, UnsupportedModelError
 from ember.models.families import SUPPORTED_FAMILIES
 
 
@@ -64,3 +64,34 @@ def is_causal_decoder(model: nn.Module) -> bool:
     if getattr(getattr(model, "config", None), "is_decoder", False):
         return True
     return any(getattr(m, "is_causal", None) is True for m in model.modules())
+
+
+def check_pad_token(tokenizer: object, why: str) -> None:
+    """Refuse a tokenizer that cannot pad (no pad token, as GPT-2's), before transformers fails deep inside a call.
+
+    Args:
+        tokenizer: the user's Hugging Face tokenizer.
+        why: what pads texts with it, e.g. ``"optimize() verifies the artifact on padded batches"``.
+
+    Raises:
+        TokenizerError: the tokenizer has no pad token; the message names how to give it one.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> check_pad_token(SimpleNamespace(pad_token=None, eos_token="</s>"), "this pads")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ember.errors.TokenizerError: this pads, but SimpleNamespace has no pad token ... tokenizer.pad_token = tokenizer.eos_token ...
+    """
+    if not hasattr(tokenizer, "pad_token") or tokenizer.pad_token is not None:  # a tokenizer of one's own pads its way
+        return
+    present = [t for t in ("eos_token", "sep_token", "unk_token") if getattr(tokenizer, t, None) is not None]
+    if present:
+        fix = f"tokenizer.pad_token = tokenizer.{present[0]}"
+    else:
+        fix = "tokenizer.add_special_tokens({'pad_token': '[PAD]'}), then model.resize_token_embeddings(len(tokenizer))"
+    raise TokenizerError(
+        f"{why}, but {type(tokenizer).__name__} has no pad token (pad_token is None, as in GPT-2-style tokenizers). "
+        f"Give it one first: {fix} (padded positions are masked, so the token chosen changes no output), or pass a "
+        "tokenizer that has a pad token."
+    )

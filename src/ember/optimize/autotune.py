@@ -94,6 +94,7 @@ def autotune(
         >>> print(res.table())  # doctest: +SKIP
     """
     from ember.bench.harness import BenchConfig, PerformanceBenchmark, Variant
+    from ember.models.checks import check_pad_token
     from ember.optimize import available_presets
     from ember.optimize.core import optimize
 
@@ -103,6 +104,7 @@ def autotune(
         budget = Tolerance(min_mean_cosine=float(budget))  # what the CLI's --budget means
     if not isinstance(budget, Tolerance):
         raise TypeError(f"budget must be an ember Tolerance or a minimum mean cosine, got {type(budget).__name__}")
+    check_pad_token(tokenizer, "autotune verifies and times every config on padded batches of texts")
     sample = list(sample)
     if not sample:
         raise ValueError("autotune needs some sentences to measure on; the sample is empty")

@@ -11,7 +11,7 @@ from torch import nn
 
 from ember.errors import BackendNotInstalledError, FidelityError
 from ember.fidelity import FidelityReport, compare, mixed_length_batches, run_batches
-from ember.models.checks import check_module
+from ember.models.checks import check_module, check_pad_token
 from ember.models.load import resolve_max_length
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
@@ -117,7 +117,8 @@ def optimize(
             decoder-only model (GPT-2) builds with the PyTorch engines (bf16, int8, compile), verified like an
             encoder; the ONNX exporter takes the families in ``ember.models.SUPPORTED_FAMILIES``.
         config: a config such as ``BF16Config()``, ``OnnxRuntimeConfig(quantize="dynamic")`` or a preset.
-        tokenizer: the model's tokenizer (saved with the artifact).
+        tokenizer: the model's tokenizer (saved with the artifact). It must have a pad token: a GPT-2-style one
+            without is refused (``TokenizerError``); set ``tokenizer.pad_token = tokenizer.eos_token`` first.
         sample: verification sentences (default: 64 built-in ones). A config that tunes on data
             (``config.calibrates``: static int8, ``keep_fp32``) calibrates on other sentences, so the
             fidelity it reports is measured on inputs it never saw: the rest of the built-in sentences, or,
@@ -138,6 +139,7 @@ def optimize(
     if not isinstance(config, OptimizeConfig):
         raise TypeError(f"config must be an ember optimize config (e.g. OnnxRuntimeConfig()), got {type(config).__name__}")
     check_module(model, "model")
+    check_pad_token(tokenizer, "optimize() verifies the artifact on padded batches of texts of mixed lengths")
     if sample is not None and len(sample) == 0:
         raise ValueError("the verification sample is empty; pass some texts, or sample=None for ember's built-in sentences")
     for texts_ in (sample, calibration):

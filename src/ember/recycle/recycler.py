@@ -26,7 +26,7 @@ from ember.errors import (
 from ember.models.families import EncoderParts, find_parts
 from ember.models.load import resolve_max_length
 from ember.recycle.data import StoredDataset, collate_states
-from ember.recycle.split import bind_call, pad_ids, passthrough, split_states, unpad
+from ember.recycle.split import bind_call, pad_features, pad_ids, passthrough, split_states, unpad
 from ember.store.activations import STATES, ActivationStore, Entry, Split
 from ember.store.base import Backend, check_backend
 from ember.store.codec import DType, torch_dtype
@@ -226,7 +226,14 @@ class Recycler:
 
     # -- filling ----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], **kwargs) -> dict[str, torch.Tensor]:
-        """Tokenize a batch the way every mode keys it (same truncation), padded, as tensors."""
+        """Tokenize a batch the way every mode keys it (same truncation), padded, as tensors.
+
+        A tokenizer without a pad token (GPT-2's) is padded as :meth:`fill` pads, with id 0 under a zero
+        attention mask: padded positions are never keyed, stored or attended to. (Setting a pad token instead
+        would change the tokenizer's fingerprint, and the store filled with it would no longer open.)
+        """
+        if getattr(self.tokenizer, "pad_token_id", None) is None:
+            return pad_features(self.tokenizer(list(texts), truncation=True, max_length=self.max_length, **kwargs), self.tokenizer)
         return dict(self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt", **kwargs))
 
     def fill(
@@ -344,9 +351,15 @@ class Recycler:
 
         Args:
             data: a split name recorded by :meth:`fill` (labels and lengths come from the split record), or
-                a list of keys (labels, if wanted, must be in the entries, as ``record()`` writes them).
+                a list of keys (labels, if wanted, must be in the entries, as ``record()`` writes them). One key
+                alone (``bytes``) is refused, as a lone text is by :meth:`fill`: pass ``[key]``.
             labels: include labels in the items.
         """
+        if isinstance(data, bytes | bytearray | memoryview):  # iterating it would give ints, one "key" per byte
+            raise TypeError(
+                f"dataset() takes a split name (str) or a list of keys, got one key ({type(data).__name__} "
+                f"{bytes(data)[:16]!r}); wrap it: dataset([key])"
+            )
         if isinstance(data, str) or not hasattr(data, "__iter__"):  # None or a number: get_split says what a split is
             split = self.store.get_split(data)  # type: ignore[arg-type]
             if labels and split.labels is None:
@@ -355,7 +368,14 @@ class Recycler:
                     "labels (Recycler.fill(data, labels) / --label-column), or use dataset(..., labels=False)"
                 )
             return StoredDataset(self.store, split.keys[STATES], labels=split.labels if labels else None, lengths=split.lengths)
-        return StoredDataset(self.store, list(data), labels="entries" if labels else None)
+        keys = list(data)
+        bad = next((i for i, k in enumerate(keys) if not isinstance(k, bytes | bytearray | memoryview)), None)
+        if bad is not None:
+            raise TypeError(
+                f"dataset() takes a split name (str) or a list of keys (bytes, as FillReport.keys holds them), but item "
+                f"{bad} of the list is {type(keys[bad]).__name__} {keys[bad]!r:.40}"
+            )
+        return StoredDataset(self.store, keys, labels="entries" if labels else None)
 
     def collate(self, batch: list[Entry]) -> dict[str, torch.Tensor]:
         """Pad stored examples into ``{"inputs_embeds", "attention_mask"[, "labels"]}`` for ``model(**batch)``."""
@@ -377,7 +397,8 @@ class Recycler:
     # -- modes ------------------------------------------------------------------------------------------
     @contextmanager
     def record(self) -> Iterator[Recycler]:
-        """Forward passes compute the bottom normally and write its states to the store."""
+        """Forward passes compute the bottom normally and write its states to the store (a store opened
+        ``readonly=True`` is refused on entry, :class:`~ember.errors.StoreReadOnlyError`)."""
         with self._session("record"):
             yield self
 
@@ -389,7 +410,8 @@ class Recycler:
 
     @contextmanager
     def use(self, write_back: bool = False) -> Iterator[Recycler]:
-        """Inference from stored states; misses are computed in the same batch (and stored if ``write_back``).
+        """Inference from stored states; misses are computed in the same batch (and stored if ``write_back``, which
+        a store opened ``readonly=True`` refuses on entry).
 
         Computed misses are rounded to the store's dtype, as stored states were, so the same text gives the
         same logits whether it was stored or not (with float32 storage both equal the plain model's).
@@ -405,6 +427,14 @@ class Recycler:
     def _session(self, mode: Mode, write_back: bool = False) -> Iterator[None]:
         if self._active is not None:
             raise RuntimeError(f"a recycle context ({self._active.mode}) is already active on this model; nesting is not supported")
+        if self.store.kv.readonly and (mode == "record" or write_back):
+            what = ("record() writes the states of every forward" if mode == "record"
+                    else "use(write_back=True) writes the states of the examples it computes")
+            instead = "use() or train() to read it" if mode == "record" else "use() without write_back to read it"
+            raise StoreReadOnlyError(
+                f"{what} to the store at {self.store.path}, but it was opened with readonly=True; open it with "
+                f"readonly=False in one process to write it (Recycler(..., readonly=False)), or call {instead}"
+            )
         self.verify_weights()
         session = _Session(self, mode, write_back)
         session.attach()

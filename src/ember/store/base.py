@@ -63,8 +63,35 @@ def ensure_writable_dir(path: Path) -> None:
                 "store with readonly=True to train or infer from it."
             ) from exc
         if exc.errno == errno.ENOSPC:
-            raise StoreFullError(f"no space left to create the store at {path}; free disk space and rerun") from exc
+            raise full_disk_on_open(path, exc) from exc
         raise
+
+
+def error_text(exc: BaseException) -> str:
+    """``str(exc)`` for a message, with a bytes reason decoded: plyvel's errors carry bytes, which ``str`` shows
+    as ``b'IO error: ...'``.
+
+    Example:
+        >>> error_text(OSError(b"IO error: /s/LOCK: already held by process"))
+        'IO error: /s/LOCK: already held by process'
+    """
+    if len(exc.args) == 1 and isinstance(exc.args[0], bytes | bytearray):
+        return bytes(exc.args[0]).decode("utf-8", "replace")
+    return str(exc)
+
+
+def full_disk_on_open(path: Path, exc: BaseException | None = None, free: int | None = None) -> StoreFullError:
+    """The error raised when a store cannot be created or opened because its disk is full (``free`` bytes left,
+    read from the disk when not given; ``exc`` the failure, if one happened)."""
+    free = free_bytes(path) if free is None else free
+    detail = "; ".join(
+        part for part in ("" if free is None else f"{free / 2**20:.1f} MiB free", "" if exc is None else error_text(exc)) if part
+    )
+    return StoreFullError(
+        f"cannot open the store at {path}: the disk holding it is full ({detail}), and creating a store (or the lock "
+        "file LMDB keeps beside one) writes to it. Free disk space, or point the store at a folder on another disk, "
+        "and rerun; a store already there keeps every entry committed."
+    )
 
 
 def full_disk_error(path: Path | None, exc: BaseException, committed: int, *, disk: bool = False,
@@ -73,13 +100,13 @@ def full_disk_error(path: Path | None, exc: BaseException, committed: int, *, di
     store's size limit; nothing committed is lost."""
     if not disk:
         return StoreFullError(
-            f"the store at {path} is full ({exc}). The {committed} entries committed before stay valid and "
+            f"the store at {path} is full ({error_text(exc)}). The {committed} entries committed before stay valid and "
             "nothing half-written was kept; free disk space (or raise max_size) and rerun the same command: "
             "it computes only what is missing."
         )
     left = "" if free is None else f"{free / 2**20:.1f} MiB free; "
     return StoreFullError(
-        f"the disk holding the store at {path} is full ({left}the write failed with {exc}). The {committed} "
+        f"the disk holding the store at {path} is full ({left}the write failed with {error_text(exc)}). The {committed} "
         "entries committed before stay valid and nothing half-written was kept; free disk space, or point the "
         "store at a folder on another disk, and rerun the same command: it computes only what is missing."
     )
@@ -94,14 +121,22 @@ def as_full_disk(exc: BaseException, path: Path, needed: int, committed: Callabl
     any other I/O error keeps its own message, not mislabelled.
     ``committed`` counts the entries committed before, for the message.
     """
+    if not means_full_disk(exc, path, needed):
+        return None
+    return full_disk_error(path, exc, committed(), disk=True, free=free_bytes(path))
+
+
+def means_full_disk(exc: BaseException, path: Path, needed: int = 0) -> bool:
+    """Whether ``exc``, from a write of ``needed`` bytes to the store at ``path``, says its disk is full (see
+    :func:`as_full_disk`)."""
     code = getattr(exc, "errno", None) or getattr(exc, "code", None)  # OSError, lmdb.Error
-    if code == errno.ENOSPC or "No space left" in str(exc):
-        return full_disk_error(path, exc, committed(), disk=True, free=free_bytes(path))
-    if code == errno.EIO or "Input/output error" in str(exc):
+    text = error_text(exc)
+    if code == errno.ENOSPC or "No space left" in text:
+        return True
+    if code == errno.EIO or "Input/output error" in text:
         free = free_bytes(path)
-        if free is not None and free < max(needed, DISK_MARGIN):
-            return full_disk_error(path, exc, committed(), disk=True, free=free)
-    return None
+        return free is not None and free < max(needed, DISK_MARGIN)
+    return False
 
 
 def write_size(items: Sequence[tuple[bytes, bytes]]) -> int:
@@ -113,8 +148,12 @@ DISK_MARGIN = 1 << 20  # bytes: a disk with less free than this (or than the wri
 
 
 def free_bytes(path: Path) -> int | None:
-    """Bytes free on the disk holding ``path`` (None when that cannot be read)."""
+    """Bytes free on the disk holding ``path``, or that would hold it (its nearest existing folder); None when
+    that cannot be read."""
+    path = Path(path)
     try:
+        while not path.exists() and path.parent != path:
+            path = path.parent
         return shutil.disk_usage(path).free
     except OSError:
         return None

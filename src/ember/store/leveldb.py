@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ember.errors import StoreCorruptError, StoreError, StoreFullError, StoreLockedError, StoreReadOnlyError
-from ember.store.base import as_full_disk, ensure_writable_dir, free_bytes, write_size
+from ember.store.base import as_full_disk, ensure_writable_dir, error_text, free_bytes, write_size
 
 _ENTRY = b"e:"
 _META = b"m:"
@@ -38,21 +38,26 @@ class LevelDBStore:
         try:
             self.db = plyvel.DB(str(self.path), create_if_missing=not readonly)
         except plyvel.IOError as exc:
-            if "No space left" in str(exc):  # opening writes: LevelDB turns its log into a table file
+            reason = error_text(exc)  # plyvel's reasons are bytes
+            if "No space left" in reason:  # opening writes: LevelDB turns its log into a table file
                 free = free_bytes(self.path)
                 raise StoreFullError(
                     f"cannot open the LevelDB store at {self.path}: the disk holding it is full "
-                    f"({'' if free is None else f'{free / 2**20:.1f} MiB free; '}{exc}), and LevelDB writes when it "
+                    f"({'' if free is None else f'{free / 2**20:.1f} MiB free; '}{reason}), and LevelDB writes when it "
                     "opens a store, even to read it. Free disk space and rerun: the entries committed are kept."
                 ) from exc
-            if "lock" in str(exc).lower():
+            if "lock" in reason.lower():
                 raise StoreLockedError(
-                    f"the LevelDB store at {self.path} is open in another process ({exc}). LevelDB allows one "
+                    f"the LevelDB store at {self.path} is open in another process ({reason}). LevelDB allows one "
                     "process at a time: wait for it to finish, or use the lmdb backend for concurrent readers."
                 ) from exc
-            raise StoreReadOnlyError(f"cannot open the LevelDB store at {self.path}: {exc}") from exc
+            raise StoreReadOnlyError(f"cannot open the LevelDB store at {self.path}: {reason}") from exc
         except plyvel.CorruptionError as exc:
-            raise StoreCorruptError(f"the LevelDB store at {self.path} is corrupt ({exc}); delete it and fill again") from exc
+            raise StoreCorruptError(
+                f"the LevelDB store at {self.path} is corrupt ({error_text(exc)}); delete it and fill again"
+            ) from exc
+        except plyvel.Error as exc:  # any other refusal (a folder LevelDB cannot use as a store …)
+            raise StoreError(f"cannot open the LevelDB store at {self.path}: {error_text(exc)}") from exc
         self._pid = os.getpid()
 
     def _check_pid(self) -> None:
@@ -107,7 +112,7 @@ class LevelDBStore:
             full = as_full_disk(exc, self.path, needed, self.__len__)
             if full is not None:
                 raise full from exc
-            raise StoreError(f"writing the LevelDB store at {self.path} failed: {exc}") from exc
+            raise StoreError(f"writing the LevelDB store at {self.path} failed: {error_text(exc)}") from exc
 
     def close(self) -> None:
         if not self.db.closed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator, Sequence
@@ -11,7 +12,16 @@ from pathlib import Path
 import lmdb
 
 from ember.errors import StoreCorruptError, StoreError, StoreLockedError, StoreReadOnlyError
-from ember.store.base import as_full_disk, ensure_writable_dir, full_disk_error, write_size
+from ember.store.base import (
+    DISK_MARGIN,
+    as_full_disk,
+    ensure_writable_dir,
+    free_bytes,
+    full_disk_error,
+    full_disk_on_open,
+    means_full_disk,
+    write_size,
+)
 
 _INITIAL_MAP = 1 << 30  # 1 GiB of address space; the file itself grows only with data (sparse)
 
@@ -42,6 +52,7 @@ class LMDBStore:
                 )
         else:
             ensure_writable_dir(self.path)
+            self._check_room(lock=True)  # before the lock file too: writing the pid into a new one fails alike
             self._take_writer_lock()
         self._open()
 
@@ -58,25 +69,46 @@ class LMDBStore:
                 f"the store at {self.path} is being written by another process (pid {holder}). Wait for it "
                 "to finish, open the store read-only to read what is committed, or use another store path."
             ) from exc
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+        except OSError as exc:
+            f.close()  # gives the lock back
+            if exc.errno == errno.ENOSPC:
+                raise full_disk_on_open(self.path, exc) from exc
+            raise
         self._lock_file = f
+
+    def _check_room(self, lock: bool) -> None:
+        """Refuse to create a store, or the lock file LMDB keeps beside one (``lock``), on a disk that is full.
+
+        LMDB initialises its lock file through a memory map: on a full disk that is a SIGBUS that kills the
+        process, not an error. An existing store opens whatever the space left (only writes need it).
+        """
+        creates = not (self.path / "data.mdb").exists() or (lock and not (self.path / "lock.mdb").exists())
+        if creates:
+            free = free_bytes(self.path)
+            if free is not None and free < DISK_MARGIN:
+                raise full_disk_on_open(self.path, free=free)
 
     def _open(self) -> None:
         self._pid = os.getpid()
         size = _INITIAL_MAP if self.max_size is None else min(_INITIAL_MAP, self.max_size)
+        lock = not self.readonly or os.access(self.path, os.W_OK)
+        self._check_room(lock)
+        data = self.path / "data.mdb"
+        new = not data.exists()
         try:
-            data = self.path / "data.mdb"
-            if data.exists():
+            if not new:
                 size = max(size, data.stat().st_size)
             self.env = lmdb.open(
                 str(self.path),
                 map_size=size,
                 max_dbs=2,
                 readonly=self.readonly,
-                lock=not self.readonly or os.access(self.path, os.W_OK),
+                lock=lock,
                 readahead=False,  # random reads of small values: readahead wastes page cache
                 meminit=False,
             )
@@ -94,6 +126,10 @@ class LMDBStore:
                 "ember. Use another path."
             ) from exc
         except lmdb.Error as exc:
+            if means_full_disk(exc, self.path):
+                if new and data.exists() and data.stat().st_size == 0:
+                    data.unlink()  # made by this open and empty: left there, it would pass for a store
+                raise full_disk_on_open(self.path, exc) from exc
             raise StoreError(f"cannot open the LMDB store at {self.path}: {exc}") from exc
 
     def _check_pid(self) -> None:
