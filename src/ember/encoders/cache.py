@@ -52,7 +52,7 @@ from ember.store.activations import ActivationStore, Entry, Split
 from ember.store.base import STORE_MARKERS
 from ember.store.codec import torch_dtype
 from ember.store.fill import FillReport, check_texts, fill, tokenize
-from ember.store.fingerprint import Fingerprint, tokenizer_hash, weights_hash
+from ember.store.fingerprint import Fingerprint, config_hash, tokenizer_hash, weights_hash
 from ember.store.keys import KEY_BYTES, content_key
 
 SINGLE = "text"  # the encoder's name when a single module is given
@@ -106,7 +106,13 @@ class _Encoder:
             dtype=config.dtype,
             tokenizer=tokenizer_hash(tokenizer),
             max_length=self.max_length,
-            extra=(("pooling", pooling_name(self.pooling)), ("key", self.key_name)),
+            # config: fields that change the output without changing a weight (activation, layer-norm eps …),
+            # as recycling records them
+            extra=(
+                ("pooling", pooling_name(self.pooling)),
+                ("key", self.key_name),
+                ("config", config_hash(getattr(self.module, "config", None))),
+            ),
         )
         self.handle = _StoreHandle(config, name, self.fingerprint, f"encoder {name!r}")
         self.custom_keys = self.key_extractor is not None
