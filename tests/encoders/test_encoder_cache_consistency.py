@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from ember.encoders import CacheConfig, EncoderCache
+from ember.encoders import CacheConfig, EncoderCache, KeyCollisionError, KeyExtractor
 from ember.errors import StoreMismatchError
 
 from conftest import make_model
@@ -27,3 +28,20 @@ def test_a_config_change_without_a_weight_change_is_refused(tokenizer, texts, tm
     head.bert.load_state_dict(gelu.state_dict())
     with EncoderCache(head, tokenizer, CacheConfig(save_dir=tmp_path)) as cache:
         assert cache.fill(texts, progress=False).computed == 0
+
+
+@pytest.mark.parametrize("placement", ["cpu", "mmap"])
+def test_embed_refuses_a_custom_key_that_names_another_stored_input(tokenizer, tmp_path, placement):
+    first_word = KeyExtractor("first-word", lambda t: t.split()[0])
+    cfg = CacheConfig(save_dir=tmp_path, placement=placement, key_extractors={"text": first_word})
+    with EncoderCache(frozen(), tokenizer, cfg) as cache:
+        cache.fill(["book a flight to paris", "play music"], progress=False)
+        cache.dataset(labels=False)  # loads the cpu table, which embed looks in first
+        own = cache.embed(["play music"])["text"]  # the input the key names: served from the cache
+        torch.testing.assert_close(own, EncoderCache(frozen(), tokenizer).embed(["play music"])["text"])
+        # "book a table" gets the key of "book a flight to paris": it used to be served that text's embedding
+        with pytest.raises(KeyCollisionError, match=r"gave example 0 \('book a table'\) a key that the store already holds"):
+            cache.embed(["book a table"])
+        with pytest.raises(KeyCollisionError, match="gave the same key to two different inputs"):
+            cache.embed(["set alarm", "set the alarm"], write_back=True)
+        assert len(cache.encoders["text"].store) == 2

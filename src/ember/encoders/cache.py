@@ -723,6 +723,7 @@ class EncoderCache:
             raise DataError(f"nothing to embed for encoder {name!r}: its list of texts is empty")
         ids = tokenize(enc.tokenizer, texts, enc.max_length)
         keys = enc.keys(texts, ids)
+        enc.check_collisions(texts, ids, keys)  # a custom key naming another stored input would serve its embedding
         out: list[torch.Tensor | None] = [None] * len(texts)
         table = next((s for (n, _, _), s in self._sources.items() if n == name and isinstance(s, EmbeddingTable)), None)
         if table is not None:
