@@ -45,3 +45,23 @@ def test_embed_refuses_a_custom_key_that_names_another_stored_input(tokenizer, t
         with pytest.raises(KeyCollisionError, match="gave the same key to two different inputs"):
             cache.embed(["set alarm", "set the alarm"], write_back=True)
         assert len(cache.encoders["text"].store) == 2
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "leveldb"])
+def test_the_encoders_order_does_not_change_the_split_index(tokenizer, texts, tmp_path, backend):
+    if backend == "leveldb":
+        pytest.importorskip("plyvel")
+    q, d = frozen(), frozen()
+    cfg = CacheConfig(save_dir=tmp_path, backend=backend)
+    with EncoderCache({"query": q, "doc": d}, tokenizer, cfg) as cache:
+        cache.fill({"query": texts, "doc": texts[::-1]}, labels=[i % 2 for i in range(8)], progress=False)
+        want = cache.dataset().collate(range(8))
+    with EncoderCache({"doc": d, "query": q}, tokenizer, cfg) as cache:  # the same towers, listed the other way
+        got = cache.dataset().collate(range(8))
+        assert cache.fill({"query": texts, "doc": texts[::-1]}, progress=False, split="again").computed == 0
+    for name in ("query", "doc", "labels"):
+        torch.testing.assert_close(got[name], want[name])
+    # another tokenizer setting for one tower still changes the index
+    short = CacheConfig(save_dir=tmp_path, backend=backend, max_length=8)
+    with pytest.raises(StoreMismatchError, match="holds embeddings of encoder 'doc'"):
+        EncoderCache({"doc": d, "query": q}, tokenizer, short)

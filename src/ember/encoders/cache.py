@@ -307,6 +307,17 @@ class _StoreHandle:
         self.store.close()
 
 
+def _recorded_fingerprint(config: CacheConfig, name: str) -> Fingerprint | None:
+    """The fingerprint the store ``name`` of ``save_dir`` recorded, or ``None`` when there is no such store."""
+    if config.save_dir is None or config.backend not in STORE_MARKERS:
+        return None
+    path = Path(config.save_dir) / name
+    if not (path / STORE_MARKERS[config.backend]).exists():
+        return None
+    with ActivationStore.open(path, None, backend=config.backend, readonly=True) as store:
+        return store.fingerprint
+
+
 def check_encoder_names(names: Sequence) -> None:
     """Refuse encoder names that are not safe folder names in ``save_dir`` or that clash with batch keys."""
     for n in names:
@@ -396,16 +407,22 @@ class EncoderCache:
         return self._splits.store
 
     def _splits_fingerprint(self) -> Fingerprint:
-        # Keys depend on each encoder's tokenizer, truncation and key extractor; nothing else.
+        # Keys depend on each encoder's tokenizer, truncation and key extractor; nothing else. The order of the
+        # encoders (of the dict given) means nothing: an index recorded with the same names in another order
+        # is the same index, so its order is kept.
+        names = self.names
+        recorded = _recorded_fingerprint(self.config, _SPLITS)
+        if recorded is not None and sorted(recorded.architecture.split(",")) == sorted(names):
+            names = recorded.architecture.split(",")
         return Fingerprint(
             kind="encoder-splits",
-            architecture=",".join(self.encoders),
+            architecture=",".join(names),
             weights="",
             layer=-1,
             dtype="int64",
             tokenizer="",
             max_length=0,
-            extra=tuple((n, f"{e.fingerprint.tokenizer}:{e.max_length}:{e.key_name}") for n, e in self.encoders.items()),
+            extra=tuple((n, f"{e.fingerprint.tokenizer}:{e.max_length}:{e.key_name}") for n in names for e in [self.encoders[n]]),
         )
 
     @property
