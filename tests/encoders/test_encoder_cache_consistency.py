@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ember.encoders import CacheConfig, EncoderCache, KeyCollisionError, KeyExtractor
-from ember.errors import StoreMismatchError
+from ember.errors import DataError, StoreMismatchError
 
 from conftest import make_model
 
@@ -65,3 +65,13 @@ def test_the_encoders_order_does_not_change_the_split_index(tokenizer, texts, tm
     short = CacheConfig(save_dir=tmp_path, backend=backend, max_length=8)
     with pytest.raises(StoreMismatchError, match="holds embeddings of encoder 'doc'"):
         EncoderCache({"doc": d, "query": q}, tokenizer, short)
+
+
+def test_embed_serves_an_empty_text_filled_with_allow_empty(tokenizer, texts):
+    with EncoderCache(frozen(), tokenizer) as cache:
+        cache.fill(["", *texts], progress=False, allow_empty=True)
+        stored = cache.dataset(labels=False).collate([0])["text"]
+        # the refusal names the argument that fixes it, and embed takes it (it used to have none)
+        with pytest.raises(DataError, match="example 0 has an empty text; .* pass allow_empty=True"):
+            cache.embed([""])
+        torch.testing.assert_close(cache.embed(["", texts[0]], allow_empty=True)["text"][:1], stored)

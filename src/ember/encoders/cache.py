@@ -707,6 +707,7 @@ class EncoderCache:
         write_back: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = torch.float32,
+        allow_empty: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Embeddings ``{name: (B, D)}`` of new texts; cached ones are looked up, misses computed on the fly.
 
@@ -718,6 +719,7 @@ class EncoderCache:
             device: where the result goes (default: the encoder's device).
             dtype: dtype of the result (default float32); ``None`` gives the storage dtype. Misses are
                 rounded through the storage dtype too, so a text gives the same vector cached or not.
+            allow_empty: accept empty texts (the special tokens' embedding), as ``fill(allow_empty=True)`` does.
 
         Safe to call from several threads: the calls take turns, with each other and with ``fill``,
         ``dataset`` and ``close``.
@@ -730,12 +732,11 @@ class EncoderCache:
         if unknown:
             raise CacheConfigError(f"no encoder named {unknown} in this cache; its encoders are {self.names}")
         for texts in inputs.values():
-            check_texts(texts)  # before list(): a bare string would be read as one text per character
+            check_texts(texts, allow_empty)  # before list(): a bare string would be read as one text per character
         return {name: self._embed_one(name, list(texts), write_back, device, dtype) for name, texts in inputs.items()}
 
     def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:
         enc = self.encoders[name]
-        check_texts(texts)
         if not texts:
             raise DataError(f"nothing to embed for encoder {name!r}: its list of texts is empty")
         ids = tokenize(enc.tokenizer, texts, enc.max_length)
