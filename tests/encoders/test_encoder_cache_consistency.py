@@ -75,3 +75,13 @@ def test_embed_serves_an_empty_text_filled_with_allow_empty(tokenizer, texts):
         with pytest.raises(DataError, match="example 0 has an empty text; .* pass allow_empty=True"):
             cache.embed([""])
         torch.testing.assert_close(cache.embed(["", texts[0]], allow_empty=True)["text"][:1], stored)
+
+
+def test_embed_reads_texts_from_a_generator(tokenizer, texts):
+    with EncoderCache(frozen(), tokenizer) as cache:
+        want = cache.embed(texts)["text"]
+        # the generator used to be used up by the checks, then refused as "its list of texts is empty"
+        torch.testing.assert_close(cache.embed(t for t in texts)["text"], want)
+        torch.testing.assert_close(cache.embed({"text": iter(texts)})["text"], want)
+        with pytest.raises(DataError, match="got one str"):
+            cache.embed({"text": "play music"})

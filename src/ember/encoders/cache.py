@@ -731,9 +731,13 @@ class EncoderCache:
         unknown = sorted(set(inputs) - set(self.names))
         if unknown:
             raise CacheConfigError(f"no encoder named {unknown} in this cache; its encoders are {self.names}")
-        for texts in inputs.values():
-            check_texts(texts, allow_empty)  # before list(): a bare string would be read as one text per character
-        return {name: self._embed_one(name, list(texts), write_back, device, dtype) for name, texts in inputs.items()}
+        columns: dict[str, list[str]] = {}
+        for name, texts in inputs.items():
+            if isinstance(texts, str | bytes):
+                check_texts(texts)  # refuses it: list() would read it as one text per character
+            columns[name] = list(texts)  # once: a generator is read here, not used up by the check
+            check_texts(columns[name], allow_empty)
+        return {name: self._embed_one(name, texts, write_back, device, dtype) for name, texts in columns.items()}
 
     def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:
         enc = self.encoders[name]
