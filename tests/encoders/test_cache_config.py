@@ -26,6 +26,7 @@ def test_defaults_and_presets():
         ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
         ({"num_workers": -1}, "num_workers must be >= 0, got -1"),
         ({"dtype": "int8"}, "dtype 'int8' is not supported for storage"),
+        ({"save_dir": "cache", "backend": "memory"}, "backend='memory' keeps nothing on disk, so save_dir='cache' would stay"),
     ],
 )
 def test_bad_settings(kwargs, message):

@@ -22,9 +22,10 @@ from ember.cli.common import (
     friendly_errors,
 )
 
+MEMORY_BACKEND = "use backend='lmdb' (or 'leveldb') to keep the cache there, or save_dir=None for an in-memory cache"
 # Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
 FILL_SWITCHES = {**STORE_WRITE_SWITCHES, **DATA_SWITCHES, **MODEL_SWITCHES, ALLOW_EMPTY: "pass --allow-empty",
-                 WRITABLE_LOCATION: "Pass a writable --save-dir DIR"}
+                 WRITABLE_LOCATION: "Pass a writable --save-dir DIR", MEMORY_BACKEND: "pass --backend lmdb (or leveldb)"}
 
 app = typer.Typer(help="Frozen-encoder embedding cache: compute pooled embeddings once, train heads from them.", no_args_is_help=True)
 
@@ -42,6 +43,8 @@ def fill_cmd(
     batch_size: int = typer.Option(64, "--batch-size"),
     num_workers: int = typer.Option(0, "--num-workers", help="tokenizer worker processes"),
     max_length: MaxLenOpt = None,
+    dtype: str = typer.Option("float32", "--dtype", help="storage dtype: float32, float16 or bfloat16 (CacheConfig.dtype)"),
+    backend: str = typer.Option("lmdb", "--backend", help="store backend: lmdb or leveldb (CacheConfig.backend)"),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="store empty texts (the special tokens' embedding) "
                                      "instead of refusing them"),
 ) -> None:
@@ -52,7 +55,8 @@ def fill_cmd(
         from ember.models import load_model
 
         config = CacheConfig(
-            save_dir=save_dir, pooling=pooling, batch_size=batch_size, num_workers=num_workers, max_length=max_length  # type: ignore[arg-type]
+            save_dir=save_dir, pooling=pooling, batch_size=batch_size, num_workers=num_workers, max_length=max_length,  # type: ignore[arg-type]
+            dtype=dtype, backend=backend,  # type: ignore[arg-type]
         )
         examples = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         encoder, tokenizer = load_model(model, "embedding")

@@ -52,7 +52,7 @@ from ember.store.activations import ActivationStore, Entry, Split
 from ember.store.base import STORE_MARKERS
 from ember.store.codec import torch_dtype
 from ember.store.fill import FillReport, check_texts, fill, tokenize
-from ember.store.fingerprint import Fingerprint, tokenizer_hash, weights_hash
+from ember.store.fingerprint import Fingerprint, config_hash, tokenizer_hash, weights_hash
 from ember.store.keys import KEY_BYTES, content_key
 
 SINGLE = "text"  # the encoder's name when a single module is given
@@ -106,7 +106,13 @@ class _Encoder:
             dtype=config.dtype,
             tokenizer=tokenizer_hash(tokenizer),
             max_length=self.max_length,
-            extra=(("pooling", pooling_name(self.pooling)), ("key", self.key_name)),
+            # config: fields that change the output without changing a weight (activation, layer-norm eps …),
+            # as recycling records them
+            extra=(
+                ("pooling", pooling_name(self.pooling)),
+                ("key", self.key_name),
+                ("config", config_hash(getattr(self.module, "config", None))),
+            ),
         )
         self.handle = _StoreHandle(config, name, self.fingerprint, f"encoder {name!r}")
         self.custom_keys = self.key_extractor is not None
@@ -301,6 +307,17 @@ class _StoreHandle:
         self.store.close()
 
 
+def _recorded_fingerprint(config: CacheConfig, name: str) -> Fingerprint | None:
+    """The fingerprint the store ``name`` of ``save_dir`` recorded, or ``None`` when there is no such store."""
+    if config.save_dir is None or config.backend not in STORE_MARKERS:
+        return None
+    path = Path(config.save_dir) / name
+    if not (path / STORE_MARKERS[config.backend]).exists():
+        return None
+    with ActivationStore.open(path, None, backend=config.backend, readonly=True) as store:
+        return store.fingerprint
+
+
 def check_encoder_names(names: Sequence) -> None:
     """Refuse encoder names that are not safe folder names in ``save_dir`` or that clash with batch keys."""
     for n in names:
@@ -390,16 +407,22 @@ class EncoderCache:
         return self._splits.store
 
     def _splits_fingerprint(self) -> Fingerprint:
-        # Keys depend on each encoder's tokenizer, truncation and key extractor; nothing else.
+        # Keys depend on each encoder's tokenizer, truncation and key extractor; nothing else. The order of the
+        # encoders (of the dict given) means nothing: an index recorded with the same names in another order
+        # is the same index, so its order is kept.
+        names = self.names
+        recorded = _recorded_fingerprint(self.config, _SPLITS)
+        if recorded is not None and sorted(recorded.architecture.split(",")) == sorted(names):
+            names = recorded.architecture.split(",")
         return Fingerprint(
             kind="encoder-splits",
-            architecture=",".join(self.encoders),
+            architecture=",".join(names),
             weights="",
             layer=-1,
             dtype="int64",
             tokenizer="",
             max_length=0,
-            extra=tuple((n, f"{e.fingerprint.tokenizer}:{e.max_length}:{e.key_name}") for n, e in self.encoders.items()),
+            extra=tuple((n, f"{e.fingerprint.tokenizer}:{e.max_length}:{e.key_name}") for n in names for e in [self.encoders[n]]),
         )
 
     @property
@@ -684,6 +707,7 @@ class EncoderCache:
         write_back: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = torch.float32,
+        allow_empty: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Embeddings ``{name: (B, D)}`` of new texts; cached ones are looked up, misses computed on the fly.
 
@@ -695,6 +719,7 @@ class EncoderCache:
             device: where the result goes (default: the encoder's device).
             dtype: dtype of the result (default float32); ``None`` gives the storage dtype. Misses are
                 rounded through the storage dtype too, so a text gives the same vector cached or not.
+            allow_empty: accept empty texts (the special tokens' embedding), as ``fill(allow_empty=True)`` does.
 
         Safe to call from several threads: the calls take turns, with each other and with ``fill``,
         ``dataset`` and ``close``.
@@ -706,17 +731,21 @@ class EncoderCache:
         unknown = sorted(set(inputs) - set(self.names))
         if unknown:
             raise CacheConfigError(f"no encoder named {unknown} in this cache; its encoders are {self.names}")
-        for texts in inputs.values():
-            check_texts(texts)  # before list(): a bare string would be read as one text per character
-        return {name: self._embed_one(name, list(texts), write_back, device, dtype) for name, texts in inputs.items()}
+        columns: dict[str, list[str]] = {}
+        for name, texts in inputs.items():
+            if isinstance(texts, str | bytes):
+                check_texts(texts)  # refuses it: list() would read it as one text per character
+            columns[name] = list(texts)  # once: a generator is read here, not used up by the check
+            check_texts(columns[name], allow_empty)
+        return {name: self._embed_one(name, texts, write_back, device, dtype) for name, texts in columns.items()}
 
     def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:
         enc = self.encoders[name]
-        check_texts(texts)
         if not texts:
             raise DataError(f"nothing to embed for encoder {name!r}: its list of texts is empty")
         ids = tokenize(enc.tokenizer, texts, enc.max_length)
         keys = enc.keys(texts, ids)
+        enc.check_collisions(texts, ids, keys)  # a custom key naming another stored input would serve its embedding
         out: list[torch.Tensor | None] = [None] * len(texts)
         table = next((s for (n, _, _), s in self._sources.items() if n == name and isinstance(s, EmbeddingTable)), None)
         if table is not None:

@@ -100,7 +100,8 @@ class CacheConfig:
         dtype: storage dtype of the embeddings. Batches and :meth:`~ember.encoders.EncoderCache.embed` serve
             float32 unless asked otherwise (their ``dtype=`` argument), whatever the storage dtype.
         max_length: truncation length in tokens (default: what the tokenizer and model accept).
-        backend: on-disk store backend when ``save_dir`` is set.
+        backend: on-disk store backend when ``save_dir`` is set (``lmdb`` or ``leveldb``; ``memory`` is what
+            ``save_dir=None`` uses, and is refused beside a ``save_dir``).
         check_transform: how many dataset items a fill reads twice to detect a random (augmenting)
             transform; 0 disables the check. Both reads of an item happen one after the other in the same
             process (a worker when ``num_workers > 0``), so per-worker random state or counters are caught
@@ -166,6 +167,12 @@ class CacheConfig:
             check_backend(self.backend)
         except ValueError as exc:
             raise CacheConfigError(str(exc)) from None
+        if self.backend == "memory" and self.save_dir is not None:
+            raise CacheConfigError(
+                f"backend='memory' keeps nothing on disk, so save_dir={str(self.save_dir)!r} would stay empty and the "
+                "next run would compute everything again; use backend='lmdb' (or 'leveldb') to keep the cache there, "
+                "or save_dir=None for an in-memory cache"
+            )
         try:
             torch_dtype(self.dtype)
         except ValueError as exc:

@@ -102,6 +102,16 @@ class StoreSource:
     def store(self) -> ActivationStore:
         return self._store() if callable(self._store) else self._store  # type: ignore[return-value]
 
+    # -- pickling: DataLoader workers started with spawn/forkserver (macOS, and Linux from Python 3.14) ------
+    def __getstate__(self) -> dict:
+        # The store as opened now (an LMDB store reopens read-only in the worker), without the function that
+        # finds it or the lock: nothing reopens the copy, and neither pickles.
+        return {"_store": self.store, "device": self.device, "dtype": self.dtype, "where": self.where}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = nullcontext()
+
     def locate(self, keys: Sequence[bytes]) -> list[bytes]:
         with self._lock:
             missing = self.store.missing(keys)

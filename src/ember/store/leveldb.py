@@ -67,6 +67,14 @@ class LevelDBStore:
                 "after fork. Use num_workers=0 for DataLoaders over it, or the lmdb backend (many reader processes)."
             )
 
+    def __getstate__(self) -> dict:
+        # A copy for another process (a DataLoader worker started with spawn/forkserver) cannot open the store
+        # while this process holds it: say so, as a forked copy does, rather than fail to pickle the handle.
+        raise StoreError(
+            f"the LevelDB store at {self.path} cannot be sent to another process: LevelDB allows one process at a "
+            "time. Use num_workers=0 for DataLoaders over it, or the lmdb backend (many reader processes)."
+        )
+
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         self._check_pid()
         snap = self.db.snapshot()
