@@ -64,10 +64,23 @@ class TorchArtifact(OptimizedModel):
 
 
 def load_source(directory: Path, facts: ModelFacts) -> nn.Module:
-    """The fp32 checkpoint a torch artifact was built from."""
+    """The fp32 checkpoint a torch artifact was built from, as the class that saved it.
+
+    The class is the one ``save_pretrained`` recorded in ``hf/config.json``, not the ``architectures`` of the
+    original's config kept in the manifest: a model fine-tuned from a base checkpoint keeps the base's entry
+    there (``BertForMaskedLM`` for bert-base-uncased) until it is saved, and loading the classifier's weights
+    as that class dropped its head for a random one.
+    """
+    import json
+
     import transformers
 
-    arch = (facts.hf_config.get("architectures") or [None])[0]
+    try:
+        saved = json.loads((directory / "hf" / "config.json").read_text())
+    except (OSError, ValueError):
+        saved = {}
+    arch = ((saved.get("architectures") if isinstance(saved, dict) else None)
+            or facts.hf_config.get("architectures") or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
     if cls is None:
         cls = transformers.AutoModelForSequenceClassification if facts.output == "logits" else transformers.AutoModel
