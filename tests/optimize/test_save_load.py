@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from ember.optimize import BF16Config, Int8DynamicConfig, load, optimize
+from ember.optimize import BF16Config, Int8DynamicConfig, OnnxRuntimeConfig, OpenVINOConfig, load, optimize
 
 from conftest import TEXTS, make_model
 
@@ -28,3 +33,68 @@ def test_a_torch_artifact_reloads_as_the_class_it_was_built_from(family, config,
     x = tokenizer(list(TEXTS), padding=True, return_tensors="pt")
     field = back.facts.output
     torch.testing.assert_close(getattr(back(**x), field), getattr(art(**x), field))
+
+
+# ---- saving into a folder that holds other things ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def onnx_art(tokenizer):
+    return optimize(make_model("bert"), OnnxRuntimeConfig(threads=1), tokenizer=tokenizer, sample=list(TEXTS))
+
+
+def test_the_manifest_lists_only_the_files_the_artifact_wrote(onnx_art, tmp_path):
+    # saved beside the original checkpoint, say: those files are not the artifact's, and editing them later
+    # made the artifact refuse to load as "corrupted"
+    (tmp_path / "notes.txt").write_text("fine-tuned on the March data")
+    onnx_art.save(tmp_path)
+    assert set(json.loads((tmp_path / "ember-artifact.json").read_text())["files"]) == {
+        "model.onnx", "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"}
+    (tmp_path / "notes.txt").write_text("fine-tuned on the April data")
+    assert load(tmp_path).tokenizer is not None
+    assert (tmp_path / "notes.txt").read_text() == "fine-tuned on the April data"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ember")] == []  # no staging folder left
+
+
+def test_saving_over_another_artifact_leaves_nothing_of_it(onnx_art, tokenizer, tmp_path):
+    torch_art = optimize(make_model("bert"), BF16Config(), tokenizer=tokenizer, sample=list(TEXTS))
+    torch_art.save(tmp_path)
+    assert (tmp_path / "hf").is_dir()
+    bare = load(tmp_path)
+    bare.tokenizer = None  # e.g. an artifact whose tokenizer the caller keeps elsewhere
+    onnx_art.tokenizer, kept = None, onnx_art.tokenizer
+    try:
+        onnx_art.save(tmp_path)
+    finally:
+        onnx_art.tokenizer = kept
+    assert not (tmp_path / "hf").exists() and not (tmp_path / "tokenizer").exists()
+    back = load(tmp_path)
+    # the earlier artifact's tokenizer was left in the folder, hashed into the new manifest and loaded with it
+    assert back.tokenizer is None and type(back).__name__ == "OnnxArtifact"
+
+
+def test_saving_twice_into_the_same_folder_gives_the_same_artifact(onnx_art, tmp_path):
+    onnx_art.save(tmp_path)
+    first = json.loads((tmp_path / "ember-artifact.json").read_text())
+    onnx_art.save(tmp_path)
+    assert json.loads((tmp_path / "ember-artifact.json").read_text()) == first
+
+
+_SAVE_OVER_ITSELF = """
+import sys, torch
+from ember.optimize import load
+art = load(sys.argv[1])
+x = {"input_ids": torch.tensor([[2, 10, 20, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+before = art(**x).logits
+art.save(sys.argv[1])  # back into the folder it was loaded from (its weights are mapped from there)
+print("same", torch.equal(art(**x).logits, before), torch.allclose(load(sys.argv[1])(**x).logits, before), flush=True)
+"""
+
+
+def test_an_openvino_artifact_saved_back_into_the_folder_it_was_loaded_from_keeps_running(tokenizer, tmp_path):
+    pytest.importorskip("openvino")
+    d = optimize(make_model("bert"), OpenVINOConfig(threads=1), tokenizer=tokenizer, sample=list(TEXTS)).save(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    run = subprocess.run([sys.executable, "-c", _SAVE_OVER_ITSELF, str(d)], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, f"rc={run.returncode} (135: SIGBUS) stderr={run.stderr[-2000:]!r}"
+    assert run.stdout.split()[-3:] == ["same", "True", "True"]

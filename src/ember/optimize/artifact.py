@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -253,25 +255,44 @@ class OptimizedModel(nn.Module):
 
     # ---- saving -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write the artifact, its optimize config, its fidelity report and a format version to ``directory``."""
+        """Write the artifact, its optimize config, its fidelity report and a format version to ``directory``.
+
+        The manifest lists (and hashes) the files this save wrote, and only those: other files in the folder
+        (the original checkpoint, notes) are left alone and not checked on load. Files an earlier ember save
+        listed there and this one does not write (another backend's, another tokenizer's) are removed, so
+        saving over an artifact leaves nothing of it to be read back. Each file is written beside the folder's
+        contents and then renamed into place: an artifact loaded from this folder (OpenVINO maps its
+        ``model.bin``) keeps running while it is saved over, where rewriting the file in place killed the
+        process with SIGBUS.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self._save_files(d)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(d / "tokenizer"))
-        # every file, the tokenizer's too: another model's tokenizer in its place gives wrong answers silently
-        files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != MANIFEST)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "backend": self.optimize_config.kind,
-            "config": self.optimize_config.to_dict(),
-            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
-            "size_bytes": self.size_bytes,
-            "build_seconds": self.build_seconds,
-            "facts": self.facts.to_dict(),
-            "files": {f: _sha256(d / f) for f in files},
-        }
-        (d / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        earlier = _files_listed_in(d)
+        with tempfile.TemporaryDirectory(prefix=".ember-save-", dir=d) as tmp:
+            staging = Path(tmp)
+            self._save_files(staging)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(str(staging / "tokenizer"))
+            # every file, the tokenizer's too: another model's tokenizer in its place gives wrong answers silently
+            files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "backend": self.optimize_config.kind,
+                "config": self.optimize_config.to_dict(),
+                "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+                "size_bytes": self.size_bytes,
+                "build_seconds": self.build_seconds,
+                "facts": self.facts.to_dict(),
+                "files": {f: _sha256(staging / f) for f in files},
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            (d / MANIFEST).unlink(missing_ok=True)  # an interrupted save reads as no artifact, not as a mix
+            for stale in sorted(earlier - set(files)):
+                _remove_within(d, stale)
+            for f in files:
+                (d / f).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / f, d / f)
+            os.replace(staging / MANIFEST, d / MANIFEST)
         return d
 
     def _save_files(self, directory: Path) -> None:  # pragma: no cover - abstract
@@ -294,6 +315,32 @@ def _list_as_sequence_classifier(cls: type) -> None:
 
     AutoModelForSequenceClassification.register(cls, cls, exist_ok=True)
     _LISTED.add(cls)
+
+
+def _files_listed_in(directory: Path) -> set[str]:
+    """The files the manifest in ``directory`` lists (an earlier save's), or none where there is no readable one."""
+    try:
+        listed = json.loads((directory / MANIFEST).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {f for f in listed if isinstance(f, str)} if isinstance(listed, dict) else set()
+
+
+def _remove_within(directory: Path, name: str) -> None:
+    """Delete ``directory / name`` (a file an earlier save wrote) and the folders it leaves empty; a name that
+    points outside ``directory`` (a hand-edited manifest) is left alone."""
+    root = directory.resolve()
+    path = (directory / name).resolve()
+    if root not in path.parents or not path.is_file():
+        return
+    path.unlink()
+    for parent in path.parents:
+        if parent == root:
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty
+            break
 
 
 def _sha256(path: Path) -> str:
