@@ -98,3 +98,18 @@ def test_an_openvino_artifact_saved_back_into_the_folder_it_was_loaded_from_keep
                          timeout=300)
     assert run.returncode == 0, f"rc={run.returncode} (135: SIGBUS) stderr={run.stderr[-2000:]!r}"
     assert run.stdout.split()[-3:] == ["same", "True", "True"]
+
+
+# ---- the artifact always answers as in evaluation -------------------------------------------------
+
+@pytest.mark.parametrize("config", [BF16Config(), Int8DynamicConfig()], ids=["bf16", "int8"])
+def test_a_torch_artifact_answers_without_dropout_whatever_mode_its_model_is_in(config, tokenizer):
+    model = make_model("bert", hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
+    art = optimize(model, config, tokenizer=tokenizer, sample=list(TEXTS))
+    x = tokenizer(list(TEXTS), padding=True, return_tensors="pt")
+    expected = art(**x).logits
+    model.train()  # training goes on (bf16 autocast runs this very model)
+    art.train()  # or something calls .train() on every module it holds
+    for _ in range(3):
+        torch.testing.assert_close(art(**x).logits, expected)
+    assert model.training and all(m.training for m in art.model.modules())  # the modes are left as they were
