@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from ember.fidelity import Tolerance
 from ember.optimize import BF16Config, Int8DynamicConfig, OnnxRuntimeConfig, OpenVINOConfig, load, optimize
 
 from conftest import TEXTS, make_model
@@ -113,3 +114,16 @@ def test_a_torch_artifact_answers_without_dropout_whatever_mode_its_model_is_in(
     for _ in range(3):
         torch.testing.assert_close(art(**x).logits, expected)
     assert model.training and all(m.training for m in art.model.modules())  # the modes are left as they were
+
+
+def test_optimize_leaves_the_model_in_the_mode_it_was_in(tokenizer):
+    model = make_model("bert", hidden_dropout_prob=0.5)
+    model.train()
+    model.bert.embeddings.eval()  # a mix, as a training loop with frozen parts leaves it
+    modes = [m.training for m in model.modules()]
+    with pytest.warns(UserWarning, match="changed the model's answers") as caught:
+        art = optimize(model, BF16Config(tolerance=Tolerance(min_mean_cosine=1.0), on_violation="warn"),
+                       tokenizer=tokenizer, sample=list(TEXTS))
+    assert [m.training for m in model.modules()] == modes
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    assert art.fidelity.mean_cosine > 0.999  # verified in eval mode all the same
