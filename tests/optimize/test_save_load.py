@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from ember.errors import DataError
 from ember.fidelity import Tolerance
 from ember.optimize import BF16Config, Int8DynamicConfig, OnnxRuntimeConfig, OpenVINOConfig, load, optimize
 
@@ -127,3 +129,36 @@ def test_optimize_leaves_the_model_in_the_mode_it_was_in(tokenizer):
     assert [m.training for m in model.modules()] == modes
     assert caught[0].filename == __file__  # the warning points at the caller's line
     assert art.fidelity.mean_cosine > 0.999  # verified in eval mode all the same
+
+
+# ---- unusual but valid inputs --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def artifacts(onnx_art, tokenizer):
+    out = {"onnx": onnx_art, "bf16": optimize(make_model("bert"), BF16Config(), tokenizer=tokenizer, sample=list(TEXTS))}
+    if importlib.util.find_spec("openvino") is not None:
+        out["openvino"] = optimize(make_model("bert"), OpenVINOConfig(threads=1), tokenizer=tokenizer, sample=list(TEXTS))
+    return out
+
+
+@pytest.mark.parametrize("name", ["onnx", "openvino", "bf16"])
+@pytest.mark.parametrize("convert", [lambda t: t.tolist(), lambda t: t.numpy(), lambda t: t.int()],
+                         ids=["lists", "numpy", "int32"])
+def test_every_input_may_be_a_list_or_an_array_as_input_ids_may(artifacts, name, convert, tokenizer):
+    if name not in artifacts:
+        pytest.skip("openvino is not installed")
+    art = artifacts[name]
+    x = tokenizer(list(TEXTS), padding=True, return_tensors="pt")
+    got = art(**{k: convert(v) for k, v in x.items()}).logits  # was: AttributeError 'list' object has no attribute
+    torch.testing.assert_close(got, art(**x).logits)
+
+
+@pytest.mark.parametrize("name", ["onnx", "openvino", "bf16"])
+@pytest.mark.parametrize("key, cut", [("attention_mask", lambda t: t[:1]), ("attention_mask", lambda t: t[:, :-1]),
+                                      ("token_type_ids", lambda t: t[:1])], ids=["mask-one-row", "mask-short", "types-one-row"])
+def test_an_input_of_another_shape_than_input_ids_is_refused_naming_the_fix(artifacts, name, key, cut, tokenizer):
+    if name not in artifacts:
+        pytest.skip("openvino is not installed")
+    x = tokenizer(list(TEXTS), padding=True, return_tensors="pt")
+    with pytest.raises(DataError, match=rf"{key} has shape .* but input_ids \({len(TEXTS)}, .*return_tensors='pt'"):
+        artifacts[name](**{**x, key: cut(x[key])})

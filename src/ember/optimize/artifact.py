@@ -190,8 +190,12 @@ class OptimizedModel(nn.Module):
             )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        else:
+            attention_mask = _like_ids("attention_mask", attention_mask, input_ids)
         if token_type_ids is None and "token_type_ids" in self.facts.input_names:
             token_type_ids = torch.zeros_like(input_ids)
+        elif token_type_ids is not None:
+            token_type_ids = _like_ids("token_type_ids", token_type_ids, input_ids)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         return self._run({k: feeds[k] for k in self.facts.input_names})
 
@@ -297,6 +301,20 @@ class OptimizedModel(nn.Module):
 
     def _save_files(self, directory: Path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _like_ids(name: str, value, input_ids: torch.Tensor) -> torch.Tensor:
+    """``value`` as a tensor of ``input_ids``' shape (lists and numpy arrays taken as ``input_ids`` are), or a
+    DataError naming the fix: ONNX Runtime and OpenVINO stopped with their own errors (or an AttributeError on a
+    list), and the PyTorch engines broadcast a mask of one row over the batch."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value)
+    if value.shape != input_ids.shape:
+        raise DataError(
+            f"{name} has shape {tuple(value.shape)} but input_ids {tuple(input_ids.shape)}; pass the {name} the "
+            "tokenizer made with these input_ids (tokenizer(texts, padding=True, return_tensors='pt'))"
+        )
+    return value
 
 
 _LISTED: set[type] = set()
