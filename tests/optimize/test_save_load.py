@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from ember.errors import DataError
+from ember.errors import ArtifactError, DataError
 from ember.fidelity import Tolerance
 from ember.optimize import BF16Config, Int8DynamicConfig, OnnxRuntimeConfig, OpenVINOConfig, load, optimize
 
@@ -162,3 +164,22 @@ def test_an_input_of_another_shape_than_input_ids_is_refused_naming_the_fix(arti
     x = tokenizer(list(TEXTS), padding=True, return_tensors="pt")
     with pytest.raises(DataError, match=rf"{key} has shape .* but input_ids \({len(TEXTS)}, .*return_tensors='pt'"):
         artifacts[name](**{**x, key: cut(x[key])})
+
+
+def test_a_saved_tokenizer_that_cannot_be_read_names_a_fix_that_works(onnx_art, tokenizer, tmp_path):
+    d = onnx_art.save(tmp_path / "a")
+    # a tokenizer this transformers cannot read, recorded as saved (a newer release's format, say)
+    (d / "tokenizer" / "tokenizer_config.json").write_text("{not json")
+    m = json.loads((d / "ember-artifact.json").read_text())
+    m["files"]["tokenizer/tokenizer_config.json"] = hashlib.sha256(b"{not json").hexdigest()
+    (d / "ember-artifact.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match=r"cannot be read .* pass the model's own tokenizer: load\(directory, tokenizer=\.\.\.\)"):
+        load(d)
+    x = tokenizer(list(TEXTS), padding=True, return_tensors="pt")
+    back = load(d, tokenizer=tokenizer)
+    assert back.tokenizer is tokenizer
+    torch.testing.assert_close(back(**x).logits, onnx_art(**x).logits)
+    shutil.rmtree(d / "tokenizer")  # the old advice ("delete the folder") then failed: "tokenizer/... is missing"
+    assert load(d, tokenizer=tokenizer).encode(["play music"]).shape == (1, 3)
+    with pytest.raises(ArtifactError, match=r"tokenizer/.* is missing; .* or pass the model's own tokenizer: load\(directory, tokenizer="):
+        load(d)  # without one, the saved tokenizer is still required

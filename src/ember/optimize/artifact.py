@@ -369,8 +369,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(directory: str | Path) -> dict:
-    """Read and validate ``ember-artifact.json``: format version and file hashes."""
+def read_manifest(directory: str | Path, *, skip: str | None = None) -> dict:
+    """Read and validate ``ember-artifact.json``: format version and file hashes (except those of the files
+    under the folder ``skip``, which the caller does not read)."""
     d = Path(directory)
     path = d / MANIFEST
     if not path.is_file():
@@ -391,18 +392,27 @@ def read_manifest(directory: str | Path) -> dict:
             f"{d} holds an artifact of format version {version!r}, this ember reads version {FORMAT_VERSION}; {hint}"
         )
     for name, digest in manifest.get("files", {}).items():
+        if skip is not None and name.startswith(skip + "/"):
+            continue
         f = d / name
         if not f.is_file():
-            raise ArtifactError(f"{d} is incomplete: {name} is missing; re-create the artifact with ember optimize")
+            also = ", or pass the model's own tokenizer: load(directory, tokenizer=...)" if name.startswith("tokenizer/") else ""
+            raise ArtifactError(f"{d} is incomplete: {name} is missing; re-create the artifact with ember optimize{also}")
         if _sha256(f) != digest:
             raise ArtifactError(f"{f} is corrupted: its SHA-256 does not match the one recorded when it was saved; re-create the artifact")
     return manifest
 
 
-def load(directory: str | Path) -> OptimizedModel:
+def load(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
     """Load an artifact saved with ``artifact.save(directory)``.
 
     ONNX Runtime and OpenVINO artifacts need neither the original model nor torch weights.
+
+    Args:
+        directory: the artifact's folder.
+        tokenizer: the tokenizer to serve with instead of the one saved in ``directory/tokenizer`` (which is then
+            neither read nor required): for a saved tokenizer this transformers cannot read, or an artifact
+            saved without one. It must be the model's own tokenizer; ember cannot check that one passed here is.
 
     Example:
         >>> art = ember.optimize.load("minilm-onnx")  # doctest: +SKIP
@@ -410,7 +420,7 @@ def load(directory: str | Path) -> OptimizedModel:
     from ember.optimize.registry import backend_for
 
     d = Path(directory)
-    manifest = read_manifest(d)
+    manifest = read_manifest(d, skip="tokenizer" if tokenizer is not None else None)
     try:
         config = config_from_dict(manifest["config"])
         facts = ModelFacts.from_dict(manifest["facts"])
@@ -421,15 +431,14 @@ def load(directory: str | Path) -> OptimizedModel:
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a hand-edited manifest
         raise ArtifactError(f"{d / MANIFEST} does not describe an artifact ember can load ({type(exc).__name__}: {exc}); "
                             "re-create the artifact with ember optimize") from exc
-    tokenizer = None
-    if (d / "tokenizer").is_dir():
+    if tokenizer is None and (d / "tokenizer").is_dir():
         from transformers import AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             raise ArtifactError(f"the tokenizer saved in {d / 'tokenizer'} cannot be read ({exc}); re-create the "
-                                "artifact, or delete the folder and pass the tokenizer yourself") from exc
+                                "artifact, or pass the model's own tokenizer: load(directory, tokenizer=...)") from exc
     art = backend_for(config).load(d, config, facts, tokenizer)
     art.fidelity, art.size_bytes, art.build_seconds = fidelity, size_bytes, build_seconds
     return art
