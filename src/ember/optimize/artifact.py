@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -188,8 +190,12 @@ class OptimizedModel(nn.Module):
             )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        else:
+            attention_mask = _like_ids("attention_mask", attention_mask, input_ids)
         if token_type_ids is None and "token_type_ids" in self.facts.input_names:
             token_type_ids = torch.zeros_like(input_ids)
+        elif token_type_ids is not None:
+            token_type_ids = _like_ids("token_type_ids", token_type_ids, input_ids)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         return self._run({k: feeds[k] for k in self.facts.input_names})
 
@@ -253,29 +259,62 @@ class OptimizedModel(nn.Module):
 
     # ---- saving -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write the artifact, its optimize config, its fidelity report and a format version to ``directory``."""
+        """Write the artifact, its optimize config, its fidelity report and a format version to ``directory``.
+
+        The manifest lists (and hashes) the files this save wrote, and only those: other files in the folder
+        (the original checkpoint, notes) are left alone and not checked on load. Files an earlier ember save
+        listed there and this one does not write (another backend's, another tokenizer's) are removed, so
+        saving over an artifact leaves nothing of it to be read back. Each file is written beside the folder's
+        contents and then renamed into place: an artifact loaded from this folder (OpenVINO maps its
+        ``model.bin``) keeps running while it is saved over, where rewriting the file in place killed the
+        process with SIGBUS.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self._save_files(d)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(d / "tokenizer"))
-        # every file, the tokenizer's too: another model's tokenizer in its place gives wrong answers silently
-        files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != MANIFEST)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "backend": self.optimize_config.kind,
-            "config": self.optimize_config.to_dict(),
-            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
-            "size_bytes": self.size_bytes,
-            "build_seconds": self.build_seconds,
-            "facts": self.facts.to_dict(),
-            "files": {f: _sha256(d / f) for f in files},
-        }
-        (d / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        earlier = _files_listed_in(d)
+        with tempfile.TemporaryDirectory(prefix=".ember-save-", dir=d) as tmp:
+            staging = Path(tmp)
+            self._save_files(staging)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(str(staging / "tokenizer"))
+            # every file, the tokenizer's too: another model's tokenizer in its place gives wrong answers silently
+            files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "backend": self.optimize_config.kind,
+                "config": self.optimize_config.to_dict(),
+                "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+                "size_bytes": self.size_bytes,
+                "build_seconds": self.build_seconds,
+                "facts": self.facts.to_dict(),
+                "files": {f: _sha256(staging / f) for f in files},
+            }
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            (d / MANIFEST).unlink(missing_ok=True)  # an interrupted save reads as no artifact, not as a mix
+            for stale in sorted(earlier - set(files)):
+                _remove_within(d, stale)
+            for f in files:
+                (d / f).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / f, d / f)
+            os.replace(staging / MANIFEST, d / MANIFEST)
         return d
 
     def _save_files(self, directory: Path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _like_ids(name: str, value, input_ids: torch.Tensor) -> torch.Tensor:
+    """``value`` as a tensor of ``input_ids``' shape (lists and numpy arrays taken as ``input_ids`` are), or a
+    DataError naming the fix: ONNX Runtime and OpenVINO stopped with their own errors (or an AttributeError on a
+    list), and the PyTorch engines broadcast a mask of one row over the batch."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value)
+    if value.shape != input_ids.shape:
+        raise DataError(
+            f"{name} has shape {tuple(value.shape)} but input_ids {tuple(input_ids.shape)}; pass the {name} the "
+            "tokenizer made with these input_ids (tokenizer(texts, padding=True, return_tensors='pt'))"
+        )
+    return value
 
 
 _LISTED: set[type] = set()
@@ -296,6 +335,32 @@ def _list_as_sequence_classifier(cls: type) -> None:
     _LISTED.add(cls)
 
 
+def _files_listed_in(directory: Path) -> set[str]:
+    """The files the manifest in ``directory`` lists (an earlier save's), or none where there is no readable one."""
+    try:
+        listed = json.loads((directory / MANIFEST).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {f for f in listed if isinstance(f, str)} if isinstance(listed, dict) else set()
+
+
+def _remove_within(directory: Path, name: str) -> None:
+    """Delete ``directory / name`` (a file an earlier save wrote) and the folders it leaves empty; a name that
+    points outside ``directory`` (a hand-edited manifest) is left alone."""
+    root = directory.resolve()
+    path = (directory / name).resolve()
+    if root not in path.parents or not path.is_file():
+        return
+    path.unlink()
+    for parent in path.parents:
+        if parent == root:
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty
+            break
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -304,8 +369,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(directory: str | Path) -> dict:
-    """Read and validate ``ember-artifact.json``: format version and file hashes."""
+def read_manifest(directory: str | Path, *, skip: str | None = None) -> dict:
+    """Read and validate ``ember-artifact.json``: format version and file hashes (except those of the files
+    under the folder ``skip``, which the caller does not read)."""
     d = Path(directory)
     path = d / MANIFEST
     if not path.is_file():
@@ -326,18 +392,27 @@ def read_manifest(directory: str | Path) -> dict:
             f"{d} holds an artifact of format version {version!r}, this ember reads version {FORMAT_VERSION}; {hint}"
         )
     for name, digest in manifest.get("files", {}).items():
+        if skip is not None and name.startswith(skip + "/"):
+            continue
         f = d / name
         if not f.is_file():
-            raise ArtifactError(f"{d} is incomplete: {name} is missing; re-create the artifact with ember optimize")
+            also = ", or pass the model's own tokenizer: load(directory, tokenizer=...)" if name.startswith("tokenizer/") else ""
+            raise ArtifactError(f"{d} is incomplete: {name} is missing; re-create the artifact with ember optimize{also}")
         if _sha256(f) != digest:
             raise ArtifactError(f"{f} is corrupted: its SHA-256 does not match the one recorded when it was saved; re-create the artifact")
     return manifest
 
 
-def load(directory: str | Path) -> OptimizedModel:
+def load(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
     """Load an artifact saved with ``artifact.save(directory)``.
 
     ONNX Runtime and OpenVINO artifacts need neither the original model nor torch weights.
+
+    Args:
+        directory: the artifact's folder.
+        tokenizer: the tokenizer to serve with instead of the one saved in ``directory/tokenizer`` (which is then
+            neither read nor required): for a saved tokenizer this transformers cannot read, or an artifact
+            saved without one. It must be the model's own tokenizer; ember cannot check that one passed here is.
 
     Example:
         >>> art = ember.optimize.load("minilm-onnx")  # doctest: +SKIP
@@ -345,7 +420,7 @@ def load(directory: str | Path) -> OptimizedModel:
     from ember.optimize.registry import backend_for
 
     d = Path(directory)
-    manifest = read_manifest(d)
+    manifest = read_manifest(d, skip="tokenizer" if tokenizer is not None else None)
     try:
         config = config_from_dict(manifest["config"])
         facts = ModelFacts.from_dict(manifest["facts"])
@@ -356,15 +431,14 @@ def load(directory: str | Path) -> OptimizedModel:
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a hand-edited manifest
         raise ArtifactError(f"{d / MANIFEST} does not describe an artifact ember can load ({type(exc).__name__}: {exc}); "
                             "re-create the artifact with ember optimize") from exc
-    tokenizer = None
-    if (d / "tokenizer").is_dir():
+    if tokenizer is None and (d / "tokenizer").is_dir():
         from transformers import AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             raise ArtifactError(f"the tokenizer saved in {d / 'tokenizer'} cannot be read ({exc}); re-create the "
-                                "artifact, or delete the folder and pass the tokenizer yourself") from exc
+                                "artifact, or pass the model's own tokenizer: load(directory, tokenizer=...)") from exc
     art = backend_for(config).load(d, config, facts, tokenizer)
     art.fidelity, art.size_bytes, art.build_seconds = fidelity, size_bytes, build_seconds
     return art

@@ -153,6 +153,17 @@ def optimize(
     texts, calibration_texts = _split_for_calibration(
         list(sample) if sample is not None else _builtin_sample(), calibration, config, builtin=sample is None
     )
+    # verified (and built) in eval mode; each module's mode is put back after, as "model is not modified" says
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        return _optimize(model, config, tokenizer, texts, calibration_texts)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _optimize(model: nn.Module, config: OptimizeConfig, tokenizer, texts: list[str],
+              calibration_texts: list[str]) -> OptimizedModel:
     start = time.perf_counter()
     model.eval()
     facts0 = model_facts(model, tokenizer, "logits")
@@ -182,6 +193,6 @@ def enforce(report: FidelityReport, config: OptimizeConfig) -> None:
         f"tolerance= (or pass on_violation='warn')"
     )
     if config.on_violation == "warn":
-        warnings.warn(msg, stacklevel=3)
+        warnings.warn(msg, stacklevel=4)  # enforce <- _optimize <- optimize <- the caller
     else:
         raise FidelityError(msg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class TorchArtifact(OptimizedModel):
         self._source = [source]  # the fp32 original, kept out of the module tree (saved, never run)
         self._autocast = autocast
         self._context = context or contextlib.nullcontext  # entered around every call of .model
+        self._modes_lock = threading.Lock()
 
     @property
     def device(self) -> torch.device:
@@ -46,10 +48,32 @@ class TorchArtifact(OptimizedModel):
         # whether the caller is in inference_mode (encode, pipelines) or not, with ordinary (not inference)
         # tensors in and out: torch.compile guards on both and compiled the model again for each (its freezing
         # applies to inference graphs only).
-        with torch.inference_mode(False), torch.no_grad(), ctx, self._context():
+        with torch.inference_mode(False), torch.no_grad(), ctx, self._context(), self._evaluating():
             feeds = {k: (v.clone() if v.is_inference() else v).to(device) for k, v in feeds.items()}
             out = self.model(**feeds)
         return wrap_output(self.facts.output, getattr(out, self.facts.output).float().cpu())
+
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """Run ``.model`` in eval mode whatever mode it is in, and leave the mode as it was.
+
+        bf16 autocast and torch.compile artifacts run the user's own model (no copy of the weights): put back
+        in training mode (``model.train()`` to train on, or ``artifact.train()``), it answered with dropout on,
+        a different answer at every call. Only when a training flag is set is a module walked (one check a call
+        otherwise); the lock keeps two callers from restoring the flags under each other.
+        """
+        if not (self.model.training or self._source[0].training):
+            yield
+            return
+        with self._modes_lock:
+            training = [m for m in self.model.modules() if m.training]
+            for m in training:
+                m.training = False
+            try:
+                yield
+            finally:
+                for m in training:
+                    m.training = True
 
     def _save_files(self, directory: Path) -> None:
         source = self._source[0]
@@ -64,10 +88,23 @@ class TorchArtifact(OptimizedModel):
 
 
 def load_source(directory: Path, facts: ModelFacts) -> nn.Module:
-    """The fp32 checkpoint a torch artifact was built from."""
+    """The fp32 checkpoint a torch artifact was built from, as the class that saved it.
+
+    The class is the one ``save_pretrained`` recorded in ``hf/config.json``, not the ``architectures`` of the
+    original's config kept in the manifest: a model fine-tuned from a base checkpoint keeps the base's entry
+    there (``BertForMaskedLM`` for bert-base-uncased) until it is saved, and loading the classifier's weights
+    as that class dropped its head for a random one.
+    """
+    import json
+
     import transformers
 
-    arch = (facts.hf_config.get("architectures") or [None])[0]
+    try:
+        saved = json.loads((directory / "hf" / "config.json").read_text())
+    except (OSError, ValueError):
+        saved = {}
+    arch = ((saved.get("architectures") if isinstance(saved, dict) else None)
+            or facts.hf_config.get("architectures") or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
     if cls is None:
         cls = transformers.AutoModelForSequenceClassification if facts.output == "logits" else transformers.AutoModel
