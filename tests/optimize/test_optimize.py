@@ -859,6 +859,9 @@ def test_a_bare_string_is_refused_where_a_list_of_texts_is_expected(onnx_art, cl
     with pytest.raises(TypeError, match=r"model must be a torch nn.Module, got str; load a folder"):
         optimize("some/folder", OnnxRuntimeConfig(), tokenizer=tok)  # type: ignore[arg-type]
     assert onnx_art.encode([]).shape == (0, classifier.config.num_labels)
+    # a generator is read once, not used up by the checks (was: torch.stack of an empty list)
+    texts = ["order pizza", "hi"]
+    assert torch.equal(onnx_art.encode(t for t in texts), onnx_art.encode(texts))
 
 
 def test_autotune_takes_a_number_as_the_minimum_mean_cosine(classifier, tok, texts):

@@ -733,10 +733,7 @@ class EncoderCache:
             raise CacheConfigError(f"no encoder named {unknown} in this cache; its encoders are {self.names}")
         columns: dict[str, list[str]] = {}
         for name, texts in inputs.items():
-            if isinstance(texts, str | bytes):
-                check_texts(texts)  # refuses it: list() would read it as one text per character
-            columns[name] = list(texts)  # once: a generator is read here, not used up by the check
-            check_texts(columns[name], allow_empty)
+            columns[name] = check_texts(texts, allow_empty)  # a list, read once: a generator is not used up
         return {name: self._embed_one(name, texts, write_back, device, dtype) for name, texts in columns.items()}
 
     def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:

@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -225,7 +225,7 @@ class OptimizedModel(nn.Module):
         raise NotImplementedError
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], batch_size: int = 32, *, bucketing: bool = True) -> torch.Tensor:
+    def encode(self, texts: Iterable[str], batch_size: int = 32, *, bucketing: bool = True) -> torch.Tensor:
         """Mean-pooled embeddings (encoders) or logits (classifiers) of ``texts``, in input order.
 
         Batches are sorted by length (``ember.batching``) so little work is spent on padding.
@@ -240,7 +240,7 @@ class OptimizedModel(nn.Module):
 
         tok = self._need_tokenizer()
         check_pad_token(tok, "encode() pads each batch of texts with the artifact's tokenizer")
-        check_texts(texts, allow_empty=True)
+        texts = check_texts(texts, allow_empty=True)  # a list, read once: a generator is not used up
 
         def run(batch: list[str]) -> list[torch.Tensor]:
             enc = tok(batch, padding=True, truncation=True, max_length=self.facts.max_length, return_tensors="pt")
@@ -250,7 +250,7 @@ class OptimizedModel(nn.Module):
 
         if not texts:
             return torch.empty(0, self.config.num_labels if self.facts.output == "logits" else self.config.hidden_size)
-        return torch.stack(map_in_buckets(list(texts), run, batch_size, sort=bucketing))
+        return torch.stack(map_in_buckets(texts, run, batch_size, sort=bucketing))
 
     def _need_tokenizer(self):
         if self.tokenizer is None:

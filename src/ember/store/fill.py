@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -41,11 +41,13 @@ class FillReport:
         return d
 
 
-def check_texts(texts: Sequence[str], allow_empty: bool = False) -> None:
-    """Refuse empty or non-string texts with the index of the first bad one, and a bare string (which would
-    be read as one text per character)."""
+def check_texts(texts: Iterable[str], allow_empty: bool = False) -> list[str]:
+    """The texts as a list, read once (so a generator is not used up by the check), after refusing empty or
+    non-string texts with the index of the first bad one, and a bare string (which would be read as one text
+    per character)."""
     if isinstance(texts, str | bytes):
         raise DataError(f"texts must be a list of strings, got one {type(texts).__name__} ({texts[:40]!r}); wrap it: [text]")
+    texts = list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise DataError(f"example {i} is a {type(t).__name__}, not a string; convert the text column to str")
@@ -54,6 +56,7 @@ def check_texts(texts: Sequence[str], allow_empty: bool = False) -> None:
                 f"example {i} has an empty text; remove empty rows from the data, or pass allow_empty=True "
                 "to store the encoding of the special tokens alone"
             )
+    return texts
 
 
 class _Chunks(torch.utils.data.Dataset):
