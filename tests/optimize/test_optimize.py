@@ -820,6 +820,23 @@ def test_autotune_measures_every_config_and_picks_a_faithful_winner(classifier, 
     assert "best by throughput" in res.table()
 
 
+def test_the_autotune_winner_keeps_its_config_s_on_violation(classifier, tok, texts, monkeypatch):
+    """Candidates are built with on_violation="warn" so each can be measured; the winner's saved config (what
+    `ember optimize --config DIR` rebuilds from) must raise past the budget again, as its preset does."""
+    from ember.bench.harness import BenchConfig
+    from ember.bench.report import BenchReport
+    from ember.optimize import autotune
+
+    monkeypatch.setattr(BenchReport, "best", lambda self, objective: self.result("bf16"))  # whatever is fastest here
+    small = BenchConfig(batch_size=4, latency_samples=4, warmup=1, throughput_examples=8, repeats=1, threads=1,
+                        fidelity_examples=8)
+    budget = Tolerance(min_mean_cosine=0.999)
+    res = autotune(classifier, tok, texts, budget=budget, configs={"bf16": BF16Config()}, bench_config=small)
+    assert res.best == "bf16" and res.artifact.optimize_config.on_violation == "raise"
+    assert res.artifact.optimize_config.tolerance == budget  # verified against the budget, which it keeps
+    assert res.to_dict()["config"]["on_violation"] == "raise"
+
+
 def test_autotune_refuses_an_unknown_objective(classifier, tok, texts):
     from ember.optimize.autotune import autotune
 

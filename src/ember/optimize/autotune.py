@@ -128,4 +128,9 @@ def autotune(
     )
     report = PerformanceBenchmark(tokenizer, sample, config=cfg, progress=False).run(variants)
     best = report.best(objective).name
-    return AutotuneResult(best, artifacts.get(best), report, objective, budget, skipped)
+    winner = artifacts.get(best)
+    if winner is not None:
+        # built with on_violation="warn" so that every candidate could be measured; it met the budget, and the
+        # config it is saved with (and rebuilt from: `ember optimize --config DIR`) keeps the candidate's own
+        winner.optimize_config = dataclasses.replace(winner.optimize_config, on_violation=configs[best].on_violation)
+    return AutotuneResult(best, winner, report, objective, budget, skipped)
