@@ -39,3 +39,22 @@ def test_wrap_output_flattens_like_the_constructor():
     t = torch.randn(1, 2, 3)
     leaves, _ = tree_flatten(wrap_output("last_hidden_state", t))
     assert len(leaves) == 1 and leaves[0] is t
+
+
+def test_arguments_the_engine_cannot_honour_are_refused_not_dropped(tokenizer):
+    """output_hidden_states=True came back with hidden_states=None, labels without a loss: silently."""
+    from ember.errors import DataError
+    from ember.optimize import OnnxRuntimeConfig, optimize
+
+    from conftest import make_model
+
+    art = optimize(make_model("bert"), OnnxRuntimeConfig(threads=1), tokenizer=tokenizer, sample=["play music", "hi"])
+    enc = dict(tokenizer(["play some music"], return_tensors="pt"))
+    plain = art(**enc)[0]
+    # what pipelines and sentence-transformers pass is accepted
+    same = art(**enc, return_dict=True, output_hidden_states=False, output_attentions=None, use_cache=False)
+    assert torch.equal(same[0], plain)
+    for extra, names in (({"output_hidden_states": True}, "output_hidden_states="),
+                         ({"labels": torch.tensor([1]), "position_ids": torch.arange(4)[None]}, "labels=, position_ids=")):
+        with pytest.raises(DataError, match=f"returns {art.facts.output} only; {names} would ask the model"):
+            art(**enc, **extra)

@@ -182,6 +182,8 @@ class OptimizedModel(nn.Module):
 
     # ---- calling ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None, **kwargs):
+        if kwargs:
+            self._check_extra(kwargs)
         input_ids = self._check_ids(input_ids)
         if input_ids.shape[-1] > self.facts.max_length:
             raise InputTooLongError(
@@ -198,6 +200,21 @@ class OptimizedModel(nn.Module):
             token_type_ids = _like_ids("token_type_ids", token_type_ids, input_ids)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         return self._run({k: feeds[k] for k in self.facts.input_names})
+
+    def _check_extra(self, kwargs: dict) -> None:
+        """Refuse call arguments the engine cannot honour, rather than drop them: the answer would come back
+        without what they ask for (``output_hidden_states=True`` giving ``hidden_states=None``, ``labels`` no
+        ``loss``) or computed without them (``position_ids``, ``inputs_embeds``). Accepted: ``return_dict`` (the
+        output is always a ``ModelOutput``), and any argument left at ``None`` or ``False``, as pipelines and
+        sentence-transformers pass them."""
+        bad = sorted(k for k, v in kwargs.items() if k != "return_dict" and v is not None and v is not False)
+        if bad:
+            hint = " (compute the loss from the logits it returns)" if "labels" in bad else ""
+            raise DataError(
+                f"this optimised artifact takes input_ids, attention_mask and token_type_ids and returns "
+                f"{self.facts.output} only; {', '.join(f'{k}=' for k in bad)} would ask the model for something its "
+                f"engine does not compute{hint}. Call the original model for that."
+            )
 
     def _check_ids(self, input_ids) -> torch.Tensor:
         """``(batch, tokens)`` integer ids inside the vocabulary, or a DataError naming the fix. An id past the
