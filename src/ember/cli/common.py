@@ -39,7 +39,12 @@ def emit_json(result: dict) -> None:
 STORE_WRITE_SWITCHES: dict[str, str] = {
     # the CLI never sets a size limit: an LMDB store grows until the disk is full
     "free disk space (or raise max_size)": "free disk space",
+    # another process holds the write lock (a fill already falls back to reading when it has nothing to write)
+    "open the store read-only to read what is committed": "read what is committed with a command that does not "
+    "write the store",
 }
+# ember.models.resolve_max_length names its argument; every command with --max-length rewords it
+MAX_LENGTH_SWITCHES: dict[str, str] = {"max_length=": "--max-length "}
 WRITABLE_LOCATION = "Pass a writable location, or open the existing store with readonly=True to train or infer from it"
 ALLOW_EMPTY = "pass allow_empty=True"
 # ember.data.load_examples names its arguments; every command that reads --data has these flags

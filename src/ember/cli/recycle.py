@@ -12,6 +12,7 @@ import typer
 from ember.cli.common import (
     ALLOW_EMPTY,
     DATA_SWITCHES,
+    MAX_LENGTH_SWITCHES,
     MODEL_SWITCHES,
     STORE_WRITE_SWITCHES,
     WRITABLE_LOCATION,
@@ -46,6 +47,7 @@ FILL_SWITCHES = {
     **STORE_WRITE_SWITCHES,
     **DATA_SWITCHES,
     **MODEL_SWITCHES,
+    **MAX_LENGTH_SWITCHES,
     ALLOW_EMPTY: "pass --allow-empty",
     WRITABLE_LOCATION: "Pass a writable --store DIR",
     # fill keeps a store it opened read-only only when its folder cannot be written (see _fill_recycler and fill)
@@ -55,6 +57,7 @@ FILL_SWITCHES = {
 EVAL_SWITCHES = {
     **STORE_WRITE_SWITCHES,
     **DATA_SWITCHES,
+    **MAX_LENGTH_SWITCHES,
     WRITABLE_LOCATION: "Pass a writable --store DIR, or leave out --write-back to read the store without writing it",
 }
 
@@ -204,7 +207,7 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train layers k..N-1 and a classification head from a split's stored states and labels (no texts read)."""
-    with friendly_errors(MODEL_SWITCHES):
+    with friendly_errors({**MODEL_SWITCHES, **MAX_LENGTH_SWITCHES}):
         import torch
 
         from ember.errors import MissingEntriesError
