@@ -63,6 +63,10 @@ class BF16Config(OptimizeConfig):
             softmax stay fp32, so fidelity holds); ``"cast"`` converts the weights (half the size).
         device: where the artifact runs.
 
+    With ``mode="autocast"`` on the CPU the artifact runs the model object it was given, with no copy of its
+    weights: training that model further changes the artifact's answers, and its fidelity report no longer
+    describes them. Optimize again after training (``"cast"`` and CUDA artifacts run a copy).
+
     Example:
         >>> BF16Config().dtype
         'bfloat16'
