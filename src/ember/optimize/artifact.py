@@ -80,8 +80,8 @@ def wrap_output(output: str, tensor: torch.Tensor):
     Why it is not built by calling the class: a ``ModelOutput``'s dataclass ``__init__`` and ``__post_init__``
     (field checks, a ``fields()`` call per attribute set) cost 7.7 µs a call, measured, against 0.5 µs for
     filling the same ``OrderedDict`` directly: 1% of a ~0.7 ms int8 MiniLM-L6 call at batch 1, where ember's whole
-    wrapper around the engine's request costs ~22 µs. The object is the same: one key, the tensor also as its attribute, every other field left at its ``None`` default.
-    ``tests/optimize/test_artifact_output.py`` compares it with the constructor's on what callers use (attributes,
+    wrapper around the engine's request costs ~22 µs. The object is the same: one key, the tensor also as its
+    attribute, every other field left at its ``None`` default. ``tests/optimize/test_artifact_output.py`` compares it with the constructor's on what callers use (attributes,
     keys, indexing, ``to_tuple``, pickling), so a transformers release that changes ``ModelOutput`` fails there.
 
     Example:
@@ -109,7 +109,6 @@ def _classifier_output() -> tuple[type, str]:
     from transformers.modeling_outputs import SequenceClassifierOutput
 
     return SequenceClassifierOutput, "logits"
-
 
 
 class OptimizedModel(nn.Module):
