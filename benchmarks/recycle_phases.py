@@ -26,7 +26,7 @@ from ember.data import load_examples
 from ember.data.labels import encode_labels
 from ember.models import load_model
 from ember.models.families import find_parts
-from ember.recycle.split import split_states
+from ember.models.split import split_states
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "clinc150"
 

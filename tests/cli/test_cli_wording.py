@@ -26,6 +26,7 @@ from ember.cli.common import (
     STORE_WRITE_SWITCHES,
 )
 from ember.data import load_examples
+from ember.data.texts import check_texts
 from ember.encoders import CacheConfig, CacheConfigError
 from ember.errors import DataError, StoreLockedError, StoreReadOnlyError, TokenizerError
 from ember.models import default_model_path
@@ -33,7 +34,6 @@ from ember.models.checks import check_pad_token
 from ember.models.load import resolve_max_length
 from ember.store import ActivationStore, Fingerprint
 from ember.store.base import ensure_writable_dir, full_disk_error
-from ember.store.fill import check_texts
 
 from conftest import make_model
 

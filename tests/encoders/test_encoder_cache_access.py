@@ -23,7 +23,7 @@ from ember.encoders import (
     training_device,
 )
 from ember.errors import DataError, StoreError, StoreReadOnlyError, UnsupportedModelError
-from ember.store.fill import tokenize
+from ember.models.inputs import tokenize
 
 READER = textwrap.dedent(
     """

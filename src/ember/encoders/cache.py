@@ -25,6 +25,7 @@ from torch import nn
 
 from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
+from ember.data.texts import check_texts
 from ember.encoders.config import CacheConfig, KeyExtractor, NamedPooling, Pooling
 from ember.encoders.data import CachedDataset, EmbeddingTable, Source, StoreSource
 from ember.encoders.errors import (
@@ -46,12 +47,13 @@ from ember.errors import (
 )
 from ember.models.checks import check_module, is_causal_decoder
 from ember.models.families import find_parts
+from ember.models.inputs import pad_ids, tokenize
 from ember.models.load import resolve_max_length
-from ember.recycle.split import frozen_eval, pad_ids
+from ember.models.split import frozen_eval
 from ember.store.activations import ActivationStore, Entry, Split
 from ember.store.base import STORE_MARKERS
 from ember.store.codec import torch_dtype
-from ember.store.fill import FillReport, check_texts, fill, tokenize
+from ember.store.fill import FillReport, fill
 from ember.store.fingerprint import Fingerprint, config_hash, tokenizer_hash, weights_hash
 from ember.store.keys import KEY_BYTES, content_key
 

@@ -251,8 +251,8 @@ class OptimizedModel(nn.Module):
             torch.Size([2, 384])
         """
         from ember.batching import map_in_buckets
+        from ember.data.texts import check_texts
         from ember.models.checks import check_pad_token
-        from ember.store.fill import check_texts
 
         tok = self._need_tokenizer()
         check_pad_token(tok, "encode() pads each batch of texts with the artifact's tokenizer")

@@ -9,14 +9,15 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ember.data.texts import check_texts
 from ember.errors import BackendNotInstalledError, FidelityError
 from ember.fidelity import FidelityReport, compare, mixed_length_batches, run_batches
 from ember.models.checks import check_module, check_pad_token
 from ember.models.load import resolve_max_length
+from ember.models.split import frozen_eval
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
 from ember.optimize.registry import backend_for, missing_requirements
-from ember.store.fill import check_texts
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
@@ -154,12 +155,8 @@ def optimize(
         list(sample) if sample is not None else _builtin_sample(), calibration, config, builtin=sample is None
     )
     # verified (and built) in eval mode; each module's mode is put back after, as "model is not modified" says
-    modes = [(m, m.training) for m in model.modules()]
-    try:
+    with frozen_eval(model):
         return _optimize(model, config, tokenizer, texts, calibration_texts)
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _optimize(model: nn.Module, config: OptimizeConfig, tokenizer, texts: list[str],

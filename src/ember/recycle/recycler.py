@@ -16,6 +16,7 @@ from torch import nn
 
 from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
+from ember.data.texts import check_texts
 from ember.errors import (
     DataError,
     MissingEntriesError,
@@ -24,13 +25,14 @@ from ember.errors import (
     StoreReadOnlyError,
 )
 from ember.models.families import EncoderParts, find_parts
+from ember.models.inputs import pad_features, pad_ids, tokenize, unpad
 from ember.models.load import resolve_max_length
+from ember.models.split import bind_call, passthrough, split_states
 from ember.recycle.data import StoredDataset, collate_states
-from ember.recycle.split import bind_call, pad_features, pad_ids, passthrough, split_states, unpad
 from ember.store.activations import STATES, ActivationStore, Entry, Split
 from ember.store.base import Backend, check_backend
 from ember.store.codec import DType, torch_dtype
-from ember.store.fill import FillReport, check_texts, fill, tokenize
+from ember.store.fill import FillReport, fill
 from ember.store.fingerprint import Fingerprint, callable_name, config_hash, tokenizer_hash, weights_hash
 from ember.store.keys import KeyFn, content_key, row_keys
 

@@ -7,15 +7,11 @@ one atomic transaction), never sees a half-written entry and computes only what 
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-import torch
-
 from ember.batching import length_buckets
-from ember.errors import DataError
 from ember.progress import progress_bar
 from ember.store.activations import ActivationStore, Entry
 from ember.store.keys import KeyFn, content_key
@@ -39,52 +35,6 @@ class FillReport:
         d = asdict(self)
         d.pop("keys")
         return d
-
-
-def check_texts(texts: Iterable[str], allow_empty: bool = False) -> list[str]:
-    """The texts as a list, read once (so a generator is not used up by the check), after refusing empty or
-    non-string texts with the index of the first bad one, and a bare string (which would be read as one text
-    per character)."""
-    if isinstance(texts, str | bytes):
-        raise DataError(f"texts must be a list of strings, got one {type(texts).__name__} ({texts[:40]!r}); wrap it: [text]")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise DataError(f"example {i} is a {type(t).__name__}, not a string; convert the text column to str")
-        if not allow_empty and not t.strip():
-            raise DataError(
-                f"example {i} has an empty text; remove empty rows from the data, or pass allow_empty=True "
-                "to store the encoding of the special tokens alone"
-            )
-    return texts
-
-
-class _Chunks(torch.utils.data.Dataset):
-    def __init__(self, tokenizer, texts: Sequence[str], max_length: int, size: int) -> None:
-        self.tokenizer, self.texts, self.max_length, self.size = tokenizer, texts, max_length, size
-
-    def __len__(self) -> int:
-        return (len(self.texts) + self.size - 1) // self.size
-
-    def __getitem__(self, i: int) -> list[list[int]]:
-        part = list(self.texts[i * self.size : (i + 1) * self.size])
-        return self.tokenizer(part, truncation=True, max_length=self.max_length)["input_ids"]
-
-
-def tokenize(tokenizer, texts: Sequence[str], max_length: int, *, num_workers: int = 0, chunk: int = 2048) -> list[list[int]]:
-    """Token ids of every text, truncated to ``max_length`` exactly as every ember mode truncates.
-
-    With ``num_workers > 0`` the chunks are tokenized in DataLoader worker processes; results come
-    back in input order, so labels (kept in the main process) stay aligned.
-    """
-    ds = _Chunks(tokenizer, texts, max_length, chunk)
-    if num_workers <= 0:
-        parts = [ds[i] for i in range(len(ds))]
-    else:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers)
-        parts = list(loader)
-    return [ids for part in parts for ids in part]
 
 
 def fill(

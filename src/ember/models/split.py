@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -86,50 +86,6 @@ def split_states(
     if "h" not in captured:
         raise RuntimeError(f"{type(parts.base).__name__} never called layer {k}; is the layer list right?")
     return captured["h"]  # (B, T, H)
-
-
-def padding_id(tokenizer) -> int:
-    """The id ember pads token ids with: the tokenizer's pad id, or 0 when it has none (GPT-2-style tokenizers).
-
-    Padded positions are masked, and stripped before anything is keyed or stored, so the id changes no output.
-    ember does not ask the user to set a pad token here: it is part of the tokenizer's fingerprint, and setting
-    one would orphan every store filled before.
-    """
-    pad_id = getattr(tokenizer, "pad_token_id", None)
-    return pad_id if pad_id is not None else 0
-
-
-def pad_ids(ids: Sequence[Sequence[int]], tokenizer, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists with :func:`padding_id` into ``(input_ids, attention_mask)``, both ``(B, T)`` int64."""
-    pad_id = padding_id(tokenizer)
-    t = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), t), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), t), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return input_ids.to(device), mask.to(device)
-
-
-def pad_features(features: Mapping[str, Sequence[Sequence[int]]], tokenizer) -> dict[str, torch.Tensor]:
-    """Right-pad a tokenizer's unpadded output (``input_ids``, ``attention_mask``, ``token_type_ids`` …) into
-    ``(B, T)`` int64 tensors, as the tokenizer's own padding would: ``input_ids`` with :func:`padding_id`,
-    ``special_tokens_mask`` with 1, every other field with 0. For tokenizers that have no pad token."""
-    rows = features["input_ids"]
-    t = max((len(x) for x in rows), default=0)
-    out = {}
-    for name, values in features.items():
-        fill = padding_id(tokenizer) if name == "input_ids" else 1 if name == "special_tokens_mask" else 0
-        padded = torch.full((len(values), t), fill, dtype=torch.long)
-        for i, x in enumerate(values):
-            padded[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
-        out[name] = padded
-    return out
-
-
-def unpad(states: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-    """Per-row states of the unmasked tokens: ``(B, T, H) -> [(L_i, H)]``."""
-    return [states[i][mask[i].bool()] for i in range(states.shape[0])]
 
 
 def bind_call(module: nn.Module, args: tuple, kwargs: dict) -> dict:
