@@ -7,6 +7,10 @@ class EmberError(Exception):
     """Base class of ember's errors."""
 
 
+class ConfigError(EmberError, ValueError):
+    """A setting of a config is invalid (every capability's config error derives from this one)."""
+
+
 class UnsupportedModelError(EmberError, TypeError):
     """The model's architecture is not one ember knows how to split."""
 
@@ -51,6 +55,14 @@ class MissingEntriesError(StoreError, KeyError):
 
 class DataError(EmberError, ValueError):
     """A dataset could not be read or has bad rows."""
+
+
+class RandomTransformError(DataError):
+    """Reading the same dataset item twice gave different inputs: a random transform cannot be cached."""
+
+
+class KeyCollisionError(DataError):
+    """A custom key (a key extractor or key function) gave one key to two different inputs."""
 
 
 class FidelityError(EmberError):

@@ -1,6 +1,7 @@
 """Frozen-encoder embedding cache for training loops, on the recycling store (one store, one fill loop)."""
 
-from ember.encoders.cache import CacheFillReport, EncoderCache, check_encoder_names, training_device
+from ember.encoders.cache import CacheFillReport, EncoderCache, check_encoder_names
+from ember.encoders.placement import serving_dtype, training_device
 from ember.encoders.config import CacheConfig, KeyExtractor, NamedPooling, Placement, PoolingName
 from ember.encoders.data import CachedDataset, CachedItem, EmbeddingTable, StoreSource, collate_cached
 from ember.encoders.errors import (
