@@ -29,7 +29,7 @@ from ember.encoders.placement import Sources, serving_dtype, training_device
 from ember.errors import DataError, MissingEntriesError
 from ember.models.inputs import tokenize
 from ember.store.activations import ActivationStore
-from ember.store.fill import Column, FillReport, SplitLabels, fill_split, write_back
+from ember.store.fill import Column, Executor, FillReport, SplitLabels, fill_split, write_back
 from ember.store.fingerprint import Fingerprint
 from ember.store.handle import store_exists
 
@@ -184,6 +184,7 @@ class EncoderCache:
         split: str = "train",
         progress: bool = True,
         allow_empty: bool = False,
+        executor: Executor | None = None,
     ) -> CacheFillReport:
         """Compute and store the embeddings of every example not stored yet, and record the split.
 
@@ -198,6 +199,8 @@ class EncoderCache:
             split: name under which the examples (keys per encoder, labels) are recorded for :meth:`dataset`.
             progress: show a progress bar per encoder.
             allow_empty: accept empty texts.
+            executor: where batches are computed (default: this process; see ``ember.scale`` for Ray). Shapes
+                are checked here either way, before each batch is committed.
 
         Returns:
             a :class:`CacheFillReport`. Interrupted, a rerun keeps every committed batch and computes only
@@ -221,7 +224,7 @@ class EncoderCache:
                                check=enc.check_entries))
         reports = fill_split(todo, self._splits, split, split_labels, why=f"fill(split={split!r})",
                              fix="open it with readonly=False in one process to write",
-                             batch_size=self.config.batch_size, progress=progress)
+                             batch_size=self.config.batch_size, progress=progress, executor=executor)
         for name, r in reports.items():
             if r.computed:  # its tables are stale now (on-disk sources read the store)
                 self._sources.stale(name)
