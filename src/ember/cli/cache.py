@@ -22,6 +22,7 @@ from ember.cli.common import (
     emit_json,
     friendly_errors,
 )
+from ember.cli.ray_options import RAY_SWITCHES, RayOpt, VerboseOpt, WorkersOpt, ray_executor
 
 MEMORY_BACKEND = "use backend='lmdb' (or 'leveldb') to keep the cache there, or save_dir=None for an in-memory cache"
 # Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
@@ -48,9 +49,13 @@ def fill_cmd(
     backend: str = typer.Option("lmdb", "--backend", help="store backend: lmdb or leveldb (CacheConfig.backend)"),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="store empty texts (the special tokens' embedding) "
                                      "instead of refusing them"),
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compute and store the embeddings (and labels) of every example not stored yet; prints a JSON report."""
-    with friendly_errors(FILL_SWITCHES):
+    with friendly_errors({**FILL_SWITCHES, **RAY_SWITCHES}):
+        executor = ray_executor(ray, workers, verbose)
         from ember.data import load_examples
         from ember.encoders import CacheConfig, EncoderCache
         from ember.models import load_model
@@ -63,5 +68,5 @@ def fill_cmd(
         encoder, tokenizer = load_model(model, "embedding")
         encoder.requires_grad_(False)
         with EncoderCache(encoder, tokenizer, config) as cache:
-            report = cache.fill(examples, split=split, allow_empty=allow_empty)
+            report = cache.fill(examples, split=split, allow_empty=allow_empty, executor=executor)
         emit_json({"save_dir": str(save_dir), **report.to_dict()})

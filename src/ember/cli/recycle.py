@@ -28,6 +28,7 @@ from ember.cli.common import (
     friendly_errors,
     shown_warnings,
 )
+from ember.cli.ray_options import RAY_SWITCHES, RayOpt, VerboseOpt, WorkersOpt, ray_executor
 
 app = typer.Typer(help="Embedding recycling: store frozen lower layers' states once, train and infer from them.", no_args_is_help=True)
 
@@ -120,10 +121,14 @@ def fill(
     embeddings_path: EmbPath = None,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Store empty texts (the special tokens' "
                                               "states) instead of refusing them.")] = False,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
+    verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Compute and store the layer-k states of every example not stored yet (resumable)."""
-    with friendly_errors(FILL_SWITCHES):
+    with friendly_errors({**FILL_SWITCHES, **RAY_SWITCHES}):
+        executor = ray_executor(ray, workers, verbose)
         from ember.data import load_examples
         from ember.errors import StoreLockedError
         from ember.models import load_model
@@ -134,7 +139,7 @@ def fill(
         # writes it, or in a folder that cannot be written, a fill of what is stored succeeds.
         with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path) as rec:
             report = rec.fill(ex, split=split or "train", batch_size=batch_size, num_workers=num_workers,
-                              allow_empty=allow_empty)
+                              allow_empty=allow_empty, executor=executor)
             result = {"command": "recycle fill", "split": report.split, "store": str(store), "layer": layer,
                       "entries": len(rec.store), **report.to_dict()}
             blocked = None if report.computed else rec.handle.blocked()

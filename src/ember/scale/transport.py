@@ -8,8 +8,8 @@ import platform
 import torch
 from safetensors.torch import load, save
 
-from ember.store.activations import Entry
 from ember.scale.errors import WorkerEnvironmentError
+from ember.store.activations import Entry
 
 # What changes the bytes a model computes on a CPU: the libraries, and which kernels torch picks for this CPU
 # (AVX2 and AVX-512 kernels sum in different orders). The host only names the worker in messages.

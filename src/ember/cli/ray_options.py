@@ -1,0 +1,42 @@
+"""``--ray`` and ``--workers``: the options of every command that fills or scores, and the executor they make."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ember.cli.common import console
+
+RayOpt = Annotated[str | None, typer.Option(
+    "--ray", help="Compute on Ray: 'local' (start Ray on this machine), 'auto' (RAY_ADDRESS, else the cluster "
+    "`ray start --head` started here), HOST:PORT or ray://HOST:10001. Needs pip install \"ember\\[ray]\".")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Ray actors computing in parallel (with --ray; "
+                                                "default 2).")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show Ray's own logs (with --ray).")]
+
+# Library phrases naming a Python setting, in command line words (see common.friendly_errors).
+RAY_SWITCHES: dict[str, str] = {
+    "(leave out --ray / executor=)": "(leave out --ray)",
+    "(RayConfig.max_restarts)": "",
+    "(RayConfig.start_timeout_s)": "",
+    "or pass RayConfig(check_environment=False) to accept the difference": "(from Python, RayConfig(check_environment=False) "
+    "accepts the difference)",
+}
+
+
+def ray_executor(address: str | None, workers: int | None, verbose: bool = False):
+    """The executor ``--ray ADDRESS --workers N`` ask for, with Ray started or joined now (before any data is
+    read, so a wrong address fails fast); ``None`` without ``--ray``."""
+    if address is None:
+        if workers is not None:
+            raise ValueError(f"--workers {workers} needs --ray (local, auto or an address): without it everything "
+                             "runs in this process")
+        return None
+    from ember.scale import RayConfig, RayExecutor
+
+    executor = RayExecutor(RayConfig(address=address, workers=2 if workers is None else workers, verbose=verbose))
+    cluster = executor.start()
+    where = "started on this machine" if cluster.started else f"at {cluster.address}"
+    console.print(f"Ray {where}: {cluster.nodes} node(s), {cluster.cpus:g} CPUs; {executor.config.workers} workers")
+    return executor
