@@ -34,9 +34,11 @@ def ray_executor(address: str | None, workers: int | None, verbose: bool = False
                              "runs in this process")
         return None
     from ember.scale import RayConfig, RayExecutor
+    from ember.scale.cluster import ALREADY
 
     executor = RayExecutor(RayConfig(address=address, workers=2 if workers is None else workers, verbose=verbose))
     cluster = executor.start()
-    where = "started on this machine" if cluster.started else f"at {cluster.address}"
+    where = ("started on this machine" if cluster.started else "already running in this process"
+             if cluster.address == ALREADY else f"at {cluster.address}")
     console.print(f"Ray {where}: {cluster.nodes} node(s), {cluster.cpus:g} CPUs; {executor.config.workers} workers")
     return executor

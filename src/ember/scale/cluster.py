@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from ember.scale.config import AUTO, LOCAL, RayConfig
 from ember.scale.errors import INSTALL_HINT, RayConnectionError, RayNotInstalledError
 
+ALREADY = "(already initialised)"  # Cluster.address of a Ray this process had initialised before
 _RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.util")
 
 
@@ -71,7 +72,7 @@ def connect(config: RayConfig) -> Cluster:
     ray = import_ray()
     quiet_loggers(config.verbose)
     if ray.is_initialized():
-        return _describe(ray, "(already initialised)", started=False, seconds=0.0)
+        return _describe(ray, ALREADY, started=False, seconds=0.0)
     start = time.perf_counter()
     address = resolve_address(config.address, ray)
     if address != LOCAL:
@@ -182,9 +183,10 @@ def _describe(ray, address: str, *, started: bool, seconds: float) -> Cluster:
 
 
 def quiet_loggers(verbose: bool) -> None:
-    """Ray's Python loggers at ERROR (or INFO when ``verbose``); Ray Data sets its own up when imported."""
+    """Ray's Python loggers silent (INFO when ``verbose``): ember reports what failed itself, in its own words, and
+    Ray Data's "an exception was raised from a task" would repeat it. Ray Data sets its loggers up when imported."""
     for name in _RAY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 def _mute_worker_errors(ray) -> None:

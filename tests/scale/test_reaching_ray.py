@@ -1,0 +1,124 @@
+"""Reaching Ray: a clear error when it is not installed, a bounded wait for an address that does not answer,
+configs refused with the fix. None of these start Ray."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ember.scale import (
+    RayConfig,
+    RayConfigError,
+    RayConnectionError,
+    RayNotInstalledError,
+    WorkerEnvironmentError,
+)
+from ember.scale.cluster import import_ray, probe, resolve_address
+from ember.scale.transport import check_environment, environment, pack, unpack
+
+
+def test_without_ray_installed_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(RayNotInstalledError) as err:
+        import_ray()
+    assert 'pip install "ember[ray]"' in str(err.value) and "on every node of the cluster" in str(err.value)
+    from ember.scale import RayExecutor
+
+    with pytest.raises(RayNotInstalledError):
+        RayExecutor(RayConfig.local()).start()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # free again once closed: nothing listens there
+
+
+@pytest.mark.parametrize("client", [False, True])
+def test_an_address_where_nothing_listens_fails_at_once_naming_the_ports(client):
+    address = f"{'ray://' if client else ''}127.0.0.1:{_closed_port()}"
+    start = time.perf_counter()
+    with pytest.raises(RayConnectionError) as err:
+        probe(address, 5.0)
+    assert time.perf_counter() - start < 5
+    message = str(err.value)
+    assert f"no Ray cluster answered at {address} within 5s" in message
+    assert "Start one there with `ray start --head`" in message
+    assert ("Ray Client port" if client else "GCS port") in message
+
+
+def test_an_address_that_does_not_answer_gives_up_after_the_timeout():
+    # TEST-NET-1 (RFC 5737) is never routed: the connection attempt hangs until the timeout (or fails at once
+    # where the sandbox has no route at all); ray.init itself retried such an address for minutes
+    start = time.perf_counter()
+    with pytest.raises(RayConnectionError, match=r"no Ray cluster answered at 192\.0\.2\.1:6379 within 0\.5s"):
+        probe("192.0.2.1:6379", 0.5)
+    assert time.perf_counter() - start < 3
+
+
+def test_addresses_resolve_as_ray_init_resolves_them(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert resolve_address(None) == "local" and resolve_address("local") == "local"
+    assert resolve_address("ray://head:10001") == "ray://head:10001"
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert resolve_address(None) == "head:6379" and resolve_address("auto") == "head:6379"
+    assert resolve_address("local") == "local"  # 'local' always starts one here
+
+
+def test_configs_are_refused_with_the_fix():
+    with pytest.raises(RayConfigError, match="Ray address 'head' is not one ember understands: pass 'local'"):
+        RayConfig(address="head")
+    with pytest.raises(RayConfigError, match="workers must be an int >= 1, got 0"):
+        RayConfig(workers=0)
+    with pytest.raises(RayConfigError, match="connect_timeout_s must be a positive number of seconds, got -1"):
+        RayConfig(connect_timeout_s=-1)
+    with pytest.raises(RayConfigError, match="threads must be an int >= 1 or None"):
+        RayConfig(threads=0)
+    assert RayConfig.cluster("10.0.0.5:6379", workers=4).to_dict()["address"] == "10.0.0.5:6379"
+    assert RayConfig(address="ray://[::1]:10001").address == "ray://[::1]:10001"
+    with pytest.raises(TypeError, match="config must be a RayConfig"):
+        from ember.scale import RayExecutor
+
+        RayExecutor({"workers": 2})
+
+
+def test_entries_travel_bit_for_bit():
+    entry = {"states": torch.randn(5, 8).to(torch.bfloat16), "content": torch.arange(16, dtype=torch.uint8)}
+    back = unpack(pack(entry))
+    assert back.keys() == entry.keys() and all(torch.equal(back[k], entry[k]) and back[k].dtype == entry[k].dtype for k in entry)
+    view = torch.randn(4, 6)[1:3, ::2]  # not contiguous: packed as its values
+    assert torch.equal(unpack(pack({"x": view}))["x"], view)
+
+
+def test_a_worker_with_other_libraries_is_refused_naming_them():
+    here = environment()
+    check_environment(dict(here, host="node-7"), here)  # another host alone is fine
+    with pytest.raises(WorkerEnvironmentError) as err:
+        check_environment(dict(here, host="node-7", cpu="AVX2", transformers="4.0.0"), dict(here, cpu="AVX512"))
+    message = str(err.value)
+    assert "the Ray worker on node-7 runs transformers '4.0.0'" in message and "cpu 'AVX2' (this process: 'AVX512')" in message
+    assert "Give every node the driver's versions" in message
+
+
+@pytest.mark.slow
+def test_a_port_that_answers_but_is_not_ray_is_given_up_on(tmp_path):
+    """The handshake is bounded too (ray.init waited minutes on it); run in a child process, as the CLI would."""
+    pytest.importorskip("ray")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    code = ("from ember.scale import RayConfig, RayExecutor\n"
+            f"RayExecutor(RayConfig(address='127.0.0.1:{port}', connect_timeout_s=3)).start()\n")
+    start = time.perf_counter()
+    try:
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        server.close()
+    assert run.returncode != 0 and time.perf_counter() - start < 90
+    assert "did not complete Ray's handshake" in run.stderr

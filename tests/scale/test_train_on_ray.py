@@ -1,0 +1,60 @@
+"""train_top on Ray Train: two workers train the top from one store; a store the workers cannot see is named."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ember.errors import StoreError
+from ember.recycle import Recycler
+from ember.recycle.train import top_parameters
+from ember.scale import RayConfig, UnreachablePathError
+from ember.scale.train import train_top_on_ray
+
+from conftest import make_model
+from raytest import ray_cluster, sentences  # noqa: F401
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _filled(tokenizer, path, n=96):
+    rec = Recycler(make_model("bert", num_labels=3), tokenizer, path, layer=2)
+    texts = sentences(n, seed=8)
+    rec.fill(texts, [len(t.split()) % 3 for t in texts], progress=False)  # a label the top can learn: length mod 3
+    return rec
+
+
+def test_what_cannot_be_trained_on_ray_is_refused_before_ray_starts(tokenizer, tmp_path):
+    with Recycler(make_model("bert"), tokenizer, None, layer=2) as rec:
+        rec.fill(sentences(8), [0] * 8, progress=False)
+        with pytest.raises(StoreError, match="an in-memory store lives in this process only: give the Recycler a store folder"):
+            train_top_on_ray(rec)
+    with _filled(tokenizer, tmp_path / "s", n=8) as rec:
+        with pytest.raises(ValueError, match=r"batch_size \(1\) must be at least the number of workers \(2\)"):
+            train_top_on_ray(rec, batch_size=1, config=RayConfig(workers=2))
+        with pytest.raises(StoreError, match="has no split 'test'"):
+            train_top_on_ray(rec, "test")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster")
+def test_two_workers_train_the_top_and_leave_the_bottom_alone(tokenizer, tmp_path):
+    with _filled(tokenizer, tmp_path / "s") as rec:
+        bottom = [p.detach().clone() for m in rec.parts.bottom(2) for p in m.parameters()]
+        top = [p.detach().clone() for p in top_parameters(rec)]
+        report = train_top_on_ray(rec, epochs=3, batch_size=16, lr=3e-3, config=RayConfig(workers=2))
+        assert report.examples == 96 and len(report.epoch_loss) == 3 and report.epoch_loss[-1] < report.epoch_loss[0]
+        assert all(torch.equal(a, p) for a, p in zip(bottom, (p for m in rec.parts.bottom(2) for p in m.parameters()), strict=True))
+        assert not all(torch.equal(a, p) for a, p in zip(top, top_parameters(rec), strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_store_the_workers_cannot_see_is_named_with_the_fix(tokenizer, tmp_path):
+    with _filled(tokenizer, tmp_path / "s", n=16) as rec:
+        (tmp_path / "s").rename(tmp_path / "elsewhere")  # the driver keeps it open; the workers look it up by path
+        with pytest.raises(UnreachablePathError) as err:
+            train_top_on_ray(rec, batch_size=8, config=RayConfig(workers=2))
+    message = str(err.value)
+    assert f"the store at {tmp_path / 's'} does not exist on the Ray worker on" in message
+    assert "a filesystem every node mounts at the same path" in message and "train_top" in message
