@@ -122,3 +122,9 @@ def test_a_port_that_answers_but_is_not_ray_is_given_up_on(tmp_path):
         server.close()
     assert run.returncode != 0 and time.perf_counter() - start < 90
     assert "did not complete Ray's handshake" in run.stderr
+
+
+def test_importing_ember_scale_does_not_import_ray():
+    code = "import sys, ember.scale; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
