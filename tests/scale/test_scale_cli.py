@@ -6,6 +6,7 @@ import json
 import socket
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ember.cli import app
@@ -99,3 +100,43 @@ def test_recycle_fill_and_cache_fill_with_ray_store_what_they_store_without(toke
         with ActivationStore.open(tmp_path / command / "local" / sub, None, readonly=True) as a, \
                 ActivationStore.open(tmp_path / command / "ray" / sub, None, readonly=True) as b:
             same_store(a, b)
+
+
+def test_the_command_line_words_replace_phrases_that_the_library_still_says(monkeypatch):
+    """Each Python phrase the commands reword must still occur in a library message (else the rewording is dead)."""
+    import sys
+
+    import ray.exceptions as rex
+
+    from ember.cli.predict import PREDICT_SWITCHES
+    from ember.cli.ray_options import RAY_SWITCHES
+    from ember.scale import RayConfig
+    from ember.scale.cluster import import_ray
+    from ember.scale.executor import _errors_as_ember
+    from ember.scale.predict import Predictions, as_scorer
+    from ember.scale.transport import check_environment, environment
+
+    messages = []
+    for exc in (rex.ActorDiedError(), rex.GetTimeoutError("timed out")):
+        with pytest.raises(Exception) as caught, _errors_as_ember(RayConfig()):
+            raise exc
+        messages.append(str(caught.value))
+    with pytest.raises(Exception) as caught:
+        check_environment(dict(environment(), torch="0"), environment())
+    messages.append(str(caught.value))
+    with pytest.raises(Exception) as caught:
+        Predictions([], [], None, torch.empty(0, 0), "embedding").write("x.csv")
+    messages.append(str(caught.value))
+    with pytest.raises(TypeError) as caught:
+        as_scorer(make_model("bert-base"))
+    messages.append(str(caught.value))
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(Exception) as caught:
+        import_ray()
+    messages.append(str(caught.value))
+    ours = {k for k in PREDICT_SWITCHES if k not in ("max_length=", "Pass split='NAME'")} | set(RAY_SWITCHES)
+    from ember.cli.common import DATA_SWITCHES, MAX_LENGTH_SWITCHES, MODEL_SWITCHES
+
+    ours -= set(DATA_SWITCHES) | set(MAX_LENGTH_SWITCHES) | set(MODEL_SWITCHES)  # checked in tests/cli
+    for phrase in ours:
+        assert any(phrase in m for m in messages), phrase

@@ -18,8 +18,8 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show Ray's own logs
 # Library phrases naming a Python setting, in command line words (see common.friendly_errors).
 RAY_SWITCHES: dict[str, str] = {
     "(leave out --ray / executor=)": "(leave out --ray)",
-    "(RayConfig.max_restarts)": "",
-    "(RayConfig.start_timeout_s)": "",
+    ", RayConfig.max_restarts)": ")",
+    " (RayConfig.start_timeout_s)": "",
     "or pass RayConfig(check_environment=False) to accept the difference": "(from Python, RayConfig(check_environment=False) "
     "accepts the difference)",
 }

@@ -71,11 +71,15 @@ def connect(config: RayConfig) -> Cluster:
     """
     ray = import_ray()
     quiet_loggers(config.verbose)
+    explicit = config.address not in (None, LOCAL, AUTO)
+    if explicit:  # an address that does not answer fails fast, joined or not
+        probe(config.address, config.connect_timeout_s)  # type: ignore[arg-type]
     if ray.is_initialized():
+        _check_same_cluster(ray, config.address if explicit else None)
         return _describe(ray, ALREADY, started=False, seconds=0.0)
     start = time.perf_counter()
     address = resolve_address(config.address, ray)
-    if address != LOCAL:
+    if address != LOCAL and not explicit:
         probe(address, config.connect_timeout_s)
     with _quiet_stderr(config.verbose):
         if address == LOCAL:
@@ -83,6 +87,27 @@ def connect(config: RayConfig) -> Cluster:
         else:
             _init_bounded(ray, config, address)
     return _describe(ray, address, started=address == LOCAL, seconds=time.perf_counter() - start)
+
+
+def _check_same_cluster(ray, address: str | None) -> None:
+    """Refuse an explicit address other than the cluster this process already joined (``ray.init`` was called)."""
+    if address is None or address.startswith("ray://"):  # a Ray Client session does not tell its address
+        return
+    current = ray.get_runtime_context().gcs_address
+    if _host_port(address) != _host_port(current):
+        raise RayConnectionError(
+            f"this process already runs on the Ray cluster at {current} (ray.init was called), and Ray joins one "
+            f"cluster per process: call ray.shutdown() before asking for {address}, or leave out the address to use "
+            "the one it runs on"
+        )
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    host, _, port = address.rpartition(":")
+    try:
+        return socket.gethostbyname(host.strip("[]")), port
+    except OSError:  # not resolvable here: compare as written
+        return host, port
 
 
 def resolve_address(address: str | None, ray=None) -> str:

@@ -229,8 +229,8 @@ def _errors_as_ember(config: RayConfig):
         yield
     except rex.RayActorError as exc:
         raise WorkerDiedError(
-            f"a Ray worker died while computing (it was restarted up to {config.max_restarts} times, "
-            "RayConfig.max_restarts): out of memory, killed, or its node was lost. Every batch committed before is "
+            f"a Ray worker died while computing, more often than it may be restarted ({config.max_restarts} "
+            "restarts, RayConfig.max_restarts): out of memory, killed, or its node was lost. Every batch committed before is "
             "kept: rerun the same call or command and it computes only what is missing; give the workers more "
             f"memory or lower the batch size if it keeps dying. Ray said: {_first_line(exc)}"
         ) from None
