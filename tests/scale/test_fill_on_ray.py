@@ -22,7 +22,7 @@ from raytest import ray_cluster, same_store, sentences  # noqa: E402, F401
 
 # the producers below are defined here: workers get them by value (this folder is not on their path)
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 LABELS = ["a", "b", "c"]
 

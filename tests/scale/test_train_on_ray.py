@@ -58,3 +58,24 @@ def test_a_store_the_workers_cannot_see_is_named_with_the_fix(tokenizer, tmp_pat
     message = str(err.value)
     assert f"the store at {tmp_path / 's'} does not exist on the Ray worker on" in message
     assert "a filesystem every node mounts at the same path" in message and "train_top" in message
+
+
+def test_a_bottom_changed_since_the_store_was_opened_is_refused_before_ray_starts(tokenizer, tmp_path):
+    from ember.errors import StoreMismatchError
+
+    with _filled(tokenizer, tmp_path / "s", n=16) as rec:
+        with torch.no_grad():
+            next(rec.parts.bottom(2)[0].parameters()).add_(1.0)  # "trained" after the store was filled
+        with pytest.raises(StoreMismatchError, match="changed since this Recycler was created"):
+            train_top_on_ray(rec, batch_size=8, config=RayConfig(address="127.0.0.1:9"))  # never reached
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_store_from_another_model_is_refused_on_the_workers_as_it_is_here(tokenizer, tmp_path):
+    from ember.errors import StoreMismatchError
+
+    with _filled(tokenizer, tmp_path / "s", n=16) as rec:
+        rec.model.config.hidden_act = "relu"  # changes what the bottom computes, not a weight: the fingerprint differs
+        with pytest.raises(StoreMismatchError, match="was made by another model or setting"):
+            train_top_on_ray(rec, batch_size=8, config=RayConfig(workers=2))

@@ -54,6 +54,7 @@ def train_top_on_ray(
     """
     config = config or RayConfig()
     _check(rec, split, epochs, batch_size, config.workers)
+    rec.verify_weights()  # a bottom changed since the store was opened: refused here, not on every worker
     connect(config)
     ray = import_ray()
     inbox = ray.remote(num_cpus=0)(_Inbox).remote()
@@ -126,18 +127,11 @@ class _Inbox:
 def _train_loop(cfg: dict) -> None:
     """One Ray Train worker: open the store read-only, train on every N-th batch, average gradients each step."""
     import ray.train
-    import torch.distributed as dist
 
     torch.set_num_threads(cfg["threads"])
     rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
-    if not Path(cfg["store"]).exists():
-        cfg["inbox"].put.remote((UnreachablePathError(
-            f"the store at {cfg['store']} does not exist on the Ray worker on {platform.node()}: training on Ray reads "
-            "the store from every worker, so it must be on a filesystem every node mounts at the same path (NFS, a "
-            "shared volume). Copy it there, or train in one process with train_top"), None))
-        raise UnreachablePathError(f"no store at {cfg['store']} on {platform.node()}")
     torch.manual_seed(cfg["seed"] + rank)  # dropout in the top layers: another mask per worker
-    rec = Recycler(cfg["model"], cfg["tokenizer"], cfg["store"], cfg["recycle"], readonly=True)
+    rec = _open(cfg)
     params = top_parameters(rec)
     opt = adamw(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     dataset = rec.dataset(cfg["split"])
@@ -145,22 +139,48 @@ def _train_loop(cfg: dict) -> None:
     rec.model.train()
     with rec.train():
         for epoch in range(cfg["epochs"]):
-            start, total, n = time.perf_counter(), 0.0, 0
+            start = time.perf_counter()
             batches = grouped_batches(dataset.lengths(), cfg["batch_size"], seed=cfg["seed"] + epoch)
             steps = len(batches) // world  # every worker takes as many steps: each all-reduce pairs up
-            for idx in batches[rank::world][:steps]:
-                batch = rec.collate(dataset.__getitems__(idx))
-                loss = rec.model(**batch).loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for p in params:  # mean of the workers' gradients: one step over world * batch_size examples
-                    grad = p.grad if p.grad is not None else torch.zeros_like(p)
-                    dist.all_reduce(grad)
-                    p.grad = grad / world
-                opt.step()
-                total, n = total + loss.item() * len(idx), n + len(idx)
+            loss = _epoch(rec, dataset, batches[rank::world][:steps], params, opt, world)
             report.epoch_seconds.append(time.perf_counter() - start)
-            report.epoch_loss.append(total / max(n, 1))
-            ray.train.report({"epoch": epoch, "loss": report.epoch_loss[-1]})
+            report.epoch_loss.append(loss)
+            ray.train.report({"epoch": epoch, "loss": loss})
     if rank == 0:
         ray.get(cfg["inbox"].put.remote(([p.detach().cpu() for p in params], report)))
+
+
+def _open(cfg: dict) -> Recycler:
+    """The recycler over the store, read-only; what stops it (the store not on this node, a fingerprint that does
+    not match) goes to the driver as it was raised, then stops this worker."""
+    try:
+        if not Path(cfg["store"]).exists():
+            raise UnreachablePathError(
+                f"the store at {cfg['store']} does not exist on the Ray worker on {platform.node()}: training on Ray "
+                "reads the store from every worker, so it must be on a filesystem every node mounts at the same path "
+                "(NFS, a shared volume). Copy it there, or train in one process with train_top")
+        return Recycler(cfg["model"], cfg["tokenizer"], cfg["store"], cfg["recycle"], readonly=True)
+    except Exception as exc:
+        import ray
+
+        ray.get(cfg["inbox"].put.remote((exc, None)))
+        raise
+
+
+def _epoch(rec: Recycler, dataset, batches: list[list[int]], params: list, opt, world: int) -> float:
+    """Train on this worker's batches; the mean of the workers' gradients makes each step one over all of theirs."""
+    import torch.distributed as dist
+
+    total, n = 0.0, 0
+    for idx in batches:
+        batch = rec.collate(dataset.__getitems__(idx))
+        loss = rec.model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in params:
+            grad = p.grad if p.grad is not None else torch.zeros_like(p)
+            dist.all_reduce(grad)
+            p.grad = grad / world
+        opt.step()
+        total, n = total + loss.item() * len(idx), n + len(idx)
+    return total / max(n, 1)
