@@ -28,6 +28,7 @@ from ember.encoders.errors import CacheConfigError, LabelCachingError
 from ember.encoders.placement import Sources, serving_dtype, training_device
 from ember.errors import DataError, MissingEntriesError
 from ember.models.inputs import tokenize
+from ember.models.sentence import is_sentence_transformer
 from ember.store.activations import ActivationStore
 from ember.store.fill import Column, Executor, FillReport, SplitLabels, fill_split, write_back
 from ember.store.fingerprint import Fingerprint
@@ -102,7 +103,8 @@ class EncoderCache:
         encoders: a frozen module, or ``{name: module}`` (e.g. ``{"query": enc_a, "doc": enc_b}``). A module
             with any ``requires_grad`` parameter is refused. Hugging Face models with a head are run through
             their ``base_model``.
-        tokenizers: one tokenizer for all encoders, or ``{name: tokenizer}``.
+        tokenizers: one tokenizer for all encoders, or ``{name: tokenizer}``; ``None`` (or a name left out) for a
+            ``SentenceTransformer``, which brings its own.
         config: storage, pooling and fill settings (:class:`CacheConfig`).
 
     Example:
@@ -114,7 +116,7 @@ class EncoderCache:
         >>> head(**cache.embed({"query": ["new question"], "doc": ["new answer"]}))  # doctest: +SKIP
     """
 
-    def __init__(self, encoders: nn.Module | Mapping[str, nn.Module], tokenizers, config: CacheConfig | None = None) -> None:
+    def __init__(self, encoders: nn.Module | Mapping[str, nn.Module], tokenizers=None, config: CacheConfig | None = None) -> None:
         # fill, dataset, embed and close take turns across threads (a server's workers): a fill, or embed's first
         # write_back, reopens a store as its writer, closing the handle other calls read through (found with 4
         # threads calling embed(write_back=True): 13 of 200 calls failed on a closed or half-swapped store); the
@@ -130,14 +132,14 @@ class EncoderCache:
         config.check_names(names)
         if not isinstance(tokenizers, Mapping):
             tokenizers = {n: tokenizers for n in names}
-        missing = [n for n in names if n not in tokenizers]
+        missing = [n for n in names if tokenizers.get(n) is None and not is_sentence_transformer(encoders[n])]
         if missing:
             raise CacheConfigError(f"no tokenizer for encoders {missing}; pass one tokenizer or {{name: tokenizer}} for {names}")
         self.config = config
         self.encoders: dict[str, Encoder] = {}
         try:
             for n in names:
-                self.encoders[n] = Encoder(n, encoders[n], tokenizers[n], config)
+                self.encoders[n] = Encoder(n, encoders[n], tokenizers.get(n), config)
             self._splits = open_handle(config, _SPLITS, self._splits_fingerprint(), "the split index")
         except BaseException:
             self.close()

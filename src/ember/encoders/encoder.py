@@ -11,13 +11,20 @@ import torch
 from torch import nn
 
 from ember.encoders.config import CacheConfig, NamedPooling, Pooling
-from ember.encoders.errors import EmbeddingShapeError, TrainableEncoderError
+from ember.encoders.errors import CacheConfigError, EmbeddingShapeError, TrainableEncoderError
 from ember.encoders.pooling import pooling_fn, pooling_name
 from ember.errors import StoreError, StoreMismatchError, UnsupportedModelError
 from ember.models.checks import check_module, is_causal_decoder
 from ember.models.families import find_parts
 from ember.models.inputs import pad_ids
 from ember.models.load import resolve_max_length
+from ember.models.sentence import (
+    is_sentence_transformer,
+    max_length_of,
+    pooling_signature,
+    sentence_embeddings,
+    transformer_of,
+)
 from ember.models.split import frozen_eval
 from ember.store.activations import ActivationStore, Entry
 from ember.store.codec import torch_dtype
@@ -32,14 +39,15 @@ _SHAPE_META = "embedding_shape"
 class PooledEmbeddings:
     """The encoder cache's producer: one pooled vector per example, in eval mode without gradients.
 
-    A plain picklable object, so an executor can run it in another process.
+    A plain picklable object, so an executor can run it in another process. A SentenceTransformer
+    (``sentence=True``) pools with its own modules (pooling, dense, normalisation), as its ``encode`` does.
     """
 
     def __init__(self, name: str, module: nn.Module, tokenizer, pooling: Pooling, dtype: torch.dtype,
-                 fingerprint: Fingerprint, custom_keys: bool) -> None:
+                 fingerprint: Fingerprint, custom_keys: bool, sentence: bool = False) -> None:
         self.name, self.module, self.tokenizer, self.pooling = name, module, tokenizer, pooling
-        self.dtype, self.fingerprint, self.custom_keys = dtype, fingerprint, custom_keys
-        self.pool = pooling_fn(pooling)
+        self.dtype, self.fingerprint, self.custom_keys, self.sentence = dtype, fingerprint, custom_keys, sentence
+        self.pool = None if sentence else pooling_fn(pooling)
 
     @property
     def device(self) -> torch.device:
@@ -50,9 +58,12 @@ class PooledEmbeddings:
         """Pooled embeddings ``(B, D)`` of unpadded id lists."""
         input_ids, mask = pad_ids(ids, self.tokenizer, self.device)  # (B, T), (B, T)
         with frozen_eval(self.module), torch.no_grad():
-            out = self.module(input_ids=input_ids, attention_mask=mask)
-            hidden = out[0] if isinstance(out, tuple) else getattr(out, "last_hidden_state", out)  # (B, T, H)
-            pooled = self.pool(hidden, mask, out)  # (B, D)
+            if self.sentence:
+                pooled = sentence_embeddings(self.module, input_ids, mask)  # (B, D)
+            else:
+                out = self.module(input_ids=input_ids, attention_mask=mask)
+                hidden = out[0] if isinstance(out, tuple) else getattr(out, "last_hidden_state", out)  # (B, T, H)
+                pooled = self.pool(hidden, mask, out)  # (B, D)
         if not isinstance(pooled, torch.Tensor) or pooled.dim() != 2 or pooled.shape[0] != len(ids):
             got = tuple(pooled.shape) if isinstance(pooled, torch.Tensor) else type(pooled).__name__
             raise EmbeddingShapeError(
@@ -74,23 +85,32 @@ class Encoder:
     def __init__(self, name: str, encoder: nn.Module, tokenizer, config: CacheConfig) -> None:
         check_module(encoder, f"encoder {name!r}")
         self.name = name
-        self.module = getattr(encoder, "base_model", encoder) if hasattr(encoder, "config") else encoder
+        sentence = is_sentence_transformer(encoder)
+        if sentence:  # the whole model runs (its pooling too); its encoder names the architecture and config
+            self.module, inner = encoder, transformer_of(encoder)
+            tokenizer = encoder.tokenizer if tokenizer is None else tokenizer
+        else:
+            self.module = getattr(encoder, "base_model", encoder) if hasattr(encoder, "config") else encoder
+            inner = self.module
         _refuse_trainable(name, self.module)
+        if tokenizer is None:
+            raise CacheConfigError(f"no tokenizer for encoder {name!r}; pass one tokenizer or {{name: tokenizer}}")
         self.tokenizer = tokenizer
-        pooling = config.pooling_of(name)
-        _warn_causal(name, self.module, pooling)
+        pooling = _pooling(name, encoder, config) if sentence else config.pooling_of(name)
+        _warn_causal(name, inner, pooling)
         extractor = config.key_extractors.get(name)
         self.keys = KeyScheme.content() if extractor is None else KeyScheme.from_text(extractor.name, extractor.fn)
-        self.max_length = resolve_max_length(tokenizer, self.module, config.max_length)
+        wanted = config.max_length or (max_length_of(encoder) if sentence else None)
+        self.max_length = resolve_max_length(tokenizer, inner, wanted)
         self.dtype = torch_dtype(config.dtype)
         self.fingerprint = Fingerprint.of(
-            "encoder", architecture=_architecture(self.module), frozen=[self.module], dtype=config.dtype,
+            "encoder", architecture=_architecture(inner), frozen=[self.module], dtype=config.dtype,
             tokenizer=tokenizer, max_length=self.max_length, keys=self.keys.name,
             # config: fields that change the output without changing a weight (activation, layer-norm eps …)
-            model_config=getattr(self.module, "config", None), settings=[("pooling", pooling_name(pooling))],
+            model_config=getattr(inner, "config", None), settings=[("pooling", pooling_name(pooling))],
         )
         self.producer = PooledEmbeddings(name, self.module, tokenizer, pooling, self.dtype, self.fingerprint,
-                                         custom_keys=self.keys.custom)
+                                         custom_keys=self.keys.custom, sentence=sentence)
         self.handle = open_handle(config, name, self.fingerprint, f"encoder {name!r}")
 
     @property
@@ -159,6 +179,16 @@ def open_handle(config: CacheConfig, name: str, fingerprint: Fingerprint, what: 
 
     return StoreHandle(path, fingerprint, backend=backend, readonly=config.readonly, what=f"the store of {what}",
                        opened_as="the cache was opened with CacheConfig(readonly=True)", mismatch=mismatch)
+
+
+def _pooling(name: str, model: nn.Module, config: CacheConfig) -> NamedPooling:
+    """A SentenceTransformer's own pooling, named by its modules' configs (a pooling set for it is refused)."""
+    if name in config.poolings:
+        raise CacheConfigError(
+            f"encoder {name!r} is a SentenceTransformer, which pools with its own modules ({pooling_signature(model)}); "
+            f"leave poolings[{name!r}] unset, or pass its transformer (model[0].auto_model) with a pooling of your own"
+        )
+    return NamedPooling(f"sentence-transformers:{pooling_signature(model)}", lambda h, m, out: out)
 
 
 def _architecture(module: nn.Module) -> str:

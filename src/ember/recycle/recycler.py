@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -12,7 +13,7 @@ from torch import nn
 
 from ember.data.loaders import Examples
 from ember.data.texts import check_texts
-from ember.errors import DataError, MissingEntriesError, StoreMismatchError, StoreReadOnlyError
+from ember.errors import DataError, EmberWarning, MissingEntriesError, StoreMismatchError, StoreReadOnlyError
 from ember.models.families import EncoderParts, find_parts
 from ember.models.inputs import pad_features, tokenize
 from ember.models.load import resolve_max_length
@@ -122,6 +123,7 @@ class Recycler:
             keys=self.keys.name,
         )
         self._slot = ActiveSlot()  # the producer's guard reads it; holding it (not self) keeps no reference cycle
+        _warn_bottom_adapters(model, self.parts.bottom(k), k, self.parts.num_layers)
         self.producer = SplitStates(self.parts, k, torch_dtype(config.dtype), tokenizer, self.fingerprint, guard=self._slot.guard)
         self.handle = _open_handle(store, self.fingerprint, config, readonly)
         # A parameter of the embeddings tells the model's dtype and device even while the bottom is swapped out.
@@ -327,6 +329,23 @@ class Recycler:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _warn_bottom_adapters(model: nn.Module, bottom: list[nn.Module], k: int, n: int) -> None:
+    """Warn when an adapter wrapper (PEFT) puts trainable weights in the frozen, stored bottom: they are baked into
+    the stored states as they are now, and never train from them (the bottom does not run in ``train()``)."""
+    if not callable(getattr(model, "get_base_model", None)):
+        return
+    trainable = [name for m in bottom for name, p in m.named_parameters() if p.requires_grad]
+    if trainable:
+        warnings.warn(
+            f"the adapters of this {type(model).__name__} reach the frozen layers 0..{k - 1} ({len(trainable)} trainable "
+            f"tensors, first {trainable[0]}); their states are stored as they are now and those adapters never train "
+            f"from the store. Put the adapters on the top layers only, e.g. LoraConfig(layers_to_transform="
+            f"list(range({k}, {n})), ...)",
+            EmberWarning,
+            stacklevel=3,
+        )
 
 
 class ActiveSlot:
