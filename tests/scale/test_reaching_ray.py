@@ -125,6 +125,13 @@ def test_a_port_that_answers_but_is_not_ray_is_given_up_on(tmp_path):
 
 
 def test_importing_ember_scale_does_not_import_ray():
-    code = "import sys, ember.scale; print('ray' in sys.modules)"
+    code = "import sys, ember.scale, ember.scale.errors, ember.cli; print('ray' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "False"
+    assert out == "False False"  # the command line starts without torch, as before
+
+
+def test_the_public_names_of_ember_scale_resolve():
+    import ember.scale
+
+    assert sorted(ember.scale.__all__) == sorted(ember.scale._EXPORTS)
+    assert all(getattr(ember.scale, n) is not None for n in ember.scale.__all__)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ember.cli.common import console
+from ember.scale.errors import ACCEPT_ENVIRONMENT, MAX_RESTARTS, NO_RAY, START_TIMEOUT
 
 RayOpt = Annotated[str | None, typer.Option(
     "--ray", help="Compute on Ray: 'local' (start Ray on this machine), 'auto' (RAY_ADDRESS, else the cluster "
@@ -15,13 +16,13 @@ WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Ray actors co
                                                 "default 2).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show Ray's own logs (with --ray).")]
 
-# Library phrases naming a Python setting, in command line words (see common.friendly_errors).
+# The ways out ember.scale's messages name in Python words, in command line words (see common.friendly_errors).
 RAY_SWITCHES: dict[str, str] = {
-    "(leave out --ray / executor=)": "(leave out --ray)",
-    ", RayConfig.max_restarts)": ")",
-    " (RayConfig.start_timeout_s)": "",
-    "or pass RayConfig(check_environment=False) to accept the difference": "(from Python, RayConfig(check_environment=False) "
-    "accepts the difference)",
+    NO_RAY: "leave out --ray",
+    MAX_RESTARTS: "raise RayConfig.max_restarts (from Python)",
+    START_TIMEOUT: "pass fewer --workers",
+    ACCEPT_ENVIRONMENT: "make the versions match (from Python, RayConfig(check_environment=False) accepts the "
+    "difference)",
 }
 
 

@@ -15,22 +15,32 @@ Example:
 
 from __future__ import annotations
 
-from ember.scale.cluster import Cluster, connect
-from ember.scale.config import RayConfig
-from ember.scale.data import Rows, read_dataset
-from ember.scale.errors import (
-    RayConfigError,
-    RayConnectionError,
-    RayNotInstalledError,
-    UnreachablePathError,
-    WorkerDiedError,
-    WorkerEnvironmentError,
-    WorkersNotStartedError,
-)
-from ember.scale.executor import RayExecutor, RunStats
-from ember.scale.predict import Predictions, predict
-from ember.scale.scorers import ArtifactScorer, ModelScorer
-from ember.scale.train import train_top_on_ray
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> module that defines it (loaded on first use: the command line imports ember.scale.errors without
+# torch, and nothing here imports Ray until it is started)
+_EXPORTS = {
+    "ArtifactScorer": "ember.scale.scorers",
+    "Cluster": "ember.scale.cluster",
+    "ModelScorer": "ember.scale.scorers",
+    "Predictions": "ember.scale.predict",
+    "RayConfig": "ember.scale.config",
+    "RayConfigError": "ember.scale.errors",
+    "RayConnectionError": "ember.scale.errors",
+    "RayExecutor": "ember.scale.executor",
+    "RayNotInstalledError": "ember.scale.errors",
+    "Rows": "ember.scale.data",
+    "RunStats": "ember.scale.executor",
+    "UnreachablePathError": "ember.scale.errors",
+    "WorkerDiedError": "ember.scale.errors",
+    "WorkerEnvironmentError": "ember.scale.errors",
+    "WorkersNotStartedError": "ember.scale.errors",
+    "connect": "ember.scale.cluster",
+    "predict": "ember.scale.predict",
+    "read_dataset": "ember.scale.data",
+    "train_top_on_ray": "ember.scale.train",
+}
 
 __all__ = [
     "ArtifactScorer",
@@ -53,3 +63,28 @@ __all__ = [
     "read_dataset",
     "train_top_on_ray",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ember.scale.cluster import Cluster, connect
+    from ember.scale.config import RayConfig
+    from ember.scale.data import Rows, read_dataset
+    from ember.scale.errors import (
+        RayConfigError,
+        RayConnectionError,
+        RayNotInstalledError,
+        UnreachablePathError,
+        WorkerDiedError,
+        WorkerEnvironmentError,
+        WorkersNotStartedError,
+    )
+    from ember.scale.executor import RayExecutor, RunStats
+    from ember.scale.predict import Predictions, predict
+    from ember.scale.scorers import ArtifactScorer, ModelScorer
+    from ember.scale.train import train_top_on_ray
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ember.scale' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

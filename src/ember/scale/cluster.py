@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from ember.scale.config import AUTO, LOCAL, RayConfig
-from ember.scale.errors import INSTALL_HINT, RayConnectionError, RayNotInstalledError
+from ember.scale.errors import INSTALL_HINT, NO_RAY, RayConnectionError, RayNotInstalledError
 
 ALREADY = "(already initialised)"  # Cluster.address of a Ray this process had initialised before
 _RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.util")
@@ -34,8 +34,8 @@ def import_ray():
     except ImportError as exc:
         raise RayNotInstalledError(
             f"running on Ray needs the ray package, which is not installed here ({exc}). Install it with "
-            f"{INSTALL_HINT} (on this machine and on every node of the cluster), or run without Ray (leave out "
-            "--ray / executor=)"
+            f"{INSTALL_HINT} (on this machine and on every node of the cluster), or run without Ray: {NO_RAY}",
+            fixes=[NO_RAY],
         ) from exc
     return ray
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from ember.errors import BackendNotInstalledError, ConfigError, EmberError, StoreError
+from ember.errors import BackendNotInstalledError, ConfigError, EmberError, Fix, StoreError
 
 INSTALL_HINT = 'pip install "ember[ray]"'
+# Ways out the messages name in Python words; a command line words them as its flags (ember.cli.ray_options).
+NO_RAY = Fix("leave out executor=", name="no-ray")
+MAX_RESTARTS = Fix("raise RayConfig.max_restarts", name="max_restarts")
+START_TIMEOUT = Fix("raise RayConfig.start_timeout_s", name="start_timeout_s")
+ACCEPT_ENVIRONMENT = Fix("pass RayConfig(check_environment=False) to accept the difference", name="check_environment")
 
 
 class RayConfigError(ConfigError):
@@ -37,7 +42,11 @@ class UnreachablePathError(StoreError, FileNotFoundError):
 
 
 __all__ = [
+    "ACCEPT_ENVIRONMENT",
     "INSTALL_HINT",
+    "MAX_RESTARTS",
+    "NO_RAY",
+    "START_TIMEOUT",
     "RayConfigError",
     "RayConnectionError",
     "RayNotInstalledError",

@@ -27,7 +27,7 @@ import torch
 
 from ember.scale.cluster import Cluster, connect, import_ray, quiet_loggers
 from ember.scale.config import RayConfig
-from ember.scale.errors import WorkerDiedError, WorkersNotStartedError
+from ember.scale.errors import MAX_RESTARTS, START_TIMEOUT, WorkerDiedError, WorkersNotStartedError
 from ember.scale.transport import check_environment, environment, pack, unpack
 from ember.store.activations import Entry
 from ember.store.fill import Producer
@@ -230,15 +230,17 @@ def _errors_as_ember(config: RayConfig):
     except rex.RayActorError as exc:
         raise WorkerDiedError(
             f"a Ray worker died while computing, more often than it may be restarted ({config.max_restarts} "
-            "restarts, RayConfig.max_restarts): out of memory, killed, or its node was lost. Every batch committed before is "
-            "kept: rerun the same call or command and it computes only what is missing; give the workers more "
-            f"memory or lower the batch size if it keeps dying. Ray said: {_first_line(exc)}"
+            "restarts): out of memory, killed, or its node was lost. Every batch committed before is kept: rerun "
+            "the same call or command and it computes only what is missing; give the workers more memory or lower "
+            f"the batch size if it keeps dying, or {MAX_RESTARTS} if it died by chance. Ray said: {_first_line(exc)}",
+            fixes=[MAX_RESTARTS],
         ) from None
     except rex.GetTimeoutError as exc:
         raise WorkersNotStartedError(
             f"the cluster did not start {config.workers} workers of {config.cpus_per_worker:g} CPU within "
-            f"{config.start_timeout_s:g}s (RayConfig.start_timeout_s): it has too few CPUs free. Ask for fewer "
-            f"workers (--workers), add nodes, or wait for other jobs to finish. Ray said: {_first_line(exc)}"
+            f"{config.start_timeout_s:g}s: it has too few CPUs free. Ask for fewer workers, add nodes, wait for "
+            f"other jobs to finish, or {START_TIMEOUT}. Ray said: {_first_line(exc)}",
+            fixes=[START_TIMEOUT],
         ) from None
     except rex.RayTaskError as exc:
         cause = getattr(exc, "cause", None)

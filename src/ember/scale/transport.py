@@ -8,7 +8,7 @@ import platform
 import torch
 from safetensors.torch import load, save
 
-from ember.scale.errors import WorkerEnvironmentError
+from ember.scale.errors import ACCEPT_ENVIRONMENT, WorkerEnvironmentError
 from ember.store.activations import Entry
 
 # What changes the bytes a model computes on a CPU: the libraries, and which kernels torch picks for this CPU
@@ -49,5 +49,6 @@ def check_environment(worker: dict[str, str], driver: dict[str, str]) -> None:
             f"the Ray worker on {worker.get('host', 'another node')} runs {', '.join(differ)}: what it computes would "
             "not be bit-identical to a single-process run, and a store would mix values of two computations. Give "
             "every node the driver's versions (the same image, or runtime_env={'pip': [...]}) and the same CPU "
-            "type, or pass RayConfig(check_environment=False) to accept the difference"
+            f"type, or {ACCEPT_ENVIRONMENT}",
+            fixes=[ACCEPT_ENVIRONMENT],
         )
