@@ -174,3 +174,13 @@ def test_a_fill_from_a_ray_dataset_is_the_fill_of_its_rows(tokenizer, tmp_path):
         same_store(a.store, b.store)
     with pytest.raises(Exception, match="has no column 'text'; its columns are"):
         read_dataset(ds)
+
+
+@pytest.mark.slow
+def test_more_workers_than_the_cluster_can_start_stop_the_fill_in_time(tokenizer, tmp_path):
+    from ember.scale import WorkersNotStartedError
+
+    with _recycler(tokenizer, tmp_path / "s") as rec:
+        with pytest.raises(WorkersNotStartedError) as err:  # 2 CPUs, 3 workers of 1 CPU
+            rec.fill(sentences(40), progress=False, executor=RayExecutor(RayConfig(workers=3, start_timeout_s=5)))
+    assert "the cluster did not start 3 workers of 1 CPU within 5s: it has too few CPUs free" in str(err.value)
