@@ -111,8 +111,13 @@ def scoring(model_arg, tok, texts, batch_size: int, executor) -> tuple[dict, dic
     stats = executor.stats.to_dict()
     a = {"seconds": here.seconds, "examples_per_s": len(texts) / here.seconds, "kind": here.kind}
     b = {"seconds": there.seconds, "examples_per_s": len(texts) / there.seconds, "first_result_s": stats["first_result_s"],
-         "workers": stats["workers"]}
+         "steady_examples_per_s": _steady(len(texts), there.seconds, stats["first_result_s"]), "workers": stats["workers"]}
     return a, b, torch.equal(here.outputs, there.outputs)
+
+
+def _steady(examples: int, seconds: float, first_result_s: float) -> float:
+    """Examples/s once the actors run: the wall time after the first result (actors started, model loaded)."""
+    return examples / (seconds - first_result_s) if seconds > first_result_s else 0.0
 
 
 def estimate(single_rate: float, commit: dict, workers: list[float]) -> dict:
@@ -163,7 +168,8 @@ def main() -> None:
         executor = RayExecutor(config)
         on_ray = fill_once(model, tok, work / "ray", examples, args.layer, args.batch_size, executor)
         fill_stats = executor.stats.to_dict()
-        on_ray.update(first_result_s=fill_stats["first_result_s"], workers=fill_stats["workers"])
+        on_ray.update(first_result_s=fill_stats["first_result_s"], workers=fill_stats["workers"],
+                      steady_examples_per_s=_steady(on_ray["examples"], on_ray["seconds"], fill_stats["first_result_s"]))
         log(step="fill, Ray", **{k: v for k, v in on_ray.items() if k != "workers"})
         identical = same_store(work / "single", work / "ray")
         commit = commit_rate(work / "single", args.batch_size)
@@ -186,7 +192,9 @@ def main() -> None:
         "inference": {"single": score_here, "ray": score_ray}, "inference_identical": inference_identical,
         "single_examples_per_s": single["examples_per_s"], "ray_examples_per_s": on_ray["examples_per_s"],
         "ray_vs_single": on_ray["examples_per_s"] / single["examples_per_s"],
+        "ray_steady_vs_single": on_ray["steady_examples_per_s"] / single["examples_per_s"],
         "inference_ray_vs_single": score_ray["examples_per_s"] / score_here["examples_per_s"],
+        "inference_ray_steady_vs_single": score_ray["steady_examples_per_s"] / score_here["examples_per_s"],
         "commit": commit, "per_block": noop,
         "estimate": estimate(single["examples_per_s"], commit, worker_rates),
     }
