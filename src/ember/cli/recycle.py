@@ -107,12 +107,16 @@ def _stored_settings(store: Path, backend: str, layer: int | None, dtype: str | 
                      split: str | None = None):
     """Layer, dtype and max length recorded in an existing store (unless given explicitly), its label
     names, and the record of ``split`` when one is asked for: one read-only open for all of it."""
+    from ember.errors import StoreError
     from ember.store import ActivationStore
 
     probe = ActivationStore.open(store, None, backend=backend, readonly=True)  # type: ignore[arg-type]
     try:
         fp, names = probe.fingerprint, probe.label_names
-        recorded = None if split is None else probe.get_split(split)
+        recorded = None if split is None else probe.find_split(split)
+        if split is not None and recorded is None:
+            raise StoreError(f"the store at {store} has no split {split!r} (it has {probe.split_names() or 'none'}). "
+                             f"Fill it first: ember recycle fill --split {split} ...")
     finally:
         probe.close()
     return (
