@@ -8,7 +8,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ember.errors import StoreCorruptError, StoreError, StoreFullError, StoreLockedError, StoreReadOnlyError
-from ember.store.disk import as_full_disk, damaged_store, ensure_writable_dir, error_text, free_bytes, write_size
+from ember.store.disk import (
+    as_full_disk,
+    damaged_store,
+    ensure_writable_dir,
+    error_text,
+    free_bytes,
+    write_size,
+)
 from ember.store.registry import store_exists
 
 _ENTRY = b"e:"
