@@ -54,6 +54,15 @@ class MissingEntriesError(StoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ModelFileError(EmberError, OSError):
+    """A model folder (or name) cannot be loaded: it does not exist, or its weights are in a form ember does not
+    load (a pickle holding more than tensors)."""
+
+
+class ModelNotFoundError(ModelFileError, FileNotFoundError):
+    """The model names a local folder that is not there."""
+
+
 class OutputLocationError(EmberError, OSError):
     """A folder or file that a command must write (a trained model's ``--out``) cannot be written."""
 

@@ -216,8 +216,10 @@ def train(
 
         from ember.errors import MissingEntriesError
         from ember.models import load_model
+        from ember.models.load import check_output_dir
         from ember.recycle import train_top
 
+        check_output_dir(out)  # before training: a folder that cannot be written used to fail after the last epoch
         layer, dtype, max_length, names, recorded = _stored_settings(store, backend, layer, dtype, max_length, split)
         if recorded.labels is None:
             raise MissingEntriesError(
@@ -273,8 +275,7 @@ def evaluate_cmd(
         backend = backend or "lmdb"
         layer, dtype, max_length, _, _ = _stored_settings(store, backend, layer, dtype, max_length)
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
-        if ex.labels is None:
-            raise ValueError(f"{data} has no labels; eval needs a label column (--label-column)")
+        ex.require_labels("eval measures accuracy against them")
         m, tok = load_model(model, "classification")
         with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path,
                        readonly=not write_back) as rec:

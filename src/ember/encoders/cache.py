@@ -25,7 +25,7 @@ from torch import nn
 
 from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
-from ember.data.texts import check_texts
+from ember.data.texts import check_texts, check_tokenized, structural_ids
 from ember.encoders.config import CacheConfig, KeyExtractor, NamedPooling, Pooling
 from ember.encoders.data import CachedDataset, EmbeddingTable, Source, StoreSource
 from ember.encoders.errors import (
@@ -56,6 +56,7 @@ from ember.store.codec import torch_dtype
 from ember.store.fill import FillReport, fill
 from ember.store.fingerprint import Fingerprint, config_hash, tokenizer_hash, weights_hash
 from ember.store.keys import KEY_BYTES, content_key
+from ember.store.registry import check_not_a_store
 
 SINGLE = "text"  # the encoder's name when a single module is given
 _SPLITS = "_splits"  # folder of the split index inside save_dir
@@ -383,6 +384,7 @@ class EncoderCache:
         names = list(encoders)
         check_encoder_names(names)
         config.check_names(names)
+        check_not_a_store(config.save_dir, "the save_dir of an encoder cache")
         if not isinstance(tokenizers, Mapping):
             tokenizers = {n: tokenizers for n in names}
         missing = [n for n in names if n not in tokenizers]
@@ -480,6 +482,7 @@ class EncoderCache:
             texts = columns[name]
             check_texts(texts, allow_empty)
             ids[name] = tokenize(enc.tokenizer, texts, enc.max_length, num_workers=self.config.num_workers)
+            check_tokenized(texts, ids[name], structural_ids(enc.tokenizer), allow_empty)
             keys[name] = enc.keys(texts, ids[name])
             enc.check_collisions(texts, ids[name], keys[name])
         record = Split(keys, label_ids)
@@ -736,13 +739,14 @@ class EncoderCache:
         columns: dict[str, list[str]] = {}
         for name, texts in inputs.items():
             columns[name] = check_texts(texts, allow_empty)  # a list, read once: a generator is not used up
-        return {name: self._embed_one(name, texts, write_back, device, dtype) for name, texts in columns.items()}
+        return {name: self._embed_one(name, texts, write_back, device, dtype, allow_empty) for name, texts in columns.items()}
 
-    def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:
+    def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype, allow_empty: bool = False) -> torch.Tensor:
         enc = self.encoders[name]
         if not texts:
             raise DataError(f"nothing to embed for encoder {name!r}: its list of texts is empty")
         ids = tokenize(enc.tokenizer, texts, enc.max_length)
+        check_tokenized(texts, ids, structural_ids(enc.tokenizer), allow_empty)
         keys = enc.keys(texts, ids)
         enc.check_collisions(texts, ids, keys)  # a custom key naming another stored input would serve its embedding
         out: list[torch.Tensor | None] = [None] * len(texts)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
-from ember.data.texts import check_texts
+from ember.data.texts import check_texts, check_tokenized, structural_ids
 from ember.errors import (
     DataError,
     MissingEntriesError,
@@ -278,6 +278,7 @@ class Recycler:
             self._check_head(label_ids)
         self.verify_weights()
         ids = tokenize(self.tokenizer, texts, self.max_length, num_workers=num_workers)
+        check_tokenized(texts, ids, structural_ids(self.tokenizer), allow_empty)
         keys = [self.key_fn(x) for x in ids]
         record = Split({STATES: keys}, label_ids, [len(x) for x in ids])
         new_names = names is not None and names != (self.store.label_names or [])

@@ -17,6 +17,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ember.errors import StoreError
+
 
 @dataclass(frozen=True)
 class BackendSpec:
@@ -99,3 +101,21 @@ def marker_path(path: str | Path, backend: str) -> Path:
     if spec.marker is None:
         raise ValueError(f"backend {backend!r} keeps nothing on disk")
     return Path(path) / spec.marker
+
+
+def check_not_a_store(path: str | Path | None, what: str) -> None:
+    """Refuse ``path`` as ``what`` (a folder that holds stores in sub-folders, such as an encoder cache's
+    ``save_dir``) when it is itself a store's folder: writing beside another store's files would mix the two.
+
+    Raises:
+        StoreError: naming the store found there and the fix.
+    """
+    if path is None:
+        return
+    found = stores_at(path)
+    if found:
+        raise StoreError(
+            f"{path} is itself a {found[0]} store (it holds {backend_spec(found[0]).marker}: a recycling store, "
+            f"say), so it cannot be {what}, which keeps its own stores in sub-folders. Pass another folder: a new "
+            "one, or one this kind of cache was saved to."
+        )
