@@ -64,7 +64,7 @@ def _read_delimited(path: Path, name: str, suffix: str) -> tuple[list[dict], lis
         try:
             rows = list(reader)
         except csv.Error as exc:
-            raise _csv_error(exc, name, reader.line_num) from None
+            raise _csv_error(exc, name, reader.line_num + 1) from None  # line_num: lines read before the bad one
         return rows, list(reader.fieldnames or [])
 
 
