@@ -221,3 +221,28 @@ def test_entries_a_recorded_split_lists_but_lookups_miss_mean_damage(tmp_path, m
                            r"be found .*Run `ember store verify"):
             st.missing(keys + [content_key([9999])])
         assert st.missing([content_key([9999])]) == [content_key([9999])]  # a new key alone is just missing
+
+
+def test_a_damaged_branch_key_is_found_by_fill_and_verify_not_written_twice(tmp_path):
+    """The real damage behind '13 new examples, 1,512 entries for 1,500 keys': a branch page's separator key changed
+    (its page numbers intact) sends lookups of some stored keys to the wrong leaf."""
+    import lmdb
+
+    keys = filled(tmp_path / "s", n=600)
+    (tmp_path / "d").mkdir()
+    with lmdb.open(str(tmp_path / "s"), readonly=True, lock=False, max_dbs=2) as env:
+        env.copy(str(tmp_path / "d"), compact=True)
+    data = bytearray((tmp_path / "d" / "data.mdb").read_bytes())
+    page = lmdb_pages(tmp_path / "d", 1)[0] * PAGE
+    lower = struct.unpack_from("<H", data, page + 12)[0]
+    node = [page + struct.unpack_from("<H", data, page + 16 + 2 * j)[0] for j in range((lower - 16) // 2)]
+    size = struct.unpack_from("<H", data, node[3] + 6)[0]
+    data[node[3] + 8 : node[3] + 8 + size] = data[node[4] + 8 : node[4] + 8 + size]  # node 3 now starts at node 4's key
+    (tmp_path / "d" / "data.mdb").write_bytes(bytes(data))
+    with ActivationStore.open(tmp_path / "d", fp()) as st:
+        assert st.kv.has_many(keys).count(False) >= 1  # the lookups that miss
+        with pytest.raises(StoreCorruptError, match=r"entries that its recorded splits list as stored cannot be found"):
+            st.missing(keys)
+        assert len(st) == 600  # nothing was written a second time
+        report = st.verify()
+    assert not report.ok and any("a lookup does not find it" in p for p in report.problems), report.problems
