@@ -3,7 +3,8 @@
 Not a timing benchmark: it injects faults and counts what was lost, what was wrong and what crashed.
 Parts (``--parts``, default all):
   kill        SIGKILL a ``Recycler.fill`` child at a random moment (``--trials`` times, alternating the
-              ``--batch-sizes``); reopen the store, check every committed entry bit-exact against a recomputation
+              ``--batch-sizes``: once a random fraction of the texts is committed, within the next batch's
+              computation or commit); reopen the store, check every committed entry bit-exact against a recomputation
               (the same batches computed in this process), then resume: the rerun must compute exactly what was
               missing, and the store must end with one entry per distinct text.
   concurrent  while a child fills, reader processes (plain, and through DataLoader workers started with fork and
@@ -228,7 +229,7 @@ def part_kill(args, ctx) -> dict:
     trials = []
     for t in range(args.trials):
         b = sizes[t % len(sizes)]
-        trials.append(kill_trial(args, ctx, b, ctx["work"] / f"kill-{t}", rng.random()))
+        trials.append(kill_trial(args, ctx, b, ctx["work"] / f"kill-{t}", rng.random(), rng.random()))
         print(f"kill trial {t + 1}/{args.trials}: {trials[-1]}", file=sys.stderr, flush=True)
     return {
         "trials": len(trials),
@@ -238,27 +239,33 @@ def part_kill(args, ctx) -> dict:
         "partial_batches": sum(x["partial_batch"] for x in trials),
         "resume_failures": sum(not x["resume_ok"] for x in trials),
         "killed_before_any_commit": sum(x["committed_seen"] == 0 for x in trials),
+        "finished_before_kill": sum(x["finished_before_kill"] for x in trials),
         "resume_max_abs_diff": max((x["resume_max_abs_diff"] for x in trials), default=0.0),
         "trials_detail": trials,
     }
 
 
-def kill_trial(args, ctx, batch_size: int, store: Path, fraction: float) -> dict:
+def kill_trial(args, ctx, batch_size: int, store: Path, fraction: float, pause: float) -> dict:
+    """Fill in a child; once ``fraction`` of the texts are committed, wait ``pause`` of a batch's time and kill -9."""
     ref = ctx["refs"][batch_size]
     store.mkdir(parents=True)
-    save_reference(ref, store.parent / "reference.safetensors")
     p = child(args, "fill", store / "s", batch_size)
-    first = json.loads(p.stdout.readline() or "{}")  # "ready": the model is loaded, the fill starts now
-    if not first:  # the child failed before filling: a finding, not a trial
+    if not json.loads(p.stdout.readline() or "{}"):  # "ready": the model is loaded, the fill starts now
         raise RuntimeError(f"the fill child did not start: {p.communicate()[1][-500:]}")
-    time.sleep(fraction * ctx["fill_seconds"][batch_size])
+    seen = 0
+    while seen < fraction * len(ref):  # a random moment of the fill, whatever the machine's speed
+        line = json.loads(p.stdout.readline() or '{"done": 0}')
+        if "done" in line:
+            break
+        seen = line["committed"]
+    time.sleep(pause * ctx["fill_seconds"][batch_size] * batch_size / len(ref))  # within the next batch
     p.send_signal(signal.SIGKILL)
     out, _ = p.communicate()
-    seen = [x["committed"] for x in map(json.loads, filter(None, out.splitlines())) if "committed" in x]
+    seen = max([seen] + [x["committed"] for x in map(json.loads, filter(None, out.splitlines())) if "committed" in x])
     found = compare(store / "s", ref)
-    result = {"batch_size": batch_size, "killed_at": round(fraction, 3), "committed_seen": max(seen, default=0),
+    result = {"batch_size": batch_size, "kill_after": round(fraction, 3), "committed_seen": seen,
               "entries": found["entries"], "reopened": found["reopened"], "corrupt": found["corrupt"] + found["unknown"],
-              "lost": max(0, max(seen, default=0) - found["entries"]),
+              "lost": max(0, seen - found["entries"]), "finished_before_kill": found["entries"] == len(ref),
               "partial_batch": found["entries"] % batch_size != 0 and found["entries"] != len(ref)}
     result.update(resume(args, ctx, store / "s", batch_size, found["entries"]))
     shutil.rmtree(store, ignore_errors=True)
