@@ -246,3 +246,30 @@ def test_a_damaged_branch_key_is_found_by_fill_and_verify_not_written_twice(tmp_
         assert len(st) == 600  # nothing was written a second time
         report = st.verify()
     assert not report.ok and any("a lookup does not find it" in p for p in report.problems), report.problems
+
+
+@pytest.mark.parametrize("name", ["fingerprint", "label_names", "splits"])
+def test_the_stores_own_records_carry_checksums_too(tmp_path, name):
+    """A damaged label name would have renamed a class silently; a damaged split list was a raw JSONDecodeError."""
+    with ActivationStore.open(tmp_path / "s", fp()) as st:
+        st.merge_label_names(["neg", "pos"])
+        st.add_split("train", Split({"states": [b"k" * 16]}))
+        raw = st.kv.get_meta(name)
+        st.kv.set_meta(name, raw.replace("n", "m", 1) if name != "fingerprint" else raw.replace("w1", "w2"))
+    damaged = rf"key {f'meta:{name}'.encode().hex()}\) in the store at .* is damaged: its checksum does not match its text"
+    with pytest.raises(StoreCorruptError, match=damaged), ActivationStore.open(tmp_path / "s", None, readonly=True) as st:
+        st.label_names, st.split_names()  # noqa: B018
+
+
+def test_leveldb_stores_verify_in_this_process(tmp_path):
+    keys = filled(tmp_path / "s", n=40, backend="leveldb")
+    with ActivationStore.open(tmp_path / "s", fp(), backend="leveldb") as st:
+        assert st.verify().ok
+        st.kv.put_many([(keys[3], st.kv.get_many([keys[4]])[0])])
+        report = st.verify()
+    assert report.problems == [f"entry {keys[3].hex()}: its checksum does not match its {report_size(tmp_path, keys[4])} bytes"]
+
+
+def report_size(tmp_path, key) -> int:
+    with ActivationStore.open(tmp_path / "s", None, backend="leveldb", readonly=True) as st:
+        return len(st.kv.get_many([key])[0]) - 8

@@ -13,7 +13,7 @@ import torch
 
 from ember.errors import StoreCorruptError, StoreError, StoreFormatError, StoreMismatchError
 from ember.store.base import Backend, KVStore, open_kv
-from ember.store.codec import ENTRY_FORMAT, decode, encode
+from ember.store.codec import ENTRY_FORMAT, checksum, corrupt_entry, decode, encode
 from ember.store.fingerprint import Fingerprint
 from ember.store.keys import KEY_BYTES
 
@@ -98,6 +98,9 @@ class ActivationStore:
         self.kv = kv
         self._recorded: set[bytes] | None = None  # keys the recorded splits say are stored here (see missing())
         stored = kv.get_meta("fingerprint")
+        if stored is not None:
+            _check_format(kv, new=False)  # before the checked read: an older store's values carry no checksum
+            stored = self.get_meta("fingerprint")
         if stored is None:
             if len(kv) > 0:
                 raise StoreMismatchError(
@@ -108,10 +111,9 @@ class ActivationStore:
                 raise ValueError("a writable store needs a fingerprint; pass fingerprint=None only with readonly=True")
             _check_format(kv, new=True)
             if fingerprint is not None and not kv.readonly:
-                kv.set_meta("fingerprint", fingerprint.to_json())
+                self.set_meta("fingerprint", fingerprint.to_json())
             self.fingerprint = fingerprint
         else:
-            _check_format(kv, new=False)
             self.fingerprint = _recorded_fingerprint(kv, stored, fingerprint)
 
     @classmethod
@@ -138,6 +140,25 @@ class ActivationStore:
 
     def __len__(self) -> int:
         return len(self.kv)
+
+    def get_meta(self, name: str) -> str | None:
+        """The text value ``name`` kept beside the entries (``None`` when unset), checked against its checksum.
+
+        Example:
+            >>> store.set_meta("note", "made by a test"); store.get_meta("note")  # doctest: +SKIP
+            'made by a test'
+        """
+        v = self.kv.get_meta(name)
+        if v is None:
+            return None
+        head, _, value = v.partition(" ")
+        if head != checksum(value.encode(), name.encode()).hex():
+            raise corrupt_entry(f"meta:{name}".encode(), self.path, "its checksum does not match its text")
+        return value
+
+    def set_meta(self, name: str, value: str) -> None:
+        """Keep the text ``value`` under ``name`` beside the entries, with its checksum (see :meth:`get_meta`)."""
+        self.kv.set_meta(name, f"{checksum(value.encode(), name.encode()).hex()} {value}")
 
     def get(self, keys: Sequence[bytes]) -> list[Entry | None]:
         """Entries for ``keys`` (``None`` where missing), read in one transaction, each checked against its
@@ -180,7 +201,7 @@ class ActivationStore:
 
     @property
     def label_names(self) -> list[str] | None:
-        v = self.kv.get_meta("label_names")
+        v = self.get_meta("label_names")
         return None if v is None else json.loads(v)
 
     def merge_label_names(self, names: Sequence[str]) -> list[str]:
@@ -188,7 +209,7 @@ class ActivationStore:
         have = self.label_names or []
         new = have + [n for n in names if n not in set(have)]
         if new != have:
-            self.kv.set_meta("label_names", json.dumps(new))
+            self.set_meta("label_names", json.dumps(new))
         return new
 
     def add_split(self, name: str, split: Split) -> None:
@@ -204,7 +225,7 @@ class ActivationStore:
             self._recorded.update(split.keys.get(STATES, ()))
         names = self.split_names()
         if name not in names:
-            self.kv.set_meta("splits", json.dumps([*names, name]))
+            self.set_meta("splits", json.dumps([*names, name]))
 
     def find_split(self, name: str) -> Split | None:
         """The split recorded under ``name``, or ``None``."""
@@ -236,7 +257,7 @@ class ActivationStore:
         )
 
     def split_names(self) -> list[str]:
-        v = self.kv.get_meta("splits")
+        v = self.get_meta("splits")
         return [] if v is None else json.loads(v)
 
     def verify(self) -> VerifyReport:
@@ -246,7 +267,7 @@ class ActivationStore:
         zeroed page) is reported instead of ending this process. See :func:`ember.store.verify.verify_store`.
 
         Example:
-            >>> ActivationStore.open(None, None, backend="memory", readonly=True).verify().ok
+            >>> ActivationStore.open("states", None, readonly=True).verify().ok  # doctest: +SKIP
             True
         """
         from ember.store.verify import verify_open
