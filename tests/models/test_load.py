@@ -51,3 +51,15 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_work(tmp_path
                        r"Nothing was run"):
         check_output_dir(tmp_path / "file")
     assert check_output_dir(tmp_path / "new" / "out").is_dir()
+
+
+def test_the_hubs_old_bare_names_are_not_refused_as_folders():
+    """``bert-base-uncased`` and the other old root-level hub names still reach the hub (they redirect to their
+    organisation); a bare name the hub never had is refused at once as a missing folder."""
+    from ember.errors import ModelNotFoundError
+    from ember.models.load import check_model_location
+
+    for name in ("bert-base-uncased", "roberta-base", "distilbert-base-uncased", "xlm-roberta-base"):
+        check_model_location(name)  # no error: the loader asks the hub
+    with pytest.raises(ModelNotFoundError, match="does not exist here"):
+        check_model_location("bert-base-uncasedd")

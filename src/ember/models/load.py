@@ -116,12 +116,26 @@ def check_model_location(path: str) -> None:
     if pathlike:
         raise ModelNotFoundError(f"model folder {path} does not exist; pass a folder written by save_pretrained, a hub id, "
                              "or omit it for the packaged model")
-    if "/" not in path and not _in_hub_cache(path):
+    if "/" not in path and path not in LEGACY_HUB_NAMES and not _in_hub_cache(path):
         raise ModelNotFoundError(
             f"model folder {path} does not exist here, and a bare name is not a hub id (hub models are named "
             "organisation/name, e.g. sentence-transformers/all-MiniLM-L6-v2). Pass a folder written by "
             "save_pretrained, a hub id, or omit it for the packaged model"
         )
+
+
+# The hub's old root-level names (before organisations; they redirect to e.g. google-bert/bert-base-uncased). No
+# new ones can be made, so a bare name outside this list, not cached and not a folder here, is a mistyped folder.
+LEGACY_HUB_NAMES = frozenset({
+    "bert-base-uncased", "bert-base-cased", "bert-large-uncased", "bert-large-cased", "bert-base-chinese",
+    "bert-base-multilingual-uncased", "bert-base-multilingual-cased", "bert-base-german-cased",
+    "bert-large-uncased-whole-word-masking", "bert-large-cased-whole-word-masking",
+    "bert-large-uncased-whole-word-masking-finetuned-squad", "roberta-base", "roberta-large", "roberta-large-mnli",
+    "distilroberta-base", "distilbert-base-uncased", "distilbert-base-cased", "distilbert-base-multilingual-cased",
+    "distilbert-base-uncased-finetuned-sst-2-english", "distilbert-base-cased-distilled-squad",
+    "xlm-roberta-base", "xlm-roberta-large", "camembert-base", "albert-base-v1", "albert-base-v2", "albert-large-v2",
+    "xlnet-base-cased", "gpt2", "gpt2-medium", "distilgpt2", "t5-small", "t5-base", "t5-large",
+})
 
 
 def _in_hub_cache(name: str) -> bool:
