@@ -81,7 +81,7 @@ def test_an_encoder_cache_fill_on_ray_stores_what_one_process_stores(tokenizer, 
                 ActivationStore.open(stores["ray"] / name, None, readonly=True) as b:
             if name == "text":
                 same_store(a, b)
-                assert a.kv.get_meta("embedding_shape") == b.kv.get_meta("embedding_shape") == "[32]"
+                assert a.get_meta("embedding_shape") == b.get_meta("embedding_shape") == "[32]"
             else:
                 assert a.find_split("train") == b.find_split("train") and a.label_names == b.label_names
 
