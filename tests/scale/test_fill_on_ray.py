@@ -180,7 +180,78 @@ def test_a_fill_from_a_ray_dataset_is_the_fill_of_its_rows(tokenizer, tmp_path):
 def test_more_workers_than_the_cluster_can_start_stop_the_fill_in_time(tokenizer, tmp_path):
     from ember.scale import WorkersNotStartedError
 
-    with _recycler(tokenizer, tmp_path / "s") as rec:
-        with pytest.raises(WorkersNotStartedError) as err:  # 2 CPUs, 3 workers of 1 CPU
-            rec.fill(sentences(40), progress=False, executor=RayExecutor(RayConfig(workers=3, start_timeout_s=5)))
+    with _recycler(tokenizer, tmp_path / "s") as rec, pytest.raises(WorkersNotStartedError) as err:  # 2 CPUs, 3 workers
+        rec.fill(sentences(40), progress=False, executor=RayExecutor(RayConfig(workers=3, start_timeout_s=5)))
     assert "the cluster did not start 3 workers of 1 CPU within 5s: it has too few CPUs free" in str(err.value)
+
+
+class TeacherLogits:
+    """A producer of another kind than recycling's or the cache's, shaped like a teacher-output store's entries
+    (ids, logits, a hidden state): the executor takes any picklable :class:`~ember.store.fill.Producer`."""
+
+    def __init__(self, model, tokenizer) -> None:
+        from ember.store.fingerprint import Fingerprint
+
+        self.model, self.tokenizer = model, tokenizer
+        self.fingerprint = Fingerprint.of("teacher", architecture=type(model).__name__, dtype="float32",
+                                          frozen=[model], model_config=model.config, tokenizer=tokenizer)
+
+    def entries(self, ids):
+        import torch
+
+        from ember.models.inputs import pad_ids
+
+        input_ids, mask = pad_ids(ids, self.tokenizer)  # (B, T)
+        with torch.no_grad():
+            out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+        return [{"input_ids": torch.tensor(x, dtype=torch.int32), "logits": out.logits[i].clone(),  # (C,)
+                 "hidden.1": out.hidden_states[1][i, : len(x)].clone()} for i, x in enumerate(ids)]  # (L, H)
+
+
+def _teacher_fill(producer, tokenizer, path, texts, executor=None):
+    from ember.models.inputs import tokenize
+    from ember.store.fill import Column, fill_split
+    from ember.store.handle import StoreHandle
+    from ember.store.keys import KeyScheme
+
+    ids = tokenize(tokenizer, texts, 48)
+    handle = StoreHandle(path, producer.fingerprint, what="the teacher's store")
+    try:
+        column = Column("text", handle, producer, ids, KeyScheme.content().keys(texts, ids))
+        return fill_split([column], handle, "train", lengths=True, batch_size=16, progress=False,
+                          executor=executor)["text"]
+    finally:
+        handle.close()
+
+
+def test_any_producer_such_as_a_teachers_fills_through_the_one_fill_on_ray_as_here(tokenizer, tmp_path):
+    from ember.errors import StoreMismatchError
+    from ember.store import ActivationStore
+
+    texts = sentences(80, seed=5)
+    teacher = TeacherLogits(make_model("bert").eval(), tokenizer)
+    _teacher_fill(teacher, tokenizer, tmp_path / "here", texts)
+    report = _teacher_fill(teacher, tokenizer, tmp_path / "ray", texts, RayExecutor(RayConfig(workers=2)))
+    assert report.computed == len(texts)
+    with ActivationStore.open(tmp_path / "here", None, readonly=True) as a, \
+            ActivationStore.open(tmp_path / "ray", None, readonly=True) as b:
+        same_store(a, b)
+        assert a.find_split("train").lengths == b.find_split("train").lengths
+    # a store from another model is refused when it is opened on the driver, before Ray computes anything
+    other = make_model("bert", num_labels=4).eval()
+    with pytest.raises(StoreMismatchError, match="was made by another model or setting"):
+        _teacher_fill(TeacherLogits(other, tokenizer), tokenizer, tmp_path / "ray", texts,
+                      RayExecutor(RayConfig(address="127.0.0.1:9")))  # never reached: nothing listens there
+
+
+def test_a_recycling_store_from_another_model_is_refused_before_a_ray_fill_starts(tokenizer, tmp_path):
+    from ember.errors import StoreMismatchError
+
+    texts = sentences(40, seed=6)
+    with _recycler(tokenizer, tmp_path / "s") as rec:
+        rec.fill(texts, batch_size=16, progress=False, executor=RayExecutor(RayConfig(workers=2)))
+    other = make_model("bert")
+    other.config.hidden_act = "relu"  # another computation with the same weights: another fingerprint
+    with pytest.raises(StoreMismatchError, match="was made by another model or setting") as err:
+        Recycler(other, tokenizer, tmp_path / "s", layer=2)
+    assert "delete the folder (or pass another --store) and fill again" in str(err.value)

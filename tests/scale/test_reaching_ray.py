@@ -19,7 +19,7 @@ from ember.scale import (
     WorkerEnvironmentError,
 )
 from ember.scale.cluster import import_ray, probe, resolve_address
-from ember.scale.transport import check_environment, environment, pack, unpack
+from ember.scale.transport import check_environment, environment, pack, ship, unpack
 
 
 def test_without_ray_installed_the_error_says_how_to_install_it(monkeypatch):
@@ -93,6 +93,37 @@ def test_entries_travel_bit_for_bit():
     assert back.keys() == entry.keys() and all(torch.equal(back[k], entry[k]) and back[k].dtype == entry[k].dtype for k in entry)
     view = torch.randn(4, 6)[1:3, ::2]  # not contiguous: packed as its values
     assert torch.equal(unpack(pack({"x": view}))["x"], view)
+
+
+def test_a_model_asked_for_hidden_states_travels_to_a_fresh_worker_and_gives_them_there(tmp_path):
+    pytest.importorskip("ray")
+    import pickle
+
+    from conftest import make_model
+
+    model = make_model("bert").eval()
+    ids = torch.tensor([[2, 7, 9, 3], [2, 8, 3, 0]])  # (B, T)
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=(ids != 0).long(), output_hidden_states=True)
+    with pytest.raises(Exception, match="output_capturing_hook|ContextVar"):
+        pickle.dumps(model)  # transformers' capture hooks: why ship() leaves them out
+    (tmp_path / "producer").write_bytes(ship({"model": model}))
+    torch.save(ids, tmp_path / "ids.pt")
+    # a fresh process, as a Ray worker is: no instance of the class was ever built there (transformers registers
+    # what a model class records only in __init__: a plain unpickled copy returned hidden_states=None)
+    script = (
+        "import sys, torch; from ember.scale.transport import unship; p = sys.argv[1]\n"
+        "m = unship(open(p + '/producer', 'rb').read())['model']; ids = torch.load(p + '/ids.pt')\n"
+        "with torch.no_grad(): o = m(input_ids=ids, attention_mask=(ids != 0).long(), output_hidden_states=True)\n"
+        "torch.save({'logits': o.logits, 'hidden': o.hidden_states}, p + '/out.pt')\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, capture_output=True, timeout=300)
+    got = torch.load(tmp_path / "out.pt")
+    assert torch.equal(got["logits"], want.logits) and got["hidden"] is not None
+    assert len(got["hidden"]) == len(want.hidden_states)
+    assert all(torch.equal(a, b) for a, b in zip(got["hidden"], want.hidden_states, strict=True))
+    # this process's model is left as it was (the flag is on the PreTrainedModel inside that installed the hooks)
+    assert any(getattr(m, "_output_capturing_hooks_installed", False) for m in model.modules())
 
 
 def test_a_worker_with_other_libraries_is_refused_naming_them():

@@ -11,7 +11,13 @@ Why one writer, the driver, and not N LMDB shards written by the workers: measur
 so a single writer keeps up with a whole rack of CPU workers before it limits anything; and a single writer keeps
 LMDB's one-writer rule, a store on the driver's own disk (workers never open it, so no shared filesystem), one
 fingerprint, resumability and the split record exactly as in a local fill. Shards would need a store that reads
-N files as one and a merge step that can mix shards of two fills; neither is needed at the measured rates.
+N files as one and a merge step that can mix shards of two fills; neither is needed at the measured rates. With one
+writer there are no shards, so "shards of two different fills mixed" cannot happen: a store holds one fingerprint,
+and a fill of another model or setting is refused when the driver opens it (``StoreMismatchError``), before Ray
+computes anything.
+
+Any :class:`~ember.store.fill.Producer` runs here unchanged (recycling's states, the cache's embeddings, a
+teacher's logits and hidden states, batch scoring): it only has to be picklable (:func:`~ember.scale.transport.ship`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch
 from ember.scale.cluster import Cluster, connect, import_ray, quiet_loggers
 from ember.scale.config import RayConfig
 from ember.scale.errors import MAX_RESTARTS, START_TIMEOUT, WorkerDiedError, WorkersNotStartedError
-from ember.scale.transport import check_environment, environment, pack, unpack
+from ember.scale.transport import check_environment, environment, pack, ship, unpack, unship
 from ember.store.activations import Entry
 from ember.store.fill import Producer
 
@@ -37,7 +43,8 @@ class BatchWorker:
     """A Ray Data actor: unpickles the producer once, then computes whole batches with it.
 
     Args:
-        producer: the producer, or an object reference to it (unpickled here, once per actor).
+        producer: the producer, as :func:`~ember.scale.transport.ship` pickled it, or an object reference to that
+            (unpickled here, once per actor).
         threads: torch threads to compute with (the driver's count, for bit-identical results).
     """
 
@@ -51,7 +58,8 @@ class BatchWorker:
         self.failure: Exception | None = None
         try:
             ray = import_ray()
-            self.producer = ray.get(producer) if isinstance(producer, ray.ObjectRef) else producer
+            shipped = ray.get(producer) if isinstance(producer, ray.ObjectRef) else producer
+            self.producer = unship(shipped) if isinstance(shipped, bytes) else shipped
         except Exception as exc:
             self.failure = exc
 
@@ -164,7 +172,7 @@ class RayExecutor:
         import json
 
         ray = import_ray()
-        ref = ray.put(producer)  # once per map; each actor unpickles it once
+        ref = ray.put(ship(producer))  # once per map; each actor unpickles it once
         for block in self._dataset(ray, ref, batches).iter_batches(batch_size=None, batch_format="pyarrow"):
             columns = [block.column(c).to_pylist() for c in ("index", "entries", "worker", "seconds", "environment")]
             for i, entries, worker, seconds, env in zip(*columns, strict=True):
