@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Literal, get_args
 
 from ember.encoders.errors import CacheConfigError
+from ember.fixes import MEMORY_BACKEND
 from ember.store.base import Backend, check_backend
 from ember.store.codec import DType, torch_dtype
 
@@ -170,8 +171,7 @@ class CacheConfig:
         if self.backend == "memory" and self.save_dir is not None:
             raise CacheConfigError(
                 f"backend='memory' keeps nothing on disk, so save_dir={str(self.save_dir)!r} would stay empty and the "
-                "next run would compute everything again; use backend='lmdb' (or 'leveldb') to keep the cache there, "
-                "or save_dir=None for an in-memory cache"
+                f"next run would compute everything again; {MEMORY_BACKEND}", fixes=[MEMORY_BACKEND]
             )
         try:
             torch_dtype(self.dtype)
