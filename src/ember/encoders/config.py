@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 from ember.encoders.errors import CacheConfigError
 from ember.fixes import MEMORY_BACKEND
@@ -120,6 +120,7 @@ class CacheConfig:
         ('mmap', 'auto')
     """
 
+    VERSION: ClassVar[int] = 1  # bumped when a recorded config's meaning changes (see ember.config)
     placement: Placement = "auto"
     mapping: Mapping[str, Placement] = field(default_factory=dict)
     save_dir: str | Path | None = None
@@ -227,6 +228,7 @@ class CacheConfig:
             return p if isinstance(p, str) else p.name
 
         return {
+            "version": self.VERSION,
             "placement": self.placement,
             "mapping": dict(self.mapping),
             "save_dir": None if self.save_dir is None else str(self.save_dir),
