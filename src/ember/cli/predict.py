@@ -23,11 +23,8 @@ from ember.cli.common import (
 )
 from ember.cli.ray_options import RAY_SWITCHES, RayOpt, VerboseOpt, WorkersOpt, ray_executor
 
-PREDICT_SWITCHES = {
-    **DATA_SWITCHES, **MODEL_SWITCHES, **MAX_LENGTH_SWITCHES, **RAY_SWITCHES,
-    "the file must end in one of": "--out must end in one of",
-    "predict(model, data, tokenizer=tok)": "a model folder (save_pretrained writes the tokenizer beside it)",
-}
+# --out's suffix is checked here (before the library's own check), so only fixes of the layers below are worded
+PREDICT_SWITCHES = {**DATA_SWITCHES, **MODEL_SWITCHES, **MAX_LENGTH_SWITCHES, **RAY_SWITCHES}
 TASKS = ("embedding", "classification")
 
 
