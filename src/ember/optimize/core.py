@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ember.data.texts import check_texts
-from ember.errors import BackendNotInstalledError, FidelityError
+from ember.errors import BackendNotInstalledError, EmberWarning, FidelityError, SpeedError
 from ember.fidelity import FidelityReport, compare, mixed_length_batches, run_batches
 from ember.models.checks import check_module, check_pad_token
 from ember.models.load import resolve_max_length
@@ -18,6 +18,7 @@ from ember.models.split import frozen_eval
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
 from ember.optimize.registry import backend_for, missing_requirements
+from ember.optimize.speed import SpeedReport, measure_speed, slower_parts, timing_inputs
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
@@ -128,10 +129,16 @@ def optimize(
             so a sample like the traffic the artifact will serve pays off.
         calibration: calibration sentences to use instead (then ``sample`` is verified whole).
 
+    Speed is checked too: the artifact is timed against ``model`` (batch 1 and a batch of up to 32, on the
+    verification sentences, interleaved rounds; :mod:`ember.optimize.speed`), and one slower than ``model`` at
+    ``config.objective`` is reported by ``config.on_slower`` (a warning naming the figures and the preset that serves
+    better on this CPU; ``"raise"``: a ``SpeedError``). A sample of fewer than 4 sentences is too small to time: the
+    warning (or error) says so. An engine whose runtime refuses this CPU raises ``UnsupportedCPUError``.
+
     Returns:
-        An ``OptimizedModel`` called like ``model``, with ``.fidelity``, ``.size_bytes``,
-        ``.build_seconds``, ``.optimize_config`` (the ember config), ``.config`` (the
-        original's Hugging Face config, so ``transformers.pipeline`` accepts it) and ``.save(dir)``.
+        An ``OptimizedModel`` called like ``model``, with ``.fidelity``, ``.speed`` (a ``SpeedReport``, ``None`` with
+        ``on_slower="ignore"``), ``.size_bytes``, ``.build_seconds``, ``.optimize_config`` (the ember config),
+        ``.config`` (the original's Hugging Face config, so ``transformers.pipeline`` accepts it) and ``.save(dir)``.
 
     Example:
         >>> fast = optimize(model, OnnxRuntimeConfig(), tokenizer=tok, sample=texts)  # doctest: +SKIP
@@ -172,11 +179,70 @@ def _optimize(model: nn.Module, config: OptimizeConfig, tokenizer, texts: list[s
     reference = run_batches(model, batches)
     facts = model_facts(model, tokenizer, _output_kind(reference[0]))
     ctx = BuildContext(model, tokenizer, facts, calibration_texts)
-    artifact = backend_for(config).build(model, config, ctx)
+    artifact = build_on_this_cpu(model, config, ctx)
     artifact.fidelity = compare(reference, run_batches(artifact, batches), [b["attention_mask"] for b in batches])
-    artifact.build_seconds = time.perf_counter() - start
     enforce(artifact.fidelity, config)
+    artifact.speed = time_against_original(model, artifact, tokenizer, texts, facts, config)
+    artifact.build_seconds = time.perf_counter() - start
+    enforce_speed(artifact.speed, config)
     return artifact
+
+
+def build_on_this_cpu(model: nn.Module, config: OptimizeConfig, ctx: BuildContext) -> OptimizedModel:
+    """The backend's build; an engine whose runtime refuses this CPU is named, with the CPU and what to use instead."""
+    from ember.hardware import detect
+    from ember.optimize.cpu import refused_cpu
+
+    try:
+        return backend_for(config).build(model, config, ctx)
+    except Exception as exc:
+        refusal = refused_cpu(exc, config, detect())
+        if refusal is None:
+            raise
+        raise refusal from exc
+
+
+def time_against_original(model: nn.Module, artifact: OptimizedModel, tokenizer, texts: list[str], facts: ModelFacts,
+                          config: OptimizeConfig) -> SpeedReport | None:
+    """``artifact`` timed against ``model`` on the verification sentences (``None`` with ``on_slower="ignore"``)."""
+    from ember.hardware import detect
+
+    if config.on_slower == "ignore":
+        return None
+    cpu = detect().summary()
+    inputs = timing_inputs(tokenizer, texts, facts.input_names, facts.max_length)
+    if isinstance(inputs, str):
+        return SpeedReport(cpu=cpu, skipped=inputs)
+    singles, batch = inputs
+    return measure_speed(model, artifact, singles, batch, cpu=cpu, threads=getattr(config, "threads", None))
+
+
+def enforce_speed(report: SpeedReport | None, config: OptimizeConfig) -> None:
+    """Warn (or raise ``SpeedError``, with ``on_slower="raise"``) when ``report`` shows the artifact slower than the
+    original at ``config.objective``, naming the figures and the preset ember expects to serve better on this CPU;
+    and when the speed could not be timed."""
+    from ember.hardware import detect
+    from ember.optimize.cpu import better_preset, tier_of
+
+    if report is None or config.on_slower == "ignore":
+        return
+    what = f"{type(config).__name__} ({config.kind})"
+    if report.skipped:
+        msg = f"{what}: the artifact's speed was not checked against the original: {report.skipped}"
+    else:
+        slow = slower_parts(report, config.objective)
+        if not slow:
+            return
+        better = better_preset(config, detect())
+        instead = (f"on this CPU ember expects preset {better!r} to serve the {tier_of(config)} tier better "
+                   f"(ember optimize --preset {better})" if better else "serve the original model instead")
+        msg = (f"{what} built an artifact slower than the original model at its objective ({config.objective}): "
+               f"{'; '.join(report.describe(p) for p in slow)}; median of {report.rounds} interleaved rounds on "
+               f"{report.cpu}, {report.threads} threads. {instead[0].upper()}{instead[1:]}, or pass "
+               f"on_slower='ignore' to keep this one")
+    if config.on_slower == "raise":
+        raise SpeedError(msg)
+    warnings.warn(msg, EmberWarning, stacklevel=4)  # enforce_speed <- _optimize <- optimize <- the caller
 
 
 def enforce(report: FidelityReport, config: OptimizeConfig) -> None:
