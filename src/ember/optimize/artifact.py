@@ -424,8 +424,9 @@ def read_manifest(directory: str | Path, *, skip: str | None = None) -> dict:
     return manifest
 
 
-def load(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
-    """Load an artifact saved with ``artifact.save(directory)``.
+def load(directory: str | Path, *, tokenizer=None):
+    """Load an artifact saved with ``artifact.save(directory)`` (or a ``SentenceTransformer`` that ``optimize`` made,
+    saved with its ``save``: then that ``SentenceTransformer``).
 
     ONNX Runtime and OpenVINO artifacts need neither the original model nor torch weights.
 
@@ -438,6 +439,27 @@ def load(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
     Example:
         >>> art = ember.optimize.load("minilm-onnx")  # doctest: +SKIP
     """
+    d = Path(directory)
+    if tokenizer is None and _is_saved_sentence_transformer(d):
+        from ember.optimize.sentence import load_sentence_transformer
+
+        return load_sentence_transformer(d)
+    return load_artifact(d, tokenizer=tokenizer)
+
+
+def _is_saved_sentence_transformer(directory: Path) -> bool:
+    """Whether ``directory`` holds a ``SentenceTransformer`` whose first module is ember's (read without importing
+    sentence-transformers)."""
+    try:
+        modules = json.loads((directory / "modules.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(modules, list) and any(
+        isinstance(m, dict) and m.get("type") == "ember.optimize.sentence.EmberTransformer" for m in modules)
+
+
+def load_artifact(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
+    """The artifact saved in ``directory`` (what :func:`load` returns for a plain artifact)."""
     d = Path(directory)
     manifest = read_manifest(d, skip="tokenizer" if tokenizer is not None else None)
     try:

@@ -24,6 +24,12 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
 
 
+def _is_sentence_transformer(model: object) -> bool:
+    """Whether ``model`` is a ``SentenceTransformer`` (checked without importing sentence-transformers)."""
+    return any(c.__module__.startswith("sentence_transformers") and c.__name__ == "SentenceTransformer"
+               for c in type(model).__mro__)
+
+
 def _builtin_sample(n: int = 64) -> list[str]:
     """``n`` of ember's built-in sentences, spread over the whole file (short and long, several domains)."""
     from ember.data.sample import sample_sentences, spread
@@ -103,10 +109,10 @@ def optimize(
     model: nn.Module,
     config: OptimizeConfig,
     *,
-    tokenizer,
+    tokenizer=None,
     sample: Sequence[str] | None = None,
     calibration: Sequence[str] | None = None,
-) -> OptimizedModel:
+):
     """Build a faster artifact of ``model`` with ``config`` and verify it answers the same.
 
     Fidelity is always checked against ``model`` on padded batches of mixed lengths and on single
@@ -117,7 +123,10 @@ def optimize(
         model: a Hugging Face encoder (``AutoModel``) or sequence classifier, in eval mode. An
             encoder-decoder model (T5, BART) is refused: pass its encoder (``model.get_encoder()``). A
             decoder-only model (GPT-2) builds with the PyTorch engines (bf16, int8, compile), verified like an
-            encoder; the ONNX exporter takes the families in ``ember.models.SUPPORTED_FAMILIES``.
+            encoder; the ONNX exporter takes the families in ``ember.models.SUPPORTED_FAMILIES``. A
+            ``SentenceTransformer`` is optimised as its transformer module's model, and a new ``SentenceTransformer``
+            comes back whose ``encode`` runs the artifact, its fidelity checked on the pooled sentence embeddings
+            (:mod:`ember.optimize.sentence`; no ``tokenizer`` needed).
         config: a config such as ``BF16Config()``, ``OnnxRuntimeConfig(quantize="dynamic")`` or a preset.
         tokenizer: the model's tokenizer (saved with the artifact). It must have a pad token: a GPT-2-style one
             without is refused (``TokenizerError``); set ``tokenizer.pad_token = tokenizer.eos_token`` first.
@@ -138,7 +147,8 @@ def optimize(
     Returns:
         An ``OptimizedModel`` called like ``model``, with ``.fidelity``, ``.speed`` (a ``SpeedReport``, ``None`` with
         ``on_slower="ignore"``), ``.size_bytes``, ``.build_seconds``, ``.optimize_config`` (the ember config),
-        ``.config`` (the original's Hugging Face config, so ``transformers.pipeline`` accepts it) and ``.save(dir)``.
+        ``.config`` (the original's Hugging Face config, so ``transformers.pipeline`` accepts it) and ``.save(dir)``;
+        for a ``SentenceTransformer``, a ``SentenceTransformer`` whose ``[0].model`` is that artifact.
 
     Example:
         >>> fast = optimize(model, OnnxRuntimeConfig(), tokenizer=tok, sample=texts)  # doctest: +SKIP
@@ -146,6 +156,13 @@ def optimize(
     """
     if not isinstance(config, OptimizeConfig):
         raise TypeError(f"config must be an ember optimize config (e.g. OnnxRuntimeConfig()), got {type(config).__name__}")
+    if _is_sentence_transformer(model):
+        from ember.optimize.sentence import optimize_sentence_transformer
+
+        return optimize_sentence_transformer(model, config, sample=sample, calibration=calibration)
+    if tokenizer is None:
+        raise TypeError("optimize() needs the model's tokenizer: optimize(model, config, tokenizer=tok); a "
+                        "SentenceTransformer brings its own")
     check_module(model, "model")
     check_pad_token(tokenizer, "optimize() verifies the artifact on padded batches of texts of mixed lengths")
     if sample is not None and len(sample) == 0:
