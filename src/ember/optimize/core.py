@@ -14,6 +14,7 @@ from ember.errors import BackendNotInstalledError, EmberWarning, FidelityError, 
 from ember.fidelity import FidelityReport, compare, mixed_length_batches, run_batches
 from ember.models.checks import check_module, check_pad_token
 from ember.models.load import resolve_max_length
+from ember.models.sentence import is_sentence_transformer
 from ember.models.split import frozen_eval
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
@@ -22,12 +23,6 @@ from ember.optimize.speed import SpeedReport, measure_speed, slower_parts, timin
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
-
-
-def _is_sentence_transformer(model: object) -> bool:
-    """Whether ``model`` is a ``SentenceTransformer`` (checked without importing sentence-transformers)."""
-    return any(c.__module__.startswith("sentence_transformers") and c.__name__ == "SentenceTransformer"
-               for c in type(model).__mro__)
 
 
 def _builtin_sample(n: int = 64) -> list[str]:
@@ -156,7 +151,7 @@ def optimize(
     """
     if not isinstance(config, OptimizeConfig):
         raise TypeError(f"config must be an ember optimize config (e.g. OnnxRuntimeConfig()), got {type(config).__name__}")
-    if _is_sentence_transformer(model):
+    if is_sentence_transformer(model):
         from ember.optimize.sentence import optimize_sentence_transformer
 
         return optimize_sentence_transformer(model, config, sample=sample, calibration=calibration)
