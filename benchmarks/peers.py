@@ -54,7 +54,7 @@ DATA = HERE.parent / ".." / "shared" / "data" / "clinc150" / "data_full.json"
 LONG_DATA = HERE.parent / ".." / "shared" / "data" / "sst2" / "train.tsv"
 ST_NOTE = "sentence-transformers' ONNX export (side venv, transformers 4.57), run by onnxruntime here, its pooling in torch"
 OPTIMUM_NOTE = "Optimum's model (optimum-onnx in a side venv, transformers 4.57), run by onnxruntime here"
-TIERS = {"bf16": "bf16", "int8": "int8", "onnx": "fp32", "onnx-int8": "int8", "onnx-int8-static": "int8",
+TIERS = {"bf16": "bf16", "bf16-autocast": "bf16", "int8": "int8", "int8-eager": "int8", "onnx": "fp32", "onnx-int8": "int8", "onnx-int8-static": "int8",
          "onnx-int8-block": "int8", "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
          "compile": "fp32", "compile-bf16": "bf16"}
 TARGETS = {"peak_fraction": 0.5, "throughput_vs_peer": 1.10, "p50_vs_peer": 1.25}  # issue #19
@@ -308,13 +308,18 @@ def side_peer(kind: str, args, tmp: Path, st_model=None):
     return run
 
 
-def ember_engine(model, tok, name: str, sample: list[str], threads: int):
+# --torch-modes: the torch presets as they were before issue #19, beside the presets as they are now
+OLD_TORCH_MODES = {"bf16-autocast": ("bf16", {"mode": "autocast"}), "int8-eager": ("int8", {"compile": False})}
+
+
+def ember_engine(model, tok, name: str, sample: list[str], threads: int, changes: dict | None = None):
     from ember.optimize import optimize, preset
 
     cfg = preset(name)
     own = {f.name for f in dataclasses.fields(cfg)}
     # fidelity and speed are this benchmark's to report: warn, never stop the run
-    cfg = dataclasses.replace(cfg, on_violation="warn", **({"threads": threads} if "threads" in own else {}))
+    cfg = dataclasses.replace(cfg, on_violation="warn", **({"threads": threads} if "threads" in own else {}),
+                              **(changes or {}))
     art = optimize(model, cfg, tokenizer=tok, sample=sample)
     return lambda **b: art(**b).last_hidden_state
 
@@ -497,6 +502,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--optimum-python", default="/tmp/optimum-venv/bin/python")
+    ap.add_argument("--torch-modes", action="store_true",
+                    help="also build the torch presets as they were before issue #19 (bf16 autocast, int8 eager)")
     ap.add_argument("--only", default="", help="comma-separated engine names to run (default: all; pytorch-fp32 always)")
     ap.add_argument("--quick", action="store_true", help="small smoke run (1 round, 40/128 short, 20/48 long)")
     args = ap.parse_args()
@@ -512,6 +519,11 @@ def run_workload(wl: Workload, model, tok, peers: dict, notes: dict, args, wante
         if wanted(f"ember-{name}"):
             build(f"ember-{name}", lambda name=name: ember_engine(model, tok, name, wl.sample, args.threads), engines,
                   builds, errors)
+    for label, (name, changes) in OLD_TORCH_MODES.items() if args.torch_modes else ():
+        if wanted(f"ember-{label}"):
+            build(f"ember-{label}", lambda name=name, changes=changes: ember_engine(model, tok, name, wl.sample,
+                                                                                   args.threads, changes),
+                  engines, builds, errors)
     print(f"timing {len(engines)} engines on the {wl.name} workload, {args.repeats} rounds", file=sys.stderr, flush=True)
     results = time_engines(engines, tok, wl, args)
     return results, builds, errors
