@@ -198,11 +198,14 @@ def test_without_avx512_the_bf16_presets_say_why_they_are_left_out(monkeypatch):
 def test_presets_follow_the_cpu_family(monkeypatch):
     monkeypatch.setenv("EMBER_CPU_FEATURES", "amx")
     assert preset("int8").compile and not preset("onnx-int8").reduce_range and preset("bf16").mode == "weights"
+    assert preset("openvino-int8").precision == "bf16"  # what stays in float runs on the AMX tiles
     assert unavailable("bf16") is None and unavailable("int8") is None
     assert serving_order(detect(), "faithful")[0] == "openvino-bf16"
     assert better_preset(preset("bf16"), detect()) == "openvino-bf16"
     assert better_preset(preset("openvino-bf16"), detect()) == "openvino"  # not itself
     assert cannot_be_fast("int8", Int8DynamicConfig(), detect()).startswith("eager torchao int8")
+    monkeypatch.setenv("EMBER_CPU_FEATURES", "avx512-bf16")
+    assert preset("openvino-int8").precision == "f32"
     monkeypatch.setenv("EMBER_CPU_FEATURES", "arm")
     assert serving_order(detect(), "int8")[0] == "onnx-int8" and unavailable("bf16") == "this CPU has no BF16 instructions"
 
