@@ -14,9 +14,14 @@ Timing: ``ember.bench.harness.PerformanceBenchmark`` measures every engine of a 
 engine alike. Reported: the median over rounds of each round's p50/p90 and throughput; fidelity from the first round.
 
 Peers: PyTorch eager fp32 (the original) and bf16 autocast, Optimum ONNX Runtime O2 and int8 (avx512_vnni, dynamic),
-OpenVINO, CTranslate2 int8, and sentence-transformers' own ONNX export and dynamic int8 quantisation (``st-onnx``,
-``st-onnx-int8``). Optimum's exporter and sentence-transformers' ONNX backend need transformers < 4.58, so they export
-in a side venv (``--optimum-python``) and the ``.onnx`` they write runs here in ONNX Runtime; their rows say so.
+OpenVINO, CTranslate2 int8, and sentence-transformers' own backends, what all-MiniLM-L6-v2's users would pick instead:
+``backend="onnx"`` and its dynamic int8 quantisation (``st-onnx``, ``st-onnx-int8``), ``backend="openvino"`` and its
+static int8 quantisation (``st-openvino``, ``st-openvino-int8``), each followed by the model's own pooling and
+normalisation. Optimum's exporter and sentence-transformers' ONNX backend need transformers < 4.58, its OpenVINO backend
+optimum-intel (transformers < 5.6), so they export in side venvs (``--optimum-python``: torch==2.13.0,
+"transformers<4.58", optimum-onnx, onnxruntime, sentence-transformers; ``--st-openvino-python``: torch==2.13.0,
+sentence-transformers, "optimum-intel[openvino]", "datasets<5", "huggingface-hub<1.22", no torchvision) and the
+model they write runs here, in ONNX Runtime or OpenVINO; their rows say so.
 ember's variants: every available preset, plus the on-request torch.compile ones, built through ``optimize()`` from a
 sample of the workload's own training texts (the lengths OpenVINO's batch-1 shapes are chosen for), never the timed
 ones. A peer that cannot be installed or run is reported as such. CTranslate2's OpenMP runtime slows every engine in
@@ -53,6 +58,8 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / ".." / "shared" / "data" / "clinc150" / "data_full.json"
 LONG_DATA = HERE.parent / ".." / "shared" / "data" / "sst2" / "train.tsv"
 ST_NOTE = "sentence-transformers' ONNX export (side venv, transformers 4.57), run by onnxruntime here, its pooling in torch"
+ST_OV_NOTE = ("sentence-transformers' OpenVINO backend (side venv: optimum-intel, transformers 5.5), its IR run by "
+              "OpenVINO here, its pooling in torch; int8: its static quantisation, calibrated on SST-2 train")
 OPTIMUM_NOTE = "Optimum's model (optimum-onnx in a side venv, transformers 4.57), run by onnxruntime here"
 TIERS = {"bf16": "bf16", "bf16-autocast": "bf16", "int8": "int8", "int8-eager": "int8", "onnx": "fp32", "onnx-int8": "int8", "onnx-int8-static": "int8",
          "onnx-int8-block": "int8", "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
@@ -258,10 +265,22 @@ def ctranslate2_peer(model_path: str, threads: int, tmp: Path):
 SIDE_CHILD = r'''
 import json, sys, time, os
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
 args = json.loads(sys.argv[1])
 tmp, kind = args["tmp"], args["kind"]
 t0 = time.time()
-if kind.startswith("st-"):
+if kind.startswith("st-openvino"):
+    from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
+    st = SentenceTransformer(args["model"], backend="openvino", device="cpu")
+    st.save_pretrained(tmp)
+    path = os.path.join(tmp, "openvino", "openvino_model.xml")
+    if kind == "st-openvino-int8":
+        from optimum.intel import OVQuantizationConfig
+        # sentence-transformers' default calibration set (GLUE SST-2 train, column "sentence"), read from the local copy
+        export_static_quantized_openvino_model(st, OVQuantizationConfig(), tmp, dataset_name=args["calibration"],
+                                               dataset_config_name="default", dataset_split="train", column_name="sentence")
+        path = os.path.join(tmp, "openvino", "openvino_model_qint8_quantized.xml")
+elif kind.startswith("st-"):
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
     st = SentenceTransformer(args["model"], backend="onnx", device="cpu")
     st.save_pretrained(tmp)
@@ -286,12 +305,15 @@ print("RESULT " + json.dumps({"build_s": time.time() - t0, "path": path}))
 
 
 def side_venv_model(kind: str, args, tmp: Path) -> dict:
-    """Export (and optimise or quantise) in the side venv; returns ``{"path": .onnx, "build_s": ...}``."""
-    py = args.optimum_python
+    """Export (and optimise or quantise) in a side venv; returns ``{"path": .onnx or .xml, "build_s": ...}``."""
+    openvino = kind.startswith("st-openvino")
+    py = args.st_openvino_python if openvino else args.optimum_python
     if not py or not Path(py).exists():
-        raise RuntimeError("optimum-onnx / sentence-transformers' ONNX backend need transformers<4.58: give "
-                           "--optimum-python of a venv that has them")
-    child_args = {"model": args.model_path, "kind": kind, "tmp": str(tmp / kind)}
+        raise RuntimeError(
+            "sentence-transformers' OpenVINO backend needs optimum-intel (transformers<5.6): give --st-openvino-python "
+            "of a venv that has it" if openvino else "optimum-onnx / sentence-transformers' ONNX backend need "
+            "transformers<4.58: give --optimum-python of a venv that has them")
+    child_args = {"model": args.model_path, "kind": kind, "tmp": str(tmp / kind), "calibration": str(Path(args.long_data).parent)}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ""}
     p = subprocess.run([py, "-c", SIDE_CHILD, json.dumps(child_args)], capture_output=True, text=True, env=env,
                        timeout=1200)
@@ -303,8 +325,29 @@ def side_venv_model(kind: str, args, tmp: Path) -> dict:
 
 def side_peer(kind: str, args, tmp: Path, st_model=None):
     built = side_venv_model(kind, args, tmp)
-    run = ort_engine(built["path"], args.threads, pool_with=st_model)
+    make = ov_engine if built["path"].endswith(".xml") else ort_engine
+    run = make(built["path"], args.threads, pool_with=st_model)
     run.build_s = built["build_s"]
+    return run
+
+
+def ov_engine(path: str, threads: int, pool_with=None):
+    """An OpenVINO IR compiled as sentence-transformers' OpenVINO backend compiles it (optimum-intel's latency hint),
+    on the threads every engine gets; its token embeddings pooled by ``pool_with``'s modules after the first."""
+    import openvino as ov
+    import torch
+
+    compiled = ov.Core().compile_model(path, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)})
+    request = compiled.create_infer_request()
+    names = [i.any_name for i in compiled.inputs]
+
+    def run(**b):
+        out = torch.from_numpy(np.array(request.infer({k: b[k].numpy() for k in names})[compiled.output(0)], copy=True))
+        feats = {"token_embeddings": out, "attention_mask": b["attention_mask"]}
+        for module in list(pool_with)[1:]:
+            feats = module(feats)
+        return feats["sentence_embedding"]  # (B, H)
+
     return run
 
 
@@ -385,8 +428,9 @@ def build_peers(model, args, tmp: Path, wanted, builds: dict, errors: dict) -> t
         plan.append((name, lambda kind=kind: side_peer(kind, args, tmp), OPTIMUM_NOTE))
     plan.append(("openvino", lambda: openvino_peer(args.model_path, args.threads), ""))
     st = _sentence_transformer(args.model_path)
-    for name in ("st-onnx", "st-onnx-int8"):
-        plan.append((name, lambda name=name: side_peer(name, args, tmp, st_model=st), ST_NOTE))
+    for name in ("st-onnx", "st-onnx-int8", "st-openvino", "st-openvino-int8"):
+        note = ST_OV_NOTE if "openvino" in name else ST_NOTE
+        plan.append((name, lambda name=name: side_peer(name, args, tmp, st_model=st), note))
     for name, make, note in plan:
         if wanted(name):
             notes[name] = note
@@ -501,7 +545,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--throughput-n-long", type=int, default=500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--optimum-python", default="/tmp/optimum-venv/bin/python")
+    ap.add_argument("--optimum-python", default="/tmp/optimum-venv/bin/python",
+                    help="python of a venv with optimum-onnx and sentence-transformers (transformers<4.58)")
+    ap.add_argument("--st-openvino-python", default="/tmp/st-ov-venv/bin/python",
+                    help="python of a venv with sentence-transformers, optimum-intel[openvino] and datasets")
     ap.add_argument("--torch-modes", action="store_true",
                     help="also build the torch presets as they were before issue #19 (bf16 autocast, int8 eager)")
     ap.add_argument("--only", default="", help="comma-separated engine names to run (default: all; pytorch-fp32 always)")
