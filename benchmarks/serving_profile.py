@@ -4,7 +4,8 @@ Builds each preset through ``ember.optimize`` (sample: 256 training texts of the
 for one static shape per case with OpenVINO's per-node counters on (``PERF_COUNT``), runs the same input
 ``--calls`` times after ``--warmup`` calls, and sums the counters per node type (``FullyConnected`` are the weight
 matmuls; ``Subgraph`` nodes are the fused attention and element-wise chains; ``MVN`` the layer norms; ``Reorder``
-layout and precision conversions). Cases: batch 1 at the workload's median length, and a batch of 32 at it.
+layout and precision conversions). Cases: batch 1 at the workload's median length, and a batch of 32 at it, compiled for that shape and with dynamic
+shapes (the model ember runs batches on).
 The wall time of the same calls (counters on) is printed beside the node sum; the gap is dispatch between nodes.
 
     flock /tmp/ember-bench.lock python benchmarks/serving_profile.py [--presets openvino-bf16,openvino-int8]
@@ -31,12 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import DATA, LONG_DATA, long_workload, short_workload  # noqa: E402
 
 
-def profile(art, batch: int, length: int, calls: int, warmup: int) -> dict:
-    """Node-type times (ms per call) of ``art``'s model compiled for ``[batch, length]`` with counters on."""
+def profile(art, batch: int, length: int, calls: int, warmup: int, static: bool = True) -> dict:
+    """Node-type times (ms per call) of ``art``'s model compiled for ``[batch, length]`` (or with dynamic shapes, as
+    ember runs batches) with counters on, fed a ``[batch, length]`` input."""
     from ember.optimize.backends.openvino import compile_options, shared_core
 
     model = art.ov_model.clone()
-    model.reshape({inp.get_any_name(): [batch, length] for inp in model.inputs})
+    if static:
+        model.reshape({inp.get_any_name(): [batch, length] for inp in model.inputs})
     opts = {**compile_options(art.optimize_config), "PERF_COUNT": "YES"}
     compiled = shared_core().compile_model(model, "CPU", opts)
     request = compiled.create_infer_request()
@@ -87,13 +90,15 @@ def main() -> None:
         for name in args.presets.split(","):
             c = dataclasses.replace(preset(name), threads=args.threads, on_slower="ignore", static_shapes=(), streams=1)
             art = optimize(model, c, tokenizer=tok, sample=wl.sample)
-            for batch in (1, 32):
-                r = profile(art, batch, length, args.calls if batch == 1 else max(10, args.calls // 10), args.warmup // (1 if batch == 1 else 10))
+            for batch, static in ((1, True), (32, True), (32, False)):
+                r = profile(art, batch, length, args.calls if batch == 1 else max(10, args.calls // 10),
+                            args.warmup // (1 if batch == 1 else 10), static)
                 fc = r["by_type_ms"].get("FullyConnected", 0.0)
                 r["fully_connected_gflop_s"] = flop_per_token * batch * length / 1e9 / (fc / 1000) if fc else None
-                out["results"][f"{name} {wl.name} b{batch}x{length}"] = r
+                case = f"[{batch}, {length}]{'' if static else ' dynamic'}"
+                out["results"][f"{name} {wl.name} {case}"] = r
                 top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["by_type_ms"].items())[:8])
-                print(f"{name:14s} {wl.name:5s} [{batch}, {length}]: wall {r['wall_ms']:.3f} ms, nodes {r['node_sum_ms']:.3f} ms "
+                print(f"{name:14s} {wl.name:5s} {case}: wall {r['wall_ms']:.3f} ms, nodes {r['node_sum_ms']:.3f} ms "
                       f"(FC {fc:.3f} ms = {r['fully_connected_gflop_s'] or 0:.0f} GFLOP/s): {top}", flush=True)
     out["load_average_end"] = os.getloadavg()
     print(json.dumps(out))
