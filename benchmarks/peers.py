@@ -100,7 +100,9 @@ def paragraphs(sentences: list[str], lengths: list[int], lo: int = 40, hi: int =
     targets = list(range(lo, hi + 1, step))
     out, cur, n = [], [], 0
     for s, length in zip(sentences, lengths, strict=True):
-        if n + length > hi and cur:  # never past hi: start the paragraph again with this sentence
+        if n + length > hi and cur:  # never past hi: close the paragraph if it is long enough, else start again
+            if n >= lo:
+                out.append(" ".join(cur))
             cur, n = [], 0
         cur.append(s.strip())
         n += length
