@@ -530,13 +530,14 @@ def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
 
 def print_table(rows: list[Row]) -> None:
     print("| workload | engine | p50 ms | p90 ms | sent/s b32 bucketed | sent/s b32 dataset order | cosine | min cosine | "
-          "% of peak | build s | note |")
+          "% of peak | build s (speed check) | note |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     f = lambda v, fmt: "—" if v is None else format(v, fmt)  # noqa: E731
     for r in rows:
         print(f"| {r.workload} | {r.engine} | {f(r.p50_ms, '.2f')} | {f(r.p90_ms, '.2f')} | {f(r.throughput, ',.0f')} | "
               f"{f(r.throughput_unbucketed, ',.0f')} | {f(r.cosine, '.6f')} | {f(r.min_cosine, '.5f')} | "
-              f"{f(r.peak_fraction and 100 * r.peak_fraction, '.0f')}% {r.tier} | {f(r.build_s, '.1f')} | "
+              f"{f(r.peak_fraction and 100 * r.peak_fraction, '.0f')}% {r.tier} | {f(r.build_s, '.1f')}"
+              f"{'' if r.speed_check_s is None else f' ({r.speed_check_s:.1f})'} | "
               f"{r.error or r.note} |")
 
 
