@@ -11,7 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from ember.optimize.artifact import FORMAT_VERSION, OptimizedModel, load
+from ember.optimize.api import load, optimize
+from ember.optimize.artifact import FORMAT_VERSION, OptimizedModel
 from ember.optimize.autotune import AutotuneResult, autotune
 from ember.optimize.config import (
     PRESETS,
@@ -23,7 +24,6 @@ from ember.optimize.config import (
     OptimizeConfig,
     config_from_dict,
 )
-from ember.optimize.core import optimize
 
 __all__ = [
     "FORMAT_VERSION", "PRESETS", "AutotuneResult", "BF16Config", "CompileConfig", "Int8DynamicConfig", "OnnxRuntimeConfig",

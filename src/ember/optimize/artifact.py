@@ -33,6 +33,8 @@ from ember.optimize.speed import SpeedReport
 
 FORMAT_VERSION = 1
 MANIFEST = "ember-artifact.json"
+# the module class a SentenceTransformer saved by ember names in its modules.json (ember.optimize.sentence)
+SENTENCE_MODULE = "ember.optimize.sentence.EmberTransformer"
 OUTPUT_KINDS = ("logits", "last_hidden_state")
 
 
@@ -424,42 +426,8 @@ def read_manifest(directory: str | Path, *, skip: str | None = None) -> dict:
     return manifest
 
 
-def load(directory: str | Path, *, tokenizer=None):
-    """Load an artifact saved with ``artifact.save(directory)`` (or a ``SentenceTransformer`` that ``optimize`` made,
-    saved with its ``save``: then that ``SentenceTransformer``).
-
-    ONNX Runtime and OpenVINO artifacts need neither the original model nor torch weights.
-
-    Args:
-        directory: the artifact's folder.
-        tokenizer: the tokenizer to serve with instead of the one saved in ``directory/tokenizer`` (which is then
-            neither read nor required): for a saved tokenizer this transformers cannot read, or an artifact
-            saved without one. It must be the model's own tokenizer; ember cannot check that one passed here is.
-
-    Example:
-        >>> art = ember.optimize.load("minilm-onnx")  # doctest: +SKIP
-    """
-    d = Path(directory)
-    if tokenizer is None and _is_saved_sentence_transformer(d):
-        from ember.optimize.sentence import load_sentence_transformer
-
-        return load_sentence_transformer(d)
-    return load_artifact(d, tokenizer=tokenizer)
-
-
-def _is_saved_sentence_transformer(directory: Path) -> bool:
-    """Whether ``directory`` holds a ``SentenceTransformer`` whose first module is ember's (read without importing
-    sentence-transformers)."""
-    try:
-        modules = json.loads((directory / "modules.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(modules, list) and any(
-        isinstance(m, dict) and m.get("type") == "ember.optimize.sentence.EmberTransformer" for m in modules)
-
-
 def load_artifact(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
-    """The artifact saved in ``directory`` (what :func:`load` returns for a plain artifact)."""
+    """The artifact saved in ``directory`` (what :func:`ember.optimize.load` returns for a plain artifact)."""
     d = Path(directory)
     manifest = read_manifest(d, skip="tokenizer" if tokenizer is not None else None)
     try:

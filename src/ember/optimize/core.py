@@ -14,7 +14,6 @@ from ember.errors import BackendNotInstalledError, EmberWarning, FidelityError, 
 from ember.fidelity import FidelityReport, compare, mixed_length_batches, run_batches
 from ember.models.checks import check_module, check_pad_token
 from ember.models.load import resolve_max_length
-from ember.models.sentence import is_sentence_transformer
 from ember.models.split import frozen_eval
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
@@ -100,61 +99,24 @@ class BuildContext:
         return {k: batch[k] for k in self.facts.input_names if k in batch}
 
 
-def optimize(
+def optimize_model(
     model: nn.Module,
     config: OptimizeConfig,
     *,
     tokenizer=None,
     sample: Sequence[str] | None = None,
     calibration: Sequence[str] | None = None,
-):
-    """Build a faster artifact of ``model`` with ``config`` and verify it answers the same.
+) -> OptimizedModel:
+    """:func:`ember.optimize.optimize` for a Hugging Face model (a ``SentenceTransformer`` is taken by
+    :mod:`ember.optimize.sentence`, which builds on this): build, verify fidelity, time against ``model``.
 
-    Fidelity is always checked against ``model`` on padded batches of mixed lengths and on single
-    inputs (the user's ``sample``, or built-in sentences). Past ``config.tolerance`` it raises ``FidelityError`` naming
-    the measured and allowed figures (or warns, with ``on_violation="warn"``). ``model`` is not modified.
-
-    Args:
-        model: a Hugging Face encoder (``AutoModel``) or sequence classifier, in eval mode. An
-            encoder-decoder model (T5, BART) is refused: pass its encoder (``model.get_encoder()``). A
-            decoder-only model (GPT-2) builds with the PyTorch engines (bf16, int8, compile), verified like an
-            encoder; the ONNX exporter takes the families in ``ember.models.SUPPORTED_FAMILIES``. A
-            ``SentenceTransformer`` is optimised as its transformer module's model, and a new ``SentenceTransformer``
-            comes back whose ``encode`` runs the artifact, its fidelity checked on the pooled sentence embeddings
-            (:mod:`ember.optimize.sentence`; no ``tokenizer`` needed).
-        config: a config such as ``BF16Config()``, ``OnnxRuntimeConfig(quantize="dynamic")`` or a preset.
-        tokenizer: the model's tokenizer (saved with the artifact). It must have a pad token: a GPT-2-style one
-            without is refused (``TokenizerError``); set ``tokenizer.pad_token = tokenizer.eos_token`` first.
-        sample: verification sentences (default: 64 built-in ones). A config that tunes on data
-            (``config.calibrates``: static int8, ``keep_fp32``) calibrates on other sentences, so the
-            fidelity it reports is measured on inputs it never saw: the rest of the built-in sentences, or,
-            for a user sample, every second sentence (the others verify). Its token lengths are also
-            the lengths an OpenVINO artifact compiles batch-1 shapes for (``OpenVINOConfig.static_shapes``),
-            so a sample like the traffic the artifact will serve pays off.
-        calibration: calibration sentences to use instead (then ``sample`` is verified whole).
-
-    Speed is checked too: the artifact is timed against ``model`` (batch 1 and a batch of up to 32, on the
-    verification sentences, interleaved rounds; :mod:`ember.optimize.speed`), and one slower than ``model`` at
-    ``config.objective`` is reported by ``config.on_slower`` (a warning naming the figures and the preset that serves
-    better on this CPU; ``"raise"``: a ``SpeedError``). A sample of fewer than 4 sentences is too small to time: the
-    warning (or error) says so. An engine whose runtime refuses this CPU raises ``UnsupportedCPUError``.
-
-    Returns:
-        An ``OptimizedModel`` called like ``model``, with ``.fidelity``, ``.speed`` (a ``SpeedReport``, ``None`` with
-        ``on_slower="ignore"``), ``.size_bytes``, ``.build_seconds``, ``.optimize_config`` (the ember config),
-        ``.config`` (the original's Hugging Face config, so ``transformers.pipeline`` accepts it) and ``.save(dir)``;
-        for a ``SentenceTransformer``, a ``SentenceTransformer`` whose ``[0].model`` is that artifact.
+    Args, returns and errors: as :func:`ember.optimize.api.optimize` describes them.
 
     Example:
-        >>> fast = optimize(model, OnnxRuntimeConfig(), tokenizer=tok, sample=texts)  # doctest: +SKIP
-        >>> fast(**tok(["hello"], return_tensors="pt")).last_hidden_state.shape  # doctest: +SKIP
+        >>> fast = optimize_model(model, OnnxRuntimeConfig(), tokenizer=tok, sample=texts)  # doctest: +SKIP
     """
     if not isinstance(config, OptimizeConfig):
         raise TypeError(f"config must be an ember optimize config (e.g. OnnxRuntimeConfig()), got {type(config).__name__}")
-    if is_sentence_transformer(model):
-        from ember.optimize.sentence import optimize_sentence_transformer
-
-        return optimize_sentence_transformer(model, config, sample=sample, calibration=calibration)
     if tokenizer is None:
         raise TypeError("optimize() needs the model's tokenizer: optimize(model, config, tokenizer=tok); a "
                         "SentenceTransformer brings its own")
@@ -271,3 +233,7 @@ def enforce(report: FidelityReport, config: OptimizeConfig) -> None:
         warnings.warn(msg, stacklevel=4)  # enforce <- _optimize <- optimize <- the caller
     else:
         raise FidelityError(msg)
+
+
+# the name autotune (ember.tune on the bench branch) imports; it passes Hugging Face models only
+optimize = optimize_model

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 
 from ember.errors import BackendNotInstalledError
+from ember.optimize.artifact import SENTENCE_MODULE, load_artifact
+from ember.optimize.core import VERIFY_BATCH, _builtin_sample, enforce, optimize_model
 
 INSTALL = "pip install 'ember[sentence-transformers]'  (sentence-transformers>=5)"
 
@@ -37,7 +39,7 @@ try:
 except ImportError as exc:  # pragma: no cover - only without the optional dependency
     raise BackendNotInstalledError(f"optimising a SentenceTransformer needs sentence-transformers; {INSTALL}") from exc
 
-CLASS_REF = "ember.optimize.sentence.EmberTransformer"
+CLASS_REF = SENTENCE_MODULE  # what modules.json names; ember.optimize.api.load recognises it
 
 
 class EmberTransformer(Transformer):
@@ -48,8 +50,6 @@ class EmberTransformer(Transformer):
     """
 
     def _load_model(self, model_name_or_path: str, transformer_task, config, backend, is_peft_model, **model_kwargs):
-        from ember.optimize.artifact import load_artifact
-
         return load_artifact(model_name_or_path)
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
@@ -66,7 +66,6 @@ def optimize_sentence_transformer(st, config, *, sample: Sequence[str] | None, c
         A new ``SentenceTransformer``; ``st`` is not modified. Its ``[0].model`` is the artifact, whose ``fidelity``
         is measured on the pooled sentence embeddings and whose ``speed`` on the transformer alone.
     """
-    from ember.optimize.core import VERIFY_BATCH, _builtin_sample, enforce, optimize
 
     first = st[0] if len(st) else None
     if not isinstance(first, Transformer) or not isinstance(first.model, torch.nn.Module):
@@ -74,7 +73,7 @@ def optimize_sentence_transformer(st, config, *, sample: Sequence[str] | None, c
             f"optimize() takes a SentenceTransformer whose first module is a sentence-transformers Transformer over a "
             f"Hugging Face model; this one starts with {type(first).__name__}. Optimize that module's model instead"
         )
-    art = optimize(first.model, config, tokenizer=first.tokenizer, sample=sample, calibration=calibration)
+    art = optimize_model(first.model, config, tokenizer=first.tokenizer, sample=sample, calibration=calibration)
     fast = _with_artifact(st, art)
     texts = list(sample) if sample is not None else _builtin_sample()
     art.fidelity = pooled_fidelity(st, fast, texts, VERIFY_BATCH)
