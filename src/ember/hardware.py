@@ -152,7 +152,18 @@ def _forced(value: str) -> CpuFeatures:
 @functools.cache
 def _detected() -> CpuFeatures:
     model, flags = _cpuinfo()
-    machine = platform.machine() or "unknown"
+    return from_cpuinfo(model, flags, platform.machine())
+
+
+def from_cpuinfo(model: str, flags: set[str], machine: str) -> CpuFeatures:
+    """The features of a CPU whose ``/proc/cpuinfo`` shows ``model`` and ``flags`` (see :func:`parse_cpuinfo`), on
+    ``machine``; with no flags (macOS, Windows), PyTorch's dispatch level is the witness.
+
+    Example:
+        >>> from_cpuinfo("AMD EPYC", {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "x86_64").family
+        'avx512-bf16'
+    """
+    machine = machine or "unknown"
     if not flags:  # no /proc/cpuinfo (macOS, Windows): PyTorch's dispatch level is the next best witness
         flags = _flags_from_torch(machine)
     model = model or platform.processor() or machine
@@ -177,12 +188,22 @@ def _flags_from_torch(machine: str) -> set[str]:
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
-    """Model name and flags from ``/proc/cpuinfo`` (x86 ``flags``, ARM ``Features``); empty where there is none."""
-    path = Path("/proc/cpuinfo")
+    """Model name and flags from ``/proc/cpuinfo``; empty where there is none."""
     try:
-        text = path.read_text(errors="replace")
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text(errors="replace"))
     except OSError:
         return "", set()
+
+
+def parse_cpuinfo(text: str) -> tuple[str, set[str]]:
+    r"""Model name and flags of the first processor in a ``/proc/cpuinfo`` text (x86 ``model name``/``flags``, ARM
+    ``Features``; ARM kernels often print no model name: then ``""``).
+
+    Example:
+        >>> model, flags = parse_cpuinfo("model name : AMD EPYC\nflags : fpu avx2 avx512f\n")
+        >>> model, sorted(flags)
+        ('AMD EPYC', ['avx2', 'avx512f', 'fpu'])
+    """
     model, flags = "", set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
