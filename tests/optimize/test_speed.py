@@ -247,3 +247,11 @@ def test_other_build_errors_are_not_taken_for_a_cpu_refusal():
     assert refused_cpu(RuntimeError("out of memory"), OnnxRuntimeConfig(), detect(force="avx2")) is None
     err = refused_cpu(RuntimeError("This CPU doesn't support AVX2"), OnnxRuntimeConfig(), detect(force="x86-64"))
     assert str(err).startswith("ONNX Runtime refused this CPU") and "Use preset 'openvino'" in str(err)
+
+
+def test_the_cpu_and_speed_module_examples_hold():
+    import doctest
+
+    from ember.optimize import cpu, speed
+
+    assert doctest.testmod(cpu).failed == 0 and doctest.testmod(speed).failed == 0

@@ -15,7 +15,7 @@ instruction (VNNI, AMX, ARM's dot product). What is known per family, and how it
 
 Example:
     >>> from ember.hardware import detect
-    >>> cannot_be_fast("bf16", detect(force="avx2"))
+    >>> cannot_be_fast("bf16", BF16Config(), detect(force="avx2"))
     'this CPU has no AVX512-BF16 or AMX'
 """
 
