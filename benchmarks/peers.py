@@ -27,7 +27,7 @@ sample of the workload's own training texts (the lengths OpenVINO's batch-1 shap
 ones. A peer that cannot be installed or run is reported as such. CTranslate2's OpenMP runtime slows every engine in
 the process once loaded, so it is built and timed last, alone.
 
-    flock /tmp/ember-bench.lock python benchmarks/peers.py            # full run
+    flock /work/notes/bench.lock python benchmarks/peers.py           # full run
     python benchmarks/peers.py --quick                                  # smoke run
 
 The last stdout line is JSON: ``rows`` (each with ``engine``, ``workload``, ``tier``, ``p50_ms``, ``throughput``,

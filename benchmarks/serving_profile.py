@@ -8,7 +8,7 @@ layout and precision conversions). Cases: batch 1 at the workload's median lengt
 shapes (the model ember runs batches on).
 The wall time of the same calls (counters on) is printed beside the node sum; the gap is dispatch between nodes.
 
-    flock /tmp/ember-bench.lock python benchmarks/serving_profile.py [--presets openvino-bf16,openvino-int8]
+    flock /work/notes/bench.lock python benchmarks/serving_profile.py [--presets openvino-bf16,openvino-int8]
 
 The last line is JSON: per preset, workload and case, ms per call by node type and the matmuls' GFLOP/s.
 """
