@@ -175,7 +175,8 @@ def test_autotune_command_picks_a_faithful_winner_and_saves_it(model_dir, tmp_pa
     if line["best"] != "pytorch-fp32":
         assert line["saved"] == str(out) and load(out).encode(["play music"]).shape == (1, 32)
     else:
-        assert line["saved"] is None and "nothing saved to" in res.stdout and not out.exists()
+        # the console wraps long lines (the tmp path): compare with the line breaks taken out
+        assert line["saved"] is None and "nothing saved to" in " ".join(res.stdout.split()) and not out.exists()
 
 
 def test_autotune_command_tries_only_the_named_presets(model_dir, tmp_path):

@@ -64,3 +64,15 @@ def test_a_sentence_transformer_past_tolerance_is_refused_on_its_pooled_embeddin
 def test_a_plain_model_still_needs_its_tokenizer(texts):
     with pytest.raises(TypeError, match=r"optimize\(\) needs the model's tokenizer: optimize\(model, config, tokenizer=tok\)"):
         optimize(make_model("bert"), OnnxRuntimeConfig(), sample=texts)
+
+
+def test_a_warning_about_a_sentence_transformer_points_at_the_callers_line(st_model, texts, monkeypatch):
+    from ember.fidelity import FidelityReport, Tolerance
+    from ember.optimize import sentence
+
+    monkeypatch.setattr(sentence, "pooled_fidelity", lambda *a: FidelityReport(n=8, mean_cosine=0.5, min_cosine=0.1))
+    cfg = OnnxRuntimeConfig(threads=1, tolerance=Tolerance(min_mean_cosine=0.999), on_violation="warn",
+                            on_slower="ignore")
+    with pytest.warns(UserWarning, match="changed the model's answers") as caught:
+        optimize(st_model, cfg, sample=texts)
+    assert caught[0].filename == __file__

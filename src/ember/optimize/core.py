@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -216,7 +218,7 @@ def enforce_speed(report: SpeedReport | None, config: OptimizeConfig) -> None:
                f"on_slower='ignore' to keep this one")
     if config.on_slower == "raise":
         raise SpeedError(msg)
-    warnings.warn(msg, EmberWarning, stacklevel=4)  # enforce_speed <- _optimize <- optimize <- the caller
+    warnings.warn(msg, EmberWarning, stacklevel=caller_stacklevel())
 
 
 def enforce(report: FidelityReport, config: OptimizeConfig) -> None:
@@ -230,9 +232,20 @@ def enforce(report: FidelityReport, config: OptimizeConfig) -> None:
         f"tolerance= (or pass on_violation='warn')"
     )
     if config.on_violation == "warn":
-        warnings.warn(msg, stacklevel=4)  # enforce <- _optimize <- optimize <- the caller
+        warnings.warn(msg, stacklevel=caller_stacklevel())
     else:
         raise FidelityError(msg)
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by this function's caller point at the first frame outside
+    ``ember.optimize``: the user's line, however many of ember's entry points (``optimize``, the SentenceTransformer
+    path, ``autotune``) lie between."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1  # the function that warns is level 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # the name autotune (ember.tune on the bench branch) imports; it passes Hugging Face models only
