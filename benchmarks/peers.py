@@ -1,27 +1,45 @@
-"""Every engine side by side in one run: MiniLM-L6 on CLINC150 test sentences, 2 threads.
+"""Every engine side by side in one run, on two workloads: MiniLM-L6, 2 threads, timed through ember's harness.
 
-Every engine is built first, then timed in ``--repeats`` rounds, round-robin (each engine's latency pass and
-throughput passes in turn), so the shared machine's slow spells fall on every engine alike.
+Workloads (identical inputs for every engine, tokenized by the harness up front, never timed):
+  - ``short``: CLINC150 test sentences (~11 tokens, intents), ``--data``;
+  - ``long``: paragraphs of 40-120 tokens, SST-2 training sentences of 8 words or more joined in file order until
+    each paragraph reaches its target length (targets cycle through 40..120 tokens), ``--long-data``.
+For each: batch-1 latency p50/p90 over ``--latency-n`` inputs (after warm-up); throughput at batch 32 over
+``--throughput-n`` inputs, length-bucketed (headline) and in dataset order; fidelity: mean cosine of mean-pooled
+embeddings against PyTorch eager fp32 on padded mixed-length batches; the fraction of this CPU's measured matmul peak
+(fp32 / bf16 / int8) that each throughput reaches.
 
-Workloads (identical inputs for every engine, tokenized up front, never timed):
-  - batch-1 latency p50/p90 over ``--latency-n`` real sentences (after warm-up);
-  - throughput over ``--throughput-n`` sentences at batch 32, length-bucketed (headline) and in dataset order;
-  - fidelity: mean cosine of mean-pooled embeddings vs PyTorch eager fp32 (padded mixed-length batches);
-  - fraction of this CPU's measured matmul peak (fp32 / bf16 / int8) that each throughput reaches.
+Timing: ``ember.bench.harness.PerformanceBenchmark`` measures every engine of a workload in turn, once per round, for
+``--repeats`` rounds (the engines' order rotated each round), so a slow spell of this shared machine falls on every
+engine alike. Reported: the median over rounds of each round's p50/p90 and throughput; fidelity from the first round.
 
-Peers: PyTorch eager fp32, PyTorch bf16, Optimum ONNX Runtime O2, Optimum int8 (avx512_vnni, dynamic),
-OpenVINO, CTranslate2 int8; then ember's presets (every available one, plus the on-request torch.compile ones). A peer that cannot be installed or run is reported
-as such. Optimum's ONNX exporter needs transformers < 4.58, so Optimum exports and optimises/quantises in a
-side venv (``--optimum-python``); the model it writes runs here in ONNX Runtime; its rows say so.
+Peers: PyTorch eager fp32 (the original) and bf16 autocast, Optimum ONNX Runtime O2 and int8 (avx512_vnni, dynamic),
+OpenVINO, CTranslate2 int8, and sentence-transformers' own backends, what all-MiniLM-L6-v2's users would pick instead:
+``backend="onnx"`` and its dynamic int8 quantisation (``st-onnx``, ``st-onnx-int8``), ``backend="openvino"`` and its
+static int8 quantisation (``st-openvino``, ``st-openvino-int8``), each followed by the model's own pooling and
+normalisation. Optimum's exporter and sentence-transformers' ONNX backend need transformers < 4.58, its OpenVINO backend
+optimum-intel (transformers < 5.6), so they export in side venvs (``--optimum-python``: torch==2.13.0,
+"transformers<4.58", optimum-onnx, onnxruntime, sentence-transformers; ``--st-openvino-python``: torch==2.13.0,
+sentence-transformers, "optimum-intel[openvino]", "datasets<5", "huggingface-hub<1.22", no torchvision) and the
+model they write runs here, in ONNX Runtime or OpenVINO; their rows say so.
+ember's variants: every available preset, plus the on-request torch.compile ones, built through ``optimize()`` from a
+sample of the workload's own training texts (the lengths OpenVINO's batch-1 shapes are chosen for), never the timed
+ones. A peer that cannot be installed or run is reported as such. CTranslate2's OpenMP runtime slows every engine in
+the process once loaded, so it is built and timed last, alone.
 
-    flock /tmp/ember-bench.lock python benchmarks/peers.py            # full run
+    flock /work/notes/bench.lock python benchmarks/peers.py           # full run
     python benchmarks/peers.py --quick                                  # smoke run
+
+The last stdout line is JSON: ``rows`` (each with ``engine``, ``workload``, ``tier``, ``p50_ms``, ``throughput``,
+``cosine`` ...), ``peaks``, ``gflop_per_sentence`` (short workload; per workload under ``workloads``) and ``summary``
+(per workload and tier: the issue #19 targets).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -31,20 +49,29 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / ".." / "shared" / "data" / "clinc150" / "data_full.json"
-GFLOP_PER_TOKEN = None  # computed from the model's shape
+LONG_DATA = HERE.parent / ".." / "shared" / "data" / "sst2" / "train.tsv"
+ST_NOTE = "sentence-transformers' ONNX export (side venv, transformers 4.57), run by onnxruntime here, its pooling in torch"
+ST_OV_NOTE = ("sentence-transformers' OpenVINO backend (side venv: optimum-intel, transformers 5.5), its IR run by "
+              "OpenVINO here, its pooling in torch; int8: its static quantisation, calibrated on SST-2 train")
+OPTIMUM_NOTE = "Optimum's model (optimum-onnx in a side venv, transformers 4.57), run by onnxruntime here"
+TIERS = {"bf16": "bf16", "bf16-autocast": "bf16", "int8": "int8", "int8-eager": "int8", "onnx": "fp32", "onnx-int8": "int8", "onnx-int8-static": "int8",
+         "onnx-int8-block": "int8", "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
+         "compile": "fp32", "compile-bf16": "bf16"}
+TARGETS = {"peak_fraction": 0.5, "throughput_vs_peer": 1.10, "p50_vs_peer": 1.25}  # issue #19
 
 
 @dataclass
 class Row:
     engine: str
     tier: str  # "fp32" | "bf16" | "int8" precision class, for the peak fraction
+    workload: str = "short"
     p50_ms: float | None = None
     p90_ms: float | None = None
     throughput: float | None = None  # sentences/s, batch 32, length-bucketed
@@ -53,87 +80,68 @@ class Row:
     min_cosine: float | None = None
     peak_fraction: float | None = None
     build_s: float | None = None
+    speed_check_s: float | None = None  # of build_s: optimize() timing the artifact against the original
     note: str = ""
     error: str | None = None
 
 
-# ---- inputs ---------------------------------------------------------------------------------
-
-class Inputs:
-    def __init__(self, tok, texts: list[str], n_lat: int, n_tp: int, batch: int) -> None:
-        from ember.batching import length_buckets
-        from ember.fidelity import mixed_length_batches
-
-        def enc(ts: list[str]) -> dict[str, np.ndarray]:
-            return {k: np.asarray(v) for k, v in tok(ts, padding=True, truncation=True, max_length=128, return_tensors="np").items()}
-
-        self.latency = [enc([t]) for t in texts[:n_lat]]
-        tp = texts[:n_tp]
-        lengths = [len(x) for x in tok(tp, truncation=True, max_length=128)["input_ids"]]
-        self.tokens = sum(lengths)
-        self.bucketed = [enc([tp[i] for i in g]) for g in length_buckets(lengths, batch, sort=True)]
-        self.unbucketed = [enc([tp[i] for i in g]) for g in length_buckets(lengths, batch, sort=False)]
-        self.n_tp = len(tp)
-        self.fidelity = [{k: v.numpy() for k, v in b.items()} for b in mixed_length_batches(tok, texts[:512], 16, 128)]
+@dataclass
+class Workload:
+    name: str
+    texts: list[str]  # timed, in dataset order
+    sample: list[str]  # what ember's variants are verified and calibrated on (never timed)
+    source: str
+    tokens: dict = field(default_factory=dict)  # mean / min / max unpadded tokens of the throughput texts
 
 
-def pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    m = mask[..., None].astype(np.float32)  # (B, T, 1)
-    return (hidden.astype(np.float32) * m).sum(1) / np.clip(m.sum(1), 1, None)  # (B, H)
+# ---- workloads ------------------------------------------------------------------------------------------------
 
-
-def measure_interleaved(fns: dict[str, Callable[[dict], np.ndarray]], inp: Inputs, ref: list[np.ndarray] | None,
-                        rounds: int) -> dict[str, dict]:
-    """Time every engine in ``rounds`` rounds, round-robin: in each round each engine runs its batch-1 latency
-    pass and its two throughput passes in turn, so a slow spell of this shared machine falls on every engine
-    alike instead of on whichever was running then. Latency percentiles pool the calls of all rounds;
-    throughput is the median over rounds. ``fn(batch of numpy arrays) -> last hidden state (B, T, H)``.
-    An engine that raises is dropped from later rounds and reported with its error.
-    """
-    lat = {n: [] for n in fns}
-    tps: dict[str, dict[str, list[float]]] = {n: {"throughput": [], "throughput_unbucketed": []} for n in fns}
-    errors: dict[str, str] = {}
-
-    def timed_pass(fn, batches) -> float:
-        fn(batches[0])
-        t = time.perf_counter()
-        for b in batches:
-            fn(b)
-        return inp.n_tp / (time.perf_counter() - t)
-
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            if name in errors:
-                continue
-            try:
-                for b in inp.latency[:10]:
-                    fn(b)
-                for b in inp.latency:
-                    t = time.perf_counter()
-                    fn(b)
-                    lat[name].append(time.perf_counter() - t)
-                tps[name]["throughput"].append(timed_pass(fn, inp.bucketed))
-                tps[name]["throughput_unbucketed"].append(timed_pass(fn, inp.unbucketed))
-            except Exception as exc:  # noqa: BLE001 - report, don't fake
-                errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
-    out = {}
-    for name, fn in fns.items():
-        if name in errors:
-            out[name] = {"error": errors[name]}
-            continue
-        lat_ms = np.array(lat[name]) * 1000
-        pooled = [pool(fn(b), b["attention_mask"]) for b in inp.fidelity]
-        r = {"p50_ms": float(np.percentile(lat_ms, 50)), "p90_ms": float(np.percentile(lat_ms, 90)),
-             **{k: statistics.median(v) for k, v in tps[name].items()}}
-        if ref is not None:
-            a, b = np.concatenate(ref), np.concatenate(pooled)
-            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-            r["cosine"], r["min_cosine"] = float(cos.mean()), float(cos.min())
-        out[name] = r | {"_pooled": pooled}
+def paragraphs(sentences: list[str], lengths: list[int], lo: int = 40, hi: int = 120, step: int = 8) -> list[str]:
+    """Sentences joined in order into paragraphs whose token counts reach targets cycling lo, lo+step, ... hi."""
+    targets = list(range(lo, hi + 1, step))
+    out, cur, n = [], [], 0
+    for s, length in zip(sentences, lengths, strict=True):
+        if n + length > hi and cur:  # never past hi: close the paragraph if it is long enough, else start again
+            if n >= lo:
+                out.append(" ".join(cur))
+            cur, n = [], 0
+        cur.append(s.strip())
+        n += length
+        if n >= targets[len(out) % len(targets)]:
+            out.append(" ".join(cur))
+            cur, n = [], 0
     return out
 
 
-# ---- matmul peaks ---------------------------------------------------------------------------
+def short_workload(args) -> Workload:
+    from ember.data import load_examples, spread
+
+    kw = {"text_column": args.text_column, "label_column": args.label_column}
+    texts = list(load_examples(args.data, split="test", **kw).texts)
+    sample = spread(list(load_examples(args.data, split="train", **kw).texts), 256)
+    return Workload("short", texts, sample, f"{args.data} (test split; sample: 256 train texts)")
+
+
+def long_workload(args, tok) -> Workload:
+    from ember.data import load_examples, spread
+
+    rows = [t for t in load_examples(args.long_data, text_column=args.text_column, label_column=args.label_column).texts
+            if len(t.split()) >= 8]
+    n_needed = 4 * (args.throughput_n_long + 600)  # ~4 sentences a paragraph: timed ones, then the sample's
+    rows = rows[:n_needed]
+    lengths = [len(ids) - 2 for ids in tok(rows, add_special_tokens=True)["input_ids"]]  # without [CLS]/[SEP]
+    paras = paragraphs(rows, lengths)
+    timed, rest = paras[: args.throughput_n_long], paras[args.throughput_n_long:]
+    return Workload("long", timed, spread(rest, 256), f"{args.long_data}: {len(paras)} paragraphs of 40-120 tokens "
+                    f"joined from SST-2 sentences of >= 8 words; first {len(timed)} timed, sample from the rest")
+
+
+def token_stats(tok, texts: list[str]) -> dict:
+    lengths = [len(x) for x in tok(texts, truncation=True, max_length=128)["input_ids"]]
+    return {"mean": sum(lengths) / len(lengths), "min": min(lengths), "max": max(lengths)}
+
+
+# ---- matmul peaks -------------------------------------------------------------------------------------------
 
 def matmul_peaks(quick: bool) -> dict[str, float]:
     """GFLOP/s (GOP/s for int8) of a (512x384)x(384x1536) matmul, the shape of MiniLM's FFN at batch 32."""
@@ -186,17 +194,39 @@ def _ort_int8_peak(m: int, k: int, n: int, reps: int) -> float:
     return best
 
 
-# ---- engines ----------------------------------------------------------------------------------
+# ---- engines: each is called as engine(**tokenizer tensors) and returns the last hidden state (B, T, H) ----------
 
-def torch_engine(model, bf16: bool):
+def torch_peer(model, bf16: bool):
     import torch
 
-    def fn(b):
-        t = {k: torch.from_numpy(v) for k, v in b.items()}
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model(**t).last_hidden_state.float().numpy()
+    def run(**b):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model(**b).last_hidden_state.float()
 
-    return fn
+    return run
+
+
+def ort_engine(path: str, threads: int, pool_with=None):
+    """An ONNX Runtime session on ``path`` with the thread settings every engine gets; ``pool_with``: a
+    sentence-transformers model whose modules after the first pool its token embeddings (its ``encode`` path)."""
+    import onnxruntime as ort
+    import torch
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(**b):
+        out = torch.from_numpy(sess.run(None, {k: b[k].numpy().astype(np.int64) for k in names})[0])
+        if pool_with is None:
+            return out  # (B, T, H)
+        feats = {"token_embeddings": out, "attention_mask": b["attention_mask"]}
+        for module in list(pool_with)[1:]:
+            feats = module(feats)
+        return feats["sentence_embedding"]  # (B, H), compared by cosine with the mean-pooled reference
+
+    return run
 
 
 def openvino_peer(model_path: str, threads: int):
@@ -214,12 +244,12 @@ def openvino_peer(model_path: str, threads: int):
     c = ov.Core().compile_model(ovm, "CPU", {"INFERENCE_NUM_THREADS": str(threads)})
     req = c.create_infer_request()
     names = [i.any_name for i in c.inputs]
-    _ = torch
-    return lambda b: np.array(req.infer({k: b[k] for k in names})[c.output(0)], copy=True)
+    return lambda **b: torch.from_numpy(np.array(req.infer({k: b[k].numpy() for k in names})[c.output(0)], copy=True))
 
 
 def ctranslate2_peer(model_path: str, threads: int, tmp: Path):
     import ctranslate2
+    import torch
     from transformers import AutoTokenizer
 
     out = tmp / "ct2"
@@ -227,82 +257,353 @@ def ctranslate2_peer(model_path: str, threads: int, tmp: Path):
     enc = ctranslate2.Encoder(str(out), device="cpu", compute_type="int8", intra_threads=threads)
     tok = AutoTokenizer.from_pretrained(model_path)
 
-    def fn(b):
-        ids = [row[m.astype(bool)].tolist() for row, m in zip(b["input_ids"], b["attention_mask"], strict=True)]
+    def run(**b):
+        ids = [row[m.bool()].tolist() for row, m in zip(b["input_ids"], b["attention_mask"], strict=True)]
         toks = [tok.convert_ids_to_tokens(x) for x in ids]
-        h = np.array(enc.forward_batch(toks).last_hidden_state)  # (B, T, H), padded to the batch's longest
-        return h
+        return torch.from_numpy(np.array(enc.forward_batch(toks).last_hidden_state))  # (B, T, H), padded to the longest
 
-    return fn
+    return run
 
 
-OPTIMUM_CHILD = r'''
+SIDE_CHILD = r'''
 import json, sys, time, os
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
 args = json.loads(sys.argv[1])
-from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
-from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
-tmp = args["tmp"]
+tmp, kind = args["tmp"], args["kind"]
 t0 = time.time()
-m = ORTModelForFeatureExtraction.from_pretrained(args["model"], export=True)
-m.save_pretrained(tmp + "/base")
-if args["kind"] == "o2":
-    opt = ORTOptimizer.from_pretrained(m)
-    opt.optimize(save_dir=tmp + "/o2", optimization_config=AutoOptimizationConfig.O2())
-    path = tmp + "/o2"
+if kind.startswith("st-openvino"):
+    from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
+    st = SentenceTransformer(args["model"], backend="openvino", device="cpu")
+    st.save_pretrained(tmp)
+    path = os.path.join(tmp, "openvino", "openvino_model.xml")
+    if kind == "st-openvino-int8":
+        from optimum.intel import OVQuantizationConfig
+        # sentence-transformers' default calibration set (GLUE SST-2 train, column "sentence"), read from the local copy
+        export_static_quantized_openvino_model(st, OVQuantizationConfig(), tmp, dataset_name=args["calibration"],
+                                               dataset_config_name="default", dataset_split="train", column_name="sentence")
+        path = os.path.join(tmp, "openvino", "openvino_model_qint8_quantized.xml")
+elif kind.startswith("st-"):
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+    st = SentenceTransformer(args["model"], backend="onnx", device="cpu")
+    st.save_pretrained(tmp)
+    path = os.path.join(tmp, "onnx", "model.onnx")
+    if kind == "st-onnx-int8":
+        export_dynamic_quantized_onnx_model(st, "avx512_vnni", tmp)
+        path = os.path.join(tmp, "onnx", "model_qint8_avx512_vnni.onnx")
 else:
-    q = ORTQuantizer.from_pretrained(m)
-    q.quantize(save_dir=tmp + "/q", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False))
-    path = tmp + "/q"
-files = [f for f in os.listdir(path) if f.endswith(".onnx")]
-print("RESULT " + json.dumps({"build_s": time.time() - t0, "path": os.path.join(path, files[0])}))
+    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+    m = ORTModelForFeatureExtraction.from_pretrained(args["model"], export=True)
+    m.save_pretrained(tmp + "/base")
+    if kind == "o2":
+        ORTOptimizer.from_pretrained(m).optimize(save_dir=tmp + "/o2", optimization_config=AutoOptimizationConfig.O2())
+        out = tmp + "/o2"
+    else:
+        ORTQuantizer.from_pretrained(m).quantize(save_dir=tmp + "/q", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False))
+        out = tmp + "/q"
+    path = os.path.join(out, [f for f in os.listdir(out) if f.endswith(".onnx")][0])
+print("RESULT " + json.dumps({"build_s": time.time() - t0, "path": path}))
 '''
 
 
-def optimum_peer(kind: str, args, tmp: Path) -> Callable:
-    """Optimum's export and O2 optimisation or avx512_vnni dynamic int8, made in the side venv (its exporter
-    needs transformers < 4.58); the ``.onnx`` it writes runs here, in an ONNX Runtime session with the thread
-    settings every engine gets (the side venv's onnxruntime is the same version as this one)."""
-    import onnxruntime as ort
-
-    py = args.optimum_python
+def side_venv_model(kind: str, args, tmp: Path) -> dict:
+    """Export (and optimise or quantise) in a side venv; returns ``{"path": .onnx or .xml, "build_s": ...}``."""
+    openvino = kind.startswith("st-openvino")
+    py = args.st_openvino_python if openvino else args.optimum_python
     if not py or not Path(py).exists():
-        raise RuntimeError("optimum-onnx is not installed (it needs transformers<4.58; give --optimum-python of a venv that has it)")
-    child_args = {"model": args.model_path, "kind": kind, "tmp": str(tmp / kind)}
+        raise RuntimeError(
+            "sentence-transformers' OpenVINO backend needs optimum-intel (transformers<5.6): give --st-openvino-python "
+            "of a venv that has it" if openvino else "optimum-onnx / sentence-transformers' ONNX backend need "
+            "transformers<4.58: give --optimum-python of a venv that has them")
+    child_args = {"model": args.model_path, "kind": kind, "tmp": str(tmp / kind), "calibration": str(Path(args.long_data).parent)}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ""}
-    p = subprocess.run([py, "-c", OPTIMUM_CHILD, json.dumps(child_args)], capture_output=True, text=True, env=env, timeout=1200)
+    p = subprocess.run([py, "-c", SIDE_CHILD, json.dumps(child_args)], capture_output=True, text=True, env=env,
+                       timeout=1200)
     line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     if not line:
-        raise RuntimeError(f"optimum child failed: {(p.stderr or p.stdout).strip().splitlines()[-1][:300]}")
-    built = json.loads(line[-1][7:])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
-    sess = ort.InferenceSession(built["path"], so, providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()]
-    fn = lambda b: sess.run(None, {k: b[k].astype(np.int64) for k in names})[0]  # noqa: E731
-    fn.build_s = built["build_s"]
-    return fn
+        raise RuntimeError(f"side venv child failed: {(p.stderr or p.stdout).strip().splitlines()[-1][:300]}")
+    return json.loads(line[-1][7:])
 
 
-# ---- main -------------------------------------------------------------------------------------
+def side_peer(kind: str, args, tmp: Path, st_model=None):
+    built = side_venv_model(kind, args, tmp)
+    make = ov_engine if built["path"].endswith(".xml") else ort_engine
+    run = make(built["path"], args.threads, pool_with=st_model)
+    run.build_s = built["build_s"]
+    return run
 
-def main() -> None:
+
+def ov_engine(path: str, threads: int, pool_with=None):
+    """An OpenVINO IR compiled as sentence-transformers' OpenVINO backend compiles it (optimum-intel's latency hint),
+    on the threads every engine gets; its token embeddings pooled by ``pool_with``'s modules after the first."""
+    import openvino as ov
+    import torch
+
+    compiled = ov.Core().compile_model(path, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)})
+    request = compiled.create_infer_request()
+    names = [i.any_name for i in compiled.inputs]
+
+    def run(**b):
+        out = torch.from_numpy(np.array(request.infer({k: b[k].numpy() for k in names})[compiled.output(0)], copy=True))
+        feats = {"token_embeddings": out, "attention_mask": b["attention_mask"]}
+        for module in list(pool_with)[1:]:
+            feats = module(feats)
+        return feats["sentence_embedding"]  # (B, H)
+
+    return run
+
+
+# --torch-modes: the torch presets as they were before issue #19, beside the presets as they are now
+OLD_TORCH_MODES = {"bf16-autocast": ("bf16", {"mode": "autocast"}), "int8-eager": ("int8", {"compile": False})}
+
+
+def ember_engine(model, tok, name: str, sample: list[str], threads: int, changes: dict | None = None):
+    from ember.optimize import optimize, preset
+
+    cfg = preset(name)
+    own = {f.name for f in dataclasses.fields(cfg)}
+    # fidelity and speed are this benchmark's to report: warn, never stop the run
+    cfg = dataclasses.replace(cfg, on_violation="warn", **({"threads": threads} if "threads" in own else {}),
+                              **(changes or {}))
+    art = optimize(model, cfg, tokenizer=tok, sample=sample)
+
+    def run(**b):
+        return art(**b).last_hidden_state
+
+    run.build_s = art.build_seconds
+    run.speed_check_s = art.speed.seconds if art.speed else None
+    return run
+
+
+# ---- timing through the harness ------------------------------------------------------------------------------
+
+def time_engines(engines: dict[str, Callable], tok, wl: Workload, args) -> dict[str, dict]:
+    """Every engine timed on ``wl`` through ``PerformanceBenchmark``, ``args.repeats`` rounds, order rotated per
+    round; ``pytorch-fp32`` is the fidelity reference. Returns engine -> figures (median over rounds)."""
+    from ember.bench.config import BenchConfig
+    from ember.bench.harness import PerformanceBenchmark, Variant
+
+    lat_n, tp_n = (args.latency_n, args.throughput_n) if wl.name == "short" else (args.latency_n_long, args.throughput_n_long)
+    per: dict[str, list] = {n: [] for n in engines}
+    errors: dict[str, str] = {}
+    others = [n for n in engines if n != "pytorch-fp32"]
+    for r in range(args.repeats):
+        cfg = BenchConfig(batch_size=args.batch, latency_samples=lat_n, warmup=10, throughput_examples=tp_n,
+                          threads=args.threads, repeats=1, fidelity_examples=512 if r == 0 else 16, fidelity_batch_size=16)
+        k = r % max(1, len(others))
+        order = [n for n in ["pytorch-fp32", *others[k:], *others[:k]] if n in engines and n not in errors]
+        variants = [Variant(n, engines[n], reference=n == "pytorch-fp32") for n in order]
+        report = PerformanceBenchmark(tok, wl.texts, config=cfg, progress=False).run(variants)
+        for res in report.results:
+            if res.error:
+                errors[res.name] = res.error[:300]
+            else:
+                per[res.name].append(res)
+        print(f"  {wl.name}: round {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+    return {n: ({"error": errors[n]} if n in errors else _median_of_rounds(per[n])) for n in engines}
+
+
+def _median_of_rounds(results: list) -> dict:
+    first = results[0].fidelity
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    return {"p50_ms": med([r.latency_ms["p50"] for r in results]), "p90_ms": med([r.latency_ms["p90"] for r in results]),
+            "throughput": med([r.throughput for r in results]),
+            "throughput_unbucketed": med([r.throughput_unbucketed for r in results]),
+            "cosine": first.mean_cosine if first else None, "min_cosine": first.min_cosine if first else None}
+
+
+# ---- building ---------------------------------------------------------------------------------------------------
+
+def build(name: str, make: Callable[[], Callable], engines: dict, builds: dict, errors: dict) -> None:
+    """Build one engine now, recording its build time or why it could not be built."""
+    t = time.perf_counter()
+    try:
+        engines[name] = make()
+        builds[name] = getattr(engines[name], "build_s", time.perf_counter() - t)
+        if getattr(engines[name], "speed_check_s", None) is not None:
+            builds[f"{name} speed check"] = engines[name].speed_check_s
+        print(f"built {name}: {builds[name]:.1f} s", file=sys.stderr, flush=True)
+    except Exception as exc:  # noqa: BLE001 - report, don't fake
+        errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        print(f"could not build {name}: {errors[name]}", file=sys.stderr, flush=True)
+
+
+def build_peers(model, args, tmp: Path, wanted, builds: dict, errors: dict) -> tuple[dict, dict[str, str]]:
+    """The peers (built once, timed on both workloads) and their notes."""
+    engines: dict[str, Callable] = {}
+    notes: dict[str, str] = {}
+    plan = [("pytorch-fp32", lambda: torch_peer(model, False), ""),
+            ("pytorch-bf16", lambda: torch_peer(model, True), "")]
+    for kind, name in (("o2", "optimum-ort-O2"), ("int8", "optimum-int8-avx512vnni")):
+        plan.append((name, lambda kind=kind: side_peer(kind, args, tmp), OPTIMUM_NOTE))
+    plan.append(("openvino", lambda: openvino_peer(args.model_path, args.threads), ""))
+    st = _sentence_transformer(args.model_path)
+    for name in ("st-onnx", "st-onnx-int8", "st-openvino", "st-openvino-int8"):
+        note = ST_OV_NOTE if "openvino" in name else ST_NOTE
+        plan.append((name, lambda name=name: side_peer(name, args, tmp, st_model=st), note))
+    for name, make, note in plan:
+        if wanted(name):
+            notes[name] = note
+            build(name, make, engines, builds, errors)
+    return engines, notes
+
+
+def _sentence_transformer(path: str):
+    """The model as sentence-transformers loads it (its pooling and normalisation), or ``None``."""
+    try:
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(path, device="cpu")
+    except Exception:  # noqa: BLE001 - the st- peers then report their own error
+        return None
+
+
+def ember_presets() -> list[str]:
+    """Every preset available here, plus the on-request torch.compile ones, which this benchmark measures anyway."""
+    from ember.optimize import available_presets
+
+    return list(dict.fromkeys([*available_presets(), "compile", "compile-bf16"]))
+
+
+# ---- results -----------------------------------------------------------------------------------------------------
+
+def make_rows(wl: Workload, results: dict, builds: dict, errors: dict, notes: dict, peaks: dict, gflop: float
+              ) -> list[Row]:
+    rows = []
+    for name in [*results, *[n for n in errors if n not in results]]:
+        tier = TIERS.get(name.removeprefix("ember-"), "int8" if "int8" in name else "bf16" if "bf16" in name else "fp32")
+        row = Row(name, tier, wl.name, build_s=builds.get(name), speed_check_s=builds.get(f"{name} speed check"),
+                  note=notes.get(name, ""), error=errors.get(name))
+        for k, v in results.get(name, {}).items():
+            setattr(row, k, v)
+        if row.throughput:
+            row.peak_fraction = row.throughput * gflop / peaks[row.tier]
+        rows.append(row)
+    return rows
+
+
+def class_of(r: Row) -> str | None:
+    """The fidelity tier a row qualifies for: ``faithful`` (mean cosine >= 0.9999) or ``int8`` (>= 0.99)."""
+    if r.cosine is None or r.error:
+        return None
+    return "faithful" if r.cosine >= 0.9999 else "int8" if r.cosine >= 0.99 else None
+
+
+def summarise(rows: list[Row], peaks: dict, gflop: float, defaults: list[str]) -> dict:
+    """Per tier: ember's best against the best peer and the tier's matmul limit (issue #19's targets), and the default
+    presets slower than the fp32 original."""
+    base = next((r for r in rows if r.engine == "pytorch-fp32" and not r.error), None)
+    out: dict = {}
+    for tier, peak in (("faithful", max(peaks["bf16"], peaks["fp32"])), ("int8", peaks["int8"])):
+        members = [r for r in rows if class_of(r) == tier or (tier == "int8" and class_of(r) == "faithful" and "int8" in r.engine)]
+        ours = [r for r in members if r.engine.startswith("ember-")]
+        peers_ = [r for r in members if not r.engine.startswith("ember-") and r.engine != "pytorch-fp32"]
+        out[tier] = _tier_verdict(ours, peers_, peak / gflop)
+    slower = [r.engine for r in rows if r.engine.removeprefix("ember-") in defaults and base and not r.error and r.p50_ms
+              and (r.p50_ms > base.p50_ms or r.throughput < base.throughput)]
+    out["default_presets_slower_than_fp32"] = slower
+    return out
+
+
+def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
+    best_tp = max(ours, key=lambda r: r.throughput or 0, default=None)
+    best_lat = min(ours, key=lambda r: r.p50_ms or 1e9, default=None)
+    peer_tp = max(peers_, key=lambda r: r.throughput or 0, default=None)
+    peer_lat = min(peers_, key=lambda r: r.p50_ms or 1e9, default=None)
+    tp_ratio = best_tp.throughput / peer_tp.throughput if best_tp and peer_tp else None
+    p50_ratio = peer_lat.p50_ms / best_lat.p50_ms if best_lat and peer_lat else None
+    frac = best_tp.throughput / limit if best_tp else None
+    return {
+        "best_ember_throughput": best_tp and {"engine": best_tp.engine, "sent_s": round(best_tp.throughput, 1)},
+        "best_ember_p50": best_lat and {"engine": best_lat.engine, "ms": round(best_lat.p50_ms, 3)},
+        "best_peer_throughput": peer_tp and {"engine": peer_tp.engine, "sent_s": round(peer_tp.throughput, 1)},
+        "best_peer_p50": peer_lat and {"engine": peer_lat.engine, "ms": round(peer_lat.p50_ms, 3)},
+        "matmul_limit_sent_s": round(limit, 1), "fraction_of_limit": frac and round(frac, 3),
+        "throughput_vs_best_peer": tp_ratio and round(tp_ratio, 3), "p50_speedup_vs_best_peer": p50_ratio and round(p50_ratio, 3),
+        "target_peak_met": bool(frac and frac >= TARGETS["peak_fraction"]),
+        "target_throughput_met": bool(tp_ratio and tp_ratio >= TARGETS["throughput_vs_peer"]),
+        "target_p50_met": bool(p50_ratio and p50_ratio >= TARGETS["p50_vs_peer"]),
+        "peers": [p.engine for p in peers_],
+    }
+
+
+def print_table(rows: list[Row]) -> None:
+    print("| workload | engine | p50 ms | p90 ms | sent/s b32 bucketed | sent/s b32 dataset order | cosine | min cosine | "
+          "% of peak | build s (speed check) | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    f = lambda v, fmt: "—" if v is None else format(v, fmt)  # noqa: E731
+    for r in rows:
+        print(f"| {r.workload} | {r.engine} | {f(r.p50_ms, '.2f')} | {f(r.p90_ms, '.2f')} | {f(r.throughput, ',.0f')} | "
+              f"{f(r.throughput_unbucketed, ',.0f')} | {f(r.cosine, '.6f')} | {f(r.min_cosine, '.5f')} | "
+              f"{f(r.peak_fraction and 100 * r.peak_fraction, '.0f')}% {r.tier} | {f(r.build_s, '.1f')}"
+              f"{'' if r.speed_check_s is None else f' ({r.speed_check_s:.1f})'} | "
+              f"{r.error or r.note} |")
+
+
+# ---- main ----------------------------------------------------------------------------------------------------------
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="model folder (default: packaged all-MiniLM-L6-v2)")
-    ap.add_argument("--data", default=str(DATA), help="CLINC150 data_full.json")
+    ap.add_argument("--data", default=str(DATA), help="short workload: CLINC150 data_full.json (test split timed)")
+    ap.add_argument("--long-data", default=str(LONG_DATA), help="long workload: sentences joined into 40-120 tokens")
+    ap.add_argument("--text-column", default=None, help="column of texts in --data / --long-data (default: found)")
+    ap.add_argument("--label-column", default=None, help="column of labels (read, not used: the timing needs none)")
+    ap.add_argument("--workloads", default="short,long")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--latency-n", type=int, default=300)
     ap.add_argument("--throughput-n", type=int, default=2000)
+    ap.add_argument("--latency-n-long", type=int, default=200)
+    ap.add_argument("--throughput-n-long", type=int, default=500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--optimum-python", default="/tmp/optimum-venv/bin/python")
-    ap.add_argument("--only", default="", help="comma-separated engine names to run (default: all)")
-    ap.add_argument("--quick", action="store_true", help="small smoke run (60 latency, 256 throughput, 1 repeat)")
+    ap.add_argument("--optimum-python", default="/tmp/optimum-venv/bin/python",
+                    help="python of a venv with optimum-onnx and sentence-transformers (transformers<4.58)")
+    ap.add_argument("--st-openvino-python", default="/tmp/st-ov-venv/bin/python",
+                    help="python of a venv with sentence-transformers, optimum-intel[openvino] and datasets")
+    ap.add_argument("--torch-modes", action="store_true",
+                    help="also build the torch presets as they were before issue #19 (bf16 autocast, int8 eager)")
+    ap.add_argument("--only", default="", help="comma-separated engine names to run (default: all; pytorch-fp32 always)")
+    ap.add_argument("--quick", action="store_true", help="small smoke run (1 round, 40/128 short, 20/48 long)")
     args = ap.parse_args()
     if args.quick:
-        args.latency_n, args.throughput_n, args.repeats = 60, 256, 1
-    os.environ["EMBER_THREADS"] = str(args.threads)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        args.latency_n, args.throughput_n, args.latency_n_long, args.throughput_n_long, args.repeats = 40, 128, 20, 48, 1
+    return args
+
+
+def run_workload(wl: Workload, model, tok, peers: dict, notes: dict, args, wanted) -> tuple[dict, dict, dict]:
+    """ember's variants built from ``wl``'s sample, then every engine timed on ``wl``; the variants are dropped after."""
+    engines, builds, errors = dict(peers), {}, {}
+    for name in ember_presets():
+        if wanted(f"ember-{name}"):
+            build(f"ember-{name}", lambda name=name: ember_engine(model, tok, name, wl.sample, args.threads), engines,
+                  builds, errors)
+    for label, (name, changes) in OLD_TORCH_MODES.items() if args.torch_modes else ():
+        if wanted(f"ember-{label}"):
+            build(f"ember-{label}", lambda name=name, changes=changes: ember_engine(model, tok, name, wl.sample,
+                                                                                   args.threads, changes),
+                  engines, builds, errors)
+    print(f"timing {len(engines)} engines on the {wl.name} workload, {args.repeats} rounds", file=sys.stderr, flush=True)
+    results = time_engines(engines, tok, wl, args)
+    return results, builds, errors
+
+
+def ctranslate2_alone(workloads: list[Workload], model, tok, args, tmp: Path) -> dict[str, tuple[dict, float | None, str | None]]:
+    """CTranslate2 built after everything else and timed by itself on each workload (fp32 beside it as the reference)."""
+    engines, builds, errors = {"pytorch-fp32": torch_peer(model, False)}, {}, {}
+    build("ctranslate2-int8", lambda: ctranslate2_peer(args.model_path, args.threads, tmp), engines, builds, errors)
+    out = {}
+    for wl in workloads:
+        res = time_engines(engines, tok, wl, args) if "ctranslate2-int8" in engines else {}
+        out[wl.name] = (res.get("ctranslate2-int8", {}), builds.get("ctranslate2-int8"), errors.get("ctranslate2-int8"))
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    load_start, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    os.environ["EMBER_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
     warnings.filterwarnings("ignore")
     import logging
 
@@ -310,145 +611,148 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from ember.data import load_examples, spread
+    from ember.hardware import detect
     from ember.models import default_model_path, load_model
-    from ember.optimize import available_presets, optimize, preset
+    from ember.optimize import available_presets
 
     args.model_path = str(args.model or default_model_path())
     model, tok = load_model(args.model_path)
-    texts = list(load_examples(args.data, split="test").texts)
-    inp = Inputs(tok, texts, args.latency_n, args.throughput_n, args.batch)
+    makers = {"short": lambda: short_workload(args), "long": lambda: long_workload(args, tok)}
+    workloads = [makers[w]() for w in args.workloads.split(",")]
     cfg = model.config
     # per token and layer: Q, K, V, output projections (4·H²) and the FFN (2·H·I) multiply-adds
     flop_per_token = 2 * cfg.num_hidden_layers * (4 * cfg.hidden_size**2 + 2 * cfg.hidden_size * cfg.intermediate_size)
+    for wl in workloads:
+        n = args.throughput_n if wl.name == "short" else args.throughput_n_long
+        wl.tokens = token_stats(tok, wl.texts[:n])
+        print(f"{wl.name}: {min(n, len(wl.texts))} texts timed, tokens {wl.tokens}; {wl.source}", flush=True)
+    gflop = {wl.name: flop_per_token * wl.tokens["mean"] / 1e9 for wl in workloads}
     peaks = matmul_peaks(args.quick)
-    gflop_per_sentence = flop_per_token * inp.tokens / inp.n_tp / 1e9
-    print(f"machine peaks (GFLOP/s, GOP/s int8): { {k: round(v, 1) for k, v in peaks.items()} }; "
-          f"{gflop_per_sentence:.3f} GFLOP per sentence (unpadded), threads={args.threads}", flush=True)
-
+    print(f"machine peaks (GFLOP/s, GOP/s int8): { {k: round(v, 1) for k, v in peaks.items()} }; GFLOP per sentence "
+          f"(unpadded) { {k: round(v, 3) for k, v in gflop.items()} }; threads={args.threads}; {detect().summary()}",
+          flush=True)
+    only = set(filter(None, args.only.split(",")))
+    wanted = lambda name: not only or name in only or name == "pytorch-fp32"  # noqa: E731
     rows: list[Row] = []
-    fns: dict[str, Callable] = {}
-    last: dict[str, Callable[[], Callable]] = {}
-    wanted = set(filter(None, args.only.split(",")))
-
-    def add(name: str, tier: str, make: Callable[[], Callable], note: str = "", alone: bool = False) -> None:
-        """Build an engine now; every engine is timed later, interleaved with the others (``alone``: built and
-        timed after them, by itself)."""
-        if wanted and name not in wanted and name != "pytorch-fp32":
-            return
-        row = Row(name, tier, note=note)
-        if alone:
-            last[name] = make
-            rows.append(row)
-            return
-        try:
-            t = time.perf_counter()
-            fns[name] = make()
-            row.build_s = getattr(fns[name], "build_s", time.perf_counter() - t)
-        except Exception as exc:  # noqa: BLE001 - report, don't fake
-            row.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        rows.append(row)
-        print(f"built {name}: {row.error or f'{row.build_s:.1f} s'}", flush=True)
-
-    # reference
-    base_fn = torch_engine(model, False)
-    ref_pooled = [pool(base_fn(b), b["attention_mask"]) for b in inp.fidelity]
     with tempfile.TemporaryDirectory() as tmpd:
-        tmp = Path(tmpd)
-        add("pytorch-fp32", "fp32", lambda: base_fn)
-        add("pytorch-bf16", "bf16", lambda: torch_engine(model, True))
-        for kind, name in (("o2", "optimum-ort-O2"), ("int8", "optimum-int8-avx512vnni")):
-            add(name, "fp32" if kind == "o2" else "int8", lambda kind=kind: optimum_peer(kind, args, tmp),
-                note="Optimum's model (optimum-onnx in a side venv, transformers 4.57), run by onnxruntime 1.31 here")
-        add("openvino", "fp32", lambda: openvino_peer(args.model_path, args.threads))
-        # CTranslate2 brings its own OpenMP runtime, and once it has run, every other engine in the process ran up
-        # to 2x slower (PyTorch bf16 batch-1 6.4 -> 12 ms, measured): it is built and timed last, on its own
-        add("ctranslate2-int8", "int8", lambda: ctranslate2_peer(args.model_path, args.threads, tmp),
-            note="timed after the others, alone (its OpenMP runtime slows every other engine in the process)", alone=True)
+        tmp, peer_builds, peer_errors = Path(tmpd), {}, {}
+        peers, notes = build_peers(model, args, tmp, wanted, peer_builds, peer_errors)
+        for wl in workloads:
+            results, builds, errors = run_workload(wl, model, tok, peers, notes, args, wanted)
+            rows += make_rows(wl, results, peer_builds | builds, peer_errors | errors, notes, peaks, gflop[wl.name])
+        peers.clear()
+        if wanted("ctranslate2-int8"):
+            note = "built and timed after the others, alone (its OpenMP runtime slows every other engine in the process)"
+            ct2 = ctranslate2_alone(workloads, model, tok, args, tmp)
+            for wl in workloads:
+                res, b, err = ct2[wl.name]
+                rows += make_rows(wl, {"ctranslate2-int8": res} if res else {}, {"ctranslate2-int8": b},
+                                  {"ctranslate2-int8": err} if err else {}, {"ctranslate2-int8": note}, peaks, gflop[wl.name])
+    finish(rows, workloads, peaks, gflop, args, list(available_presets()), {"start": load_start, "started": started})
 
-        # ember's variants: built through optimize(), verified, then timed on the same inputs
-        tiers = {"bf16": "bf16", "int8": "int8", "onnx": "fp32", "onnx-int8": "int8", "onnx-int8-static": "int8",
-                 "onnx-int8-block": "int8", "openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8",
-                 "compile": "fp32", "compile-bf16": "bf16"}
-        # verification/calibration sample (and the lengths OpenVINO's batch-1 shapes are chosen for): training
-        # sentences spread over every intent, none of them timed or used for the fidelity column
-        train = list(load_examples(args.data, split="train").texts)
-        sample = spread(train, 256)
-        # torch.compile is an on-request preset (slow to build); the benchmark measures it anyway
-        presets = available_presets() | {n: preset(n) for n in ("compile", "compile-bf16")}
-        for pname, pcfg in presets.items():
-            import dataclasses
 
-            fields = {f.name for f in dataclasses.fields(pcfg)}
-            c = dataclasses.replace(pcfg, on_violation="warn", **({"threads": args.threads} if "threads" in fields else {}))
+def finish(rows: list[Row], workloads: list[Workload], peaks: dict, gflop: dict, args, defaults: list[str],
+           when: dict) -> None:
+    """Print the table and the final JSON line."""
+    from ember.hardware import detect
 
-            def make(c=c):
-                art = optimize(model, c, tokenizer=tok, sample=sample)
+    rows = [r for wl in workloads for r in rows if r.workload == wl.name]  # grouped by workload
+    summary = {wl.name: summarise([r for r in rows if r.workload == wl.name], peaks, gflop[wl.name], defaults)
+               for wl in workloads}
+    print()
+    print_table(rows)
+    print()
+    print(json.dumps({
+        "benchmark": "peers", "threads": args.threads, "cpu": detect().to_dict(), "started": when["started"],
+        "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_average": {"start": when["start"], "end": os.getloadavg()},
+        "peaks": peaks, "gflop_per_sentence": gflop.get("short", next(iter(gflop.values()))),
+        "workloads": {wl.name: {"source": wl.source, "tokens": wl.tokens, "gflop_per_sentence": gflop[wl.name],
+                                "latency_n": args.latency_n if wl.name == "short" else args.latency_n_long,
+                                "throughput_n": args.throughput_n if wl.name == "short" else args.throughput_n_long}
+                      for wl in workloads},
+        "rows": [asdict(r) for r in rows], "summary": summary, "targets": TARGETS}))
 
-                def fn(b):
-                    with torch.inference_mode():
-                        return art(**{k: torch.from_numpy(v) for k, v in b.items()}).last_hidden_state.numpy()
 
-                return fn
+# ---- kept for benchmarks/compile_freezing.py, which still times engines on numpy inputs ----------------------------
 
-            add(f"ember-{pname}", tiers.get(pname, "fp32"), make)
+class Inputs:
+    def __init__(self, tok, texts: list[str], n_lat: int, n_tp: int, batch: int) -> None:
+        from ember.batching import length_buckets
+        from ember.fidelity import mixed_length_batches
 
-        print(f"timing {len(fns)} engines, {args.repeats} interleaved rounds", flush=True)
-        results = measure_interleaved(fns, inp, ref_pooled, args.repeats)
-        fns.clear()
-        for name, make in last.items():
-            row = next(r for r in rows if r.engine == name)
+        def enc(ts: list[str]) -> dict[str, np.ndarray]:
+            return {k: np.asarray(v) for k, v in tok(ts, padding=True, truncation=True, max_length=128, return_tensors="np").items()}
+
+        self.latency = [enc([t]) for t in texts[:n_lat]]
+        tp = texts[:n_tp]
+        lengths = [len(x) for x in tok(tp, truncation=True, max_length=128)["input_ids"]]
+        self.tokens = sum(lengths)
+        self.bucketed = [enc([tp[i] for i in g]) for g in length_buckets(lengths, batch, sort=True)]
+        self.unbucketed = [enc([tp[i] for i in g]) for g in length_buckets(lengths, batch, sort=False)]
+        self.n_tp = len(tp)
+        self.fidelity = [{k: v.numpy() for k, v in b.items()} for b in mixed_length_batches(tok, texts[:512], 16, 128)]
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float32)  # (B, T, 1)
+    return (hidden.astype(np.float32) * m).sum(1) / np.clip(m.sum(1), 1, None)  # (B, H)
+
+
+def torch_engine(model, bf16: bool):
+    import torch
+
+    def fn(b):
+        t = {k: torch.from_numpy(v) for k, v in b.items()}
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model(**t).last_hidden_state.float().numpy()
+
+    return fn
+
+
+def measure_interleaved(fns: dict[str, Callable[[dict], np.ndarray]], inp: Inputs, ref: list[np.ndarray] | None,
+                        rounds: int) -> dict[str, dict]:
+    """Time every engine in ``rounds`` rounds, round-robin (batch-1 latency pass, then two throughput passes each);
+    latency percentiles pool the calls of all rounds, throughput is the median over rounds."""
+    lat: dict[str, list[float]] = {n: [] for n in fns}
+    tps: dict[str, dict[str, list[float]]] = {n: {"throughput": [], "throughput_unbucketed": []} for n in fns}
+    errors: dict[str, str] = {}
+
+    def timed_pass(fn, batches) -> float:
+        fn(batches[0])
+        t = time.perf_counter()
+        for b in batches:
+            fn(b)
+        return inp.n_tp / (time.perf_counter() - t)
+
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            if name in errors:
+                continue
             try:
-                t = time.perf_counter()
-                fn = make()
-                row.build_s = time.perf_counter() - t
-                results[name] = measure_interleaved({name: fn}, inp, ref_pooled, args.repeats)[name]
+                for b in inp.latency[:10]:
+                    fn(b)
+                for b in inp.latency:
+                    t = time.perf_counter()
+                    fn(b)
+                    lat[name].append(time.perf_counter() - t)
+                tps[name]["throughput"].append(timed_pass(fn, inp.bucketed))
+                tps[name]["throughput_unbucketed"].append(timed_pass(fn, inp.unbucketed))
             except Exception as exc:  # noqa: BLE001 - report, don't fake
-                row.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-    for row in rows:
-        r = results.get(row.engine, {})
-        r.pop("_pooled", None)
-        for k, v in r.items():
-            setattr(row, k, v)
-        if row.throughput:
-            row.peak_fraction = row.throughput * gflop_per_sentence / peaks[row.tier]
-        print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(row).items()}), flush=True)
+                errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    return {name: _interleaved_figures(fn, inp, ref, lat[name], tps[name]) if name not in errors else {"error": errors[name]}
+            for name, fn in fns.items()}
 
-    # verdicts against the issue's targets
-    def tier_of(r: Row) -> str | None:
-        if r.cosine is None or r.error:
-            return None
-        return "faithful" if r.cosine >= 0.9999 else "int8" if r.cosine >= 0.99 else None
 
-    summary = {}
-    for tier, (tp_goal, p50_goal) in {"faithful": (1300, 1.5), "int8": (2000, 0.8)}.items():
-        members = [r for r in rows if tier_of(r) == tier or (tier == "int8" and tier_of(r) == "faithful" and "int8" in r.engine)]
-        ours = [r for r in members if r.engine.startswith("ember-")]
-        peers_ = [r for r in members if not r.engine.startswith("ember-") and r.engine != "pytorch-fp32"]
-        best_tp = max(ours, key=lambda r: r.throughput or 0, default=None)
-        best_lat = min(ours, key=lambda r: r.p50_ms or 1e9, default=None)
-        summary[tier] = {
-            "best_ember_throughput": best_tp and {"engine": best_tp.engine, "sent_s": round(best_tp.throughput, 1)},
-            "best_ember_p50": best_lat and {"engine": best_lat.engine, "ms": round(best_lat.p50_ms, 3)},
-            "target_throughput_met": bool(best_tp and best_tp.throughput >= tp_goal),
-            "target_p50_met": bool(best_lat and best_lat.p50_ms <= p50_goal),
-            "ahead_of_peers_throughput": bool(best_tp and all(best_tp.throughput > (p.throughput or 0) for p in peers_)),
-            "ahead_of_peers_p50": bool(best_lat and all(best_lat.p50_ms < (p.p50_ms or 1e9) for p in peers_)),
-            "peers": [p.engine for p in peers_],
-        }
-    print()
-    print(f"| engine | p50 ms | p90 ms | sent/s b32 bucketed | sent/s b32 dataset order | cosine | min cosine | % of {''} peak | build s | note |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    f = lambda v, fmt: "—" if v is None else format(v, fmt)  # noqa: E731
-    for r in rows:
-        note = r.error or r.note
-        print(f"| {r.engine} | {f(r.p50_ms, '.2f')} | {f(r.p90_ms, '.2f')} | {f(r.throughput, ',.0f')} | "
-              f"{f(r.throughput_unbucketed, ',.0f')} | {f(r.cosine, '.6f')} | {f(r.min_cosine, '.5f')} | "
-              f"{f(r.peak_fraction and 100 * r.peak_fraction, '.0f')}% {r.tier} | {f(r.build_s, '.1f')} | {note} |")
-    print()
-    print(json.dumps({"benchmark": "peers", "threads": args.threads, "peaks": peaks, "gflop_per_sentence": gflop_per_sentence,
-                      "latency_n": len(inp.latency), "throughput_n": inp.n_tp, "rows": [asdict(r) for r in rows],
-                      "summary": summary}))
+def _interleaved_figures(fn, inp: Inputs, ref, lat: list[float], tps: dict) -> dict:
+    lat_ms = np.array(lat) * 1000
+    pooled = [pool(fn(b), b["attention_mask"]) for b in inp.fidelity]
+    r = {"p50_ms": float(np.percentile(lat_ms, 50)), "p90_ms": float(np.percentile(lat_ms, 90)),
+         **{k: statistics.median(v) for k, v in tps.items()}}
+    if ref is not None:
+        a, b = np.concatenate(ref), np.concatenate(pooled)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        r["cosine"], r["min_cosine"] = float(cos.mean()), float(cos.min())
+    return r | {"_pooled": pooled}
 
 
 if __name__ == "__main__":

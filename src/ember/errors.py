@@ -137,6 +137,15 @@ class FidelityError(EmberError):
     """An optimised model's outputs drifted past the tolerance its config allows."""
 
 
+class SpeedError(EmberError):
+    """An optimised model is slower than the original at what it was built for (with ``on_slower="raise"``), or its
+    speed could not be checked."""
+
+
+class UnsupportedCPUError(EmberError, RuntimeError):
+    """An engine's runtime refused this CPU (its instructions, or a precision it lacks)."""
+
+
 class BackendNotInstalledError(EmberError, ImportError):
     """An optional engine (onnxruntime, openvino, torchao …) is not installed."""
 

@@ -74,9 +74,12 @@ def optimize_cmd(
         f = art.fidelity
         console.print(f"[green]saved[/] {out}  size {art.size_bytes / 1e6:.1f} MB  build {art.build_seconds:.1f} s  "
                       f"mean cosine {f.mean_cosine:.6f}  min cosine {f.min_cosine:.6f}")
+        if art.speed is not None:
+            console.print(f"speed against the original: {art.speed.summary()}")
         if json_out:
             emit_json({"out": str(out), "preset": preset, "config": cfg.to_dict(), "size_bytes": art.size_bytes,
-                       "build_seconds": art.build_seconds, "fidelity": f.to_dict()})
+                       "build_seconds": art.build_seconds, "fidelity": f.to_dict(),
+                       "speed": art.speed.to_dict() if art.speed else None})
 
 
 def _config(preset: str | None, config: Path | None, pairs: list[str]):
@@ -154,6 +157,7 @@ def _list(preset: str | None, pairs: list[str], json_out: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from ember.hardware import detect
     from ember.optimize import PRESETS, unavailable
     from ember.optimize import preset as get_preset
     from ember.optimize.config import config_with, settings
@@ -171,7 +175,9 @@ def _list(preset: str | None, pairs: list[str], json_out: bool) -> None:
             table.add_column(col, overflow="fold")
         for r in rows:
             table.add_row(r["preset"], escape(r["here"]), str(r["bound"]), escape(r["about"]))
-        result: dict = {"presets": rows}
+        cpu = detect()
+        table.caption = escape(f"this CPU: {cpu.summary()}")
+        result: dict = {"presets": rows, "cpu": cpu.to_dict()}
     else:
         cfg = config_with(get_preset(preset), pairs)
         for col in ("setting", "value", "type"):

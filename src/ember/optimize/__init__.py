@@ -11,7 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from ember.optimize.artifact import FORMAT_VERSION, OptimizedModel, load
+from ember.optimize.api import load, optimize
+from ember.optimize.artifact import FORMAT_VERSION, OptimizedModel
 from ember.optimize.autotune import AutotuneResult, autotune
 from ember.optimize.config import (
     PRESETS,
@@ -23,7 +24,6 @@ from ember.optimize.config import (
     OptimizeConfig,
     config_from_dict,
 )
-from ember.optimize.core import optimize
 
 __all__ = [
     "FORMAT_VERSION", "PRESETS", "AutotuneResult", "BF16Config", "CompileConfig", "Int8DynamicConfig", "OnnxRuntimeConfig",
@@ -56,28 +56,37 @@ def preset(name: str) -> OptimizeConfig:
 
 
 def available_presets() -> dict[str, OptimizeConfig]:
-    """Named presets whose engines are installed and whose instructions this machine has (the on-request
-    ones left out: see :func:`unavailable`)."""
+    """Named presets whose engines are installed and that can be fast on this CPU (the on-request ones left out:
+    see :func:`unavailable`)."""
     return {name: factory() for name, factory in PRESETS.items() if unavailable(name) is None}
 
 
 def unavailable(name: str) -> str | None:
     """Why the named preset is not among :func:`available_presets` on this machine; ``None`` when it is.
 
+    The reasons: an engine that is not installed, a preset that cannot be fast on this CPU (bf16 without
+    AVX512-BF16/AMX, int8 without int8 dot products; :func:`ember.optimize.cpu.cannot_be_fast`, with the CPU
+    detected by :func:`ember.hardware.detect`, which ``EMBER_CPU_FEATURES`` overrides), or a preset built on request.
+
     Example:
         >>> unavailable("compile")  # doctest: +SKIP
         'on request: build it by name (slow to build, measured slower than the engines on CPU)'
     """
-    from ember.optimize.backends.bf16 import cpu_has_bf16
+    from ember.hardware import detect
+    from ember.optimize.backends import bf16 as bf16_backend
+    from ember.optimize.cpu import NO_BF16, NO_BF16_ARM, cannot_be_fast, uses_bf16
     from ember.optimize.registry import missing_requirements
 
     cfg = preset(name)
     missing = missing_requirements(cfg)
     if missing:
         return "needs " + "; ".join(missing)
-    needs_bf16 = isinstance(cfg, BF16Config) or (isinstance(cfg, OpenVINOConfig) and cfg.precision == "bf16")
-    if needs_bf16 and not cpu_has_bf16():
-        return "this CPU has no AVX512-BF16 or AMX"
+    cpu = detect()
+    if uses_bf16(cfg) and not bf16_backend.cpu_has_bf16():
+        return NO_BF16_ARM if cpu.arm else NO_BF16
+    why = cannot_be_fast(name, cfg, cpu)
+    if why is not None:
+        return why
     if name in _ON_REQUEST:
         return _ON_REQUEST[name]
     return None

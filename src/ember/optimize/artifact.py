@@ -29,9 +29,12 @@ from torch import nn
 from ember.errors import ArtifactError, DataError, InputTooLongError
 from ember.fidelity import FidelityReport, mean_pool
 from ember.optimize.config import OptimizeConfig, config_from_dict
+from ember.optimize.speed import SpeedReport
 
 FORMAT_VERSION = 1
 MANIFEST = "ember-artifact.json"
+# the module class a SentenceTransformer saved by ember names in its modules.json (ember.optimize.sentence)
+SENTENCE_MODULE = "ember.optimize.sentence.EmberTransformer"
 OUTPUT_KINDS = ("logits", "last_hidden_state")
 
 
@@ -137,6 +140,8 @@ class OptimizedModel(nn.Module):
         config: the original model's Hugging Face ``PretrainedConfig`` (rebuilt from the saved manifest on load).
         optimize_config: the ember config that built it (e.g. ``OnnxRuntimeConfig(...)``).
         fidelity: ``FidelityReport`` against the original on padded mixed-length batches.
+        speed: ``SpeedReport``: the artifact timed against the original when it was built (batch 1 and a batch,
+            medians of interleaved rounds, with the CPU they were measured on); ``None`` if it was not timed.
         size_bytes: bytes of the artifact's weights/graph.
         build_seconds: wall time of ``optimize`` (build + verification).
         facts: model type, output kind, input names, max length.
@@ -160,6 +165,7 @@ class OptimizedModel(nn.Module):
         self.config = facts.pretrained_config()
         self.tokenizer = tokenizer
         self.fidelity: FidelityReport | None = None
+        self.speed: SpeedReport | None = None
         self.size_bytes: int = 0
         self.build_seconds: float = 0.0
         if facts.output == "logits":
@@ -300,6 +306,7 @@ class OptimizedModel(nn.Module):
                 "backend": self.optimize_config.kind,
                 "config": self.optimize_config.to_dict(),
                 "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+                "speed": self.speed.to_dict() if self.speed else None,
                 "size_bytes": self.size_bytes,
                 "build_seconds": self.build_seconds,
                 "facts": self.facts.to_dict(),
@@ -419,22 +426,8 @@ def read_manifest(directory: str | Path, *, skip: str | None = None) -> dict:
     return manifest
 
 
-def load(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
-    """Load an artifact saved with ``artifact.save(directory)``.
-
-    ONNX Runtime and OpenVINO artifacts need neither the original model nor torch weights.
-
-    Args:
-        directory: the artifact's folder.
-        tokenizer: the tokenizer to serve with instead of the one saved in ``directory/tokenizer`` (which is then
-            neither read nor required): for a saved tokenizer this transformers cannot read, or an artifact
-            saved without one. It must be the model's own tokenizer; ember cannot check that one passed here is.
-
-    Example:
-        >>> art = ember.optimize.load("minilm-onnx")  # doctest: +SKIP
-    """
-    from ember.optimize.registry import backend_for
-
+def load_artifact(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
+    """The artifact saved in ``directory`` (what :func:`ember.optimize.load` returns for a plain artifact)."""
     d = Path(directory)
     manifest = read_manifest(d, skip="tokenizer" if tokenizer is not None else None)
     try:
@@ -443,6 +436,7 @@ def load(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
         if not isinstance(facts.hf_config, dict) or not isinstance(facts.input_names, list | tuple):
             raise TypeError("facts.hf_config must be a dict and facts.input_names a list")
         fidelity = FidelityReport.from_dict(manifest["fidelity"]) if manifest.get("fidelity") else None
+        speed = SpeedReport.from_dict(manifest["speed"]) if manifest.get("speed") else None
         size_bytes, build_seconds = int(manifest.get("size_bytes", 0)), float(manifest.get("build_seconds", 0.0))
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a hand-edited manifest
         raise ArtifactError(f"{d / MANIFEST} does not describe an artifact ember can load ({type(exc).__name__}: {exc}); "
@@ -455,6 +449,21 @@ def load(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             raise ArtifactError(f"the tokenizer saved in {d / 'tokenizer'} cannot be read ({exc}); re-create the "
                                 "artifact, or pass the model's own tokenizer: load(directory, tokenizer=...)") from exc
-    art = backend_for(config).load(d, config, facts, tokenizer)
-    art.fidelity, art.size_bytes, art.build_seconds = fidelity, size_bytes, build_seconds
+    art = _load_on_this_cpu(d, config, facts, tokenizer)
+    art.fidelity, art.speed, art.size_bytes, art.build_seconds = fidelity, speed, size_bytes, build_seconds
     return art
+
+
+def _load_on_this_cpu(directory: Path, config: OptimizeConfig, facts: ModelFacts, tokenizer) -> OptimizedModel:
+    """The backend's load; an engine whose runtime refuses this CPU (an artifact built on another machine) is named."""
+    from ember.hardware import detect
+    from ember.optimize.cpu import refused_cpu
+    from ember.optimize.registry import backend_for
+
+    try:
+        return backend_for(config).load(directory, config, facts, tokenizer)
+    except Exception as exc:
+        refusal = refused_cpu(exc.__cause__ or exc, config, detect(), doing="loading")
+        if refusal is None:
+            raise
+        raise refusal from exc

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal
 from ember.fidelity import Tolerance
 
 OnViolation = Literal["raise", "warn"]
+Objective = Literal["latency", "throughput", "both"]
+OnSlower = Literal["raise", "warn", "ignore"]
 
 
 def _check_choice(name: str, value: object, allowed: tuple) -> None:
@@ -30,14 +32,26 @@ def _check_threads(threads: int | None) -> None:
 
 @dataclass(frozen=True)
 class OptimizeConfig:
-    """Fields every technique shares: the fidelity bound and what to do past it."""
+    """Fields every technique shares: the fidelity bound and what to do past it, and the speed policy.
+
+    ``optimize`` times the artifact against the original (batch 1 and a batch, on the verification sentences;
+    :mod:`ember.optimize.speed`). ``objective`` says what it is built for: ``"latency"`` (batch 1),
+    ``"throughput"`` (a batch) or ``"both"``; an artifact clearly slower than the original there is reported by
+    ``on_slower``: ``"warn"`` (default: a warning with the figures and the preset that serves better on this CPU),
+    ``"raise"`` (a ``SpeedError``) or ``"ignore"`` (not timed at all). Warn, not raise, by default: timing on a shared
+    host is noisy where fidelity is not, and a slower artifact still answers right.
+    """
 
     kind: ClassVar[str] = "base"
     tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.999))
     on_violation: OnViolation = "raise"
+    objective: Objective = "both"
+    on_slower: OnSlower = "warn"
 
     def __post_init__(self) -> None:
         _check_choice("on_violation", self.on_violation, ("raise", "warn"))
+        _check_choice("objective", self.objective, ("latency", "throughput", "both"))
+        _check_choice("on_slower", self.on_slower, ("raise", "warn", "ignore"))
         if not isinstance(self.tolerance, Tolerance):
             raise TypeError(f"tolerance must be an ember.Tolerance, got {type(self.tolerance).__name__}")
 
@@ -60,12 +74,19 @@ class BF16Config(OptimizeConfig):
     Args:
         dtype: ``"bfloat16"`` or ``"float16"`` (fp16 only on CUDA).
         mode: ``"autocast"`` keeps fp32 weights and runs matmuls in half precision (LayerNorm and
-            softmax stay fp32, so fidelity holds); ``"cast"`` converts the weights (half the size).
+            softmax stay fp32, so fidelity holds); ``"weights"`` converts the Linear layers' weights to half
+            precision once, on a copy, and runs under autocast as ``"autocast"`` does (the same arithmetic, the
+            same answers, without a cast of every weight on every call); ``"cast"`` converts every weight
+            (LayerNorm and embeddings too: half the size, a little less faithful).
         device: where the artifact runs.
+
+    Why ``"weights"`` is what the ``bf16`` preset builds: autocast casts each fp32 weight to bf16 on every call
+    (~45 MB written per MiniLM-L6 call), which made it 2.1x slower than fp32 at batch 1 on an AMX Xeon (issue
+    #19); converted once, the matmuls read bf16 weights straight from memory (BENCHMARKS.md, "torch bf16").
 
     With ``mode="autocast"`` on the CPU the artifact runs the model object it was given, with no copy of its
     weights: training that model further changes the artifact's answers, and its fidelity report no longer
-    describes them. Optimize again after training (``"cast"`` and CUDA artifacts run a copy).
+    describes them. Optimize again after training (``"weights"``, ``"cast"`` and CUDA artifacts run a copy).
 
     Example:
         >>> BF16Config().dtype
@@ -74,13 +95,13 @@ class BF16Config(OptimizeConfig):
 
     kind: ClassVar[str] = "bf16"
     dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    mode: Literal["autocast", "cast"] = "autocast"
+    mode: Literal["autocast", "weights", "cast"] = "autocast"
     device: Literal["cpu", "cuda"] = "cpu"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_choice("dtype", self.dtype, ("bfloat16", "float16"))
-        _check_choice("mode", self.mode, ("autocast", "cast"))
+        _check_choice("mode", self.mode, ("autocast", "weights", "cast"))
         _check_choice("device", self.device, ("cpu", "cuda"))
         if self.device == "cpu" and self.dtype == "float16":
             raise ValueError("dtype='float16' is only fast on CUDA; on CPU use dtype='bfloat16'")
@@ -93,6 +114,12 @@ class Int8DynamicConfig(OptimizeConfig):
     Args:
         skip: substrings of module names to keep in fp32 (the classifier head, say).
         min_features: Linear layers with fewer input features stay fp32 (too small to gain).
+        compile: run the quantised model through ``torch.compile`` (inductor, dynamic shapes, weights frozen as
+            constants). Eager, each Linear quantises its input with a dozen small ops and the int8 matmul waits on
+            them: 4.1x slower than fp32 at batch 1 on an AMX Xeon, 2.1x on a Zen 4 (issue #19, BENCHMARKS.md).
+            Compiled, inductor fuses the quantisation into a few kernels around oneDNN's int8 matmul (VNNI/AMX),
+            at the price of a compile when the artifact is built or loaded (tens of seconds on 2 cores). The
+            ``int8`` preset compiles where the CPU has int8 dot products (VNNI, AMX).
 
     Example:
         >>> Int8DynamicConfig(skip=("classifier",)).skip
@@ -103,6 +130,7 @@ class Int8DynamicConfig(OptimizeConfig):
     tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.99))
     skip: tuple[str, ...] = ()
     min_features: int = 16
+    compile: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -132,6 +160,10 @@ class OnnxRuntimeConfig(OptimizeConfig):
         threads: intra-op threads (``None``: ONNX Runtime's default).
         calibration_size: sentences used to calibrate static quantisation and rank sensitivity.
         block_size: inputs per weight scale with ``quantize="blockwise"`` (a power of two, >= 16).
+        reduce_range: quantise weights to 7 bits. ONNX Runtime's int8 kernels on x86 CPUs without VNNI (AVX2,
+            AVX-512 before Cascade Lake) multiply with ``VPMADDUBSW``, whose 16-bit sums can saturate with full
+            8-bit weights; ONNX Runtime recommends 7-bit weights there. The ``onnx-int8`` preset sets it on such
+            CPUs (:func:`ember.hardware.detect`), not where VNNI or ARM dot products sum in 32 bits.
 
     Example:
         >>> OnnxRuntimeConfig(quantize="dynamic").per_channel
@@ -148,6 +180,7 @@ class OnnxRuntimeConfig(OptimizeConfig):
     threads: int | None = None
     calibration_size: int = 128
     block_size: int = 32
+    reduce_range: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -320,10 +353,16 @@ def settings(config: OptimizeConfig | type[OptimizeConfig]) -> dict[str, str]:
     return {name: _type_name(hint) for name, hint in _hints(cls).items()}
 
 
+# the speed policy's settings, listed after a technique's own (and before the tolerance's bounds)
+_SPEED_SETTINGS = ("objective", "on_slower")
+
+
 def _hints(cls: type[OptimizeConfig]) -> dict[str, Any]:
-    """Setting name -> type, in field order, the tolerance's bounds last as ``tolerance.NAME``."""
+    """Setting name -> type: ``on_violation``, the technique's own settings in field order, the speed policy, and the
+    tolerance's bounds last as ``tolerance.NAME``."""
     own, bounds = typing.get_type_hints(cls), typing.get_type_hints(Tolerance)
-    return {f.name: own[f.name] for f in fields(cls) if f.name != "tolerance"} | {
+    names = [f.name for f in fields(cls) if f.name != "tolerance" and f.name not in _SPEED_SETTINGS]
+    return {n: own[n] for n in [*names, *_SPEED_SETTINGS]} | {
         f"tolerance.{f.name}": bounds[f.name] for f in fields(Tolerance)
     }
 
@@ -393,14 +432,20 @@ def _type_name(hint: Any) -> str:
 
 # ---- named presets (factories returning plain configs) ----------------------------------------
 
+# Presets are chosen per CPU family (ember.hardware.detect(), EMBER_CPU_FEATURES forces one): a factory reads the
+# features when it is called, and the config it returns records the choice, so an artifact rebuilds as it was built.
+
 def bf16() -> BF16Config:
-    """bf16 autocast on CPU (AVX512-BF16/AMX): faithful (cosine ≥ 0.999)."""
-    return BF16Config()
+    """bf16 Linear weights (converted once) under autocast on CPU (AVX512-BF16/AMX): faithful (cosine ≥ 0.999)."""
+    return BF16Config(mode="weights")
 
 
 def int8() -> Int8DynamicConfig:
-    """torchao int8 dynamic quantisation of the Linear layers."""
-    return Int8DynamicConfig()
+    """torchao int8 dynamic quantisation of the Linear layers, compiled where the CPU has int8 dot products (VNNI,
+    AMX, ARM dot product) so the matmuls reach them; eager elsewhere."""
+    from ember.hardware import detect
+
+    return Int8DynamicConfig(compile=detect().int8_dot)
 
 
 def onnx() -> OnnxRuntimeConfig:
@@ -412,7 +457,11 @@ def onnx_int8() -> OnnxRuntimeConfig:
     """ONNX Runtime, dynamic int8, per channel, on the fully fused graph (QAttention for the Q/K/V
     projections, int8 MatMuls elsewhere, embeddings and LayerNorms fp32). Per channel holds cosine ≈ 0.993
     on MiniLM where per-tensor scales (Optimum's avx512_vnni preset) drop to ≈ 0.965."""
-    return OnnxRuntimeConfig(quantize="dynamic", tolerance=Tolerance(min_mean_cosine=0.99))
+    from ember.hardware import detect
+
+    cpu = detect()
+    return OnnxRuntimeConfig(quantize="dynamic", tolerance=Tolerance(min_mean_cosine=0.99),
+                             reduce_range=not cpu.arm and not cpu.int8_dot)
 
 
 def onnx_int8_static() -> OnnxRuntimeConfig:
@@ -438,9 +487,14 @@ def openvino_bf16() -> OpenVINOConfig:
 
 
 def openvino_int8() -> OpenVINOConfig:
-    """OpenVINO int8 MatMuls (NNCF, calibrated on held-out sentences; cosine ≥ 0.99). What stays in float runs
-    in fp32: bf16 measured no faster there on MiniLM-L6, and fp32 runs on every CPU."""
-    return OpenVINOConfig(quantize="static", tolerance=Tolerance(min_mean_cosine=0.99))
+    """OpenVINO int8 MatMuls (NNCF, calibrated on held-out sentences; cosine ≥ 0.99). What stays in float (the
+    attention products, softmax, layer norms) runs in fp32, except on AMX CPUs, where it runs in bf16 on the tiles:
+    on the Zen 4 (AVX512-BF16, no AMX) bf16 measured no faster there on MiniLM-L6; AMX makes bf16 matmuls ~4x fp32
+    (issue #19's Xeon), not measured with this preset."""
+    from ember.hardware import detect
+
+    return OpenVINOConfig(quantize="static", tolerance=Tolerance(min_mean_cosine=0.99),
+                          precision="bf16" if detect().amx else "f32")
 
 
 def compiled() -> CompileConfig:

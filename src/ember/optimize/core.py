@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ember.data.texts import check_texts
-from ember.errors import BackendNotInstalledError, FidelityError
+from ember.errors import BackendNotInstalledError, EmberWarning, FidelityError, SpeedError
 from ember.fidelity import FidelityReport, compare, mixed_length_batches, run_batches
 from ember.models.checks import check_module, check_pad_token
 from ember.models.load import resolve_max_length
@@ -18,6 +20,7 @@ from ember.models.split import frozen_eval
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
 from ember.optimize.registry import backend_for, missing_requirements
+from ember.optimize.speed import SpeedReport, measure_speed, slower_parts, timing_inputs
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
@@ -98,47 +101,27 @@ class BuildContext:
         return {k: batch[k] for k in self.facts.input_names if k in batch}
 
 
-def optimize(
+def optimize_model(
     model: nn.Module,
     config: OptimizeConfig,
     *,
-    tokenizer,
+    tokenizer=None,
     sample: Sequence[str] | None = None,
     calibration: Sequence[str] | None = None,
 ) -> OptimizedModel:
-    """Build a faster artifact of ``model`` with ``config`` and verify it answers the same.
+    """:func:`ember.optimize.optimize` for a Hugging Face model (a ``SentenceTransformer`` is taken by
+    :mod:`ember.optimize.sentence`, which builds on this): build, verify fidelity, time against ``model``.
 
-    Fidelity is always checked against ``model`` on padded batches of mixed lengths and on single
-    inputs (the user's ``sample``, or built-in sentences). Past ``config.tolerance`` it raises ``FidelityError`` naming
-    the measured and allowed figures (or warns, with ``on_violation="warn"``). ``model`` is not modified.
-
-    Args:
-        model: a Hugging Face encoder (``AutoModel``) or sequence classifier, in eval mode. An
-            encoder-decoder model (T5, BART) is refused: pass its encoder (``model.get_encoder()``). A
-            decoder-only model (GPT-2) builds with the PyTorch engines (bf16, int8, compile), verified like an
-            encoder; the ONNX exporter takes the families in ``ember.models.SUPPORTED_FAMILIES``.
-        config: a config such as ``BF16Config()``, ``OnnxRuntimeConfig(quantize="dynamic")`` or a preset.
-        tokenizer: the model's tokenizer (saved with the artifact). It must have a pad token: a GPT-2-style one
-            without is refused (``TokenizerError``); set ``tokenizer.pad_token = tokenizer.eos_token`` first.
-        sample: verification sentences (default: 64 built-in ones). A config that tunes on data
-            (``config.calibrates``: static int8, ``keep_fp32``) calibrates on other sentences, so the
-            fidelity it reports is measured on inputs it never saw: the rest of the built-in sentences, or,
-            for a user sample, every second sentence (the others verify). Its token lengths are also
-            the lengths an OpenVINO artifact compiles batch-1 shapes for (``OpenVINOConfig.static_shapes``),
-            so a sample like the traffic the artifact will serve pays off.
-        calibration: calibration sentences to use instead (then ``sample`` is verified whole).
-
-    Returns:
-        An ``OptimizedModel`` called like ``model``, with ``.fidelity``, ``.size_bytes``,
-        ``.build_seconds``, ``.optimize_config`` (the ember config), ``.config`` (the
-        original's Hugging Face config, so ``transformers.pipeline`` accepts it) and ``.save(dir)``.
+    Args, returns and errors: as :func:`ember.optimize.api.optimize` describes them.
 
     Example:
-        >>> fast = optimize(model, OnnxRuntimeConfig(), tokenizer=tok, sample=texts)  # doctest: +SKIP
-        >>> fast(**tok(["hello"], return_tensors="pt")).last_hidden_state.shape  # doctest: +SKIP
+        >>> fast = optimize_model(model, OnnxRuntimeConfig(), tokenizer=tok, sample=texts)  # doctest: +SKIP
     """
     if not isinstance(config, OptimizeConfig):
         raise TypeError(f"config must be an ember optimize config (e.g. OnnxRuntimeConfig()), got {type(config).__name__}")
+    if tokenizer is None:
+        raise TypeError("optimize() needs the model's tokenizer: optimize(model, config, tokenizer=tok); a "
+                        "SentenceTransformer brings its own")
     check_module(model, "model")
     check_pad_token(tokenizer, "optimize() verifies the artifact on padded batches of texts of mixed lengths")
     if sample is not None and len(sample) == 0:
@@ -172,11 +155,70 @@ def _optimize(model: nn.Module, config: OptimizeConfig, tokenizer, texts: list[s
     reference = run_batches(model, batches)
     facts = model_facts(model, tokenizer, _output_kind(reference[0]))
     ctx = BuildContext(model, tokenizer, facts, calibration_texts)
-    artifact = backend_for(config).build(model, config, ctx)
+    artifact = build_on_this_cpu(model, config, ctx)
     artifact.fidelity = compare(reference, run_batches(artifact, batches), [b["attention_mask"] for b in batches])
-    artifact.build_seconds = time.perf_counter() - start
     enforce(artifact.fidelity, config)
+    artifact.speed = time_against_original(model, artifact, tokenizer, texts, facts, config)
+    artifact.build_seconds = time.perf_counter() - start
+    enforce_speed(artifact.speed, config)
     return artifact
+
+
+def build_on_this_cpu(model: nn.Module, config: OptimizeConfig, ctx: BuildContext) -> OptimizedModel:
+    """The backend's build; an engine whose runtime refuses this CPU is named, with the CPU and what to use instead."""
+    from ember.hardware import detect
+    from ember.optimize.cpu import refused_cpu
+
+    try:
+        return backend_for(config).build(model, config, ctx)
+    except Exception as exc:
+        refusal = refused_cpu(exc, config, detect())
+        if refusal is None:
+            raise
+        raise refusal from exc
+
+
+def time_against_original(model: nn.Module, artifact: OptimizedModel, tokenizer, texts: list[str], facts: ModelFacts,
+                          config: OptimizeConfig) -> SpeedReport | None:
+    """``artifact`` timed against ``model`` on the verification sentences (``None`` with ``on_slower="ignore"``)."""
+    from ember.hardware import detect
+
+    if config.on_slower == "ignore":
+        return None
+    cpu = detect().summary()
+    inputs = timing_inputs(tokenizer, texts, facts.input_names, facts.max_length)
+    if isinstance(inputs, str):
+        return SpeedReport(cpu=cpu, skipped=inputs)
+    singles, batch = inputs
+    return measure_speed(model, artifact, singles, batch, cpu=cpu, threads=getattr(config, "threads", None))
+
+
+def enforce_speed(report: SpeedReport | None, config: OptimizeConfig) -> None:
+    """Warn (or raise ``SpeedError``, with ``on_slower="raise"``) when ``report`` shows the artifact slower than the
+    original at ``config.objective``, naming the figures and the preset ember expects to serve better on this CPU;
+    and when the speed could not be timed."""
+    from ember.hardware import detect
+    from ember.optimize.cpu import better_preset, tier_of
+
+    if report is None or config.on_slower == "ignore":
+        return
+    what = f"{type(config).__name__} ({config.kind})"
+    if report.skipped:
+        msg = f"{what}: the artifact's speed was not checked against the original: {report.skipped}"
+    else:
+        slow = slower_parts(report, config.objective)
+        if not slow:
+            return
+        better = better_preset(config, detect())
+        instead = (f"on this CPU ember expects preset {better!r} to serve the {tier_of(config)} tier better "
+                   f"(ember optimize --preset {better})" if better else "serve the original model instead")
+        msg = (f"{what} built an artifact slower than the original model at its objective ({config.objective}): "
+               f"{'; '.join(report.describe(p) for p in slow)}; median of {report.rounds} interleaved rounds on "
+               f"{report.cpu}, {report.threads} threads. {instead[0].upper()}{instead[1:]}, or pass "
+               f"on_slower='ignore' to keep this one")
+    if config.on_slower == "raise":
+        raise SpeedError(msg)
+    warnings.warn(msg, EmberWarning, stacklevel=caller_stacklevel())
 
 
 def enforce(report: FidelityReport, config: OptimizeConfig) -> None:
@@ -190,6 +232,21 @@ def enforce(report: FidelityReport, config: OptimizeConfig) -> None:
         f"tolerance= (or pass on_violation='warn')"
     )
     if config.on_violation == "warn":
-        warnings.warn(msg, stacklevel=4)  # enforce <- _optimize <- optimize <- the caller
+        warnings.warn(msg, stacklevel=caller_stacklevel())
     else:
         raise FidelityError(msg)
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by this function's caller point at the first frame outside
+    ``ember.optimize``: the user's line, however many of ember's entry points (``optimize``, the SentenceTransformer
+    path, ``autotune``) lie between."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1  # the function that warns is level 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+# the name autotune (ember.tune on the bench branch) imports; it passes Hugging Face models only
+optimize = optimize_model

@@ -3,7 +3,9 @@ autocast."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,19 +22,29 @@ from ember.optimize.registry import register
 RECOMPILE_LIMIT = 64
 
 
-def _rebuild(model: nn.Module, config: CompileConfig, facts: ModelFacts, tokenizer) -> TorchArtifact:
+def compile_model(model: nn.Module, mode: str = "default", freezing: bool = True
+                  ) -> tuple[nn.Module, Callable[[], contextlib.AbstractContextManager]]:
+    """``torch.compile`` of ``model`` (inductor, dynamic shapes), and the context every call must run in.
+
+    Returns:
+        The compiled module and a factory of the context to enter around each of its calls.
+    """
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     # torch.compile takes a mode or an options dict, not both: the mode's own options, and freezing (which keeps
     # this artifact's graphs apart from those of a compile with other settings: dynamo told them apart by these).
-    options = {**torch._inductor.list_mode_options(config.mode, dynamic=True), "freezing": config.freezing}
+    options = {**torch._inductor.list_mode_options(mode, dynamic=True), "freezing": freezing}
     compiled = torch.compile(model, dynamic=True, options=options)
     # Freezing is also set around every call: dynamo reads it while it traces, before inductor sees the options,
     # to take the weights as constants and guard on which tensors they are. Given only as an option, inductor
     # froze graphs that dynamo had traced with the weights as inputs: 4.5 ms a batch-1 call against 2.5 ms
     # (MiniLM-L6, bf16, measured side by side). Entering the patch costs ~17 µs a call.
-    freezing = functools.partial(torch._inductor.config.patch, freezing=config.freezing)
+    return compiled, functools.partial(torch._inductor.config.patch, freezing=freezing)
+
+
+def _rebuild(model: nn.Module, config: CompileConfig, facts: ModelFacts, tokenizer) -> TorchArtifact:
+    compiled, context = compile_model(model, config.mode, config.freezing)
     art = TorchArtifact(compiled, model, config, facts, tokenizer, autocast=torch.bfloat16 if config.bf16 else None,
-                        context=freezing)
+                        context=context)
     art.size_bytes = weight_bytes(model)
     return art
 

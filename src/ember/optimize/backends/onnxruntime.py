@@ -166,8 +166,8 @@ def quantize(src: Path, dst: Path, config: OnnxRuntimeConfig, batches: list[dict
 
     if config.quantize == "dynamic":
         # DefaultTensorType: shape inference cannot type the outputs of fused com.microsoft ops
-        quantize_dynamic(str(src), str(dst), per_channel=config.per_channel, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=exclude, nodes_to_quantize=include or [],
+        quantize_dynamic(str(src), str(dst), per_channel=config.per_channel, reduce_range=config.reduce_range,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude, nodes_to_quantize=include or [],
                          op_types_to_quantize=["MatMul", "Gemm", "Attention"],  # embeddings stay fp32
                          extra_options={"DefaultTensorType": 1})
         return
@@ -176,7 +176,7 @@ def quantize(src: Path, dst: Path, config: OnnxRuntimeConfig, batches: list[dict
 
     if ranges is None:
         ranges = calibrate(src, batches, dst.parent)
-    q = QDQQuantizer(onnx.load(str(src)), config.per_channel, False, QuantType.QInt8, QuantType.QUInt8, ranges,
+    q = QDQQuantizer(onnx.load(str(src)), config.per_channel, config.reduce_range, QuantType.QInt8, QuantType.QUInt8, ranges,
                      include or [], exclude, ["MatMul", "Gemm"], extra_options={"DefaultTensorType": 1})
     q.quantize_model()
     q.model.save_model_to_file(str(dst))

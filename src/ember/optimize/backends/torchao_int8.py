@@ -35,8 +35,16 @@ def count_int8_linears(model: nn.Module) -> int:
 
 def _rebuild(model: nn.Module, config: Int8DynamicConfig, facts: ModelFacts, tokenizer) -> TorchArtifact:
     q = quantize_linears(model, config)
-    art = TorchArtifact(q, model, config, facts, tokenizer)
-    art.size_bytes = weight_bytes(q)
+    size = weight_bytes(q)
+    context = None
+    if config.compile:  # inductor fuses the per-token quantisation around the int8 matmul (see Int8DynamicConfig)
+        from ember.optimize.backends.compile import compile_model
+
+        for p in q.parameters():
+            p.requires_grad_(False)
+        q, context = compile_model(q)
+    art = TorchArtifact(q, model, config, facts, tokenizer, context=context)
+    art.size_bytes = size
     return art
 
 
