@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 
+from ember.config import check_version
 from ember.fidelity import Tolerance
 
 OnViolation = Literal["raise", "warn"]
@@ -43,6 +44,7 @@ class OptimizeConfig:
     """
 
     kind: ClassVar[str] = "base"
+    VERSION: ClassVar[int] = 1  # bumped when a saved config's meaning changes (see ember.config)
     tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.999))
     on_violation: OnViolation = "raise"
     objective: Objective = "both"
@@ -64,7 +66,8 @@ class OptimizeConfig:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["tolerance"] = asdict(self.tolerance)
-        return {"type": self.kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
+        return {"type": self.kind, "version": self.VERSION,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,7 @@ def config_from_dict(d: dict[str, Any]) -> OptimizeConfig:
     cls = CONFIG_TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise ValueError(f"unknown optimize config type {kind!r}; known: {', '.join(sorted(CONFIG_TYPES))}")
+    d = check_version(cls, d)  # a config saved before versions were recorded reads as version 1
     if kind == "openvino" and "static_lengths" in d:  # saved before static_shapes: every multiple of the step
         step = d.pop("static_lengths")
         d["static_shapes"] = [step * i for i in range(1, d.get("max_static", 8) + 1)] if step else []
