@@ -22,6 +22,7 @@ from ember.cli.common import (
     emit_json,
     friendly_errors,
 )
+from ember.cli.quiet import VerboseOpt, quiet
 
 MEMORY_BACKEND = "use backend='lmdb' (or 'leveldb') to keep the cache there, or save_dir=None for an in-memory cache"
 # Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
@@ -48,9 +49,10 @@ def fill_cmd(
     backend: str = typer.Option("lmdb", "--backend", help="store backend: lmdb or leveldb (CacheConfig.backend)"),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="store empty texts (the special tokens' embedding) "
                                      "instead of refusing them"),
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compute and store the embeddings (and labels) of every example not stored yet; prints a JSON report."""
-    with friendly_errors(FILL_SWITCHES):
+    with quiet(verbose), friendly_errors(FILL_SWITCHES):
         from ember.data import load_examples
         from ember.encoders import CacheConfig, EncoderCache
         from ember.models import load_model

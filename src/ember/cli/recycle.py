@@ -28,6 +28,7 @@ from ember.cli.common import (
     friendly_errors,
     shown_warnings,
 )
+from ember.cli.quiet import VerboseOpt, quiet
 
 app = typer.Typer(help="Embedding recycling: store frozen lower layers' states once, train and infer from them.", no_args_is_help=True)
 
@@ -144,9 +145,10 @@ def fill(
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Store empty texts (the special tokens' "
                                               "states) instead of refusing them.")] = False,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compute and store the layer-k states of every example not stored yet (resumable)."""
-    with friendly_errors(FILL_SWITCHES):
+    with quiet(verbose), friendly_errors(FILL_SWITCHES):
         from ember.data import load_examples
         from ember.errors import StoreLockedError, StoreReadOnlyError
         from ember.models import load_model
@@ -205,9 +207,10 @@ def train(
     layers_path: LayersPath = None,
     embeddings_path: EmbPath = None,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train layers k..N-1 and a classification head from a split's stored states and labels (no texts read)."""
-    with friendly_errors({**MODEL_SWITCHES, **MAX_LENGTH_SWITCHES}):
+    with quiet(verbose), friendly_errors({**MODEL_SWITCHES, **MAX_LENGTH_SWITCHES}):
         import torch
 
         from ember.errors import MissingEntriesError
@@ -256,9 +259,10 @@ def evaluate_cmd(
     layers_path: LayersPath = None,
     embeddings_path: EmbPath = None,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Accuracy on labelled data, starting from stored states where present (misses computed)."""
-    with friendly_errors(EVAL_SWITCHES):
+    with quiet(verbose), friendly_errors(EVAL_SWITCHES):
         from ember.data import load_examples
         from ember.models import load_model
         from ember.recycle import evaluate
