@@ -72,27 +72,12 @@ def _labels(examples, path: str, model_name: str) -> tuple[list[int] | None, lis
     """Class ids (and their names) to measure accuracy with, when the model has a head and the data labels."""
     from transformers import AutoConfig
 
-    from ember.errors import DataError
+    from ember.bench.rows import head_labels
 
-    hf_config = AutoConfig.from_pretrained(path)
-    is_classifier = any(a.endswith("ForSequenceClassification") for a in (hf_config.architectures or []))
-    if examples.labels is None:
-        return None, None
-    if not is_classifier:
-        console.print("[yellow]note:[/] the model has no classification head; labels are ignored and fidelity "
-                      "against the fp32 baseline is measured instead")
-        return None, None
-    label_names = [str(hf_config.id2label[i]) for i in range(hf_config.num_labels)]
-    if all(isinstance(x, int) for x in examples.labels):
-        labels = list(examples.labels)
-    else:
-        labels = examples.label_ids(label_names)  # DataError naming unknown labels
-    if max(labels) >= hf_config.num_labels or min(labels) < 0:
-        raise DataError(
-            f"{examples.source} has label ids up to {max(labels)} but {model_name} has a head with "
-            f"{hf_config.num_labels} classes; pass data labelled for this model or --label-column"
-        )
-    return labels, label_names
+    labels, names, note = head_labels(examples, AutoConfig.from_pretrained(path), model_name)
+    if note is not None:
+        console.print(f"[yellow]note:[/] {note}")
+    return labels, names
 
 
 def _plans(model, tokenizer, sample: list[str], presets: str | None):
