@@ -104,7 +104,8 @@ def main() -> None:
     from ember.cli.quiet import quiet
     from ember.models import load_model
 
-    timed, timed_rows = load_rows(args, "timed", split=args.split, default_split="test")
+    n = max(args.latency_n, args.throughput_n, 512)  # batch-1 inputs, batch passes and fidelity: the first n
+    timed, timed_rows = load_rows(args, "timed", split=args.split, default_split="test", limit=n)
     sample, sample_rows = load_rows(args, "build sample", split=args.sample_split, default_split="train", limit=256,
                                     pick="spread")
     rows = announce(timed_rows, sample_rows)

@@ -17,6 +17,7 @@ The model must be a BERT-family classifier (pooler, dropout, classifier head). T
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -55,7 +56,6 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     ex, used = load_rows(args, "batches", split=args.split, default_split="train")
-    rows = announce(used)
     if ex.labels is None:
         raise SystemExit(f"{args.data} has no labels; the top is trained on them (pass --label-column)")
     label_ids, names = encode_labels(ex.labels)
@@ -72,6 +72,9 @@ def main() -> None:
     laps = Laps()
     warm_up = Laps()  # the first 4 batches: run, not counted
     batches = grouped_batches([len(x) for x in ids], args.batch_size, seed=0)[: args.batches + 4]
+    rows = announce(dataclasses.replace(used, count=sum(map(len, batches)), how=(
+        f"{len(batches)} length-grouped batches of up to {args.batch_size} drawn from all of them, seed 0; the "
+        "first 4 warm up")))
     for n, idx in enumerate(batches):
         timer = laps if n >= 4 else warm_up
         batch = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
