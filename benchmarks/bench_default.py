@@ -12,6 +12,9 @@ Run (serialised with other benchmarks on a shared machine):
 Without ``--data`` it measures ember's built-in sentences, as ``ember bench`` does. Labelled data and a model
 with a classification head give accuracy on the rows it names.
 
+``--all-alive`` runs the schedule ``ember bench`` had before the sweep: every preset built first, then all measured
+while alive (for the memory comparison in BENCHMARKS.md).
+
 Prints the rows measured, the Markdown table, the memory table, then one JSON line: per variant p50 latency,
 throughput, quality and the ratios against the fp32 baseline (medians of repeated runs, as the harness
 measures them), and the memory rows.
@@ -26,9 +29,9 @@ import time
 import torch
 
 from ember.bench import BenchConfig, PerformanceBenchmark, Variant
-from ember.bench.memory import peak_rss_mb, rss_mb
+from ember.bench.memory import peak_rss_mb, release_memory, reset_peak, rss_mb
 from ember.bench.rows import RowsUsed, announce, data_options, head_labels, load_rows
-from ember.bench.sweep import BASELINE, preset_plans, sweep
+from ember.bench.sweep import BASELINE, MemoryRow, SweepResult, preset_plans, sweep
 from ember.data import Examples
 from ember.data.sample import sample_sentences
 from ember.models import DEFAULT_MODEL, default_model_path, load_model
@@ -44,6 +47,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--presets", default=None, help="comma-separated presets (default: every one available here)")
     ap.add_argument("--out", default=None, help="also write report.md/json and plot.png here")
+    ap.add_argument("--all-alive", action="store_true", help="build every preset first, then measure them all "
+                    "(the schedule before the sweep released each one after measuring it)")
     return ap.parse_args()
 
 
@@ -57,10 +62,31 @@ def rows(args) -> tuple[Examples, RowsUsed]:
         "measured", "ember built-in sample sentences", None, len(chosen), len(texts), how)
 
 
-def summary(report, res, used: dict) -> dict:
+def all_alive(bench, baseline, plans, loaded) -> SweepResult:
+    """The schedule before the sweep: build every preset, keep them all, measure them all, then let them go."""
+    memory, built = [MemoryRow(baseline.name, *loaded)], []
+    for plan in plans:
+        reset_peak()
+        try:
+            built.append(plan.build())
+        except Exception as exc:  # noqa: BLE001 - as the sweep: a failed row's place is left out here
+            print(f"{plan.name}: build failed: {type(exc).__name__}: {exc}")
+            continue
+        memory.append(MemoryRow(plan.name, rss_mb(), peak_rss_mb()))
+    report = bench.run([baseline, *built])
+    for m in memory:
+        m.run_peak = report.result(m.name).peak_rss_mb
+    del built
+    release_memory()
+    memory[-1].after_release = rss_mb()  # every preset let go at once, at the end
+    return SweepResult(report=report, memory=memory)
+
+
+def summary(report, res, used: dict, schedule: str) -> dict:
     ref = report.reference
     return {
         "benchmark": "bench_default",
+        "schedule": schedule,
         "machine": report.machine.summary(),
         "threads": report.machine.threads,
         "rows": used,
@@ -107,7 +133,11 @@ def main() -> None:
                          repeats=args.repeats)
     bench = PerformanceBenchmark(tok, examples.texts, labels, config, label_names=label_names, model_name=name,
                                  data_name=used.describe())
-    res = sweep(bench, Variant(BASELINE, model, build_seconds=load_s, reference=True), plans, load_rss=loaded)
+    baseline = Variant(BASELINE, model, build_seconds=load_s, reference=True)
+    if args.all_alive:
+        res = all_alive(bench, baseline, plans, loaded)
+    else:
+        res = sweep(bench, baseline, plans, load_rss=loaded)
     report = res.report
     if args.out:
         report.write(args.out)
@@ -117,7 +147,7 @@ def main() -> None:
     fmt = lambda v: "—" if v is None else f"{v:,.0f}"  # noqa: E731
     for m in res.memory:
         print(f"| {m.name} | {fmt(m.after_build)} | {fmt(m.build_peak)} | {fmt(m.run_peak)} | {fmt(m.after_release)} |")
-    print(json.dumps(summary(report, res, used_rows)))
+    print(json.dumps(summary(report, res, used_rows, "all alive" if args.all_alive else "sweep")))
 
 
 if __name__ == "__main__":

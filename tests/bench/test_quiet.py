@@ -73,3 +73,38 @@ def test_with_verbose_the_other_libraries_lines_are_shown(tiny):
     assert proc.returncode == 0, proc.stderr[-3000:]
     shown = {lib for lib, sign in FOREIGN.items() if sign in proc.stderr}
     assert shown >= {"onnxruntime", "transformers", "transformers' bar", "nncf"}, proc.stderr[-3000:]
+
+
+def test_quiet_keeps_ember_s_warnings_and_puts_every_setting_back(monkeypatch):
+    """In process: other libraries' records and warnings are held back; ember's warnings still show; logging,
+    rich's global console and the warning hook are as they were afterwards."""
+    import logging
+    import warnings
+
+    import rich
+
+    from ember.cli.quiet import quiet
+    from ember.errors import EmberWarning
+    from ember.fidelity import FidelityReport
+    from ember.optimize import BF16Config
+    from ember.optimize.core import enforce
+
+    shown: list[str] = []
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *a, **k: shown.append(str(message))
+        hook = warnings.showwarning
+        with quiet():
+            assert logging.getLogger("torchao").isEnabledFor(logging.WARNING) is False
+            logging.warning("Please consider to run pre-processing before quantization")  # installs a root handler
+            warnings.warn("a library's deprecation", FutureWarning, stacklevel=1)
+            warnings.warn("accuracy over labels compared by position", EmberWarning, stacklevel=1)
+            enforce(FidelityReport(4, 0.9, 0.9), BF16Config(on_violation="warn"))  # a UserWarning raised in ember
+            assert rich.get_console().quiet
+        assert shown[0] == "accuracy over labels compared by position" and len(shown) == 2
+        assert "changed the model's answers too much" in shown[1]
+        assert warnings.showwarning is hook
+    assert root.handlers == handlers and root.level == level
+    assert logging.getLogger("torchao").isEnabledFor(logging.WARNING) and not rich.get_console().quiet
