@@ -51,9 +51,9 @@ FILL_SWITCHES = {
     **MAX_LENGTH_SWITCHES,
     ALLOW_EMPTY: "pass --allow-empty",
     WRITABLE_LOCATION: "Pass a writable --store DIR",
-    # fill keeps a store it opened read-only only when its folder cannot be written (see _fill_recycler and fill)
-    "but it was opened with readonly=True; open it with readonly=False in one process to fill it":
-        "but its folder cannot be written; pass a writable --store DIR (a copy of this store keeps what it holds)",
+    # a fill that must write a store whose folder cannot be written (ember.store.fill.fill_split)
+    "but its folder cannot be written; pass a writable location": "but its folder cannot be written; pass a writable "
+    "--store DIR",
 }
 EVAL_SWITCHES = {
     **STORE_WRITE_SWITCHES,
@@ -79,29 +79,6 @@ def _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path,
 
     cfg = RecycleConfig(layer=layer, dtype=dtype, backend=backend, max_length=max_length)  # type: ignore[arg-type]
     return Recycler(model, tok, store, cfg, readonly=readonly, layers_path=layers_path, embeddings_path=embeddings_path)
-
-
-def _fill_recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path):
-    """The recycler ``recycle fill`` writes through, and why its store had to be opened read-only (the error that
-    kept it from being the writer; None when it is).
-
-    An existing store whose folder cannot be written (a read-only mount, another user's files), or whose write
-    lock another process holds, is opened read-only, as ``ember cache fill`` does: a fill of what it holds
-    already succeeds, and one that needs to write is refused by :meth:`Recycler.fill` before computing anything.
-    """
-    from ember.errors import StoreLockedError, StoreReadOnlyError
-    from ember.store.base import STORE_MARKERS
-
-    try:
-        return _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path), None
-    except (StoreReadOnlyError, StoreLockedError) as exc:
-        marker = STORE_MARKERS.get(backend)
-        if marker is None or not (store / marker).exists():
-            raise  # nothing stored there to read
-        blocked = exc
-    # (a LevelDB store open in another process refuses readers too: that StoreLockedError stands)
-    rec = _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=True)
-    return rec, blocked
 
 
 def _stored_settings(store: Path, backend: str, layer: int | None, dtype: str | None, max_length: int | None,
@@ -150,29 +127,19 @@ def fill(
     """Compute and store the layer-k states of every example not stored yet (resumable)."""
     with quiet(verbose), friendly_errors(FILL_SWITCHES):
         from ember.data import load_examples
-        from ember.errors import StoreLockedError, StoreReadOnlyError
+        from ember.errors import StoreLockedError
         from ember.models import load_model
 
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         m, tok = load_model(model, "embedding")
-        settings = (m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path)
-        rec, blocked = _fill_recycler(*settings)
-        fill_args = {"split": split or "train", "batch_size": batch_size, "num_workers": num_workers, "allow_empty": allow_empty}
-        try:
-            try:
-                report = rec.fill(ex, **fill_args)
-            except StoreReadOnlyError:
-                if not isinstance(blocked, StoreLockedError):
-                    raise
-                # It needs to write, and another process held the lock: be the writer if that one is done by
-                # now, else its StoreLockedError stands, as in `ember cache fill`
-                rec.close()
-                rec, blocked = _recycler(*settings), None
-                report = rec.fill(ex, **fill_args)
+        # An existing store is read, and written only when something is missing: beside another process that
+        # writes it, or in a folder that cannot be written, a fill of what is stored succeeds.
+        with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path) as rec:
+            report = rec.fill(ex, split=split or "train", batch_size=batch_size, num_workers=num_workers,
+                              allow_empty=allow_empty)
             result = {"command": "recycle fill", "split": report.split, "store": str(store), "layer": layer,
                       "entries": len(rec.store), **report.to_dict()}
-        finally:
-            rec.close()
+            blocked = None if report.computed else rec.handle.blocked()
         if report.computed:
             console.print(
                 f"stored {report.computed} new examples ({report.already_stored} were already stored) "
