@@ -96,11 +96,29 @@ class StoreCorruptError(StoreError):
     """The store's files or one of its entries cannot be decoded."""
 
 
+class StoreFormatError(StoreError):
+    """The store was written in an entry format this ember does not read (an older one without checksums, or a
+    newer one)."""
+
+
 class MissingEntriesError(StoreError, KeyError):
     """Examples asked for in ``train`` mode are not in the store."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class ModelFileError(EmberError, OSError):
+    """A model folder (or name) cannot be loaded: it does not exist, or its weights are in a form ember does not
+    load (a pickle holding more than tensors)."""
+
+
+class ModelNotFoundError(ModelFileError, FileNotFoundError):
+    """The model names a local folder that is not there."""
+
+
+class OutputLocationError(EmberError, OSError):
+    """A folder or file that a command must write (a trained model's ``--out``) cannot be written."""
 
 
 class DataError(EmberError, ValueError):

@@ -85,12 +85,16 @@ def _stored_settings(store: Path, backend: str, layer: int | None, dtype: str | 
                      split: str | None = None):
     """Layer, dtype and max length recorded in an existing store (unless given explicitly), its label
     names, and the record of ``split`` when one is asked for: one read-only open for all of it."""
+    from ember.errors import StoreError
     from ember.store import ActivationStore
 
     probe = ActivationStore.open(store, None, backend=backend, readonly=True)  # type: ignore[arg-type]
     try:
         fp, names = probe.fingerprint, probe.label_names
-        recorded = None if split is None else probe.get_split(split)
+        recorded = None if split is None else probe.find_split(split)
+        if split is not None and recorded is None:
+            raise StoreError(f"the store at {store} has no split {split!r} (it has {probe.split_names() or 'none'}). "
+                             f"Fill it first: ember recycle fill --split {split} ...")
     finally:
         probe.close()
     return (
@@ -182,8 +186,10 @@ def train(
 
         from ember.errors import MissingEntriesError
         from ember.models import load_model
+        from ember.models.load import check_output_dir
         from ember.recycle import train_top
 
+        check_output_dir(out)  # before training: a folder that cannot be written used to fail after the last epoch
         layer, dtype, max_length, names, recorded = _stored_settings(store, backend, layer, dtype, max_length, split)
         if recorded.labels is None:
             raise MissingEntriesError(
@@ -240,8 +246,7 @@ def evaluate_cmd(
         backend = backend or "lmdb"
         layer, dtype, max_length, _, _ = _stored_settings(store, backend, layer, dtype, max_length)
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
-        if ex.labels is None:
-            raise ValueError(f"{data} has no labels; eval needs a label column (--label-column)")
+        ex.require_labels("eval measures accuracy against them")
         m, tok = load_model(model, "classification")
         with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path,
                        readonly=not write_back) as rec:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ember.data.columns import read_columns
-from ember.data.texts import check_texts
+from ember.data.texts import check_texts, check_tokenized, structural_ids
 from ember.encoders.config import CacheConfig
 from ember.encoders.data import CachedDataset, EmbeddingTable, Source
 from ember.encoders.encoder import Encoder, open_handle
@@ -33,6 +33,7 @@ from ember.store.activations import ActivationStore
 from ember.store.fill import Column, FillReport, SplitLabels, fill_split, write_back
 from ember.store.fingerprint import Fingerprint
 from ember.store.handle import store_exists
+from ember.store.registry import check_not_a_store
 
 SINGLE = "text"  # the encoder's name when a single module is given
 _SPLITS = "_splits"  # folder of the split index inside save_dir
@@ -130,6 +131,7 @@ class EncoderCache:
         names = list(encoders)
         check_encoder_names(names)
         config.check_names(names)
+        check_not_a_store(config.save_dir, "the save_dir of an encoder cache")
         if not isinstance(tokenizers, Mapping):
             tokenizers = {n: tokenizers for n in names}
         missing = [n for n in names if tokenizers.get(n) is None and not is_sentence_transformer(encoders[n])]
@@ -217,6 +219,7 @@ class EncoderCache:
         for name, enc in self.encoders.items():
             texts = check_texts(columns[name], allow_empty)
             ids = tokenize(enc.tokenizer, texts, enc.max_length, num_workers=self.config.num_workers)
+            check_tokenized(texts, ids, structural_ids(enc.tokenizer), allow_empty)
             keys = enc.keys.keys(texts, ids)
             enc.check_keys(texts, ids, keys)
             todo.append(Column(name, enc.handle, enc.producer, ids, keys, description=f"caching {name!r} embeddings",
@@ -333,13 +336,15 @@ class EncoderCache:
         columns: dict[str, list[str]] = {}
         for name, texts in inputs.items():
             columns[name] = check_texts(texts, allow_empty)  # a list, read once: a generator is not used up
-        return {name: self._embed_one(name, texts, write_back, device, dtype) for name, texts in columns.items()}
+        return {name: self._embed_one(name, texts, write_back, device, dtype, allow_empty) for name, texts in columns.items()}
 
-    def _embed_one(self, name: str, texts: list[str], write_back_misses: bool, device, dtype) -> torch.Tensor:
+    def _embed_one(self, name: str, texts: list[str], write_back_misses: bool, device, dtype,
+                   allow_empty: bool = False) -> torch.Tensor:
         enc = self.encoders[name]
         if not texts:
             raise DataError(f"nothing to embed for encoder {name!r}: its list of texts is empty")
         ids = tokenize(enc.tokenizer, texts, enc.max_length)
+        check_tokenized(texts, ids, structural_ids(enc.tokenizer), allow_empty)
         keys = enc.keys.keys(texts, ids)
         enc.check_keys(texts, ids, keys)  # a custom key naming another stored input would serve its embedding
         out: list[torch.Tensor | None] = [None] * len(texts)

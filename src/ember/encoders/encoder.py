@@ -143,10 +143,10 @@ class Encoder:
 
     def check_shape(self, shape: tuple[int, ...], *, record: bool = False) -> None:
         """Refuse a shape other than the recorded one; ``record`` writes it when none is (writer only)."""
-        recorded = self.store.kv.get_meta(_SHAPE_META)
+        recorded = self.store.get_meta(_SHAPE_META)  # checksummed, as the store's own records
         if recorded is None:
             if record:
-                self.store.kv.set_meta(_SHAPE_META, json.dumps(list(shape)))
+                self.store.set_meta(_SHAPE_META, json.dumps(list(shape)))
             return
         want = tuple(json.loads(recorded))
         if want != shape:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ember.data.loaders import Examples
-from ember.data.texts import check_texts
+from ember.data.texts import check_texts, check_tokenized, structural_ids
 from ember.errors import DataError, EmberWarning, MissingEntriesError, StoreMismatchError, StoreReadOnlyError
 from ember.models.families import EncoderParts, find_parts
 from ember.models.inputs import pad_features, tokenize
@@ -125,7 +125,7 @@ class Recycler:
         self._slot = ActiveSlot()  # the producer's guard reads it; holding it (not self) keeps no reference cycle
         _warn_bottom_adapters(model, self.parts.bottom(k), k, self.parts.num_layers)
         self.producer = SplitStates(self.parts, k, torch_dtype(config.dtype), tokenizer, self.fingerprint, guard=self._slot.guard)
-        self.handle = _open_handle(store, self.fingerprint, config, readonly)
+        self.handle = _open_handle(store, self.fingerprint, config, readonly, self._slot.holding)
         # A parameter of the embeddings tells the model's dtype and device even while the bottom is swapped out.
         self._ref_param = next(getattr(p, a) for p, a in self.parts.entry[:1]).parameters().__next__()
 
@@ -205,6 +205,7 @@ class Recycler:
             self._check_head(split_labels.ids)
         self.verify_weights()
         ids = tokenize(self.tokenizer, texts, self.max_length, num_workers=num_workers)
+        check_tokenized(texts, ids, structural_ids(self.tokenizer), allow_empty)
         column = Column(STATES, self.handle, self.producer, ids, self.keys.keys(texts, ids),
                         description=f"storing layer-{self.config.layer} states")
         report = fill_split([column], self.handle, split, split_labels, lengths=True, batch_size=batch_size,
@@ -359,6 +360,11 @@ class ActiveSlot:
         session = self.session
         return nullcontext() if session is None else session.computing()
 
+    def holding(self):
+        """The active context's lock (its forwards finish first), for reopening the store; else nothing."""
+        session = self.session
+        return nullcontext() if session is None else session.lock
+
 
 def _config(config: RecycleConfig | None, layer: int | None, max_size: int | None) -> RecycleConfig:
     """The config from ``config`` or its shortcuts (``layer=``, ``max_size=``), refusing a contradiction."""
@@ -379,11 +385,16 @@ def _config(config: RecycleConfig | None, layer: int | None, max_size: int | Non
 
 
 def _open_handle(store: str | Path | ActivationStore | None, fingerprint: Fingerprint, config: RecycleConfig,
-                 readonly: bool) -> StoreHandle:
-    """The handle of the recycler's store: a path (or None, memory) opened here, or a store opened by the caller."""
+                 readonly: bool, guard) -> StoreHandle:
+    """The handle of the recycler's store: a path (or None, memory) opened here, or a store opened by the caller.
+
+    Once taken, the writer lock is kept (``give_back=False``), and the one reopen happens between forwards
+    (``guard``): a context's forwards on other threads read the store while a fill on another thread writes it.
+    """
     if not isinstance(store, ActivationStore):
         backend = "memory" if store is None else config.backend
-        return StoreHandle(store, fingerprint, backend=backend, readonly=readonly, **config.store_options())
+        return StoreHandle(store, fingerprint, backend=backend, readonly=readonly, give_back=False, guard=guard,
+                           **config.store_options())
     if store.fingerprint != fingerprint:
         differences = store.fingerprint.diff(fingerprint) if store.fingerprint else ["it has no fingerprint"]
         lines = "\n  ".join(differences)
