@@ -4,6 +4,8 @@ Side by side in one process, same seed, same length-grouped batches, interleaved
 batch is trained by every variant in turn), so a noisy shared machine slows all variants alike:
   stored_<dtype>  layers k..N-1 + head trained from the store (ember's path), float32/float16/bfloat16
   on_the_fly      the same training, the frozen bottom recomputed every step
+  lora_top        LoRA adapters on layers k..N-1 (query, value) + the head, trained from the float32 store
+                  (PEFT; the same stored states as stored_float32, whose fingerprint is the frozen bottom's)
   full            fine-tuning all layers and the embeddings (first epoch only)
 plus store read throughput, and inference through ``use()`` vs plain (measured by the benchmark harness,
 interleaved). Training steps are timed with ``ember.bench.timing.interleave`` (every batch through every
@@ -28,6 +30,7 @@ import json
 import statistics
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,6 +39,7 @@ from ember.batching import GroupedBatchSampler, grouped_batches
 from ember.bench import BenchConfig, Laps, PerformanceBenchmark, Variant, interleave
 from ember.bench.rows import announce, choose, data_options, load_rows
 from ember.data import Examples
+from ember.errors import EmberWarning
 from ember.models import load_model
 from ember.recycle import RecycleConfig, Recycler, evaluate
 from ember.recycle.train import adamw, top_parameters
@@ -59,6 +63,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="training examples, a seeded random subset (default: all)")
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--dtypes", default="float16,bfloat16", help="extra storage dtypes to train from")
+    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank of the lora_top variant (0: leave it out)")
+    p.add_argument("--lora-lr", type=float, default=1e-3, help="learning rate of the lora_top variant")
     p.add_argument("--latency-samples", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -94,9 +100,9 @@ def fresh_model(args, names, init):
 class Run:
     """One training run, advanced a batch at a time so that every run sees the same machine moments."""
 
-    def __init__(self, name, model, params, make_batch, frozen=()):
+    def __init__(self, name, model, params, make_batch, frozen=(), lr=None):
         self.name, self.model, self.make_batch, self.frozen = name, model, make_batch, list(frozen)
-        self.opt = adamw(params, lr=ARGS.lr, weight_decay=0.01)
+        self.opt = adamw(params, lr=lr or ARGS.lr, weight_decay=0.01)
         self.seconds: list[float] = []  # per epoch: the sum of its steps' laps
         self.model.train()
 
@@ -110,10 +116,26 @@ class Run:
         self.opt.step()
 
 
-def stored_run(name, rec):
+def stored_run(name, rec, lr=None):
     ds = rec.dataset("train")
     params = top_parameters(rec)
-    return Run(name, rec.model, params, lambda idx: rec.collate(ds.__getitems__(idx)))
+    return Run(name, rec.model, params, lambda idx: rec.collate(ds.__getitems__(idx)), lr=lr)
+
+
+def lora_recycler(args, names, init, tok, store):
+    """The model with LoRA on the attention of layers k..N-1 (PEFT), recycling the float32 store as it is.
+
+    The frozen bottom carries no adapter, so the fingerprint is the plain model's and the open store is shared.
+    """
+    try:
+        import peft
+    except ImportError as e:
+        raise SystemExit("the lora_top variant needs peft: pip install 'ember[dev]' (or pass --lora-r 0)") from e
+    model, _ = fresh_model(args, names, init)
+    n = model.config.num_hidden_layers
+    config = peft.LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.1, task_type="SEQ_CLS",
+                             target_modules=["query", "value"], layers_to_transform=list(range(args.layer, n)))
+    return Recycler(peft.get_peft_model(model, config), tok, store, RecycleConfig(layer=args.layer))
 
 
 def token_run(name, model, tok, ids, labels, bottom):
@@ -198,6 +220,14 @@ def inference_speed(model, rec, texts, n_latency):
     }
 
 
+def accuracy_stored(rec, texts, ids) -> float:
+    """``evaluate`` on class ids that are the head's positions by construction (``label_ids(names)`` built both
+    the head and the stored labels), so its warning that ids are compared by position does not apply here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "the evaluation labels are class ids", EmberWarning)
+        return evaluate(rec, texts, ids)
+
+
 def store_mb(rec) -> float:
     keys = rec.store.get_split("train").keys[STATES]
     return sum(len(v) for v in rec.store.kv.get_many(list(dict.fromkeys(keys)))) / 1e6
@@ -216,14 +246,19 @@ def fill_stores(args, train, y_train, names, init, tmp, dtypes, result):
 
 
 def train_all(args, recs, tok, ids, y_train, names, init):
-    """Stored runs, the bottom recomputed ("on the fly") and full fine-tuning (first epoch), interleaved."""
+    """Stored runs (full top and LoRA top), the bottom recomputed ("on the fly") and full fine-tuning (first
+    epoch), interleaved."""
     fly_model, _ = fresh_model(args, names, init)
     fly_bottom = Recycler(fly_model, tok, None, layer=args.layer).parts.bottom(args.layer)
     full_model, _ = fresh_model(args, names, init)
     stored = {d: stored_run(f"stored_{d}", r) for d, r in recs.items()}
+    training = list(recs.values())
+    if args.lora_r:
+        training.append(lora := lora_recycler(args, names, init, tok, recs["float32"].store))
+        stored["lora_top"] = stored_run("lora_top", lora, lr=args.lora_lr)
     fly = token_run("on_the_fly", fly_model, tok, ids, y_train, fly_bottom)
     full = token_run("full", full_model, tok, ids, y_train, [])
-    contexts = [r.train() for r in recs.values()]
+    contexts = [r.train() for r in training]
     for c in contexts:
         c.__enter__()
     try:
@@ -231,7 +266,7 @@ def train_all(args, recs, tok, ids, y_train, names, init):
     finally:
         for c in contexts:
             c.__exit__(None, None, None)
-    return stored, fly, full
+    return stored, fly, full, (lora if args.lora_r else None)
 
 
 def summarise(result, stored, fly, full, dtypes):
@@ -256,6 +291,23 @@ def summarise(result, stored, fly, full, dtypes):
         },
         "use_speedup_batch1": result["inference"]["batch1_speedup"],
         "use_speedup_batch32": result["inference"]["batch32_speedup"],
+        **lora_summary(result, stored),
+    }
+
+
+def lora_summary(result, stored) -> dict:
+    """LoRA top against full-top training from the same store, same batches, same run."""
+    if "lora_top" not in stored:
+        return {}
+    lora, top = stored["lora_top"].seconds, stored["float32"].seconds
+    return {
+        "epoch_s_lora_top": statistics.median(lora),
+        "lora_top_epoch_vs_full_top": statistics.median(lora) / statistics.median(top),
+        "lora_top_epoch_vs_full_top_by_epoch": [a / b for a, b in zip(lora, top, strict=True)],
+        "accuracy_lora_top": result["lora_top"]["accuracy"],
+        "accuracy_delta_points_lora_vs_full_top": 100 * (result["lora_top"]["accuracy"] - result["stored_float32"]["accuracy"]),
+        "trainable_params_lora_top": result["lora_top"]["trainable_params"],
+        "trainable_params_full_top": result["stored_float32"]["trainable_params"],
     }
 
 
@@ -281,10 +333,14 @@ def main() -> None:
     rec = recs["float32"]
     result["store_read"] = read_throughput(rec, "train", args.batch_size)
     ids = tok(train.texts, truncation=True, max_length=rec.max_length)["input_ids"]
-    stored, fly, full = train_all(args, recs, tok, ids, y_train, names, init)
+    stored, fly, full, lora = train_all(args, recs, tok, ids, y_train, names, init)
     for d, v in stored.items():
-        result[f"stored_{d}"] = {"epoch_seconds": v.seconds, "accuracy": evaluate(recs[d], test.texts, y_test),
-                                 "store_mb": store_mb(recs[d])}
+        r = lora if d == "lora_top" else recs[d]
+        key = d if d == "lora_top" else f"stored_{d}"
+        result[key] = {"epoch_seconds": v.seconds, "accuracy": accuracy_stored(r, test.texts, y_test),
+                       "trainable_params": sum(p.numel() for p in top_parameters(r)),
+                       **({"lr": args.lora_lr, "r": args.lora_r} if r is lora else {"store_mb": store_mb(r)})}
+    # lora_top's recycler is not closed: it holds the float32 recycler's open store, closed once below
     result["on_the_fly"] = {"epoch_seconds": fly.seconds, "accuracy": accuracy_plain(fly.model, tok, test.texts, y_test, rec.max_length)}
     result["full"] = {"epoch_seconds": full.seconds,
                       "accuracy_after_1_epoch": accuracy_plain(full.model, tok, test.texts, y_test, rec.max_length)}
