@@ -4,31 +4,42 @@ Side by side in one process, same seed, same length-grouped batches, interleaved
 batch is trained by every variant in turn), so a noisy shared machine slows all variants alike:
   stored_<dtype>  layers k..N-1 + head trained from the store (ember's path), float32/float16/bfloat16
   on_the_fly      the same training, the frozen bottom recomputed every step
+  lora_top        LoRA adapters on layers k..N-1 (query, value) + the head, trained from the float32 store
+                  (PEFT; the same stored states as stored_float32, whose fingerprint is the frozen bottom's)
   full            fine-tuning all layers and the embeddings (first epoch only)
-plus store read throughput, and inference through ``use()`` vs plain (also interleaved).
+plus store read throughput, and inference through ``use()`` vs plain (measured by the benchmark harness,
+interleaved). Training steps are timed with ``ember.bench.timing.interleave`` (every batch through every
+variant, the first one place on from batch to batch); an epoch's time is the sum of its steps.
+
+Rows: training on ``--data``'s ``--split`` (default: CLINC150's train split), test accuracy on ``--test-data``'s
+``--test-split`` (default: the same data's test split), keeping the rows whose labels were trained on. A file
+without splits needs ``--test-data``: testing on the training rows is refused.
 
 Usage:
   python benchmarks/recycle.py                       # CLINC150, packaged MiniLM-L6, split at 3
   python benchmarks/recycle.py --data ../shared/data/sst2/train.tsv --test-data ../shared/data/sst2/dev.tsv
-Prints a final JSON line.
+Prints the rows used, then a final JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
-import random
 import statistics
 import sys
 import tempfile
-import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from ember.batching import GroupedBatchSampler, grouped_batches
-from ember.data import Examples, load_examples
+from ember.bench import BenchConfig, Laps, PerformanceBenchmark, Variant, interleave
+from ember.bench.rows import announce, choose, data_options, load_rows
+from ember.data import Examples
+from ember.errors import EmberWarning
 from ember.models import load_model
 from ember.recycle import RecycleConfig, Recycler, evaluate
 from ember.recycle.train import adamw, top_parameters
@@ -41,30 +52,43 @@ CLINC = ROOT / ".." / "shared" / "data" / "clinc150"
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(CLINC), help="training data (any ember --data format)")
-    p.add_argument("--split", default="train")
+    data_options(p, data=CLINC, split="train")
     p.add_argument("--test-data", default=None, help="test data (default: --data with --test-split)")
-    p.add_argument("--test-split", default="test")
-    p.add_argument("--model", default=None, help="model folder or hub id (default: packaged all-MiniLM-L6-v2)")
+    p.add_argument("--test-split", default=None, help="split of the test data (default: test for the default data)")
     p.add_argument("--layer", type=int, default=3)
     p.add_argument("--epochs", type=int, default=2, help="epochs of the stored and on-the-fly runs")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--limit", type=int, default=None, help="first N training examples")
+    p.add_argument("--limit", type=int, default=None, help="training examples, a seeded random subset (default: all)")
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--dtypes", default="float16,bfloat16", help="extra storage dtypes to train from")
+    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank of the lora_top variant (0: leave it out)")
+    p.add_argument("--lora-lr", type=float, default=1e-3, help="learning rate of the lora_top variant")
     p.add_argument("--latency-samples", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
 
-def subsample(ex: Examples, n: int | None, seed: int) -> Examples:
-    """A seeded random subset (datasets such as CLINC150 are sorted by label, so the first N would not do)."""
-    if n is None or n >= len(ex):
-        return ex
-    idx = sorted(random.Random(seed).sample(range(len(ex)), n))
-    return Examples([ex.texts[i] for i in idx], None if ex.labels is None else [ex.labels[i] for i in idx], ex.source)
+def rows(args) -> tuple[Examples, Examples, dict]:
+    """Training rows and the test rows whose labels were trained on; refuses testing on the training rows."""
+    full, train_rows = load_rows(args, "train", split=args.split, default_split="train")
+    if full.labels is None:
+        raise SystemExit(f"{train_rows.source} has no labels; training needs them (pass --label-column)")
+    train, how = choose(full, args.limit, "random", args.seed)  # datasets sorted by label: the first N would not do
+    train_rows = dataclasses.replace(train_rows, count=len(train), how=how)
+    test, test_rows = load_rows(args, "test", data=args.test_data, split=args.test_split, default_split="test")
+    if test.texts == full.texts:
+        raise SystemExit(f"the test rows are the training rows ({test_rows.describe()}): pass --test-data (and "
+                         "--test-split) naming other rows")
+    test, how = choose(test, args.test_limit, "random", args.seed)
+    names = set(train.label_names() or [])
+    if names:  # a subsample may miss some labels: evaluate on the labels trained
+        keep = [i for i, y in enumerate(test.labels) if str(y) in names]
+        test = Examples([test.texts[i] for i in keep], [test.labels[i] for i in keep], test.source)
+        how += f", the {len(test):,} with trained labels"
+    test_rows = dataclasses.replace(test_rows, count=len(test), how=how)
+    return train, test, announce(train_rows, test_rows)
 
 
 def fresh_model(args, names, init):
@@ -73,17 +97,16 @@ def fresh_model(args, names, init):
     return model, tok
 
 
-class Variant:
-    """One training run, advanced a batch at a time so that every variant sees the same machine moments."""
+class Run:
+    """One training run, advanced a batch at a time so that every run sees the same machine moments."""
 
-    def __init__(self, name, model, params, make_batch, frozen=()):
+    def __init__(self, name, model, params, make_batch, frozen=(), lr=None):
         self.name, self.model, self.make_batch, self.frozen = name, model, make_batch, list(frozen)
-        self.opt = adamw(params, lr=ARGS.lr, weight_decay=0.01)
-        self.seconds: list[float] = []
+        self.opt = adamw(params, lr=lr or ARGS.lr, weight_decay=0.01)
+        self.seconds: list[float] = []  # per epoch: the sum of its steps' laps
         self.model.train()
 
     def step(self, idx) -> None:
-        start = time.perf_counter()
         batch = self.make_batch(idx)  # store read + collate, or padding of token ids: part of the cost
         for m in self.frozen:
             m.eval()  # frozen layers run without dropout, as ember stores them
@@ -91,16 +114,31 @@ class Variant:
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         self.opt.step()
-        self.seconds[-1] += time.perf_counter() - start
 
 
-def stored_variant(name, rec):
+def stored_run(name, rec, lr=None):
     ds = rec.dataset("train")
     params = top_parameters(rec)
-    return Variant(name, rec.model, params, lambda idx: rec.collate(ds.__getitems__(idx)))
+    return Run(name, rec.model, params, lambda idx: rec.collate(ds.__getitems__(idx)), lr=lr)
 
 
-def token_variant(name, model, tok, ids, labels, bottom):
+def lora_recycler(args, names, init, tok, store):
+    """The model with LoRA on the attention of layers k..N-1 (PEFT), recycling the float32 store as it is.
+
+    The frozen bottom carries no adapter, so the fingerprint is the plain model's and the open store is shared.
+    """
+    try:
+        import peft
+    except ImportError as e:
+        raise SystemExit("the lora_top variant needs peft: pip install 'ember[dev]' (or pass --lora-r 0)") from e
+    model, _ = fresh_model(args, names, init)
+    n = model.config.num_hidden_layers
+    config = peft.LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.1, task_type="SEQ_CLS",
+                             target_modules=["query", "value"], layers_to_transform=list(range(args.layer, n)))
+    return Recycler(peft.get_peft_model(model, config), tok, store, RecycleConfig(layer=args.layer))
+
+
+def token_run(name, model, tok, ids, labels, bottom):
     for m in bottom:
         m.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -110,21 +148,19 @@ def token_variant(name, model, tok, ids, labels, bottom):
         batch["labels"] = torch.tensor([labels[i] for i in idx])
         return batch
 
-    return Variant(name, model, params, make, bottom)
+    return Run(name, model, params, make, bottom)
 
 
-def train_interleaved(variants, first_epoch_only, lengths, epochs, batch_size, seed):
-    """Every batch is trained by every variant in turn (order rotated), so load on a shared machine hits all alike."""
+def train_interleaved(runs, first_epoch_only, lengths, epochs, batch_size, seed):
+    """Every batch is trained by every run in turn (order rotated), so load on a shared machine hits all alike."""
     for epoch in range(epochs):
-        active = variants + (first_epoch_only if epoch == 0 else [])
-        for v in active:
-            v.seconds.append(0.0)
-        for n, idx in enumerate(grouped_batches(lengths, batch_size, seed=seed + epoch)):
-            for k in range(len(active)):
-                active[(n + k) % len(active)].step(idx)
-        print(json.dumps({"progress": f"epoch {epoch + 1}", **{v.name: v.seconds[-1] for v in active}}), file=sys.stderr)
-    for v in variants + first_epoch_only:
-        v.model.eval()
+        active = runs + (first_epoch_only if epoch == 0 else [])
+        laps = interleave({r.name: r.step for r in active}, grouped_batches(lengths, batch_size, seed=seed + epoch))
+        for r in active:
+            r.seconds.append(laps.stats()[r.name].total_s)
+        print(json.dumps({"progress": f"epoch {epoch + 1}", **{r.name: r.seconds[-1] for r in active}}), file=sys.stderr)
+    for r in runs + first_epoch_only:
+        r.model.eval()
 
 
 @torch.inference_mode()
@@ -140,15 +176,16 @@ def accuracy_plain(model, tok, texts, labels, max_length, batch_size=64):
 
 def read_throughput(rec, split, batch_size):
     """One pass over a split with the training DataLoader and collator, no model."""
-    start = time.perf_counter()
-    ds = rec.dataset(split)
-    keys = ds.keys
-    sampler = GroupedBatchSampler(ds.lengths(), batch_size)
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=rec.collate)
+    laps = Laps()
     tokens = 0
-    for batch in loader:
-        tokens += int(batch["attention_mask"].sum())
-    secs = time.perf_counter() - start
+    with laps.lap("read"):
+        ds = rec.dataset(split)
+        keys = ds.keys
+        sampler = GroupedBatchSampler(ds.lengths(), batch_size)
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=rec.collate)
+        for batch in loader:
+            tokens += int(batch["attention_mask"].sum())
+    secs = laps.seconds("read")[0]
     nbytes = sum(len(v) for v in rec.store.kv.get_many(keys))
     return {
         "seconds": secs,
@@ -159,70 +196,45 @@ def read_throughput(rec, split, batch_size):
     }
 
 
-@torch.inference_mode()
 def inference_speed(model, rec, texts, n_latency):
-    """Batch-1 latency and batch-32 throughput, plain model vs ``use()`` on stored inputs, interleaved."""
+    """Batch-1 latency and batch-32 throughput, plain model vs ``use()`` on stored inputs, through the harness
+    interleaved (every round, each in turn runs its latency block and its passes)."""
     plain = copy.deepcopy(model)  # the same weights without the recycle hooks
-    single = [rec.tokenize([t]) for t in texts[:n_latency]]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    batches = [rec.tokenize([texts[i] for i in order[b : b + 32]]) for b in range(0, len(order), 32)]
-    lat = {"plain": [], "use": []}
-    thr = {"plain": 0.0, "use": 0.0}
+    config = BenchConfig(batch_size=32, latency_samples=n_latency, warmup=10, throughput_examples=len(texts),
+                         repeats=1, max_length=rec.max_length, threads=torch.get_num_threads(), interleave=True)
+    bench = PerformanceBenchmark(rec.tokenizer, texts, config=config, progress=False)
     with rec.use():
-        for b in single[:10]:
-            plain(**b)
-            model(**b)
-        for b in single:
-            for name, m in (("plain", plain), ("use", model)):
-                t = time.perf_counter()
-                m(**b)
-                lat[name].append(time.perf_counter() - t)
-        for b in batches:
-            for name, m in (("plain", plain), ("use", model)):
-                t = time.perf_counter()
-                m(**b)
-                thr[name] += time.perf_counter() - t
-    p50 = {k: statistics.median(v) * 1e3 for k, v in lat.items()}
+        report = bench.run([Variant("plain", plain, reference=True), Variant("use", model)])
+    p, u = report.result("plain"), report.result("use")
+    for r in (p, u):
+        if r.error:
+            raise RuntimeError(f"{r.name}: {r.error}")
     return {
-        "batch1_p50_ms_plain": p50["plain"],
-        "batch1_p50_ms_use": p50["use"],
-        "batch1_speedup": p50["plain"] / p50["use"],
-        "batch32_per_s_plain": len(texts) / thr["plain"],
-        "batch32_per_s_use": len(texts) / thr["use"],
-        "batch32_speedup": thr["plain"] / thr["use"],
+        "batch1_p50_ms_plain": p.p50,
+        "batch1_p50_ms_use": u.p50,
+        "batch1_speedup": p.p50 / u.p50,
+        "batch32_per_s_plain": p.throughput,
+        "batch32_per_s_use": u.throughput,
+        "batch32_speedup": u.throughput / p.throughput,
+        "use_vs_plain_mean_cosine": u.fidelity.mean_cosine,
     }
 
 
-def main() -> None:
-    global ARGS
-    args = ARGS = parse()
-    torch.set_num_threads(args.threads)
-    train = subsample(load_examples(args.data, split=args.split), args.limit, args.seed)
-    test = subsample(load_examples(args.test_data or args.data, split=args.test_split), args.test_limit, args.seed)
-    names = train.label_names()
-    if names is not None:  # a subsample may miss some labels: evaluate on the labels trained
-        keep = [i for i, y in enumerate(test.labels) if str(y) in set(names)]
-        test = Examples([test.texts[i] for i in keep], [test.labels[i] for i in keep], test.source)
-    y_train, y_test = train.label_ids(names), test.label_ids(names)
-    torch.manual_seed(args.seed)
-    base, tok = load_model(args.model, "classification", label_names=names)
-    init = {k: v.clone() for k, v in base.state_dict().items()}
-    dtypes = ["float32"] + [d for d in args.dtypes.split(",") if d]
-    result: dict = {
-        "benchmark": "recycle",
-        "data": args.data,
-        "train_examples": len(train),
-        "test_examples": len(test),
-        "layer": args.layer,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "method": "variants interleaved batch by batch on identical length-grouped batches",
-    }
-    tmp = Path(tempfile.mkdtemp(prefix="ember-bench-recycle-"))
+def accuracy_stored(rec, texts, ids) -> float:
+    """``evaluate`` on class ids that are the head's positions by construction (``label_ids(names)`` built both
+    the head and the stored labels), so its warning that ids are compared by position does not apply here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "the evaluation labels are class ids", EmberWarning)
+        return evaluate(rec, texts, ids)
 
-    # ember: fill a store per storage dtype, then train from it
+
+def store_mb(rec) -> float:
+    keys = rec.store.get_split("train").keys[STATES]
+    return sum(len(v) for v in rec.store.kv.get_many(list(dict.fromkeys(keys)))) / 1e6
+
+
+def fill_stores(args, train, y_train, names, init, tmp, dtypes, result):
+    """A store per storage dtype, each filled from the training rows (ember's path)."""
     recs = {}
     for dtype in dtypes:
         model, tok = fresh_model(args, names, init)
@@ -230,18 +242,23 @@ def main() -> None:
         fill = rec.fill(train, labels=y_train, batch_size=64, progress=False)
         result.setdefault("fill_seconds", {})[dtype] = fill.seconds
         recs[dtype] = rec
-    rec = recs["float32"]
-    result["store_read"] = read_throughput(rec, "train", args.batch_size)
-    ids = tok(train.texts, truncation=True, max_length=rec.max_length)["input_ids"]
+    return recs
 
-    # baselines: the bottom recomputed every step; all layers fine-tuned
+
+def train_all(args, recs, tok, ids, y_train, names, init):
+    """Stored runs (full top and LoRA top), the bottom recomputed ("on the fly") and full fine-tuning (first
+    epoch), interleaved."""
     fly_model, _ = fresh_model(args, names, init)
     fly_bottom = Recycler(fly_model, tok, None, layer=args.layer).parts.bottom(args.layer)
     full_model, _ = fresh_model(args, names, init)
-    stored = {d: stored_variant(f"stored_{d}", r) for d, r in recs.items()}
-    fly = token_variant("on_the_fly", fly_model, tok, ids, y_train, fly_bottom)
-    full = token_variant("full", full_model, tok, ids, y_train, [])
-    contexts = [r.train() for r in recs.values()]
+    stored = {d: stored_run(f"stored_{d}", r) for d, r in recs.items()}
+    training = list(recs.values())
+    if args.lora_r:
+        training.append(lora := lora_recycler(args, names, init, tok, recs["float32"].store))
+        stored["lora_top"] = stored_run("lora_top", lora, lr=args.lora_lr)
+    fly = token_run("on_the_fly", fly_model, tok, ids, y_train, fly_bottom)
+    full = token_run("full", full_model, tok, ids, y_train, [])
+    contexts = [r.train() for r in training]
     for c in contexts:
         c.__enter__()
     try:
@@ -249,22 +266,14 @@ def main() -> None:
     finally:
         for c in contexts:
             c.__exit__(None, None, None)
+    return stored, fly, full, (lora if args.lora_r else None)
 
+
+def summarise(result, stored, fly, full, dtypes):
     med = statistics.median
-    for d, v in stored.items():
-        result[f"stored_{d}"] = {"epoch_seconds": v.seconds, "accuracy": evaluate(recs[d], test.texts, y_test)}
-    result["on_the_fly"] = {"epoch_seconds": fly.seconds, "accuracy": accuracy_plain(fly_model, tok, test.texts, y_test, rec.max_length)}
-    result["full"] = {"epoch_seconds": full.seconds,
-                      "accuracy_after_1_epoch": accuracy_plain(full_model, tok, test.texts, y_test, rec.max_length)}
-    for d, r in recs.items():
-        result[f"stored_{d}"]["store_mb"] = sum(len(v) for v in r.store.kv.get_many(list(dict.fromkeys(r.store.get_split("train").keys[STATES])))) / 1e6
-
-    rec.fill(test, split="test", progress=False)  # for the inference comparison: every test input is stored
-    result["inference"] = inference_speed(rec.model, rec, test.texts, args.latency_samples)
-
     s, f = med(stored["float32"].seconds), med(fly.seconds)
     first_s = stored["float32"].seconds[0]
-    result["summary"] = {
+    return {
         "epoch_s_stored": s,
         "epoch_s_on_the_fly": f,
         "epoch_s_full_first_epoch": full.seconds[0],
@@ -282,7 +291,62 @@ def main() -> None:
         },
         "use_speedup_batch1": result["inference"]["batch1_speedup"],
         "use_speedup_batch32": result["inference"]["batch32_speedup"],
+        **lora_summary(result, stored),
     }
+
+
+def lora_summary(result, stored) -> dict:
+    """LoRA top against full-top training from the same store, same batches, same run."""
+    if "lora_top" not in stored:
+        return {}
+    lora, top = stored["lora_top"].seconds, stored["float32"].seconds
+    return {
+        "epoch_s_lora_top": statistics.median(lora),
+        "lora_top_epoch_vs_full_top": statistics.median(lora) / statistics.median(top),
+        "lora_top_epoch_vs_full_top_by_epoch": [a / b for a, b in zip(lora, top, strict=True)],
+        "accuracy_lora_top": result["lora_top"]["accuracy"],
+        "accuracy_delta_points_lora_vs_full_top": 100 * (result["lora_top"]["accuracy"] - result["stored_float32"]["accuracy"]),
+        "trainable_params_lora_top": result["lora_top"]["trainable_params"],
+        "trainable_params_full_top": result["stored_float32"]["trainable_params"],
+    }
+
+
+def main() -> None:
+    global ARGS
+    args = ARGS = parse()
+    torch.set_num_threads(args.threads)
+    train, test, used = rows(args)
+    names = train.label_names()
+    y_train, y_test = train.label_ids(names), test.label_ids(names)
+    torch.manual_seed(args.seed)
+    base, tok = load_model(args.model, "classification", label_names=names)
+    init = {k: v.clone() for k, v in base.state_dict().items()}
+    dtypes = ["float32"] + [d for d in args.dtypes.split(",") if d]
+    result: dict = {
+        "benchmark": "recycle", "data": args.data, "rows": used, "train_examples": len(train),
+        "test_examples": len(test), "layer": args.layer, "epochs": args.epochs, "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "method": "variants interleaved batch by batch on identical length-grouped batches",
+    }
+    recs = fill_stores(args, train, y_train, names, init, Path(tempfile.mkdtemp(prefix="ember-bench-recycle-")), dtypes,
+                       result)
+    rec = recs["float32"]
+    result["store_read"] = read_throughput(rec, "train", args.batch_size)
+    ids = tok(train.texts, truncation=True, max_length=rec.max_length)["input_ids"]
+    stored, fly, full, lora = train_all(args, recs, tok, ids, y_train, names, init)
+    for d, v in stored.items():
+        r = lora if d == "lora_top" else recs[d]
+        key = d if d == "lora_top" else f"stored_{d}"
+        result[key] = {"epoch_seconds": v.seconds, "accuracy": accuracy_stored(r, test.texts, y_test),
+                       "trainable_params": sum(p.numel() for p in top_parameters(r)),
+                       **({"lr": args.lora_lr, "r": args.lora_r} if r is lora else {"store_mb": store_mb(r)})}
+    # lora_top's recycler is not closed: it holds the float32 recycler's open store, closed once below
+    result["on_the_fly"] = {"epoch_seconds": fly.seconds, "accuracy": accuracy_plain(fly.model, tok, test.texts, y_test, rec.max_length)}
+    result["full"] = {"epoch_seconds": full.seconds,
+                      "accuracy_after_1_epoch": accuracy_plain(full.model, tok, test.texts, y_test, rec.max_length)}
+    rec.fill(test, split="test", progress=False)  # for the inference comparison: every test input is stored
+    result["inference"] = inference_speed(rec.model, rec, test.texts, args.latency_samples)
+    result["summary"] = summarise(result, stored, fly, full, dtypes)
     for r in recs.values():
         r.close()
     print(json.dumps(result))

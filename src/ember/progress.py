@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,6 +29,9 @@ def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=False,
+        # a console of its own (on stdout, as rich's global one): ember.cli.quiet mutes the global console,
+        # where other libraries (NNCF) draw their bars
+        console=Console(),
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)

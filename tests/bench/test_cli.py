@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from ember.bench import Variant
-from ember.bench.variants import PresetPlan
+from ember.bench.sweep import PresetPlan
 from ember.cli import app
 from ember.fidelity import Tolerance
 
@@ -74,13 +74,13 @@ def _noisy(model, scale):
 
 @pytest.fixture
 def fake_presets(monkeypatch):
-    import ember.bench.variants as variants
+    import ember.bench.sweep as sweep
 
     def install(ok: bool):
         def fake(model, tokenizer, sample):
             _current["model"] = model
             return plans(ok)
-        monkeypatch.setattr(variants, "preset_plans", fake)
+        monkeypatch.setattr(sweep, "preset_plans", fake)
     return install
 
 
@@ -117,13 +117,13 @@ def test_fidelity_failure_exits_1_and_still_writes_the_report(model_dir, tmp_pat
 
 
 def test_a_preset_that_fails_to_build_is_a_failed_row(model_dir, tmp_path, monkeypatch):
-    import ember.bench.variants as variants
+    import ember.bench.sweep as sweep
     from ember.errors import EmberError
 
     def boom():
         raise EmberError("int8 mean cosine 0.91 < allowed 0.99")
 
-    monkeypatch.setattr(variants, "preset_plans", lambda m, t, s: [PresetPlan("int8", boom, "test")])
+    monkeypatch.setattr(sweep, "preset_plans", lambda m, t, s: [PresetPlan("int8", boom, "test")])
     res = runner.invoke(app, ["bench", "--model", str(model_dir), "--out", str(tmp_path / "o"), "--limit", "12", *FAST])
     assert res.exit_code == 1
     report = json.loads((tmp_path / "o" / "report.json").read_text())

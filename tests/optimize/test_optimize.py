@@ -798,52 +798,6 @@ def test_replace_keeps_validation():
         dataclasses.replace(OnnxRuntimeConfig(), quantize="bogus")
 
 
-# ---- autotune --------------------------------------------------------------------------------
-
-def test_autotune_measures_every_config_and_picks_a_faithful_winner(classifier, tok, texts):
-    from ember.bench.harness import BenchConfig
-    from ember.optimize import autotune
-
-    configs = {"int8": Int8DynamicConfig(), "bf16": BF16Config(), "onnx-int8": OnnxRuntimeConfig(quantize="dynamic")}
-    budget = Tolerance(min_mean_cosine=0.9999)
-    small = BenchConfig(batch_size=4, latency_samples=4, warmup=1, throughput_examples=8, repeats=1, threads=1,
-                        fidelity_examples=8)
-    res = autotune(classifier, tok, texts, budget=budget, objective="throughput", configs=configs, bench_config=small)
-    names = [r.name for r in res.report.results]
-    assert names[0] == "pytorch-fp32" and set(names) >= {"int8", "bf16"}
-    winner = res.report.result(res.best)
-    assert winner.passed and (winner.fidelity is None or winner.fidelity.mean_cosine >= 0.9999)
-    assert all(r.throughput <= winner.throughput for r in res.report.results if r.passed)
-    assert (res.artifact is None) == (res.best == "pytorch-fp32")
-    d = res.to_dict()
-    assert d["objective"] == "throughput" and d["budget"]["min_mean_cosine"] == 0.9999
-    assert "best by throughput" in res.table()
-
-
-def test_the_autotune_winner_keeps_its_config_s_on_violation(classifier, tok, texts, monkeypatch):
-    """Candidates are built with on_violation="warn" so each can be measured; the winner's saved config (what
-    `ember optimize --config DIR` rebuilds from) must raise past the budget again, as its preset does."""
-    from ember.bench.harness import BenchConfig
-    from ember.bench.report import BenchReport
-    from ember.optimize import autotune
-
-    monkeypatch.setattr(BenchReport, "best", lambda self, objective: self.result("bf16"))  # whatever is fastest here
-    small = BenchConfig(batch_size=4, latency_samples=4, warmup=1, throughput_examples=8, repeats=1, threads=1,
-                        fidelity_examples=8)
-    budget = Tolerance(min_mean_cosine=0.999)
-    res = autotune(classifier, tok, texts, budget=budget, configs={"bf16": BF16Config()}, bench_config=small)
-    assert res.best == "bf16" and res.artifact.optimize_config.on_violation == "raise"
-    assert res.artifact.optimize_config.tolerance == budget  # verified against the budget, which it keeps
-    assert res.to_dict()["config"]["on_violation"] == "raise"
-
-
-def test_autotune_refuses_an_unknown_objective(classifier, tok, texts):
-    from ember.optimize.autotune import autotune
-
-    with pytest.raises(ValueError, match="objective='speed' is not one of 'latency', 'throughput'"):
-        autotune(classifier, tok, texts, objective="speed")  # type: ignore[arg-type]
-
-
 # ---- inputs the QA pass of session 6 found handled badly -----------------------------------------------
 
 def test_ids_outside_the_vocabulary_are_refused_on_every_backend(onnx_art, classifier, tok):
@@ -881,16 +835,6 @@ def test_a_bare_string_is_refused_where_a_list_of_texts_is_expected(onnx_art, cl
     assert torch.equal(onnx_art.encode(t for t in texts), onnx_art.encode(texts))
 
 
-def test_autotune_takes_a_number_as_the_minimum_mean_cosine(classifier, tok, texts):
-    from ember.optimize import autotune
-
-    res = autotune(classifier, tok, texts, budget=0.999, configs={"onnx": OnnxRuntimeConfig(threads=1)}, threads=1)
-    assert res.skipped == {} and res.budget == Tolerance(min_mean_cosine=0.999)  # was: onnx skipped, a TypeError
-    assert "onnx" in {r["name"] for r in res.to_dict()["report"]["results"]}
-    with pytest.raises(TypeError, match="budget must be an ember Tolerance or a minimum mean cosine, got str"):
-        autotune(classifier, tok, texts, budget="0.999")  # type: ignore[arg-type]
-
-
 def test_an_encoder_decoder_model_is_refused_and_its_encoder_builds(tok, texts):
     for family in ("t5", "t5-generation"):
         with pytest.raises(UnsupportedModelError, match=r"model is a T5\w+ \(model_type='t5'\), an encoder-decoder model: "
@@ -917,7 +861,7 @@ def test_a_tokenizer_without_a_pad_token_is_refused_up_front_naming_the_fix(tok,
 
     from ember.bench.harness import PerformanceBenchmark
     from ember.errors import TokenizerError
-    from ember.optimize.autotune import autotune
+    from ember.tune import autotune
 
     gpt_like = copy.deepcopy(tok)
     gpt_like.pad_token, gpt_like.eos_token = None, "[SEP]"  # as GPT-2's: an end-of-text token, no pad token

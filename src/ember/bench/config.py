@@ -21,6 +21,10 @@ class BenchConfig:
         repeats: throughput runs per mode; the median is reported.
         fidelity_examples: texts compared against the reference variant (padded batches of mixed lengths).
         fidelity_batch_size: batch size of those comparison batches.
+        interleave: time the variants side by side in ``repeats`` rounds (each round, every variant in turn runs
+            its batch-1 latency block and its throughput passes, the first variant one place on each round), so
+            a slow spell of a shared machine falls on all of them alike; latency pools the rounds' calls. Every
+            variant is alive for the whole run. Off: each variant is measured in full before the next.
 
     Example:
         >>> BenchConfig(batch_size=16, latency_samples=100).repeats
@@ -37,6 +41,7 @@ class BenchConfig:
     repeats: int = 3
     fidelity_examples: int = 512
     fidelity_batch_size: int = 8
+    interleave: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "latency_samples", "throughput_examples", "max_length", "repeats",
@@ -46,6 +51,8 @@ class BenchConfig:
                 raise ValueError(f"BenchConfig.{name} must be a positive integer, got {v!r}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ValueError(f"BenchConfig.warmup must be an integer >= 0, got {self.warmup!r}")
+        if not isinstance(self.interleave, bool):
+            raise ValueError(f"BenchConfig.interleave must be True or False, got {self.interleave!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"BenchConfig.threads must be None or a positive integer, got {self.threads!r}")
 

@@ -22,7 +22,8 @@ class VariantResult:
     ``latency_ms`` holds ``p50``/``p90``/``p99``/``mean`` of batch-1 calls; ``throughput`` is examples/s at
     the configured batch size (length-bucketed when the config says so), ``throughput_unbucketed`` the
     same over batches in dataset order. ``peak_rss_mb`` is the process's peak resident memory seen while
-    this variant ran (the process also holds the other variants).
+    this variant ran: the process also holds what else is alive then (in a preset sweep, the reference and this
+    variant alone; with ``PerformanceBenchmark.run``, every variant passed to it).
     """
 
     name: str

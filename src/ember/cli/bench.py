@@ -16,6 +16,7 @@ from ember.cli.common import (
     emit_json,
     friendly_errors,
 )
+from ember.cli.quiet import VerboseOpt, quiet
 
 # Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
 SWITCHES = {**PAD_TOKEN_SWITCHES, **DATA_SWITCHES, **MODEL_SWITCHES, **MAX_LENGTH_SWITCHES}
@@ -39,13 +40,14 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="Throughput runs per mode (median reported).")] = 3,
     max_length: Annotated[int, typer.Option(min=1, help="Tokenizer truncation length.")] = 128,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line on stdout.")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compare PyTorch fp32 with every optimised preset available on this machine.
 
     With no options: the packaged MiniLM-L6 on ember's built-in sentences. Exits 1 when a variant
     fails (its fidelity tolerance or with an error); the reports are written either way.
     """
-    with friendly_errors(SWITCHES):
+    with quiet(verbose), friendly_errors(SWITCHES):
         report = _run(model, data, split, text_column, label_column, limit, out, batch_size, threads, presets,
                       latency_samples, repeats, max_length)
     if json_out:
@@ -56,59 +58,34 @@ def bench(
         raise typer.Exit(1)
 
 
-def _run(model_id, data, split, text_column, label_column, limit, out, batch_size, threads, presets,
-         latency_samples, repeats, max_length):
-    import time
-
-    import psutil
-    import torch
-    from transformers import AutoConfig
-
-    from ember.bench import BenchConfig, BenchError, PerformanceBenchmark, Variant
-    from ember.bench.variants import BASELINE, build_variants, preset_plans
+def _examples(data, split, text_column, label_column, limit):
+    """The texts (and labels) to measure on: --data, or ember's built-in sentences."""
     from ember.data import Examples, load_examples
     from ember.data.sample import sample_sentences
-    from ember.errors import DataError
-    from ember.models import DEFAULT_MODEL, default_model_path, load_model
-
-    threads = threads or psutil.cpu_count(logical=False) or 1
-    torch.set_num_threads(threads)
 
     if data is None:
-        examples = Examples(sample_sentences(), None, "ember built-in sample sentences")
-        if limit is not None:
-            examples = examples.select(limit)
-    else:
-        examples = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
+        return Examples(sample_sentences(), None, "ember built-in sample sentences").select(limit)
+    return load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
 
-    path = str(default_model_path()) if model_id is None else model_id
-    model_name = DEFAULT_MODEL if model_id is None else model_id
-    hf_config = AutoConfig.from_pretrained(path)
-    is_classifier = any(a.endswith("ForSequenceClassification") for a in (hf_config.architectures or []))
-    labels = None
-    label_names = None
-    if examples.labels is not None and is_classifier:
-        label_names = [str(hf_config.id2label[i]) for i in range(hf_config.num_labels)]
-        if all(isinstance(x, int) for x in examples.labels):
-            labels = list(examples.labels)
-        else:
-            labels = examples.label_ids(label_names)  # DataError naming unknown labels
-        if max(labels) >= hf_config.num_labels or min(labels) < 0:
-            raise DataError(
-                f"{examples.source} has label ids up to {max(labels)} but {model_name} has a head with "
-                f"{hf_config.num_labels} classes; pass data labelled for this model or --label-column"
-            )
-    elif examples.labels is not None:
-        console.print("[yellow]note:[/] the model has no classification head; labels are ignored and fidelity "
-                      "against the fp32 baseline is measured instead")
 
-    console.print(f"[bold]ember bench[/] · model {model_name} · {len(examples)} texts from {examples.source} · "
-                  f"{threads} threads")
-    t0 = time.perf_counter()
-    model, tokenizer = load_model(path, "classification" if labels is not None else "embedding")
-    load_seconds = time.perf_counter() - t0
+def _labels(examples, path: str, model_name: str) -> tuple[list[int] | None, list[str] | None]:
+    """Class ids (and their names) to measure accuracy with, when the model has a head and the data labels."""
+    from transformers import AutoConfig
 
-    plans = preset_plans(model, tokenizer, examples.texts[:256])
+    from ember.bench.rows import head_labels
+
+    labels, names, note = head_labels(examples, AutoConfig.from_pretrained(path), model_name)
+    if note is not None:
+        console.print(f"[yellow]note:[/] {note}")
+    return labels, names
+
+
+def _plans(model, tokenizer, sample: list[str], presets: str | None):
+    """The presets to compare: every one available here, or those named by --presets."""
+    from ember.bench import sweep
+    from ember.bench.harness import BenchError
+
+    plans = sweep.preset_plans(model, tokenizer, sample)
     if presets is not None:
         wanted = [p.strip() for p in presets.split(",") if p.strip()]
         known = {p.name for p in plans}
@@ -118,21 +95,39 @@ def _run(model_id, data, split, text_column, label_column, limit, out, batch_siz
         plans = [p for p in plans if p.name in wanted]
     if not plans:
         console.print("[yellow]note:[/] no optimised preset is available on this machine; measuring the baseline only")
+    return plans
 
-    with console.status("building variants…") as status:
-        built, failed = build_variants(plans, on_build=lambda n: status.update(f"building {n}…"))
-    for _, r in failed:
-        console.print(f"[red]{r.name}[/]: {r.error}")
 
-    variants = [Variant(BASELINE, model, build_seconds=load_seconds, reference=True), *built]
+def _run(model_id, data, split, text_column, label_column, limit, out, batch_size, threads, presets,
+         latency_samples, repeats, max_length):
+    import time
+
+    import psutil
+    import torch
+
+    from ember.bench import BenchConfig, PerformanceBenchmark, Variant
+    from ember.bench.memory import peak_rss_mb, rss_mb
+    from ember.bench.sweep import BASELINE, sweep
+    from ember.models import DEFAULT_MODEL, default_model_path, load_model
+
+    threads = threads or psutil.cpu_count(logical=False) or 1
+    torch.set_num_threads(threads)
+    examples = _examples(data, split, text_column, label_column, limit)
+    path = str(default_model_path()) if model_id is None else model_id
+    model_name = DEFAULT_MODEL if model_id is None else model_id
+    labels, label_names = _labels(examples, path, model_name)
+    console.print(f"[bold]ember bench[/] · model {model_name} · {len(examples)} texts from {examples.source} · "
+                  f"{threads} threads")
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(path, "classification" if labels is not None else "embedding")
+    load_seconds, loaded = time.perf_counter() - t0, (rss_mb(), peak_rss_mb())
+    plans = _plans(model, tokenizer, examples.texts[:256], presets)
     config = BenchConfig(batch_size=batch_size, latency_samples=latency_samples, warmup=10,
                          throughput_examples=2000, threads=threads, repeats=repeats, max_length=max_length)
     bench = PerformanceBenchmark(tokenizer, examples.texts, labels, config, label_names=label_names,
                                  model_name=model_name, data_name=examples.source)
-    report = bench.run(variants)
-    for k, r in failed:  # keep the preset order: baseline first, then plans as listed
-        report.results.insert(min(k + 1, len(report.results)), r)
-
+    baseline = Variant(BASELINE, model, build_seconds=load_seconds, reference=True)
+    report = sweep(bench, baseline, plans, load_rss=loaded).report
     paths = report.write(out)
     _print_table(report)
     for kind, p in paths.items():

@@ -22,7 +22,8 @@ from ember.cli.common import (
     emit_json,
     friendly_errors,
 )
-from ember.cli.ray_options import RAY_SWITCHES, RayOpt, VerboseOpt, WorkersOpt, ray_executor
+from ember.cli.quiet import VerboseOpt, quiet
+from ember.cli.ray_options import RAY_SWITCHES, RayOpt, WorkersOpt, ray_executor
 from ember.fixes import MEMORY_BACKEND
 
 # Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
@@ -54,7 +55,7 @@ def fill_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Compute and store the embeddings (and labels) of every example not stored yet; prints a JSON report."""
-    with friendly_errors({**FILL_SWITCHES, **RAY_SWITCHES}):
+    with quiet(verbose), friendly_errors({**FILL_SWITCHES, **RAY_SWITCHES}):
         executor = ray_executor(ray, workers, verbose)
         from ember.data import load_examples
         from ember.encoders import CacheConfig, EncoderCache

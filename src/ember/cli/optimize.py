@@ -14,6 +14,7 @@ from ember.cli.common import (
     emit_json,
     friendly_errors,
 )
+from ember.cli.quiet import VerboseOpt, quiet
 from ember.fixes import TEXT_COLUMN
 
 # Library phrases naming a Python argument, in these commands' words (see common.friendly_errors): the model is
@@ -57,9 +58,10 @@ def optimize_cmd(
     split: str | None = typer.Option(None, help="split of --data to read"),
     limit: int = typer.Option(256, help="at most this many verification sentences"),
     json_out: bool = typer.Option(False, "--json", help="print a final JSON line"),
+    verbose: VerboseOpt = False,
 ) -> None:
     """Build an optimised artifact of MODEL with a named preset, verify its fidelity, save it to OUT."""
-    with friendly_errors(SWITCHES):
+    with quiet(verbose), friendly_errors(SWITCHES):
         from ember.optimize import optimize
 
         if list_:
@@ -205,12 +207,13 @@ def autotune_cmd(
         "`ember optimize --list` shows them)"),
     out: Path | None = typer.Option(None, help="save the winning artifact here"),
     json_out: bool = typer.Option(False, "--json", help="print a final JSON line"),
+    verbose: VerboseOpt = False,
 ) -> None:
     """Try every preset available here; keep the fastest within the fidelity budget."""
-    with friendly_errors(SWITCHES):
+    with quiet(verbose), friendly_errors(SWITCHES):
         from ember.fidelity import Tolerance
         from ember.optimize import preset
-        from ember.optimize.autotune import autotune
+        from ember.tune import autotune
 
         names = [n.strip() for n in (presets or "").split(",") if n.strip()]
         configs = {n: preset(n) for n in names} if presets is not None else None

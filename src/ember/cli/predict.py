@@ -21,7 +21,8 @@ from ember.cli.common import (
     emit_json,
     friendly_errors,
 )
-from ember.cli.ray_options import RAY_SWITCHES, RayOpt, VerboseOpt, WorkersOpt, ray_executor
+from ember.cli.quiet import VerboseOpt, quiet
+from ember.cli.ray_options import RAY_SWITCHES, RayOpt, WorkersOpt, ray_executor
 
 # --out's suffix is checked here (before the library's own check), so only fixes of the layers below are worded
 PREDICT_SWITCHES = {**DATA_SWITCHES, **MODEL_SWITCHES, **MAX_LENGTH_SWITCHES, **RAY_SWITCHES}
@@ -48,7 +49,7 @@ def predict_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Embeddings or logits of every row of --data, written to --out with the rows' ids and texts."""
-    with friendly_errors(PREDICT_SWITCHES):
+    with quiet(verbose), friendly_errors(PREDICT_SWITCHES):
         if task is not None and task not in TASKS:
             raise ValueError(f"--task {task!r} is not one of {', '.join(TASKS)}")
         if out.suffix.lower() not in (".parquet", ".jsonl"):

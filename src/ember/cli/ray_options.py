@@ -14,7 +14,6 @@ RayOpt = Annotated[str | None, typer.Option(
     "`ray start --head` started here), HOST:PORT or ray://HOST:10001. Needs pip install \"ember\\[ray]\".")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Ray actors computing in parallel (with --ray; "
                                                 "default 2).")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show Ray's own logs (with --ray).")]
 
 # The ways out ember.scale's messages name in Python words, in command line words (see common.friendly_errors).
 RAY_SWITCHES: dict[str, str] = {

@@ -28,7 +28,8 @@ from ember.cli.common import (
     friendly_errors,
     shown_warnings,
 )
-from ember.cli.ray_options import RAY_SWITCHES, RayOpt, VerboseOpt, WorkersOpt, ray_executor
+from ember.cli.quiet import VerboseOpt, quiet
+from ember.cli.ray_options import RAY_SWITCHES, RayOpt, WorkersOpt, ray_executor
 from ember.fixes import WRITABLE_COPY
 
 app = typer.Typer(help="Embedding recycling: store frozen lower layers' states once, train and infer from them.", no_args_is_help=True)
@@ -127,11 +128,11 @@ def fill(
                                               "states) instead of refusing them.")] = False,
     ray: RayOpt = None,
     workers: WorkersOpt = None,
-    verbose: VerboseOpt = False,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compute and store the layer-k states of every example not stored yet (resumable)."""
-    with friendly_errors({**FILL_SWITCHES, **RAY_SWITCHES}):
+    with quiet(verbose), friendly_errors({**FILL_SWITCHES, **RAY_SWITCHES}):
         executor = ray_executor(ray, workers, verbose)
         from ember.data import load_examples
         from ember.errors import StoreLockedError
@@ -181,9 +182,10 @@ def train(
     layers_path: LayersPath = None,
     embeddings_path: EmbPath = None,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train layers k..N-1 and a classification head from a split's stored states and labels (no texts read)."""
-    with friendly_errors({**MODEL_SWITCHES, **MAX_LENGTH_SWITCHES}):
+    with quiet(verbose), friendly_errors({**MODEL_SWITCHES, **MAX_LENGTH_SWITCHES}):
         import torch
 
         from ember.errors import MissingEntriesError
@@ -234,9 +236,10 @@ def evaluate_cmd(
     layers_path: LayersPath = None,
     embeddings_path: EmbPath = None,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Accuracy on labelled data, starting from stored states where present (misses computed)."""
-    with friendly_errors(EVAL_SWITCHES):
+    with quiet(verbose), friendly_errors(EVAL_SWITCHES):
         from ember.data import load_examples
         from ember.models import load_model
         from ember.recycle import evaluate
