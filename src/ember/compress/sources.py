@@ -1,0 +1,161 @@
+"""Where a distillation step gets the teacher's targets: from the store (the default) or from the teacher itself.
+
+Both sources hand the training loop the same padded batches, so the two can be timed against each other on
+identical batches (the epoch-time ratio in BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from ember.compress.teacher import COLUMN, META, TeacherFacts, TeacherOutputs
+from ember.errors import MissingEntriesError, StoreError
+from ember.store.activations import ActivationStore, Entry
+
+
+@dataclass
+class TeacherBatch:
+    """A padded batch of examples with the teacher's targets.
+
+    Attributes:
+        input_ids, attention_mask: ``(B, T)`` int64.
+        logits: the teacher's ``(B, C)`` logits (float32).
+        labels: ``(B,)`` class ids, or ``None`` for unlabelled data.
+        hidden: teacher hidden states by ``hidden_states`` index, each ``(B, T, H)`` (zeros at padding).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor | None = None
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> TeacherBatch:
+        return TeacherBatch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.logits.to(device),
+            None if self.labels is None else self.labels.to(device), {k: v.to(device) for k, v in self.hidden.items()},
+        )
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """What the student is called with."""
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
+
+def collate_entries(entries: Sequence[Entry], labels: Sequence[int] | None, pad_id: int) -> TeacherBatch:
+    """Pad stored entries (``input_ids`` (L,), ``logits`` (C,), ``hidden.<i>`` (L, H)) into a :class:`TeacherBatch`."""
+    lengths = [int(e["input_ids"].shape[0]) for e in entries]
+    b, t = len(entries), max(lengths)
+    input_ids = torch.full((b, t), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros(b, t, dtype=torch.long)  # (B, T)
+    for i, e in enumerate(entries):
+        input_ids[i, : lengths[i]] = e["input_ids"].to(torch.long)
+        mask[i, : lengths[i]] = 1
+    logits = torch.stack([e["logits"].float() for e in entries])  # (B, C)
+    hidden = {}
+    for name in (n for n in entries[0] if n.startswith("hidden.")):
+        h = torch.zeros(b, t, entries[0][name].shape[-1])  # (B, T, H)
+        for i, e in enumerate(entries):
+            h[i, : lengths[i]] = e[name].float()
+        hidden[int(name.split(".", 1)[1])] = h
+    label_tensor = None if labels is None else torch.tensor(list(labels), dtype=torch.long)  # (B,)
+    return TeacherBatch(input_ids, mask, logits, label_tensor, hidden)
+
+
+class TeacherSource(Protocol):
+    """What :func:`~ember.compress.distill` reads: examples' lengths and labels, and batches by index."""
+
+    facts: TeacherFacts
+
+    def __len__(self) -> int: ...
+
+    def lengths(self) -> list[int]: ...
+
+    def labels(self) -> list[int] | None: ...
+
+    def batch(self, indices: Sequence[int]) -> TeacherBatch: ...
+
+
+class StoredTeacher:
+    """The stored teacher outputs of one split: batches are read from the store, the teacher never runs.
+
+    Args:
+        store: a teacher store (filled by :meth:`~ember.compress.Teacher.fill`).
+        split: the split to read.
+
+    Example:
+        >>> source = StoredTeacher.open("teacher-store/", "train")  # doctest: +SKIP
+        >>> len(source)  # doctest: +SKIP
+        15100
+    """
+
+    def __init__(self, store: ActivationStore, split: str = "train") -> None:
+        fp = store.fingerprint
+        if fp is not None and fp.kind != "teacher":
+            raise StoreError(
+                f"the store at {store.path} holds {fp.kind!r} entries, not teacher outputs; pass a store filled by "
+                "ember.compress.Teacher.fill (ember distill --store DIR)"
+            )
+        meta = store.kv.get_meta(META)
+        if meta is None:
+            raise StoreError(f"the store at {store.path} has no teacher record; fill it with ember.compress.Teacher first")
+        self.store, self.split = store, split
+        self.facts = TeacherFacts.from_json(meta)
+        record = store.get_split(split)
+        self.keys = record.keys[COLUMN]
+        self._labels, self._lengths = record.labels, record.lengths
+
+    @classmethod
+    def open(cls, path, split: str = "train", *, backend: str = "lmdb") -> StoredTeacher:
+        """Read a teacher store without the teacher model (its fingerprint is trusted, not checked)."""
+        return cls(ActivationStore.open(path, None, backend=backend, readonly=True), split)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lengths(self) -> list[int]:
+        return list(self._lengths or [])
+
+    def labels(self) -> list[int] | None:
+        return None if self._labels is None else list(self._labels)
+
+    def batch(self, indices: Sequence[int]) -> TeacherBatch:
+        keys = [self.keys[i] for i in indices]
+        entries = self.store.get(keys)
+        missing = [k for k, e in zip(keys, entries, strict=True) if e is None]
+        if missing:
+            raise MissingEntriesError(
+                f"{len(missing)} examples of split {self.split!r} are not in the store at {self.store.path} (first key "
+                f"{missing[0].hex()[:12]}); fill the split again (Teacher.fill)"
+            )
+        labels = None if self._labels is None else [self._labels[i] for i in indices]
+        return collate_entries(entries, labels, self.facts.pad_token_id)  # type: ignore[arg-type]
+
+
+class LiveTeacher:
+    """The same batches as :class:`StoredTeacher`, computed by running the teacher for every batch.
+
+    What distillation without a store costs; ember uses it to measure the store's gain, and it serves data
+    that is never seen twice.
+    """
+
+    def __init__(self, outputs: TeacherOutputs, ids: list[list[int]], labels: list[int] | None) -> None:
+        self.outputs, self.ids, self._labels = outputs, ids, labels
+        self.facts = outputs.facts
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.ids]
+
+    def labels(self) -> list[int] | None:
+        return None if self._labels is None else list(self._labels)
+
+    def batch(self, indices: Sequence[int]) -> TeacherBatch:
+        entries = self.outputs.entries([self.ids[i] for i in indices])
+        labels = None if self._labels is None else [self._labels[i] for i in indices]
+        return collate_entries(entries, labels, self.facts.pad_token_id)
