@@ -6,6 +6,7 @@ import typer
 
 from ember.cli.bench import app as bench_app
 from ember.cli.cache import app as cache_app
+from ember.cli.compress import register as register_compress
 from ember.cli.optimize import register as register_optimize
 from ember.cli.recycle import app as recycle_app
 
@@ -19,6 +20,7 @@ app.add_typer(recycle_app, name="recycle")
 app.add_typer(bench_app, name="bench")
 app.add_typer(cache_app, name="cache")
 register_optimize(app)
+register_compress(app)
 
 
 def main() -> None:

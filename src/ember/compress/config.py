@@ -259,7 +259,8 @@ class QATConfig:
             output channel, as those engines compute; ``"torchao"`` uses torchao's own int8 scheme (per-token
             activations) and is served by torchao in PyTorch.
         distill: the training run under fake quantisation (usually a short one at a low learning rate).
-        skip: substrings of module names kept in float (the classifier head by default).
+        skip: substrings of module names kept in float. None by default: ember's int8 presets quantise every
+            Linear, the pooler and classifier included, so training fake-quantises them all.
 
     Example:
         >>> QATConfig().target
@@ -268,7 +269,7 @@ class QATConfig:
 
     target: Literal["onnx", "openvino", "torchao"] = "onnx"
     distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=1, lr=2e-5, warmup=0.0))
-    skip: tuple[str, ...] = ("classifier", "pre_classifier", "pooler")
+    skip: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target not in ("onnx", "openvino", "torchao"):
@@ -285,6 +286,10 @@ class QATConfig:
 class SearchSpace:
     """Ranges Optuna searches for distillation (each a ``(low, high)`` pair; the learning rate on a log scale).
 
+    ``layers`` (optional) lists student architectures to choose from, as teacher layer indices; the search then
+    builds each trial's student with :func:`~ember.compress.select_layers` (and a latency objective can trade
+    depth against accuracy).
+
     Example:
         >>> SearchSpace().temperature
         (1.0, 10.0)
@@ -294,8 +299,12 @@ class SearchSpace:
     temperature: tuple[float, float] = (1.0, 10.0)
     lr: tuple[float, float] = (2e-5, 5e-4)
     epochs: tuple[int, int] = (1, 4)
+    layers: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(tuple(int(i) for i in c) for c in self.layers))
+        if any(not c for c in self.layers):
+            raise CompressConfigError(f"layers={self.layers!r}: each choice is a non-empty list of teacher layer indices")
         for name in ("alpha", "temperature", "lr", "epochs"):
             low, high = getattr(self, name)
             if not (_real(low) and _real(high)) or low > high:

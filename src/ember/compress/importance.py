@@ -13,7 +13,7 @@ from torch import nn
 
 from ember.compress.config import DistillConfig
 from ember.compress.families import LayerShape, layer_shape, submodule
-from ember.compress.shrink import head_size, num_heads
+from ember.compress.slicing import head_size, num_heads
 from ember.models.families import EncoderParts, find_parts
 
 
@@ -60,7 +60,7 @@ def taylor_importance(model: nn.Module, source, batches: int, distill_config: Di
     The model's weights are not changed; its gradients are cleared after.
     """
     from ember.batching import grouped_batches
-    from ember.compress.distill import _Step
+    from ember.compress.distillation import _Step
 
     config = distill_config or DistillConfig()
     parts = find_parts(model)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ember.compress.families import layer_shape
-from ember.compress.shrink import keep_heads
+from ember.compress.slicing import keep_heads
 from ember.compress.vocab import Int8Embedding, TrimmedEmbedding
 from ember.errors import ArtifactError
 from ember.models.families import find_parts

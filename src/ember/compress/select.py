@@ -46,10 +46,7 @@ class LayerSelection:
         """The teacher layer indices for a teacher of ``num_layers`` layers (refused when one is outside it)."""
         if self.kind == "every_other":
             return tuple(range(0, num_layers, 2))
-        if self.kind == "first":
-            chosen = tuple(range(self.count or 0))
-        else:
-            chosen = self.indices
+        chosen = tuple(range(self.count or 0)) if self.kind == "first" else self.indices
         outside = [i for i in chosen if not 0 <= i < num_layers]
         if outside:
             raise StudentMismatchError(

@@ -122,6 +122,16 @@ class StoredTeacher:
     def labels(self) -> list[int] | None:
         return None if self._labels is None else list(self._labels)
 
+    def token_ids(self, chunk: int = 4096) -> set[int]:
+        """Every token id the split's examples use (read from the store), e.g. to trim a vocabulary to them."""
+        seen: set[int] = set()
+        unique = list(dict.fromkeys(self.keys))
+        for start in range(0, len(unique), chunk):
+            for e in self.store.get(unique[start : start + chunk]):
+                if e is not None:
+                    seen.update(e["input_ids"].tolist())
+        return seen
+
     def batch(self, indices: Sequence[int]) -> TeacherBatch:
         keys = [self.keys[i] for i in indices]
         entries = self.store.get(keys)
@@ -159,3 +169,45 @@ class LiveTeacher:
         entries = self.outputs.entries([self.ids[i] for i in indices])
         labels = None if self._labels is None else [self._labels[i] for i in indices]
         return collate_entries(entries, labels, self.facts.pad_token_id)
+
+
+class LabelSource:
+    """Labelled examples without a teacher: batches carry zero teacher logits, so only ``alpha=1`` (plain
+    fine-tuning on the labels) makes sense with it. How a teacher itself is fine-tuned with the same loop.
+
+    Args:
+        facts: the model's own facts (vocabulary, widths, classes), as :meth:`for_model` builds them.
+        ids: token ids per example (unpadded, truncated).
+        labels: class ids.
+    """
+
+    def __init__(self, facts: TeacherFacts, ids: list[list[int]], labels: list[int]) -> None:
+        if len(ids) != len(labels):
+            raise ValueError(f"{len(ids)} examples but {len(labels)} labels")
+        self.facts, self.ids, self._labels = facts, ids, labels
+
+    @classmethod
+    def for_model(cls, model, tokenizer, texts: Sequence[str], labels: Sequence[int], max_length: int | None = None) -> LabelSource:
+        """Tokenize ``texts`` for ``model`` (truncated as ember truncates) with the model's facts."""
+        from ember.compress.families import hidden_size, vocab_size
+        from ember.models.families import find_parts
+        from ember.models.inputs import padding_id, tokenize
+        from ember.models.load import resolve_max_length
+
+        facts = TeacherFacts(vocab_size(model), int(hidden_size(model) or 0), find_parts(model).num_layers,
+                             int(model.config.num_labels), (), padding_id(tokenizer))
+        ids = tokenize(tokenizer, list(texts), resolve_max_length(tokenizer, model, max_length))
+        return cls(facts, ids, [int(y) for y in labels])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.ids]
+
+    def labels(self) -> list[int] | None:
+        return list(self._labels)
+
+    def batch(self, indices: Sequence[int]) -> TeacherBatch:
+        entries = [{"input_ids": torch.tensor(self.ids[i]), "logits": torch.zeros(self.facts.num_labels)} for i in indices]
+        return collate_entries(entries, [self._labels[i] for i in indices], self.facts.pad_token_id)

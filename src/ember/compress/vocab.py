@@ -130,6 +130,7 @@ def trim_vocabulary(model: nn.Module, tokenizer, texts: Sequence[str] | None = N
     if (texts is None) == (keep is None):
         raise CompressConfigError("pass either texts (whose tokens are kept) or keep (token ids), not both or neither")
     ids = sorted(set(int(i) for i in keep)) if keep is not None else used_tokens(tokenizer, texts or [])
+    ids = sorted(set(ids) | {int(i) for i in getattr(tokenizer, "all_special_ids", [])})
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is None:
         raise CompressConfigError(f"{type(tokenizer).__name__} has no unknown token, so ids not kept would have no row to "

@@ -101,6 +101,12 @@ def shrink(model: nn.Module, heads: Sequence[Sequence[int]] | None = None,
     for name, chosen in (("heads", heads), ("neurons", neurons)):
         if chosen is not None and len(chosen) != parts.num_layers:
             raise PruneError(f"{name} lists {len(chosen)} layers but the model has {parts.num_layers}; give one list per layer")
+        empty = [i for i, c in enumerate(chosen or []) if len(c) == 0]
+        if empty:
+            unit = "attention heads" if name == "heads" else "feed-forward neurons"
+            have = num_heads(parts, empty[0]) if name == "heads" else ffn_width(parts, empty[0])
+            raise PruneError(f"layer {empty[0]} would keep none of its {have} {unit}; a layer needs at least one: "
+                             f"remove fewer {name}")
         if chosen is not None and len({len(c) for c in chosen}) > 1:
             raise PruneError(
                 f"every layer must keep the same number of {name} (got {[len(c) for c in chosen]}): the Hugging Face "

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ember.compress.config import QATConfig
-from ember.compress.distill import DistillReport, distill
+from ember.compress.distillation import DistillReport, distill
 from ember.compress.sources import TeacherSource
 from ember.errors import BackendNotInstalledError
 

@@ -150,7 +150,7 @@ def distill(
         student: a classifier taking the teacher's token ids (``select_layers(teacher, ...)``).
         source: ``teacher.source("train")`` (stored outputs) or ``teacher.live(data)`` (teacher run every step).
         config: loss weights, temperature and training settings (default :class:`DistillConfig`).
-        hooks: training hooks (e.g. a :class:`~ember.compress.prune.MagnitudePruner`), called after each step.
+        hooks: training hooks (e.g. a :class:`~ember.compress.MagnitudePruner`), called after each step.
 
     Returns:
         a :class:`DistillReport`; the student is left in eval mode.

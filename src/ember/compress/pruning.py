@@ -14,11 +14,16 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ember.compress.config import DistillConfig, MagnitudePruneConfig, MovementPruneConfig, StructuredPruneConfig
-from ember.compress.distill import DistillReport, distill
+from ember.compress.config import (
+    DistillConfig,
+    MagnitudePruneConfig,
+    MovementPruneConfig,
+    StructuredPruneConfig,
+)
+from ember.compress.distillation import DistillReport, distill
 from ember.compress.errors import CompressConfigError, PruneError
 from ember.compress.importance import magnitude_importance, taylor_importance
-from ember.compress.shrink import ffn_width, num_heads, shrink
+from ember.compress.slicing import ffn_width, num_heads, shrink
 from ember.compress.sparsity import MagnitudePruner, MovementPruner, sparsity
 from ember.models.families import find_parts
 
