@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from tiny import labelled, tiny_teacher
+from tiny import labelled, one_thread, tiny_teacher  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
 from ember.cli import app

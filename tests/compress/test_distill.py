@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import filled_teacher, labelled, tiny_teacher
+from tiny import filled_teacher, labelled, one_thread, tiny_teacher  # noqa: F401  (autouse fixture)
 
 from ember.compress import DistillConfig, Teacher, distill, distillation_loss, every_other, select_layers
 from ember.compress.errors import CompressConfigError, StudentMismatchError

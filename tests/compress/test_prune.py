@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import filled_teacher, labelled, tiny_teacher
+from tiny import filled_teacher, labelled, one_thread, tiny_teacher  # noqa: F401  (autouse fixture)
 
 from ember.compress import (
     DistillConfig,

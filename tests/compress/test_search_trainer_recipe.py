@@ -6,7 +6,7 @@ import builtins
 
 import pytest
 import torch
-from tiny import filled_teacher, labelled
+from tiny import filled_teacher, labelled, one_thread  # noqa: F401  (autouse fixture)
 
 from ember.compress import (
     DistillationTrainer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_teacher
+from tiny import one_thread, tiny_teacher  # noqa: F401  (autouse fixture)
 
 from ember.compress import every_other, first, layers, select_layers
 from ember.compress.errors import CompressConfigError, StudentMismatchError

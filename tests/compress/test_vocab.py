@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import labelled, tiny_teacher
+from tiny import labelled, one_thread, tiny_teacher  # noqa: F401  (autouse fixture)
 
 from ember.compress import load_compressed, quantize_embeddings, save_compressed, trim_vocabulary
 from ember.compress.errors import CompressConfigError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from conftest import TEXTS, make_model
@@ -31,3 +32,13 @@ def filled_teacher(tokenizer, family: str = "bert", hidden_layers: tuple[int, ..
     teacher = Teacher(tiny_teacher(family, **overrides), tokenizer, store, TeacherConfig(hidden_layers=hidden_layers))
     teacher.fill(texts, labels, progress=False)
     return teacher
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train on one thread: with two, every op of a 32-wide model waits for the other thread, which
+    on a shared 2-core machine under load made a 120-step test take minutes instead of a second."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
