@@ -160,7 +160,7 @@ def fine_tune_teacher(args, plan: Plan, cache: Cache, train, names):
     torch.manual_seed(0)
     source = LabelSource.for_model(model, tok, train.texts, train.label_ids(names), max_length=args.max_length)
     t0 = time.perf_counter()
-    distill(model, source, DistillConfig(alpha=1.0, epochs=plan.teacher_epochs, lr=1e-4, batch_size=32))
+    distill(model, source, DistillConfig(alpha=1.0, epochs=plan.teacher_epochs, lr=1e-4, batch_size=32), progress=False)
     cache.save("teacher", model, tok, time.perf_counter() - t0, {"epochs": plan.teacher_epochs, "lr": 1e-4})
     return model.eval(), tok
 
@@ -212,12 +212,14 @@ def choose_settings(plan: Plan, cache: Cache, teacher, tok, names) -> dict:
     from ember.store.activations import Split
 
     # the subset's keys point at entries already stored: recording it computes nothing
-    teacher.store.add_split("search", Split({"teacher": [record.keys["teacher"][i] for i in subset]},
-                                            [record.labels[i] for i in subset], [record.lengths[i] for i in subset]))
+    with teacher.handle.writing("recording the search subset") as store:
+        store.add_split("search", Split({"teacher": [record.keys["teacher"][i] for i in subset]},
+                                        [record.labels[i] for i in subset], [record.lengths[i] for i in subset]))
     t0 = time.perf_counter()
     start = new_student(teacher.outputs.model, tok, train)
     result = search(start, teacher.source("search"), teacher.source("val"), trials=plan.search_trials,
-                    space=SearchSpace(alpha=(0.0, 1.0), temperature=(1.0, 10.0), lr=(5e-5, 5e-4), epochs=(1, 3)))
+                    space=SearchSpace(alpha=(0.0, 1.0), temperature=(1.0, 10.0), lr=(5e-5, 5e-4), epochs=(1, 3)),
+                    progress=False)
     out = {**result.to_dict(), "seconds": time.perf_counter() - t0, "subset": len(subset)}
     cache.record["search"] = out
     cache.record_path.write_text(json.dumps(cache.record, indent=2, default=str))
@@ -243,22 +245,22 @@ def train_all(args, plan: Plan, cache: Cache, teacher, tok, names) -> dict:
     fresh = lambda: new_student(teacher.outputs.model, tok, source)  # noqa: E731
     out = {}
     out["student-plain"] = train_student("student-plain", cache, tok, fresh,
-                                         lambda m: distill(m, source, plain).to_dict())
+                                         lambda m: distill(m, source, plain, progress=False).to_dict())
     out["student-distilled"] = train_student("student-distilled", cache, tok, fresh,
-                                             lambda m: distill(m, source, tuned).to_dict())
+                                             lambda m: distill(m, source, tuned, progress=False).to_dict())
     distilled = out["student-distilled"][0]
     pruning = StructuredPruneConfig(heads=args.heads, ffn=args.ffn)
     recover = DistillConfig(**{**tuned.to_dict(), "epochs": plan.prune_epochs, "hidden_map": ()})
     out["pruned"] = train_student("pruned", cache, tok, lambda: copy.deepcopy(distilled),
-                                  lambda m: prune(m, pruning, source=source, train=recover).to_dict())
+                                  lambda m: prune(m, pruning, source=source, train=recover, progress=False).to_dict())
     q = QATConfig(target="onnx", distill=DistillConfig(alpha=tuned.alpha, temperature=tuned.temperature,
                                                      lr=2e-5, epochs=plan.qat_epochs, warmup=0.0))
     out["pruned-qat"] = train_student("pruned-qat", cache, tok, lambda: copy.deepcopy(out["pruned"][0]),
-                                      lambda m: {"report": qat(m, source, q, inplace=True).report.to_dict()})
+                                      lambda m: {"report": qat(m, source, q, inplace=True, progress=False).report.to_dict()})
     sparse = MagnitudePruneConfig(sparsity=0.9)
     sparse_run = DistillConfig(**{**tuned.to_dict(), "epochs": plan.sparse_epochs, "hidden_map": ()})
     out["sparse90"] = train_student("sparse90", cache, tok, lambda: copy.deepcopy(distilled),
-                                    lambda m: prune(m, sparse, source=source, train=sparse_run).to_dict())
+                                    lambda m: prune(m, sparse, source=source, train=sparse_run, progress=False).to_dict())
     # each time counts what the variant starts from (the distilled student, the pruned one)
     d, p = out["student-distilled"][1], out["pruned"][1]
     out["pruned"] = (out["pruned"][0], p + d)
@@ -427,7 +429,7 @@ def measure(args, plan: Plan, cache: Cache, teacher, tok, data, students) -> tup
     config = BenchConfig(batch_size=32, latency_samples=plan.latency_samples, throughput_examples=plan.throughput_examples,
                          threads=args.threads, max_length=args.max_length, repeats=plan.repeats)
     bench = PerformanceBenchmark(tok, test.texts, test.label_ids(names), config, label_names=names, progress=False,
-                                 model_name=args.model or "all-MiniLM-L6-v2 (packaged)", data=f"{args.data}:{args.test_split}")
+                                 model_name=args.model or "all-MiniLM-L6-v2 (packaged)", data_name=f"{args.data}:{args.test_split}")
     load_bench = load_average()
     report = bench.run(variants)
     extra = {"epoch_time_ratio": ratio, "torchao_convert_export": probe,

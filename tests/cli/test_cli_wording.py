@@ -87,8 +87,8 @@ def test_switch_phrases_still_occur_in_the_library_messages(tmp_path, monkeypatc
     with pytest.raises(StoreReadOnlyError) as caught:
         ensure_writable_dir(tmp_path / "ro")
     messages.append(str(caught.value))
-    messages.append("this fill needs to write the store at s (x), but it was opened with readonly=True; open it with "
-                    "readonly=False in one process to fill it")  # Recycler.fill's, checked in test_fill.py
+    messages.append("this fill needs to write the store at s (x), but its folder cannot be written; pass a writable "
+                    "location (a copy of this store keeps what it holds)")  # ember.store.fill.fill_split's
     with pytest.raises(TokenizerError) as caught:
         check_pad_token(type("GPT2TokenizerFast", (), {"pad_token": None, "eos_token": "<|endoftext|>"})(), "x")
     messages.append(str(caught.value))
@@ -189,21 +189,21 @@ def test_a_fill_beside_a_process_writing_the_store_succeeds_when_nothing_is_miss
 def test_recycle_fill_writes_when_the_other_writer_is_done_by_the_time_it_needs_to(setup, monkeypatch):
     import fcntl
 
-    from ember.recycle import Recycler
-
     tmp, model_dir = setup
     args = ["recycle", "fill", "--model", str(model_dir), "--store", str(tmp / "s"), "--layer", "2"]
     assert runner.invoke(app, [*args, "--data", str(tmp / "d.csv")]).exit_code == 0
     write_csv(tmp / "more.csv", [*ROWS, ("book flight to paris", "a")])
     lock = open(tmp / "s" / "writer.lock", "r+")  # noqa: SIM115 - given back in the middle of the fill
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    refuse = Recycler._refuse_readonly_fill
+    import ember.store.fill
 
-    def writer_done(self, *a, **kw):
+    plan = ember.store.fill._plan
+
+    def writer_done(*a, **kw):
         lock.close()  # the other process finishes while this fill finds it has to write
-        return refuse(self, *a, **kw)
+        return plan(*a, **kw)
 
-    monkeypatch.setattr(Recycler, "_refuse_readonly_fill", writer_done)
+    monkeypatch.setattr(ember.store.fill, "_plan", writer_done)
     r = runner.invoke(app, [*args, "--data", str(tmp / "more.csv")])
     assert r.exit_code == 0, r.output
     assert "stored 1 new examples (4 were already stored)" in flat(r.output)

@@ -26,7 +26,7 @@ TEXTS = [f"book flight to paris {'please ' * (i % 7)}{'call mom ' * (i % 3)}orde
 def test_interrupted_fill_resumes_and_keeps_commits(tmp_path, tokenizer, monkeypatch):
     model = make_model("bert")
     rec = Recycler(model, tokenizer, tmp_path / "s", layer=2)
-    real, calls = rec._compute, []
+    real, calls = rec.producer.entries, []
 
     def flaky(ids):
         calls.append(len(ids))
@@ -34,12 +34,12 @@ def test_interrupted_fill_resumes_and_keeps_commits(tmp_path, tokenizer, monkeyp
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the third batch
         return real(ids)
 
-    monkeypatch.setattr(rec, "_compute", flaky)
+    monkeypatch.setattr(rec.producer, "entries", flaky)
     with pytest.raises(KeyboardInterrupt):
         rec.fill(TEXTS, batch_size=8, progress=False)
     committed = len(rec.store)
     assert committed == 16
-    monkeypatch.setattr(rec, "_compute", real)
+    monkeypatch.setattr(rec.producer, "entries", real)
     report = rec.fill(TEXTS, batch_size=8, progress=False)
     unique = len(set(report.keys))
     assert report.already_stored == 16 and report.computed == unique - 16
@@ -57,10 +57,10 @@ def test_killed_process_leaves_only_whole_entries(tmp_path):
         from tests.recycle.test_fill import TEXTS, tiny_tokenizer
         from ember.recycle import Recycler
         rec = Recycler(make_model("bert"), tiny_tokenizer(), {str(store)!r}, layer=2)
-        real = rec._compute
+        real = rec.producer.entries
         def slow(ids):
             out = real(ids); print("batch", flush=True); time.sleep(0.3); return out
-        rec._compute = slow
+        rec.producer.entries = slow
         rec.fill(TEXTS * 3, batch_size=4, progress=False)
         """
     )
@@ -159,8 +159,8 @@ def test_labels_cached_with_worker_processes(tokenizer):
 
 def test_fill_computes_in_length_sorted_batches(tokenizer):
     rec = Recycler(make_model("bert"), tokenizer, None, layer=2)
-    real, widths = rec._compute, []
-    rec._compute = lambda ids: (widths.append([len(x) for x in ids]), real(ids))[1]
+    real, widths = rec.producer.entries, []
+    rec.producer.entries = lambda ids: (widths.append([len(x) for x in ids]), real(ids))[1]
     rec.fill(TEXTS, batch_size=8, progress=False)
     flat = [w for b in widths for w in b]
     assert flat == sorted(flat)

@@ -9,6 +9,7 @@ from ember.cli.cache import app as cache_app
 from ember.cli.compress import register as register_compress
 from ember.cli.optimize import register as register_optimize
 from ember.cli.recycle import app as recycle_app
+from ember.cli.store import app as store_app
 
 app = typer.Typer(
     name="ember",
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(recycle_app, name="recycle")
 app.add_typer(bench_app, name="bench")
 app.add_typer(cache_app, name="cache")
+app.add_typer(store_app, name="store")
 register_optimize(app)
 register_compress(app)
 

@@ -50,9 +50,9 @@ FILL_SWITCHES = {
     **MAX_LENGTH_SWITCHES,
     ALLOW_EMPTY: "pass --allow-empty",
     WRITABLE_LOCATION: "Pass a writable --store DIR",
-    # fill keeps a store it opened read-only only when its folder cannot be written (see _fill_recycler and fill)
-    "but it was opened with readonly=True; open it with readonly=False in one process to fill it":
-        "but its folder cannot be written; pass a writable --store DIR (a copy of this store keeps what it holds)",
+    # a fill that must write a store whose folder cannot be written (ember.store.fill.fill_split)
+    "but its folder cannot be written; pass a writable location": "but its folder cannot be written; pass a writable "
+    "--store DIR",
 }
 EVAL_SWITCHES = {
     **STORE_WRITE_SWITCHES,
@@ -80,39 +80,20 @@ def _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path,
     return Recycler(model, tok, store, cfg, readonly=readonly, layers_path=layers_path, embeddings_path=embeddings_path)
 
 
-def _fill_recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path):
-    """The recycler ``recycle fill`` writes through, and why its store had to be opened read-only (the error that
-    kept it from being the writer; None when it is).
-
-    An existing store whose folder cannot be written (a read-only mount, another user's files), or whose write
-    lock another process holds, is opened read-only, as ``ember cache fill`` does: a fill of what it holds
-    already succeeds, and one that needs to write is refused by :meth:`Recycler.fill` before computing anything.
-    """
-    from ember.errors import StoreLockedError, StoreReadOnlyError
-    from ember.store.base import STORE_MARKERS
-
-    try:
-        return _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path), None
-    except (StoreReadOnlyError, StoreLockedError) as exc:
-        marker = STORE_MARKERS.get(backend)
-        if marker is None or not (store / marker).exists():
-            raise  # nothing stored there to read
-        blocked = exc
-    # (a LevelDB store open in another process refuses readers too: that StoreLockedError stands)
-    rec = _recycler(model, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path, readonly=True)
-    return rec, blocked
-
-
 def _stored_settings(store: Path, backend: str, layer: int | None, dtype: str | None, max_length: int | None,
                      split: str | None = None):
     """Layer, dtype and max length recorded in an existing store (unless given explicitly), its label
     names, and the record of ``split`` when one is asked for: one read-only open for all of it."""
+    from ember.errors import StoreError
     from ember.store import ActivationStore
 
     probe = ActivationStore.open(store, None, backend=backend, readonly=True)  # type: ignore[arg-type]
     try:
         fp, names = probe.fingerprint, probe.label_names
-        recorded = None if split is None else probe.get_split(split)
+        recorded = None if split is None else probe.find_split(split)
+        if split is not None and recorded is None:
+            raise StoreError(f"the store at {store} has no split {split!r} (it has {probe.split_names() or 'none'}). "
+                             f"Fill it first: ember recycle fill --split {split} ...")
     finally:
         probe.close()
     return (
@@ -148,29 +129,19 @@ def fill(
     """Compute and store the layer-k states of every example not stored yet (resumable)."""
     with friendly_errors(FILL_SWITCHES):
         from ember.data import load_examples
-        from ember.errors import StoreLockedError, StoreReadOnlyError
+        from ember.errors import StoreLockedError
         from ember.models import load_model
 
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
         m, tok = load_model(model, "embedding")
-        settings = (m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path)
-        rec, blocked = _fill_recycler(*settings)
-        fill_args = {"split": split or "train", "batch_size": batch_size, "num_workers": num_workers, "allow_empty": allow_empty}
-        try:
-            try:
-                report = rec.fill(ex, **fill_args)
-            except StoreReadOnlyError:
-                if not isinstance(blocked, StoreLockedError):
-                    raise
-                # It needs to write, and another process held the lock: be the writer if that one is done by
-                # now, else its StoreLockedError stands, as in `ember cache fill`
-                rec.close()
-                rec, blocked = _recycler(*settings), None
-                report = rec.fill(ex, **fill_args)
+        # An existing store is read, and written only when something is missing: beside another process that
+        # writes it, or in a folder that cannot be written, a fill of what is stored succeeds.
+        with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path) as rec:
+            report = rec.fill(ex, split=split or "train", batch_size=batch_size, num_workers=num_workers,
+                              allow_empty=allow_empty)
             result = {"command": "recycle fill", "split": report.split, "store": str(store), "layer": layer,
                       "entries": len(rec.store), **report.to_dict()}
-        finally:
-            rec.close()
+            blocked = None if report.computed else rec.handle.blocked()
         if report.computed:
             console.print(
                 f"stored {report.computed} new examples ({report.already_stored} were already stored) "
@@ -212,8 +183,10 @@ def train(
 
         from ember.errors import MissingEntriesError
         from ember.models import load_model
+        from ember.models.load import check_output_dir
         from ember.recycle import train_top
 
+        check_output_dir(out)  # before training: a folder that cannot be written used to fail after the last epoch
         layer, dtype, max_length, names, recorded = _stored_settings(store, backend, layer, dtype, max_length, split)
         if recorded.labels is None:
             raise MissingEntriesError(
@@ -269,8 +242,7 @@ def evaluate_cmd(
         backend = backend or "lmdb"
         layer, dtype, max_length, _, _ = _stored_settings(store, backend, layer, dtype, max_length)
         ex = load_examples(data, split=split, text_column=text_column, label_column=label_column, limit=limit)
-        if ex.labels is None:
-            raise ValueError(f"{data} has no labels; eval needs a label column (--label-column)")
+        ex.require_labels("eval measures accuracy against them")
         m, tok = load_model(model, "classification")
         with _recycler(m, tok, store, layer, dtype, backend, max_length, layers_path, embeddings_path,
                        readonly=not write_back) as rec:

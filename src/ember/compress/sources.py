@@ -15,6 +15,7 @@ import torch
 from ember.compress.teacher import COLUMN, META, TeacherFacts, TeacherOutputs
 from ember.errors import MissingEntriesError, StoreError
 from ember.store.activations import ActivationStore, Entry
+from ember.store.handle import StoreHandle
 
 
 @dataclass
@@ -92,7 +93,10 @@ class StoredTeacher:
         15100
     """
 
-    def __init__(self, store: ActivationStore, split: str = "train") -> None:
+    def __init__(self, store: ActivationStore | StoreHandle, split: str = "train") -> None:
+        # Through the handle: a fill reopens the store (writer, then read-only again), and this source follows.
+        self._handle = store if isinstance(store, StoreHandle) else StoreHandle.wrap(store, what="the teacher store")
+        store = self._handle.store
         fp = store.fingerprint
         if fp is not None and fp.kind != "teacher":
             raise StoreError(
@@ -102,11 +106,16 @@ class StoredTeacher:
         meta = store.kv.get_meta(META)
         if meta is None:
             raise StoreError(f"the store at {store.path} has no teacher record; fill it with ember.compress.Teacher first")
-        self.store, self.split = store, split
+        self.split = split
         self.facts = TeacherFacts.from_json(meta)
         record = store.get_split(split)
         self.keys = record.keys[COLUMN]
         self._labels, self._lengths = record.labels, record.lengths
+
+    @property
+    def store(self) -> ActivationStore:
+        """The teacher store as opened now."""
+        return self._handle.store
 
     @classmethod
     def open(cls, path, split: str = "train", *, backend: str = "lmdb") -> StoredTeacher:

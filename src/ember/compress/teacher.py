@@ -31,11 +31,12 @@ from ember.models.families import find_parts
 from ember.models.inputs import pad_ids, padding_id, tokenize
 from ember.models.load import resolve_max_length
 from ember.models.split import frozen_eval
-from ember.store.activations import ActivationStore, Entry, Split
+from ember.store.activations import ActivationStore, Entry
 from ember.store.codec import torch_dtype
-from ember.store.fill import FillReport, fill
-from ember.store.fingerprint import Fingerprint, callable_name, config_hash, tokenizer_hash, weights_hash
-from ember.store.keys import content_key
+from ember.store.fill import Column, FillReport, SplitLabels, fill_split
+from ember.store.fingerprint import Fingerprint, weights_hash
+from ember.store.handle import StoreHandle
+from ember.store.keys import KeyScheme
 
 COLUMN = "teacher"  # the split record's key column
 META = "teacher"  # meta value: what a student must match (vocabulary, widths, labels) and the padding id
@@ -118,15 +119,15 @@ class TeacherOutputs:
         self.fingerprint = self._fingerprint()
 
     def _fingerprint(self) -> Fingerprint:
-        extra = (
-            ("config", config_hash(self.model.config)),
-            ("hidden_layers", ",".join(map(str, self.config.hidden_layers)) or "none"),
-            ("key", callable_name(content_key)),
-            ("labels", str(self.facts.num_labels)),
+        """Everything the stored values depend on: the whole teacher (its head too), its config, the tokenizer,
+        the max length, the dtype, the hidden states kept and the number of classes."""
+        return Fingerprint.of(
+            "teacher", architecture=f"{type(self.model).__name__}/{self.parts.family}", dtype=self.config.dtype,
+            frozen=[self.model], model_config=self.model.config, tokenizer=self.tokenizer, max_length=self.max_length,
+            keys=KeyScheme.content().name,
+            settings=[("hidden_layers", ",".join(map(str, self.config.hidden_layers)) or "none"),
+                      ("labels", str(self.facts.num_labels))],
         )
-        return Fingerprint(kind="teacher", architecture=f"{type(self.model).__name__}/{self.parts.family}",
-                           weights=weights_hash([self.model]), layer=-1, dtype=self.config.dtype,
-                           tokenizer=tokenizer_hash(self.tokenizer), max_length=self.max_length, extra=extra)
 
     @property
     def device(self) -> torch.device:
@@ -189,22 +190,12 @@ class Teacher:
                  config: TeacherConfig | None = None, *, readonly: bool = False) -> None:
         self.outputs = TeacherOutputs(model, tokenizer, config)
         self.config = self.outputs.config
-        if isinstance(store, ActivationStore):
-            if store.fingerprint != self.outputs.fingerprint:
-                differences = store.fingerprint.diff(self.outputs.fingerprint) if store.fingerprint else ["it has no fingerprint"]
-                lines = "\n  ".join(differences)
-                raise StoreMismatchError(
-                    f"the store at {store.path} holds the outputs of another teacher or setting:\n  {lines}\n"
-                    "Pass its folder with the teacher that made it, or a new folder for this teacher.",
-                    differences,
-                )
-            self.store = store
-        else:
-            backend = "memory" if store is None else self.config.backend
-            self.store = ActivationStore.open(None if store is None else Path(store), self.outputs.fingerprint,
-                                              backend=backend, readonly=readonly)
-        if not self.store.kv.readonly and self.store.kv.get_meta(META) is None:
-            self.store.kv.set_meta(META, self.outputs.facts.to_json())
+        self.handle = _open_handle(store, self.outputs.fingerprint, self.config.backend, readonly)
+
+    @property
+    def store(self) -> ActivationStore:
+        """The store as opened now (read-only unless something is being written)."""
+        return self.handle.store
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -234,21 +225,27 @@ class Teacher:
         label_ids = None if labels is None else teacher_label_ids(labels, self.outputs.facts, count=len(texts))
         self.store.find_split(split)  # refuses a bad split name before any work
         self.outputs.verify_weights()
+        self._record_facts()
         ids = self.tokenize(texts)
-        keys = [content_key(x) for x in ids]
-        report = fill(self.store, ids, self.outputs.entries, keys=keys, batch_size=batch_size, progress=progress,
-                      description="storing teacher outputs")
-        record = Split({COLUMN: keys}, label_ids, [len(x) for x in ids])
-        if self.store.find_split(split) != record:  # written last: only once every entry is committed
-            self.store.add_split(split, record)
-        report.split = split
-        return report
+        column = Column(COLUMN, self.handle, self.outputs, ids, KeyScheme.content().keys(texts, ids),
+                        description="storing teacher outputs")
+        labels_record = None if label_ids is None else SplitLabels(label_ids, None)
+        reports = fill_split([column], self.handle, split, labels_record, lengths=True, why="this teacher fill",
+                             batch_size=batch_size, progress=progress)
+        return reports[COLUMN]
+
+    def _record_facts(self) -> None:
+        """What a student must match (vocabulary, widths, classes, padding id), written once beside the fingerprint."""
+        if self.store.kv.get_meta(META) is not None:
+            return
+        with self.handle.writing("recording the teacher's facts") as store:
+            store.kv.set_meta(META, self.outputs.facts.to_json())
 
     def source(self, split: str = "train"):
         """The stored outputs of ``split``, for :func:`~ember.compress.distill` (the teacher never runs)."""
         from ember.compress.sources import StoredTeacher
 
-        return StoredTeacher(self.store, split)
+        return StoredTeacher(self.handle, split)
 
     def live(self, data: Examples | Sequence[str], labels: Sequence[int | str] | None = None):
         """The same batches as :meth:`source`, computed by running the teacher at every step (no store)."""
@@ -261,10 +258,27 @@ class Teacher:
         return LiveTeacher(self.outputs, self.tokenize(texts), label_ids)
 
     def close(self) -> None:
-        self.store.close()
+        self.handle.close()
 
     def __enter__(self) -> Teacher:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _open_handle(store, fingerprint: Fingerprint, backend: str, readonly: bool) -> StoreHandle:
+    """The handle of the teacher's store: a path (or None, memory) opened here, or a store opened by the caller."""
+    if not isinstance(store, ActivationStore):
+        return StoreHandle(None if store is None else Path(store), fingerprint,
+                           backend="memory" if store is None else backend,  # type: ignore[arg-type]
+                           readonly=readonly, what="the teacher store")
+    if store.fingerprint != fingerprint:
+        differences = store.fingerprint.diff(fingerprint) if store.fingerprint else ["it has no fingerprint"]
+        lines = "\n  ".join(differences)
+        raise StoreMismatchError(
+            f"the store at {store.path} holds the outputs of another teacher or setting:\n  {lines}\n"
+            "Pass its folder with the teacher that made it, or a new folder for this teacher.",
+            differences,
+        )
+    return StoreHandle.wrap(store, what="the teacher store")

@@ -7,110 +7,33 @@ Accepted sources:
 - ``file.csv`` / ``file.tsv`` with a header row (text and label columns, names configurable);
 - ``file.jsonl``: one JSON object per line;
 - ``file.txt``: one text per line, unlabelled (blank lines skipped), like ember's built-in sentences;
+- a folder of split files: ``train.csv`` / ``test.csv`` (or ``.tsv``, ``.jsonl``; ``validation``/``dev`` too),
+  ``split=`` picking the file;
 - the CLINC150 ``data_full.json`` (or the folder holding it): ``{split: [[text, intent], ...]}``;
 - a Hugging Face dataset saved with ``save_to_disk`` (a folder), or a hub dataset name.
+
+A single file has no splits: it is read whole whatever the default split (``None`` or ``"train"``), and another
+split name is refused rather than ignored (an evaluation would otherwise run on the training rows).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from ember.data.labels import encode_known_labels, encode_labels
+from ember.data.examples import Examples
+from ember.data.files import (  # noqa: F401  (LABEL_COLUMNS, TEXT_COLUMNS, text_lines: imported from here too)
+    LABEL_COLUMNS,
+    TABLE_SUFFIXES,
+    TEXT_COLUMNS,
+    read_file,
+    rows_to_examples,
+    text_lines,
+)
 from ember.errors import DataError
 
-TEXT_COLUMNS = ("text", "sentence", "content", "query", "utterance")
-LABEL_COLUMNS = ("label", "labels", "intent", "class", "target")
-
-
-@dataclass
-class Examples:
-    """Texts with optional labels (strings or ints), in dataset order.
-
-    Example:
-        >>> ex = Examples(["good", "bad"], ["pos", "neg"])
-        >>> ex.label_names(), ex.label_ids()
-        (['neg', 'pos'], [1, 0])
-    """
-
-    texts: list[str]
-    labels: list[int | str] | None = None
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        if self.labels is not None and len(self.labels) != len(self.texts):
-            raise DataError(f"{len(self.texts)} texts but {len(self.labels)} labels in {self.source or 'the data'}")
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def label_names(self) -> list[str] | None:
-        """Distinct string labels in id order (:func:`~ember.data.labels.label_order`); ``None`` for integer or missing labels."""
-        if self.labels is None:
-            return None
-        return encode_labels(self.labels)[1]
-
-    def label_ids(self, names: Sequence[str] | None = None) -> list[int] | None:
-        """Labels as class ids; string labels index ``names`` (default: :meth:`label_names`), which must hold them all."""
-        if self.labels is None:
-            return None
-        if names is None:
-            return encode_labels(self.labels)[0]
-        return encode_known_labels(self.labels, names, where=self.source or "the data")
-
-    def select(self, n: int | None) -> Examples:
-        """The first ``n`` examples (all when ``n`` is None)."""
-        if n is None:
-            return self
-        if n < 0:
-            raise ValueError(f"limit must be >= 0 (the first N examples), got {n}")
-        return Examples(self.texts[:n], None if self.labels is None else self.labels[:n], self.source)
-
-
-def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, source: str) -> str | None:
-    if wanted is not None:
-        if wanted not in columns:
-            raise DataError(
-                f"{source} has no {what} column {wanted!r}; its columns are {list(columns)}. "
-                f"Pass the right name: {what}_column='NAME'."
-            )
-        return wanted
-    for c in candidates:
-        if c in columns:
-            return c
-    return None
-
-
-def _rows_to_examples(rows: list[dict], columns: Sequence[str], text_column, label_column, source: str) -> Examples:
-    tcol = _pick(columns, text_column, TEXT_COLUMNS, "text", source)
-    if tcol is None:
-        raise DataError(
-            f"{source} has no text column (looked for {list(TEXT_COLUMNS)}); its columns are {list(columns)}. "
-            "Pass the right name: text_column='NAME'."
-        )
-    lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", source)
-    texts = []
-    for i, r in enumerate(rows):
-        t = r[tcol]
-        if t is None or (isinstance(t, float) and t != t):  # None / NaN: a missing cell, not the text "None"
-            raise DataError(f"{source} row {i} has no text in column {tcol!r}; drop or fill empty rows")
-        texts.append(str(t))
-    labels = None if lcol is None else [_label(r[lcol], i, source) for i, r in enumerate(rows)]
-    return Examples(texts, labels, source)
-
-
-def _label(v, row: int, source: str) -> int | str:
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int):
-        return v
-    s = "" if v is None else str(v).strip()
-    if not s:
-        raise DataError(f"{source} row {row} has an empty label; drop the row or give it a label")
-    return int(s) if s.lstrip("-").isdigit() else s
+SPLIT_NAMES = ("train", "test", "validation", "valid", "val", "dev")  # file stems read as splits in a folder
+WHOLE_FILE = "train"  # the split name a single file answers to: it is read whole, as the default split
 
 
 def _split_name(split: object, source: str, have: Sequence[str] | None = None) -> str:
@@ -129,20 +52,42 @@ def _split_name(split: object, source: str, have: Sequence[str] | None = None) -
     return split
 
 
+def _whole_file(split: object, source: str, layout: str) -> None:
+    """Refuse a split name a single file cannot honour (it has no splits); ``None`` and ``"train"`` read it whole."""
+    name = _split_name(split, source)
+    if name != WHOLE_FILE:
+        raise DataError(
+            f"{source} is {layout}, which has no splits, so split {name!r} cannot be honoured: reading the whole file "
+            "instead would, say, evaluate on the training rows. Give no split to read the whole file; for splits, "
+            "pass a folder holding one file per split (train.csv, test.csv ...) instead. Pass split='NAME' only with "
+            "such a source."
+        )
+
+
 def _clinc(data: dict, split: str | None, source: str) -> Examples:
     split = _split_name(split, source, list(data))
     pairs = data[split]
-    return Examples([p[0] for p in pairs], [p[1] for p in pairs], f"{source}:{split}")
+    return Examples([p[0] for p in pairs], [p[1] for p in pairs], f"{source}:{split}", split=split)
 
 
-def text_lines(text: str) -> list[str]:
-    r"""One text per non-blank line, stripped: how ``.txt`` files and ember's built-in sentences are read.
+def split_files(folder: Path) -> dict[str, Path]:
+    """The split files of ``folder`` by split name (``train.csv`` -> ``train``); empty when it has none.
 
     Example:
-        >>> text_lines("hello\n\n  book a flight \n")
-        ['hello', 'book a flight']
+        >>> split_files(Path("/nonexistent"))
+        {}
     """
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in TABLE_SUFFIXES and f.stem.lower() in SPLIT_NAMES:
+            other = found.setdefault(f.stem.lower(), f)
+            if other != f:
+                raise DataError(
+                    f"{folder} has two files for split {f.stem.lower()!r} ({other.name} and {f.name}); keep one of them"
+                )
+    return found
 
 
 def load_examples(
@@ -157,61 +102,49 @@ def load_examples(
 
     Args:
         source: path or hub dataset name (see the module docstring for the formats).
-        split: split name for CLINC150 JSON (default ``train``) and datasets (default ``train``).
+        split: split name for sources with splits (default ``train``); a single file takes only the default.
         text_column, label_column: column names; by default the first of the usual names present.
-        limit: keep only the first ``limit`` examples.
+        limit: keep only the first ``limit`` examples (:meth:`Examples.describe` says which rows were kept).
 
     Example:
         >>> ex = load_examples("../shared/data/clinc150", split="test")  # doctest: +SKIP
+        >>> ex.describe()  # doctest: +SKIP
+        'all 4500 rows of ../shared/data/clinc150/data_full.json:test'
     """
     path = Path(source)
     name = str(source)
     if path.is_dir() and (path / "data_full.json").exists():
         path = path / "data_full.json"
     if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".csv", ".tsv"):
-            with path.open(newline="", encoding="utf-8") as f:
-                if suffix == ".tsv":
-                    reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-                else:
-                    reader = csv.DictReader(f)
-                rows = list(reader)
-                columns = reader.fieldnames or []
-            ex = _rows_to_examples(rows, columns, text_column, label_column, name)
-        elif suffix == ".jsonl":
-            rows = []
-            with path.open(encoding="utf-8") as f:
-                for i, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise DataError(f"{name} line {i} is not valid JSON: {exc}") from exc
-            columns = list(rows[0]) if rows else []
-            ex = _rows_to_examples(rows, columns, text_column, label_column, name)
-        elif suffix == ".txt":
-            ex = Examples(text_lines(path.read_text(encoding="utf-8")), None, name)
-        elif suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
-                ex = _clinc(data, split, name)
-            elif isinstance(data, list) and data and isinstance(data[0], dict):
-                ex = _rows_to_examples(data, list(data[0]), text_column, label_column, name)
-            else:
-                raise DataError(f"{name}: JSON must be CLINC150-style {{split: [[text, label], ...]}} or a list of objects")
-        else:
-            raise DataError(f"{name}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl, .json, .txt or a dataset folder")
+        ex = _from_file(path, name, split, text_column, label_column)
+    elif path.is_dir() and split_files(path):
+        ex = _from_split_folder(path, split, text_column, label_column)
     elif path.is_dir():
         ex = _hf_dataset(path, split, text_column, label_column, saved=True)
     elif path.suffix or "/" in name and name.startswith((".", "/")):
         raise DataError(f"{name} does not exist; pass a CSV/TSV/JSONL/JSON/TXT file, a dataset folder or a hub dataset name")
     else:
         ex = _hf_dataset(name, split, text_column, label_column, saved=False)
-    _split_name(split, name)  # sources without splits take any name; those with splits checked it against theirs
     if len(ex) == 0:
         raise DataError(f"{name} holds no examples; check the file and the split= argument")
     return ex.select(limit)
+
+
+def _from_file(path: Path, name: str, split, text_column, label_column) -> Examples:
+    read = read_file(path, name, text_column, label_column)
+    if isinstance(read, dict):  # CLINC-style JSON: its own splits
+        return _clinc(read, split, name)
+    _whole_file(split, name, f"a single {path.suffix.lower().lstrip('.').upper()} file")
+    return read
+
+
+def _from_split_folder(folder: Path, split, text_column, label_column) -> Examples:
+    files = split_files(folder)
+    chosen = _split_name(split, str(folder), list(files))
+    ex = read_file(files[chosen], str(files[chosen]), text_column, label_column)
+    assert isinstance(ex, Examples)  # split files are tables (TABLE_SUFFIXES), never CLINC JSON
+    ex.split = chosen
+    return ex
 
 
 def _hf_dataset(source, split, text_column, label_column, *, saved: bool) -> Examples:
@@ -220,13 +153,27 @@ def _hf_dataset(source, split, text_column, label_column, *, saved: bool) -> Exa
     except ImportError as exc:
         raise ImportError("reading Hugging Face datasets needs the datasets package: pip install 'ember[datasets]'") from exc
     name = str(source)
+    chosen = None
     if saved:
-        ds = datasets.load_from_disk(name)
+        try:
+            ds = datasets.load_from_disk(name)
+        except FileNotFoundError as exc:
+            raise DataError(
+                f"{name} is a folder, but not a dataset ember can read: it has no data_full.json, no split files "
+                f"({', '.join(s + '.csv' for s in SPLIT_NAMES[:3])} ... or .tsv/.jsonl) and is not a Hugging Face "
+                "dataset saved with save_to_disk. Pass a data file, or put the splits in such files."
+            ) from exc
         if isinstance(ds, datasets.DatasetDict):
-            ds = ds[_split_name(split, name, list(ds))]
+            chosen = _split_name(split, name, list(ds))
+            ds = ds[chosen]
+        else:
+            _whole_file(split, name, "a saved dataset of one split")
     else:
-        ds = datasets.load_dataset(name, split=_split_name(split, name))
+        chosen = _split_name(split, name)
+        ds = datasets.load_dataset(name, split=chosen)
     columns = ds.column_names
     rows = ds.to_list()
     # ClassLabel columns stay integers: the ids are the dataset's own, which a trained head expects.
-    return _rows_to_examples(rows, columns, text_column, label_column, f"{name}:{split or 'train'}")
+    ex = rows_to_examples(rows, columns, text_column, label_column, f"{name}:{split or 'train'}")
+    ex.split = chosen
+    return ex

@@ -19,7 +19,7 @@ SAMPLE_FILE = "sample_sentences.txt"
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[str, ...]:
-    from ember.data.loaders import text_lines
+    from ember.data.files import text_lines
 
     return tuple(text_lines(resources.files("ember.data").joinpath(SAMPLE_FILE).read_text(encoding="utf-8")))
 

@@ -1,21 +1,17 @@
-"""Frozen-encoder embedding cache: fill once with the store's fill loop, train a head from memory, serve new texts.
+"""Frozen-encoder embedding cache: fill once through the store's one fill, train a head from memory, serve new texts.
 
-Built on the recycling store: one :class:`~ember.store.ActivationStore` per encoder (fingerprinted with
-``kind="encoder"`` and the pooling), entries ``{"embedding": (D,)}`` keyed by the content hash of the
-encoder's token ids, filled by :func:`ember.store.fill.fill`. The examples of a split (their keys per
-encoder and their labels) are a :class:`~ember.store.Split` record, the same record recycling keeps, in
-a small store beside them (one key column per encoder), so a later process trains without reading or
-tokenizing the raw data.
+Built on the one store: one :class:`~ember.store.ActivationStore` per encoder (fingerprinted with
+``kind="encoder"`` and the pooling), entries ``{"embedding": (D,)}`` keyed by the encoder's key scheme,
+filled by :func:`ember.store.fill.fill_split`. The examples of a split (their keys per encoder and their
+labels) are a :class:`~ember.store.Split` record, the same record recycling keeps, in a small store beside them
+(one key column per encoder), so a later process trains without reading or tokenizing the raw data.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import re
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,43 +19,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ember.data.labels import encode_labels
-from ember.data.loaders import Examples
-from ember.data.texts import check_texts
-from ember.encoders.config import CacheConfig, KeyExtractor, NamedPooling, Pooling
-from ember.encoders.data import CachedDataset, EmbeddingTable, Source, StoreSource
-from ember.encoders.errors import (
-    CacheConfigError,
-    EmbeddingShapeError,
-    KeyCollisionError,
-    LabelCachingError,
-    RandomTransformError,
-    TrainableEncoderError,
-)
-from ember.encoders.pooling import pooling_fn, pooling_name
-from ember.errors import (
-    DataError,
-    MissingEntriesError,
-    StoreError,
-    StoreMismatchError,
-    StoreReadOnlyError,
-    UnsupportedModelError,
-)
-from ember.models.checks import check_module, is_causal_decoder
-from ember.models.families import find_parts
-from ember.models.inputs import pad_ids, tokenize
-from ember.models.load import resolve_max_length
-from ember.models.split import frozen_eval
-from ember.store.activations import ActivationStore, Entry, Split
-from ember.store.base import STORE_MARKERS
-from ember.store.codec import torch_dtype
-from ember.store.fill import FillReport, fill
-from ember.store.fingerprint import Fingerprint, config_hash, tokenizer_hash, weights_hash
-from ember.store.keys import KEY_BYTES, content_key
+from ember.data.columns import read_columns
+from ember.data.texts import check_texts, check_tokenized, structural_ids
+from ember.encoders.config import CacheConfig
+from ember.encoders.data import CachedDataset, EmbeddingTable, Source
+from ember.encoders.encoder import Encoder, open_handle
+from ember.encoders.errors import CacheConfigError, LabelCachingError
+from ember.encoders.placement import Sources, serving_dtype, training_device
+from ember.errors import DataError, MissingEntriesError
+from ember.models.inputs import tokenize
+from ember.models.sentence import is_sentence_transformer
+from ember.store.activations import ActivationStore
+from ember.store.fill import Column, FillReport, SplitLabels, fill_split, write_back
+from ember.store.fingerprint import Fingerprint
+from ember.store.handle import store_exists
+from ember.store.registry import check_not_a_store
 
 SINGLE = "text"  # the encoder's name when a single module is given
 _SPLITS = "_splits"  # folder of the split index inside save_dir
-_SHAPE_META = "embedding_shape"
 _NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _RESERVED = ("label", "labels", "index")  # batch keys besides the encoders' names
 
@@ -81,240 +58,10 @@ class CacheFillReport:
         return {**{k: v for k, v in asdict(self).items() if k != "encoders"}, "encoders": {n: r.to_dict() for n, r in self.encoders.items()}}
 
 
-class _Encoder:
-    """One cached encoder: its module, tokenizer, pooling, key extractor, fingerprint and store."""
-
-    def __init__(self, name: str, encoder: nn.Module, tokenizer, config: CacheConfig) -> None:
-        check_module(encoder, f"encoder {name!r}")
-        self.name = name
-        self.module = getattr(encoder, "base_model", encoder) if hasattr(encoder, "config") else encoder
-        _refuse_trainable(name, self.module)
-        self.tokenizer = tokenizer
-        self.pooling = config.pooling_of(name)
-        _warn_causal(name, self.module, self.pooling)
-        self.pool = pooling_fn(self.pooling)
-        self.key_extractor: KeyExtractor | None = config.key_extractors.get(name)
-        self.max_length = resolve_max_length(tokenizer, self.module, config.max_length)
-        self.dtype = torch_dtype(config.dtype)
-        try:
-            architecture = find_parts(self.module).architecture
-        except UnsupportedModelError:
-            architecture = f"{type(self.module).__module__}.{type(self.module).__name__}"
-        self.fingerprint = Fingerprint(
-            kind="encoder",
-            architecture=architecture,
-            weights=weights_hash([self.module]),
-            layer=-1,
-            dtype=config.dtype,
-            tokenizer=tokenizer_hash(tokenizer),
-            max_length=self.max_length,
-            # config: fields that change the output without changing a weight (activation, layer-norm eps …),
-            # as recycling records them
-            extra=(
-                ("pooling", pooling_name(self.pooling)),
-                ("key", self.key_name),
-                ("config", config_hash(getattr(self.module, "config", None))),
-            ),
-        )
-        self.handle = _StoreHandle(config, name, self.fingerprint, f"encoder {name!r}")
-        self.custom_keys = self.key_extractor is not None
-
-    @property
-    def store(self) -> ActivationStore:
-        """The encoder's store as opened now: read-only unless a fill or a write-back holds the writer."""
-        return self.handle.store
-
-    @property
-    def key_name(self) -> str:
-        return "content" if self.key_extractor is None else self.key_extractor.name
-
-    @property
-    def device(self) -> torch.device:
-        p = next(self.module.parameters(), None)
-        return torch.device("cpu") if p is None else p.device
-
-    # -- keys -------------------------------------------------------------------------------------------
-    def keys(self, texts: Sequence[str], ids: Sequence[Sequence[int]]) -> list[bytes]:
-        if self.key_extractor is None:
-            return [content_key(x) for x in ids]
-        prefix = self.key_extractor.name.encode() + b"\0"
-        out = []
-        for t in texts:
-            k = self.key_extractor.fn(t)
-            raw = k if isinstance(k, bytes) else str(k).encode()
-            out.append(hashlib.blake2b(prefix + raw, digest_size=KEY_BYTES).digest())
-        return out
-
-    def check_collisions(self, texts: Sequence[str], ids: Sequence[Sequence[int]], keys: Sequence[bytes]) -> None:
-        """A custom key must name one input: within this fill and against what the store already holds."""
-        if not self.custom_keys:
-            return  # content keys are the content's hash
-        seen: dict[bytes, tuple[bytes, int]] = {}
-        for i, (k, x) in enumerate(zip(keys, ids, strict=True)):
-            c = content_key(x)
-            j = seen.setdefault(k, (c, i))
-            if j[0] != c:
-                raise KeyCollisionError(
-                    f"the key extractor {self.key_name!r} of encoder {self.name!r} gave the same key to two different "
-                    f"inputs: {texts[j[1]]!r} (example {j[1]}) and {texts[i]!r} (example {i}); a key must identify "
-                    "the input itself (a dataset index collides between train and validation). Use the default "
-                    "content key or make the extractor unique per input."
-                )
-        stored = dict(zip(seen, self.store.get(list(seen)), strict=True))
-        for k, e in stored.items():
-            if e is not None and bytes(e["content"].tolist()) != seen[k][0]:
-                i = seen[k][1]
-                raise KeyCollisionError(
-                    f"the key extractor {self.key_name!r} of encoder {self.name!r} gave example {i} ({texts[i]!r}) a key "
-                    "that the store already holds for a different input (an index-like key reused across splits?). "
-                    "Make the extractor unique per input, or use the default content key."
-                )
-
-    # -- computing --------------------------------------------------------------------------------------
-    def compute(self, ids: list[list[int]], contents: Mapping[bytes, bytes] | None = None) -> torch.Tensor:
-        """Pooled embeddings ``(B, D)`` of unpadded id lists, in eval mode without gradients."""
-        input_ids, mask = pad_ids(ids, self.tokenizer, self.device)  # (B, T), (B, T)
-        with frozen_eval(self.module), torch.no_grad():
-            out = self.module(input_ids=input_ids, attention_mask=mask)
-            hidden = out[0] if isinstance(out, tuple) else getattr(out, "last_hidden_state", out)  # (B, T, H)
-            pooled = self.pool(hidden, mask, out)  # (B, D)
-        if not isinstance(pooled, torch.Tensor) or pooled.dim() != 2 or pooled.shape[0] != len(ids):
-            got = tuple(pooled.shape) if isinstance(pooled, torch.Tensor) else type(pooled).__name__
-            raise EmbeddingShapeError(
-                f"pooling {pooling_name(self.pooling)!r} of encoder {self.name!r} returned {got} for a batch of {len(ids)}; "
-                "it must return one vector per example, (B, D)"
-            )
-        self.check_shape(tuple(pooled.shape[1:]))
-        return pooled
-
-    def entries(self, ids: list[list[int]]) -> list[Entry]:
-        """Store entries of a batch (the fill loop's ``compute``); records the embedding shape on first write."""
-        pooled = self.compute(ids)
-        if self.handle.writer:
-            self.check_shape(tuple(pooled.shape[1:]), record=True)
-        pooled = pooled.to("cpu", self.dtype)
-        out: list[Entry] = []
-        for x, v in zip(ids, pooled, strict=True):
-            e = {"embedding": v.clone()}
-            if self.custom_keys:  # what the key names, to catch key collisions across fills
-                e["content"] = torch.tensor(list(content_key(x)), dtype=torch.uint8)
-            out.append(e)
-        return out
-
-    def check_shape(self, shape: tuple[int, ...], *, record: bool = False) -> None:
-        """Refuse a shape other than the recorded one; ``record`` writes it when none is (writer only)."""
-        recorded = self.store.kv.get_meta(_SHAPE_META)
-        if recorded is None:
-            if record:
-                self.store.kv.set_meta(_SHAPE_META, json.dumps(list(shape)))
-            return
-        want = tuple(json.loads(recorded))
-        if want != shape:
-            raise EmbeddingShapeError(
-                f"encoder {self.name!r} returned embeddings of shape {shape}, but its store at {self.store.path} recorded "
-                f"{want}: the encoder (or its pooling function) changed without changing its weights or pooling name. "
-                "Give the pooling a new name, or delete the store and fill again."
-            )
-
-
-def _warn_causal(name: str, module: nn.Module, pooling: Pooling) -> None:
-    """Warn when a built-in pooling meant for encoders pools a causal decoder (GPT-2, Llama …)."""
-    if isinstance(pooling, NamedPooling) or not is_causal_decoder(module):
-        return
-    model_type = getattr(getattr(module, "config", None), "model_type", None)
-    warnings.warn(
-        f"encoder {name!r} ({type(module).__name__}, model_type={model_type!r}) is a causal decoder: each token's state "
-        f"sees only the tokens before it, so its {pooling!r} pooling is not what an encoder's would be ('mean' weighs "
-        "the first words most, 'cls' sees the first token alone). Use an encoder (a BERT-like or sentence-transformers "
-        "model), or pool the last real token with pooling=NamedPooling('last', lambda h, m, out: "
-        "h[torch.arange(len(h)), m.sum(1) - 1]).",
-        UserWarning,
-        stacklevel=4,
-    )
-
-
-def _refuse_trainable(name: str, module: nn.Module) -> None:
-    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
-    if trainable:
-        raise TrainableEncoderError(
-            f"encoder {name!r} has {len(trainable)} trainable parameter tensors (first: {trainable[0]}). The cache stores "
-            "an encoder's output once, which stays right only while its weights never change, and labels can be "
-            "cached only when every cached encoder is frozen. Freeze it with encoder.requires_grad_(False) (and keep it "
-            "out of the optimizer), or leave it out of the EncoderCache and run it on raw inputs in your loop."
-        )
-
-
-class _StoreHandle:
-    """One store of the cache: opened read-only while it is only read, as the writer only while written.
-
-    An on-disk store that exists is opened read-only, so any number of processes (a sweep, a serving
-    process, a second run starting from ``save_dir``) read it while one of them writes. A store that does
-    not exist yet is created by the writer; an in-memory store (no ``save_dir``) is always writable.
-    """
-
-    def __init__(self, config: CacheConfig, name: str, fingerprint: Fingerprint, what: str) -> None:
-        self.config, self.name, self.fingerprint, self.what = config, name, fingerprint, what
-        self.path = None if config.save_dir is None else Path(config.save_dir) / name
-        self.backend = "memory" if self.path is None else config.backend
-        marker = STORE_MARKERS.get(self.backend)
-        exists = self.path is not None and marker is not None and (self.path / marker).exists()
-        if config.readonly and not exists:
-            raise StoreError(
-                f"CacheConfig(readonly=True), but save_dir {config.save_dir} has no store for {what} ({self.path} "
-                "does not exist): fill the cache first with readonly=False, or check save_dir"
-            )
-        self.store = self._open(readonly=exists)
-
-    @property
-    def writer(self) -> bool:
-        return not self.store.kv.readonly
-
-    def take_writer(self, why: str) -> bool:
-        """Reopen as the writer (``StoreLockedError`` if another process writes); True when it was read-only."""
-        if self.writer:
-            return False
-        if self.config.readonly:
-            raise StoreReadOnlyError(
-                f"{why} needs to write the store of {self.what} at {self.path}, but the cache was opened with "
-                "CacheConfig(readonly=True); open it with readonly=False in one process to write"
-            )
-        self.store.close()
-        try:
-            self.store = self._open(readonly=False)
-        except BaseException:
-            self.store = self._open(readonly=True)
-            raise
-        return True
-
-    def release_writer(self) -> None:
-        """Give the writer lock back (reopen read-only); a no-op for in-memory or read-only stores."""
-        if self.path is None or self.backend not in STORE_MARKERS or not self.writer:
-            return
-        self.store.close()
-        self.store = self._open(readonly=True)
-
-    def _open(self, readonly: bool) -> ActivationStore:
-        try:
-            return ActivationStore.open(self.path, self.fingerprint, backend=self.backend, readonly=readonly)
-        except StoreMismatchError as exc:
-            lines = "\n  ".join(exc.differences) or str(exc)
-            raise StoreMismatchError(
-                f"save_dir {self.config.save_dir} holds embeddings of {self.what} made by another encoder or setting:\n"
-                f"  {lines}\nReading them would train on stale embeddings. Use another save_dir, delete "
-                f"{self.path} to refill it, or open it with the encoder and pooling that made it.",
-                exc.differences,
-            ) from None
-
-    def close(self) -> None:
-        self.store.close()
-
-
 def _recorded_fingerprint(config: CacheConfig, name: str) -> Fingerprint | None:
     """The fingerprint the store ``name`` of ``save_dir`` recorded, or ``None`` when there is no such store."""
-    if config.save_dir is None or config.backend not in STORE_MARKERS:
-        return None
-    path = Path(config.save_dir) / name
-    if not (path / STORE_MARKERS[config.backend]).exists():
+    path = None if config.save_dir is None else Path(config.save_dir) / name
+    if not store_exists(path, config.backend):
         return None
     with ActivationStore.open(path, None, backend=config.backend, readonly=True) as store:
         return store.fingerprint
@@ -357,7 +104,8 @@ class EncoderCache:
         encoders: a frozen module, or ``{name: module}`` (e.g. ``{"query": enc_a, "doc": enc_b}``). A module
             with any ``requires_grad`` parameter is refused. Hugging Face models with a head are run through
             their ``base_model``.
-        tokenizers: one tokenizer for all encoders, or ``{name: tokenizer}``.
+        tokenizers: one tokenizer for all encoders, or ``{name: tokenizer}``; ``None`` (or a name left out) for a
+            ``SentenceTransformer``, which brings its own.
         config: storage, pooling and fill settings (:class:`CacheConfig`).
 
     Example:
@@ -369,7 +117,7 @@ class EncoderCache:
         >>> head(**cache.embed({"query": ["new question"], "doc": ["new answer"]}))  # doctest: +SKIP
     """
 
-    def __init__(self, encoders: nn.Module | Mapping[str, nn.Module], tokenizers, config: CacheConfig | None = None) -> None:
+    def __init__(self, encoders: nn.Module | Mapping[str, nn.Module], tokenizers=None, config: CacheConfig | None = None) -> None:
         # fill, dataset, embed and close take turns across threads (a server's workers): a fill, or embed's first
         # write_back, reopens a store as its writer, closing the handle other calls read through (found with 4
         # threads calling embed(write_back=True): 13 of 200 calls failed on a closed or half-swapped store); the
@@ -383,21 +131,22 @@ class EncoderCache:
         names = list(encoders)
         check_encoder_names(names)
         config.check_names(names)
+        check_not_a_store(config.save_dir, "the save_dir of an encoder cache")
         if not isinstance(tokenizers, Mapping):
             tokenizers = {n: tokenizers for n in names}
-        missing = [n for n in names if n not in tokenizers]
+        missing = [n for n in names if tokenizers.get(n) is None and not is_sentence_transformer(encoders[n])]
         if missing:
             raise CacheConfigError(f"no tokenizer for encoders {missing}; pass one tokenizer or {{name: tokenizer}} for {names}")
         self.config = config
-        self.encoders: dict[str, _Encoder] = {}
+        self.encoders: dict[str, Encoder] = {}
         try:
             for n in names:
-                self.encoders[n] = _Encoder(n, encoders[n], tokenizers[n], config)
-            self._splits = _StoreHandle(config, _SPLITS, self._splits_fingerprint(), "the split index")
+                self.encoders[n] = Encoder(n, encoders[n], tokenizers.get(n), config)
+            self._splits = open_handle(config, _SPLITS, self._splits_fingerprint(), "the split index")
         except BaseException:
             self.close()
             raise
-        self._sources: dict[tuple[str, str, str], Source] = {}
+        self._sources = Sources(config, self.encoders.__getitem__, self._lock)
 
     @property
     def names(self) -> list[str]:
@@ -409,23 +158,15 @@ class EncoderCache:
         return self._splits.store
 
     def _splits_fingerprint(self) -> Fingerprint:
-        # Keys depend on each encoder's tokenizer, truncation and key extractor; nothing else. The order of the
+        # Keys depend on each encoder's tokenizer, truncation and key scheme; nothing else. The order of the
         # encoders (of the dict given) means nothing: an index recorded with the same names in another order
         # is the same index, so its order is kept.
         names = self.names
         recorded = _recorded_fingerprint(self.config, _SPLITS)
         if recorded is not None and sorted(recorded.architecture.split(",")) == sorted(names):
             names = recorded.architecture.split(",")
-        return Fingerprint(
-            kind="encoder-splits",
-            architecture=",".join(names),
-            weights="",
-            layer=-1,
-            dtype="int64",
-            tokenizer="",
-            max_length=0,
-            extra=tuple((n, f"{e.fingerprint.tokenizer}:{e.max_length}:{e.key_name}") for n in names for e in [self.encoders[n]]),
-        )
+        settings = [(n, f"{e.fingerprint.tokenizer}:{e.max_length}:{e.key_name}") for n in names for e in [self.encoders[n]]]
+        return Fingerprint.of("encoder-splits", architecture=",".join(names), dtype="int64", settings=settings)
 
     @property
     def label_names(self) -> list[str] | None:
@@ -470,140 +211,26 @@ class EncoderCache:
         a new or changed split) and gives it back when it ends; a fill of what is stored already only reads,
         beside a process that writes.
         """
-        columns, labels = self._columns(data, labels)
+        columns, labels = read_columns(data, labels, self.names, num_workers=self.config.num_workers,
+                                       check_transform=self.config.check_transform)
         n = len(next(iter(columns.values())))
-        label_ids, names = (None, None) if labels is None else encode_labels(labels, self.label_names, count=n)
-        report = CacheFillReport(split=split, examples=n, labels=label_ids is not None)
-        ids: dict[str, list[list[int]]] = {}
-        keys: dict[str, list[bytes]] = {}
+        split_labels = SplitLabels.encode(labels, self.splits, n)
+        todo = []
         for name, enc in self.encoders.items():
-            texts = columns[name]
-            check_texts(texts, allow_empty)
-            ids[name] = tokenize(enc.tokenizer, texts, enc.max_length, num_workers=self.config.num_workers)
-            keys[name] = enc.keys(texts, ids[name])
-            enc.check_collisions(texts, ids[name], keys[name])
-        record = Split(keys, label_ids)
-        # Take a writer only for what changes: a fill of what is already there reads only, so it runs beside
-        # another process that writes the same save_dir. Writers are given back when the fill ends.
-        writing = [self.encoders[name].handle for name in self.names if self.encoders[name].store.missing(keys[name])]
-        if (names is not None and names != (self.label_names or [])) or self.splits.find_split(split) != record:
-            writing.append(self._splits)
-        try:
-            for h in writing:
-                h.take_writer(f"fill(split={split!r})")
-            for name, enc in self.encoders.items():
-                report.encoders[name] = fill(
-                    enc.store,
-                    ids[name],
-                    enc.entries,
-                    batch_size=self.config.batch_size,
-                    keys=keys[name],
-                    progress=progress,
-                    description=f"caching {name!r} embeddings",
-                )
-                if report.encoders[name].computed:  # its tables are stale now (on-disk sources read the store)
-                    self._sources = {k: v for k, v in self._sources.items() if k[0] != name or isinstance(v, StoreSource)}
-            if self._splits in writing:
-                if names:
-                    self.splits.merge_label_names(names)
-                self.splits.add_split(split, record)
-        finally:
-            for h in writing:
-                h.release_writer()
-        return report
-
-    def _columns(self, data, labels) -> tuple[dict[str, list[str]], Sequence | None]:
-        names = self.names
-        if isinstance(data, Examples):
-            if len(names) != 1:
-                raise DataError(f"Examples hold one text per example, but the cache has encoders {names}; pass {{name: texts}}")
-            return {names[0]: list(data.texts)}, labels if labels is not None else data.labels
-        if isinstance(data, Mapping):
-            unknown = sorted(set(data) - set(names) - {"label", "labels"})
-            absent = [n for n in names if n not in data]
-            if unknown or absent:
-                raise DataError(
-                    f"the data's columns {sorted(data)} do not match the cache's encoders {names}"
-                    + (f": no column for {absent}" if absent else "")
-                    + (f": unknown columns {unknown}" if unknown else "")
-                )
-            columns = {n: list(data[n]) for n in names}
-            if labels is None:
-                labels = data.get("label", data.get("labels"))
-            lengths = {n: len(c) for n, c in columns.items()}
-            if len(set(lengths.values())) > 1:
-                raise DataError(f"the encoders' columns have different lengths {lengths}; each example needs every input")
-            return columns, labels
-        if isinstance(data, (list, tuple)) and all(isinstance(t, str) for t in data):
-            if len(names) != 1:
-                raise DataError(f"a list of texts feeds one encoder, but the cache has encoders {names}; pass {{name: texts}}")
-            return {names[0]: list(data)}, labels
-        return self._read_dataset(data, labels)
-
-    def _read_dataset(self, data, labels) -> tuple[dict[str, list[str]], Sequence | None]:
-        """Read a map-style dataset once (in worker processes when asked), in order, and detect random transforms."""
-        if isinstance(data, str | bytes):  # a str has len and items too: one text per character
-            raise DataError(f"cannot fill from one {type(data).__name__} ({data[:40]!r}): pass a list of texts (wrap it: "
-                            "[text]), or read a file with ember.load_examples(path)")
-        try:
-            n = len(data)
-        except TypeError:
-            raise DataError(
-                f"cannot read a {type(data).__name__}: pass texts, {{name: texts}}, Examples or a map-style dataset "
-                "(with __len__ and __getitem__)"
-            ) from None
-        # A spread of items is read twice, one read right after the other in the process that reads it (a
-        # worker when num_workers > 0): a random (augmenting) transform gives other inputs, which a cache would
-        # freeze into one arbitrary draw. Reading the second copy elsewhere (say in the main process) would
-        # miss transforms driven by per-worker state: a worker's counter or RNG forked from the parent.
-        k = min(self.config.check_transform, n)
-        twice = frozenset(round(j * (n - 1) / max(k - 1, 1)) for j in range(k)) if k else frozenset()
-        reader = _ReadTwice(data, twice)
-        loader = torch.utils.data.DataLoader(reader, batch_size=256, num_workers=self.config.num_workers, collate_fn=list)
-        items = []
-        for i, (x, again) in enumerate(x for batch in loader for x in batch):  # in order
-            items.append(self._item(x, i))
-            if again is not _NOT_READ:
-                second = self._item(again, i)
-                if second[0] != items[i][0]:
-                    diff = next(e for e in self.names if second[0][e] != items[i][0][e])
-                    raise RandomTransformError(
-                        f"dataset item {i} gave encoder {diff!r} different inputs on two reads ({items[i][0][diff]!r}, "
-                        f"then {second[0][diff]!r}): the dataset applies a random transform (augmentation). A cache "
-                        "would freeze one random draw for every epoch. Cache the un-augmented data, or train without "
-                        "the cache."
-                    )
-        columns = {name: [it[0][name] for it in items] for name in self.names}
-        if labels is None:
-            has = [it[1] is not None for it in items]
-            if any(has) and not all(has):
-                i, j = has.index(True), has.index(False)
-                raise DataError(
-                    f"dataset item {i} has a label but item {j} has none; label every example (or none, and pass "
-                    "labels= to fill)"
-                )
-            if items and all(has):
-                labels = [it[1] for it in items]
-        return columns, labels
-
-    def _item(self, x, i: int) -> tuple[dict[str, str], object]:
-        names = self.names
-        if isinstance(x, str) and len(names) == 1:
-            return {names[0]: x}, None
-        if isinstance(x, Mapping):
-            absent = [n for n in names if n not in x]
-            if absent:
-                raise DataError(f"dataset item {i} has keys {sorted(x)} but no input for encoders {absent}")
-            label = x.get("label", x.get("labels"))
-            return {n: x[n] for n in names}, None if label is None else _plain(label)
-        if isinstance(x, (tuple, list)) and len(x) in (len(names), len(names) + 1):
-            label = _plain(x[len(names)]) if len(x) > len(names) else None
-            return dict(zip(names, x[: len(names)], strict=True)), label
-        raise DataError(
-            f"dataset item {i} is a {type(x).__name__}; items must be a text (one encoder), a dict "
-            f"{{{', '.join(repr(n) for n in names)}, 'label'}} or a tuple of the encoders' texts in order {names} plus "
-            "an optional label"
-        )
+            texts = check_texts(columns[name], allow_empty)
+            ids = tokenize(enc.tokenizer, texts, enc.max_length, num_workers=self.config.num_workers)
+            check_tokenized(texts, ids, structural_ids(enc.tokenizer), allow_empty)
+            keys = enc.keys.keys(texts, ids)
+            enc.check_keys(texts, ids, keys)
+            todo.append(Column(name, enc.handle, enc.producer, ids, keys, description=f"caching {name!r} embeddings",
+                               check=enc.check_entries))
+        reports = fill_split(todo, self._splits, split, split_labels, why=f"fill(split={split!r})",
+                             fix="open it with readonly=False in one process to write",
+                             batch_size=self.config.batch_size, progress=progress)
+        for name, r in reports.items():
+            if r.computed:  # its tables are stale now (on-disk sources read the store)
+                self._sources.stale(name)
+        return CacheFillReport(split=split, examples=n, labels=split_labels is not None, encoders=reports)
 
     # -- training ---------------------------------------------------------------------------------------
     @_in_turn
@@ -649,15 +276,15 @@ class EncoderCache:
         placements: dict[str, str] = {}
         for name in self.names:
             keys = record.keys[name]
-            src, placements[name] = self._source(name, dev)
+            src, placements[name] = self._sources.get(name, dev)
             try:
                 located = src.locate(keys)
             except MissingEntriesError:
                 if not isinstance(src, EmbeddingTable):
                     raise
                 # Loaded before another process (the writer) added these entries: reload once from the store.
-                self._sources = {k: v for k, v in self._sources.items() if v is not src}
-                src, placements[name] = self._source(name, dev)
+                self._sources.drop(src)
+                src, placements[name] = self._sources.get(name, dev)
                 located = src.locate(keys)
             sources[name] = (src, located)
         lab = torch.tensor(record.labels, dtype=torch.int64, device=dev) if labels else None  # (N,)
@@ -671,34 +298,7 @@ class EncoderCache:
             {'text': 'cpu'}
         """
         dev = training_device(device)
-        return {name: self._placement(name, dev) for name in self.names}
-
-    def _placement(self, name: str, device: torch.device) -> str:
-        p = self.config.placement_of(name)
-        if p == "auto":
-            p = "gpu" if device.type == "cuda" else "cpu"
-        if p == "gpu" and not torch.cuda.is_available():
-            raise CacheConfigError(
-                f"placement 'gpu' for encoder {name!r} needs CUDA, but torch.cuda.is_available() is False; "
-                "use 'auto' (GPU only when training on GPU) or 'cpu'"
-            )
-        return p
-
-    def _source(self, name: str, device: torch.device) -> tuple[Source, str]:
-        p = self._placement(name, device)
-        where = {"cpu": torch.device("cpu"), "gpu": device if device.type == "cuda" else torch.device("cuda"), "mmap": device}[p]
-        key = (name, p, str(where))
-        if key not in self._sources:
-            enc = self.encoders[name]
-            what = f"encoder {name!r}"
-            if p == "mmap":
-                self._sources[key] = StoreSource(lambda enc=enc: enc.store, where, enc.dtype, what, lock=self._lock)
-            else:  # kept in the storage dtype (a float16 table stays half size); batches are cast when served
-                table = EmbeddingTable.load(enc.store, where, enc.dtype, what)
-                if table.matrix.shape[0]:
-                    enc.check_shape(tuple(table.matrix.shape[1:]))
-                self._sources[key] = table
-        return self._sources[key], p
+        return {name: self._sources.placement(name, dev) for name in self.names}
 
     # -- inference --------------------------------------------------------------------------------------
     @_in_turn
@@ -736,38 +336,39 @@ class EncoderCache:
         columns: dict[str, list[str]] = {}
         for name, texts in inputs.items():
             columns[name] = check_texts(texts, allow_empty)  # a list, read once: a generator is not used up
-        return {name: self._embed_one(name, texts, write_back, device, dtype) for name, texts in columns.items()}
+        return {name: self._embed_one(name, texts, write_back, device, dtype, allow_empty) for name, texts in columns.items()}
 
-    def _embed_one(self, name: str, texts: list[str], write_back: bool, device, dtype) -> torch.Tensor:
+    def _embed_one(self, name: str, texts: list[str], write_back_misses: bool, device, dtype,
+                   allow_empty: bool = False) -> torch.Tensor:
         enc = self.encoders[name]
         if not texts:
             raise DataError(f"nothing to embed for encoder {name!r}: its list of texts is empty")
         ids = tokenize(enc.tokenizer, texts, enc.max_length)
-        keys = enc.keys(texts, ids)
-        enc.check_collisions(texts, ids, keys)  # a custom key naming another stored input would serve its embedding
+        check_tokenized(texts, ids, structural_ids(enc.tokenizer), allow_empty)
+        keys = enc.keys.keys(texts, ids)
+        enc.check_keys(texts, ids, keys)  # a custom key naming another stored input would serve its embedding
         out: list[torch.Tensor | None] = [None] * len(texts)
-        table = next((s for (n, _, _), s in self._sources.items() if n == name and isinstance(s, EmbeddingTable)), None)
+        table = self._sources.table(name)
         if table is not None:
             for i, k in enumerate(keys):
                 row = table.index.get(k)
                 if row is not None:
-                    out[i] = table.matrix[row]
+                    out[i] = table.matrix[row]  # (D,)
         todo = [i for i, v in enumerate(out) if v is None]
         if todo:
             for i, e in zip(todo, enc.store.get([keys[i] for i in todo]), strict=True):
                 if e is not None:
-                    out[i] = e["embedding"]
+                    out[i] = e["embedding"]  # (D,)
         miss = [i for i, v in enumerate(out) if v is None]
-        if miss and write_back:
-            enc.handle.take_writer("embed(write_back=True)")
+        if miss and write_back_misses:
+            enc.handle.take_writer("embed(write_back=True)")  # held until close()
         for b in range(0, len(miss), self.config.batch_size):
             idx = miss[b : b + self.config.batch_size]
             entries = enc.entries([ids[i] for i in idx])
             for i, e in zip(idx, entries, strict=True):
                 out[i] = e["embedding"]
-            if write_back:
-                first = dict(zip((keys[i] for i in idx), entries, strict=True))
-                enc.store.put(list(first), list(first.values()))
+            if write_back_misses:
+                write_back(enc.store, [keys[i] for i in idx], entries)
         dev = torch.device(device) if device is not None else enc.device
         out_dtype = serving_dtype(dtype, enc.dtype)
         return torch.stack([v.to(device=dev, dtype=out_dtype) for v in out])  # type: ignore[union-attr]  # (B, D)
@@ -779,73 +380,11 @@ class EncoderCache:
             enc.handle.close()
         if getattr(self, "_splits", None) is not None:
             self._splits.close()
-        self._sources = {}
+        if getattr(self, "_sources", None) is not None:
+            self._sources.loaded = {}
 
     def __enter__(self) -> EncoderCache:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _plain(label):
-    return label.item() if isinstance(label, torch.Tensor) and label.dim() == 0 else label
-
-
-_NOT_READ = object()
-
-
-class _ReadTwice(torch.utils.data.Dataset):
-    """Items of ``data``; those in ``twice`` read a second time right away, in the same (worker) process."""
-
-    def __init__(self, data, twice: frozenset[int]) -> None:
-        self.data, self.twice = data, twice
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int):
-        first = self.data[i]
-        return first, (self.data[i] if i in self.twice else _NOT_READ)
-
-
-def training_device(device: str | torch.device | nn.Module | None = None) -> torch.device:
-    """The device training runs on, which placement ``auto`` follows.
-
-    Args:
-        device: a device, or a module (the head): the device of its first parameter or buffer (CPU if it
-            has none). ``None``: ``cuda`` when ``torch.cuda.is_available()``, else ``cpu``.
-
-    Example:
-        >>> training_device("cpu")
-        device(type='cpu')
-    """
-    if isinstance(device, nn.Module):
-        t = next(iter(device.parameters()), None)
-        t = t if t is not None else next(iter(device.buffers()), None)
-        return torch.device("cpu") if t is None else t.device
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:  # torch: "Expected one of cpu, cuda, ... device type at start of ..."
-        raise CacheConfigError(
-            f"device={device!r} is not a device; pass 'cpu', 'cuda', 'cuda:0', 'mps', a torch.device, or the head "
-            f"module (its parameters' device) ({str(exc).splitlines()[0]})"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CacheConfigError(f"device={device!r} needs CUDA, but torch.cuda.is_available() is False; pass 'cpu'")
-    return dev
-
-
-def serving_dtype(dtype: str | torch.dtype | None, storage: torch.dtype) -> torch.dtype:
-    """The dtype batches are served in: ``dtype`` (a torch dtype or a name like ``"float32"``), or the storage
-    dtype when ``None``."""
-    if dtype is None:
-        return storage
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return torch_dtype(dtype)
-    except ValueError as exc:
-        raise CacheConfigError(str(exc).replace("for storage", "for serving")) from None

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from ember.errors import DataError, EmberError, StoreCorruptError, StoreError, StoreMismatchError
+from ember.errors import (
+    ConfigError,
+    EmberError,
+    KeyCollisionError,
+    RandomTransformError,
+    StoreCorruptError,
+    StoreError,
+    StoreMismatchError,
+)
 
 
-class CacheConfigError(EmberError, ValueError):
+class CacheConfigError(ConfigError):
     """A cache setting is invalid or names an encoder the cache does not have."""
 
 
@@ -15,14 +23,6 @@ class TrainableEncoderError(EmberError, TypeError):
 
 class LabelCachingError(EmberError, ValueError):
     """Labels cannot come from the cache (no labels filled, or the split was not filled)."""
-
-
-class RandomTransformError(DataError):
-    """Reading the same dataset item twice gave different inputs: a random transform cannot be cached."""
-
-
-class KeyCollisionError(DataError):
-    """A key extractor gave one key to two different inputs."""
 
 
 class EmbeddingShapeError(StoreCorruptError):

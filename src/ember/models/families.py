@@ -82,8 +82,9 @@ def find_parts(model: nn.Module, *, layers: str | None = None, embeddings: str |
         >>> find_parts(BertModel(cfg)).num_layers
         2
     """
-    base = getattr(model, "base_model", model)
-    config = getattr(model, "config", None)
+    inner = _unwrap_adapters(model)
+    base = getattr(inner, "base_model", inner)
+    config = getattr(inner, "config", None)
     model_type = getattr(config, "model_type", None)
     if layers is None and embeddings is None:
         if model_type not in _FAMILIES:
@@ -113,6 +114,16 @@ def find_parts(model: nn.Module, *, layers: str | None = None, embeddings: str |
     if not isinstance(layer_list, nn.ModuleList) or len(layer_list) == 0:
         raise UnsupportedModelError(f"{layers!r} in {type(model).__name__} is not a non-empty nn.ModuleList of layers")
     return EncoderParts(model=model, base=base, entry=entry, layers=layer_list, family=family)
+
+
+def _unwrap_adapters(model: nn.Module) -> nn.Module:
+    """The Hugging Face model inside an adapter wrapper (PEFT's ``PeftModel``: LoRA, IA3 …), else ``model``.
+
+    The wrapper stays the user's model (its forward runs, its adapters train); ember only needs to find the
+    encoder's embeddings and layers, which the wrapper keeps in place inside the model it wraps.
+    """
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
 
 
 def _has_path(root: nn.Module, path: str) -> bool:

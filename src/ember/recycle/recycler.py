@@ -2,104 +2,31 @@
 
 from __future__ import annotations
 
-import numbers
 import os
-import threading
+import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
-from ember.data.labels import encode_labels
 from ember.data.loaders import Examples
-from ember.data.texts import check_texts
-from ember.errors import (
-    DataError,
-    MissingEntriesError,
-    StoreCorruptError,
-    StoreMismatchError,
-    StoreReadOnlyError,
-)
+from ember.data.texts import check_texts, check_tokenized, structural_ids
+from ember.errors import DataError, EmberWarning, MissingEntriesError, StoreMismatchError, StoreReadOnlyError
 from ember.models.families import EncoderParts, find_parts
-from ember.models.inputs import pad_features, pad_ids, tokenize, unpad
+from ember.models.inputs import pad_features, tokenize
 from ember.models.load import resolve_max_length
-from ember.models.split import bind_call, passthrough, split_states
+from ember.recycle.config import RecycleConfig, check_layer
 from ember.recycle.data import StoredDataset, collate_states
-from ember.store.activations import STATES, ActivationStore, Entry, Split
-from ember.store.base import Backend, check_backend
-from ember.store.codec import DType, torch_dtype
-from ember.store.fill import FillReport, fill
-from ember.store.fingerprint import Fingerprint, callable_name, config_hash, tokenizer_hash, weights_hash
-from ember.store.keys import KeyFn, content_key, row_keys
-
-Mode = Literal["record", "train", "use"]
-_NO_FORWARD = object()
-
-
-@dataclass(frozen=True)
-class RecycleConfig:
-    """How to split and store.
-
-    Args:
-        layer: the split ``k``: embeddings and layers ``0..k-1`` are frozen and stored; ``0 <= k <= N``.
-        dtype: storage dtype of the hidden states (``float16``/``bfloat16`` halve the size).
-        max_length: truncation length in tokens (default: the tokenizer's, capped by the model's positions).
-        backend: ``lmdb`` (default), ``leveldb`` or ``memory``.
-
-    Example:
-        >>> RecycleConfig(layer=3, dtype="float16").dtype
-        'float16'
-    """
-
-    layer: int
-    dtype: DType = "float32"
-    max_length: int | None = None
-    backend: Backend = "lmdb"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layer", check_layer(self.layer))
-        torch_dtype(self.dtype)
-        check_backend(self.backend)
-        if self.max_length is not None and (not _is_int(self.max_length) or self.max_length < 2):
-            raise ValueError(f"max_length must be an int >= 2 (tokens), got {self.max_length!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _is_int(value: object) -> bool:
-    """An integer (numpy ints too), but not a bool: ``True`` is an int to Python and never meant as one here."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_layer(layer: object, num_layers: int | None = None, model: str = "the model") -> int:
-    """The split layer ``k`` as an int, refused unless ``0 <= k <= num_layers`` (when the count is known).
-
-    ``k`` counts the frozen layers: 0 stores the embeddings' output (every layer trains), ``num_layers`` stores
-    the last layer's (only the head trains).
-
-    Example:
-        >>> check_layer(3, 6)
-        3
-    """
-    allowed = "0 <= k" if num_layers is None else f"0 <= k <= {num_layers}"
-    if not _is_int(layer):
-        raise TypeError(
-            f"layer must be an int (the split layer k, {allowed}), got {type(layer).__name__} {layer!r}; "
-            "pass e.g. layer=3"
-        )
-    k = int(layer)  # type: ignore[call-overload]
-    if k < 0 or (num_layers is not None and k > num_layers):
-        counted = "" if num_layers is None else f": {model} has {num_layers} layers"
-        raise ValueError(
-            f"layer={k} is out of range{counted}; pass a split layer k with {allowed} (embeddings and layers "
-            "0..k-1 are frozen and stored, layers k.. train)"
-        )
-    return k
+from ember.recycle.producer import SplitStates
+from ember.recycle.session import Mode, Session
+from ember.store.activations import STATES, ActivationStore, Entry
+from ember.store.codec import torch_dtype
+from ember.store.fill import Column, Executor, FillReport, SplitLabels, fill_split
+from ember.store.fingerprint import Fingerprint, weights_hash
+from ember.store.handle import StoreHandle
+from ember.store.keys import KeyFn, KeyScheme, content_key
 
 
 def _check_tokenizer(tokenizer: object) -> None:
@@ -145,15 +72,19 @@ class Recycler:
           and run only layers ``k..N-1`` and the head; a missing example raises.
         - ``use(write_back=False)``: like ``train`` but misses are computed in the same batch.
 
+    An existing on-disk store is opened read-only and becomes the writer only while something is written
+    (a fill with something to store, ``record()``, ``use(write_back=True)``), so other processes read it
+    meanwhile (:class:`~ember.store.handle.StoreHandle`).
+
     Args:
         model: a supported Hugging Face encoder, with or without a head.
         tokenizer: its tokenizer (part of the fingerprint; used by :meth:`fill`).
         store: directory of the store, an open :class:`ActivationStore`, or ``None`` for memory.
-        config: split and storage settings; ``layer=`` is a shortcut for ``RecycleConfig(layer=...)``.
-        readonly: open an existing store for reading only.
+        config: split and storage settings; ``layer=`` (and ``max_size=``) are shortcuts for
+            ``RecycleConfig(layer=..., max_size=...)``.
+        readonly: never write the store (it must exist).
         key_fn: key of one example's token ids (content hash by default).
         layers_path, embeddings_path: explicit module paths for architectures ember does not know.
-        **store_options: backend options (e.g. ``max_size`` for LMDB).
 
     Example:
         >>> rec = Recycler(model, tok, "states/", layer=3)            # doctest: +SKIP
@@ -172,59 +103,54 @@ class Recycler:
         config: RecycleConfig | None = None,
         *,
         layer: int | None = None,
+        max_size: int | None = None,
         readonly: bool = False,
         key_fn: KeyFn = content_key,
         layers_path: str | None = None,
         embeddings_path: str | Sequence[str] | None = None,
-        **store_options,
     ) -> None:
         _check_tokenizer(tokenizer)
         _check_store(store)
-        if config is None:
-            if layer is None:
-                raise TypeError("pass config=RecycleConfig(layer=k) or layer=k")
-            config = RecycleConfig(layer=layer)
-        elif not isinstance(config, RecycleConfig):
-            raise TypeError(
-                f"config must be a RecycleConfig, got {type(config).__name__} {config!r:.60}; for the split layer "
-                "alone pass layer=k (Recycler(model, tokenizer, store, layer=3))"
-            )
-        elif layer is not None and check_layer(layer) != config.layer:
-            raise ValueError(f"layer={layer} contradicts config.layer={config.layer}")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.config = config
-        self.key_fn = key_fn
+        self.config = config = _config(config, layer, max_size)
+        self.model, self.tokenizer = model, tokenizer
+        self.keys = KeyScheme.from_ids(key_fn)
         self.parts: EncoderParts = find_parts(model, layers=layers_path, embeddings=embeddings_path)
         k = check_layer(config.layer, self.parts.num_layers, type(model).__name__)
         self.max_length = resolve_max_length(tokenizer, model, config.max_length)
-        self.fingerprint = Fingerprint(
-            kind="recycle",
-            architecture=self.parts.architecture,
-            weights=weights_hash(self.parts.bottom(k)),
-            layer=k,
-            dtype=config.dtype,
-            tokenizer=tokenizer_hash(tokenizer),
-            max_length=self.max_length,
-            extra=(("config", config_hash(getattr(model, "config", None))), ("key", callable_name(key_fn))),
+        self.fingerprint = Fingerprint.of(
+            "recycle", architecture=self.parts.architecture, frozen=self.parts.bottom(k), layer=k, dtype=config.dtype,
+            tokenizer=tokenizer, max_length=self.max_length, model_config=getattr(model, "config", None),
+            keys=self.keys.name,
         )
-        if isinstance(store, ActivationStore):
-            if store.fingerprint != self.fingerprint:
-                differences = store.fingerprint.diff(self.fingerprint) if store.fingerprint else ["it has no fingerprint"]
-                lines = "\n  ".join(differences)
-                raise StoreMismatchError(
-                    f"the store at {store.path} was made by another model or setting:\n  {lines}\n"
-                    "Pass the store's path instead of an open store made for another model, or a new path.",
-                    differences,
-                )
-            self.store = store
-        else:
-            backend = "memory" if store is None else config.backend
-            self.store = ActivationStore.open(store, self.fingerprint, backend=backend, readonly=readonly, **store_options)
-        self._store_dtype = torch_dtype(config.dtype)
+        self._slot = ActiveSlot()  # the producer's guard reads it; holding it (not self) keeps no reference cycle
+        _warn_bottom_adapters(model, self.parts.bottom(k), k, self.parts.num_layers)
+        self.producer = SplitStates(self.parts, k, torch_dtype(config.dtype), tokenizer, self.fingerprint, guard=self._slot.guard)
+        self.handle = _open_handle(store, self.fingerprint, config, readonly)
         # A parameter of the embeddings tells the model's dtype and device even while the bottom is swapped out.
         self._ref_param = next(getattr(p, a) for p, a in self.parts.entry[:1]).parameters().__next__()
-        self._active: _Session | None = None
+
+    @property
+    def store(self) -> ActivationStore:
+        """The store as opened now (read-only unless something is being written)."""
+        return self.handle.store
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (inputs and stored states are moved there)."""
+        return self._ref_param.device
+
+    @property
+    def model_dtype(self) -> torch.dtype:
+        """The dtype the model computes in (stored states are cast to it)."""
+        return self._ref_param.dtype
+
+    @property
+    def _active(self) -> Session | None:
+        return self._slot.session
+
+    @_active.setter
+    def _active(self, session: Session | None) -> None:
+        self._slot.session = session
 
     # -- filling ----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], **kwargs) -> dict[str, torch.Tensor]:
@@ -248,6 +174,7 @@ class Recycler:
         num_workers: int = 0,
         progress: bool = True,
         allow_empty: bool = False,
+        executor: Executor | None = None,
     ) -> FillReport:
         """Compute and store the split-layer states of every example not stored yet, and record the split.
 
@@ -259,6 +186,7 @@ class Recycler:
             batch_size: examples per forward pass and per committed transaction.
             num_workers: tokenizer worker processes.
             allow_empty: store empty texts instead of refusing them.
+            executor: where batches are computed (default: this process; see ``ember.scale`` for Ray).
 
         Returns:
             a :class:`FillReport`; its ``keys`` give the examples' store keys in input order.
@@ -270,55 +198,19 @@ class Recycler:
         texts = data.texts if isinstance(data, Examples) else data if isinstance(data, str | bytes) else list(data)
         if labels is None and isinstance(data, Examples):
             labels = data.labels
-        check_texts(texts, allow_empty)
-        previous = self.store.find_split(split)  # refuses a split name that is not a non-empty str, before any work
-        label_ids, names = None, None
-        if labels is not None:
-            label_ids, names = encode_labels(labels, self.store.label_names, count=len(texts))
-            self._check_head(label_ids)
+        texts = check_texts(texts, allow_empty)
+        self.store.find_split(split)  # refuses a split name that is not a non-empty str, before any work
+        split_labels = SplitLabels.encode(labels, self.store, len(texts))
+        if split_labels is not None:
+            self._check_head(split_labels.ids)
         self.verify_weights()
         ids = tokenize(self.tokenizer, texts, self.max_length, num_workers=num_workers)
-        keys = [self.key_fn(x) for x in ids]
-        record = Split({STATES: keys}, label_ids, [len(x) for x in ids])
-        new_names = names is not None and names != (self.store.label_names or [])
-        if self.store.kv.readonly:
-            self._refuse_readonly_fill(split, keys, previous, record, names if new_names else None)
-        if new_names:
-            self.store.merge_label_names(names)  # type: ignore[arg-type]
-        report = fill(
-            self.store,
-            ids,
-            self._compute,
-            batch_size=batch_size,
-            keys=keys,
-            progress=progress,
-            description=f"storing layer-{self.config.layer} states",
-        )
-        # Written last: a split is recorded only once all its examples are committed.
-        if previous != record:
-            self.store.add_split(split, record)
-        report.split = split
-        return report
-
-    def _refuse_readonly_fill(
-        self, split: str, keys: list[bytes], previous: Split | None, record: Split, names: list[str] | None
-    ) -> None:
-        """Raise, naming what a fill of a read-only store would have to write; return when it writes nothing."""
-        needs = []
-        missing = self.store.missing(keys)
-        if missing:
-            needs.append(f"{len(missing)} of {len(set(keys))} distinct examples are not stored yet")
-        if names is not None:
-            needs.append(f"new label names {names[len(self.store.label_names or []):][:5]}")
-        if previous is None:
-            needs.append(f"split {split!r} is not recorded yet")
-        elif previous != record:
-            needs.append(f"split {split!r} is recorded with other examples or labels")
-        if needs:
-            raise StoreReadOnlyError(
-                f"this fill needs to write the store at {self.store.path} ({'; '.join(needs)}), but it was "
-                "opened with readonly=True; open it with readonly=False in one process to fill it"
-            )
+        check_tokenized(texts, ids, structural_ids(self.tokenizer), allow_empty)
+        column = Column(STATES, self.handle, self.producer, ids, self.keys.keys(texts, ids),
+                        description=f"storing layer-{self.config.layer} states")
+        report = fill_split([column], self.handle, split, split_labels, lengths=True, batch_size=batch_size,
+                            progress=progress, executor=executor)
+        return report[STATES]
 
     def _check_head(self, label_ids: Sequence[int]) -> None:
         """Refuse class ids the model's head has no output for (training would fail mid-epoch inside torch)."""
@@ -329,23 +221,6 @@ class Recycler:
             f"label id {max(label_ids)} is past the model's head, which has {n} outputs (ids 0..{n - 1}); load the "
             f"model with num_labels= the number of classes (ember.load_model(path, 'classification', num_labels=...))"
         )
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model's weights are (inputs and stored states are moved there)."""
-        return self._ref_param.device
-
-    def _compute(self, ids: list[list[int]]) -> list[Entry]:
-        input_ids, mask = pad_ids(ids, self.tokenizer, self.device)
-        states = self._bottom(input_ids, mask)
-        return [{"states": s.to(self._store_dtype).cpu()} for s in unpad(states, mask)]
-
-    def _bottom(self, input_ids: torch.Tensor, mask: torch.Tensor, **extra) -> torch.Tensor:
-        session = self._active
-        if session is None:
-            return split_states(self.parts, self.config.layer, input_ids, mask, **extra)
-        with session.lock, session.restored():  # a fill on another thread waits for the forwards, and they for it
-            return split_states(self.parts, self.config.layer, input_ids, mask, **extra)
 
     # -- training data ----------------------------------------------------------------------------------
     def dataset(self, data: str | Sequence[bytes] = "train", *, labels: bool = True) -> StoredDataset:
@@ -381,7 +256,7 @@ class Recycler:
 
     def collate(self, batch: list[Entry]) -> dict[str, torch.Tensor]:
         """Pad stored examples into ``{"inputs_embeds", "attention_mask"[, "labels"]}`` for ``model(**batch)``."""
-        return collate_states(batch, dtype=self._model_dtype())
+        return collate_states(batch, dtype=self.model_dtype)
 
     def verify_weights(self) -> None:
         """Refuse to go on if the frozen layers changed since the store was opened (their states would be stale)."""
@@ -392,9 +267,6 @@ class Recycler:
                 "(trained, or another checkpoint loaded?), so the stored states no longer match them. Keep the "
                 "bottom frozen, or create a new Recycler (and store) for the new weights."
             )
-
-    def _model_dtype(self) -> torch.dtype:
-        return self._ref_param.dtype
 
     # -- modes ------------------------------------------------------------------------------------------
     @contextmanager
@@ -429,27 +301,29 @@ class Recycler:
     def _session(self, mode: Mode, write_back: bool = False) -> Iterator[None]:
         if self._active is not None:
             raise RuntimeError(f"a recycle context ({self._active.mode}) is already active on this model; nesting is not supported")
-        if self.store.kv.readonly and (mode == "record" or write_back):
+        writes = mode == "record" or write_back
+        if writes and self.handle.readonly:
             what = ("record() writes the states of every forward" if mode == "record"
                     else "use(write_back=True) writes the states of the examples it computes")
             instead = "use() or train() to read it" if mode == "record" else "use() without write_back to read it"
-            raise StoreReadOnlyError(
-                f"{what} to the store at {self.store.path}, but it was opened with readonly=True; open it with "
-                f"readonly=False in one process to write it (Recycler(..., readonly=False)), or call {instead}"
-            )
+            raise StoreReadOnlyError(self.handle.refusal(
+                f"{what} to the store at {self.store.path}",
+                f"open it with readonly=False in one process to write it (Recycler(..., readonly=False)), or call {instead}",
+            ))
         self.verify_weights()
-        session = _Session(self, mode, write_back)
-        session.attach()
-        self._active = session
-        try:
-            yield
-        finally:
-            session.detach()  # waits for forwards still running on other threads
-            self._active = None
+        with self.handle.writing(f"{mode}()", needed=writes):
+            session = Session(self, mode, write_back)
+            session.attach()
+            self._active = session
+            try:
+                yield
+            finally:
+                session.detach()  # waits for forwards still running on other threads
+                self._active = None
 
     def close(self) -> None:
         """Close the store (the model is left as it is)."""
-        self.store.close()
+        self.handle.close()
 
     def __enter__(self) -> Recycler:
         return self
@@ -458,181 +332,67 @@ class Recycler:
         self.close()
 
 
-class _Session:
-    """The bypasses and hooks of one active context; ``detach`` restores the model exactly.
-
-    The frozen modules stay in the model (so ``state_dict()``, ``.to()``, checkpoints and optimizers see
-    every weight); only their ``forward`` is overridden on the instance, and put back on exit.
-    """
-
-    def __init__(self, rec: Recycler, mode: Mode, write_back: bool) -> None:
-        self.rec, self.mode, self.write_back = rec, mode, write_back
-        self.bottom = rec.parts.bottom(rec.config.layer)
-        self.saved: list[object] = []
-        self.handles: list = []
-        self.inner = False
-        self.labels: torch.Tensor | None = None
-        self.lock = threading.RLock()  # see _take_turns
-        self.closed = False
-
-    def attach(self) -> None:
-        parts = self.rec.parts
-        # Another library (accelerate, say) may already have put a forward on the instance: keep it.
-        self.saved = [m.__dict__.get("forward", _NO_FORWARD) for m in self.bottom]
-        self._bypass()
-        self._take_turns()
-        self.handles.append(parts.base.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
-        if self.mode == "record" and parts.model is not parts.base:
-            # The head's forward sees the labels; record() stores them with the states.
-            self.handles.append(parts.model.register_forward_pre_hook(self._grab_labels, with_kwargs=True))
-
-    def _take_turns(self) -> None:
-        """Forwards of the model inside the context run one at a time, whatever thread calls them.
-
-        The bypass is state shared by every caller: computing a miss puts the bottom's own forwards back for
-        a moment, and a labelled ``record`` forward leaves its labels here for the states. Two threads' forwards
-        would run through each other's bottom (found with 4 threads calling the model inside ``use()``: 218
-        of 300 batches failed or came back wrong). ``self.lock`` is taken before any other hook of the model
-        and given back after its forward, also when the forward raises an ``Exception`` (``always_call``; a
-        ``KeyboardInterrupt`` skips torch's hooks, and leaving the context gives such a hold back); re-entrant,
-        for the base model called inside the head's forward. ``Recycler._bottom`` takes it too, so a fill on
-        another thread waits its turn.
-        """
-
-        @torch.compiler.disable
-        def take(module: nn.Module, args: tuple) -> None:
-            self.lock.acquire()
-            if self.closed:  # the context was left while this forward waited: it runs as the plain model
-                self.lock.release()
-
-        @torch.compiler.disable
-        def give(module: nn.Module, args: tuple, output) -> None:
-            self.lock.release()
-
-        parts = self.rec.parts
-        for m in dict.fromkeys([parts.model, parts.base]):  # the base too, for a caller that runs it directly
-            self.handles.append(m.register_forward_pre_hook(take, prepend=True))
-            self.handles.append(m.register_forward_hook(give, always_call=True))
-
-    def detach(self) -> None:
-        """Restore the model, once the forwards running on other threads are done."""
-        self.lock.acquire()
-        try:
-            for h in self.handles:
-                h.remove()
-            self._restore()
-            self.closed = True
-        finally:
-            # every hold of this thread, including one a KeyboardInterrupt left inside a forward
-            while self.lock._is_owned():  # type: ignore[attr-defined]  # RLock's own check, as Condition uses
-                self.lock.release()
-
-    @torch.compiler.disable
-    def _grab_labels(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        labels = bind_call(module, args, kwargs).get("labels")
-        self.labels = labels if isinstance(labels, torch.Tensor) and labels.dim() == 1 else None
-
-    def _bypass(self) -> None:
-        for m in self.bottom:
-            m.forward = passthrough
-
-    def _restore(self) -> None:
-        for m, old in zip(self.bottom, self.saved, strict=True):
-            if old is _NO_FORWARD:
-                m.__dict__.pop("forward", None)
-            else:
-                m.forward = old
-
-    @contextmanager
-    def restored(self) -> Iterator[None]:
-        """The original bottom, for computing misses in the middle of a forward."""
-        self._restore()
-        self.inner = True
-        try:
-            yield
-        finally:
-            self.inner = False
-            self._bypass()
-
-    # Every hook of a context runs eagerly even in a torch.compile'd model: Dynamo would trace into the store
-    # reads and the content key (numpy bytes) and fail; disabled, they are a graph break.
-    @torch.compiler.disable
-    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict):
-        if self.inner or self.closed:
-            return None
-        call = bind_call(module, args, kwargs)
-        dtype = self.rec._model_dtype()
-        device = self.rec.device
-        if call.get("inputs_embeds") is not None:
-            call["inputs_embeds"] = call["inputs_embeds"].to(device=device, dtype=dtype)
-            return (), call
-        input_ids = call.get("input_ids")
-        if input_ids is None:
-            raise ValueError("inside a recycle context call the model with input_ids or inputs_embeds")
-        mask = call.get("attention_mask")
-        if mask is None:
-            mask = torch.ones_like(input_ids)
-            call["attention_mask"] = mask
-        call["inputs_embeds"] = self._states(input_ids, mask, call).to(dtype)
-        call["input_ids"] = None
-        return (), call
-
-    def _states(self, input_ids: torch.Tensor, mask: torch.Tensor, call: dict) -> torch.Tensor:
-        rec = self.rec
-        extra = {"token_type_ids": call.get("token_type_ids")}
-        keys = row_keys(input_ids, mask, rec.key_fn, extra["token_type_ids"])
-        if self.mode == "record":
-            states = rec._bottom(input_ids, mask, **extra)
-            new = set(rec.store.missing(keys))
-            rows = [i for i, k in enumerate(keys) if k in new]
-            per_row = unpad(states, mask)
-            rows = list({keys[i]: i for i in rows}.values())  # one write per distinct example
-            labels = self.labels if self.labels is not None and self.labels.shape[0] == len(keys) else None
-            entries = []
-            for i in rows:
-                entry = {"states": per_row[i].to(rec._store_dtype).cpu()}
-                if labels is not None:
-                    entry["label"] = labels[i].detach().to("cpu", torch.int64)
-                entries.append(entry)
-            if rows:
-                rec.store.put([keys[i] for i in rows], entries)
-            self.labels = None
-            return states
-        entries = rec.store.get(keys)
-        miss = [i for i, e in enumerate(entries) if e is None]
-        if miss and self.mode == "train":
-            shown = ", ".join(keys[i].hex()[:12] for i in miss[:3])
-            raise MissingEntriesError(
-                f"{len(miss)} of {len(keys)} examples in this batch are not in the store at {rec.store.path} "
-                f"(keys {shown}{', ...' if len(miss) > 3 else ''}). Fill the store with these texts first "
-                "(Recycler.fill / ember recycle fill), or use the use() context, which computes misses."
-            )
-        if miss:
-            sub = torch.tensor(miss, device=input_ids.device)
-            sub_extra = {n: (v[sub] if isinstance(v, torch.Tensor) else v) for n, v in extra.items()}
-            # Misses go through the storage dtype like hits did, so a text gets the same answer before and
-            # after it is stored (identity for float32 stores).
-            computed = [s.to(rec._store_dtype) for s in unpad(rec._bottom(input_ids[sub], mask[sub], **sub_extra), mask[sub])]
-            for i, s in zip(miss, computed, strict=True):
-                entries[i] = {"states": s}
-            if self.write_back:
-                by_key = {keys[i]: s for i, s in zip(miss, computed, strict=True)}
-                rec.store.put(list(by_key), [{"states": s.cpu()} for s in by_key.values()])
-        return _assemble(entries, mask, rec._model_dtype())
+def _warn_bottom_adapters(model: nn.Module, bottom: list[nn.Module], k: int, n: int) -> None:
+    """Warn when an adapter wrapper (PEFT) puts trainable weights in the frozen, stored bottom: they are baked into
+    the stored states as they are now, and never train from them (the bottom does not run in ``train()``)."""
+    if not callable(getattr(model, "get_base_model", None)):
+        return
+    trainable = [name for m in bottom for name, p in m.named_parameters() if p.requires_grad]
+    if trainable:
+        warnings.warn(
+            f"the adapters of this {type(model).__name__} reach the frozen layers 0..{k - 1} ({len(trainable)} trainable "
+            f"tensors, first {trainable[0]}); their states are stored as they are now and those adapters never train "
+            f"from the store. Put the adapters on the top layers only, e.g. LoraConfig(layers_to_transform="
+            f"list(range({k}, {n})), ...)",
+            EmberWarning,
+            stacklevel=3,
+        )
 
 
-def _assemble(entries: Sequence[Entry], mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Scatter unpadded per-example states into a padded ``(B, T, H)`` batch at the mask's positions."""
-    b, t = mask.shape
-    h = entries[0]["states"].shape[-1]
-    out = torch.zeros(b, t, h, dtype=dtype, device=mask.device)
-    for i, e in enumerate(entries):
-        pos = mask[i].nonzero(as_tuple=True)[0]
-        s = e["states"]
-        if s.shape[0] != pos.numel():
-            raise StoreCorruptError(
-                f"a stored entry has {s.shape[0]} tokens but the batch row has {pos.numel()}: the inputs were "
-                "tokenized differently from the fill (truncation?). Tokenize with Recycler.tokenize()."
-            )
-        out[i, pos] = s.to(device=mask.device, dtype=dtype)
-    return out
+class ActiveSlot:
+    """The recycle context active on a model, if any; the producer computes through :meth:`guard`."""
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
+
+    def guard(self):
+        """The context the producer computes the bottom in: with a recycle context active, its own bottom put back."""
+        session = self.session
+        return nullcontext() if session is None else session.computing()
+
+
+def _config(config: RecycleConfig | None, layer: int | None, max_size: int | None) -> RecycleConfig:
+    """The config from ``config`` or its shortcuts (``layer=``, ``max_size=``), refusing a contradiction."""
+    if config is None:
+        if layer is None:
+            raise TypeError("pass config=RecycleConfig(layer=k) or layer=k")
+        return RecycleConfig(layer=layer, max_size=max_size)
+    if not isinstance(config, RecycleConfig):
+        raise TypeError(
+            f"config must be a RecycleConfig, got {type(config).__name__} {config!r:.60}; for the split layer "
+            "alone pass layer=k (Recycler(model, tokenizer, store, layer=3))"
+        )
+    if layer is not None and check_layer(layer) != config.layer:
+        raise ValueError(f"layer={layer} contradicts config.layer={config.layer}")
+    if max_size is not None and max_size != config.max_size:
+        raise ValueError(f"max_size={max_size} contradicts config.max_size={config.max_size}")
+    return config
+
+
+def _open_handle(store: str | Path | ActivationStore | None, fingerprint: Fingerprint, config: RecycleConfig,
+                 readonly: bool) -> StoreHandle:
+    """The handle of the recycler's store: a path (or None, memory) opened here, or a store opened by the caller."""
+    if not isinstance(store, ActivationStore):
+        backend = "memory" if store is None else config.backend
+        return StoreHandle(store, fingerprint, backend=backend, readonly=readonly, **config.store_options())
+    if store.fingerprint != fingerprint:
+        differences = store.fingerprint.diff(fingerprint) if store.fingerprint else ["it has no fingerprint"]
+        lines = "\n  ".join(differences)
+        raise StoreMismatchError(
+            f"the store at {store.path} was made by another model or setting:\n  {lines}\n"
+            "Pass the store's path instead of an open store made for another model, or a new path.",
+            differences,
+        )
+    return StoreHandle.wrap(store)
+
+

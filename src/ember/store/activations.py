@@ -7,19 +7,24 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from ember.errors import StoreError, StoreMismatchError
+from ember.errors import StoreCorruptError, StoreError, StoreFormatError, StoreMismatchError
 from ember.store.base import Backend, KVStore, open_kv
-from ember.store.codec import decode, encode
+from ember.store.codec import ENTRY_FORMAT, checksum, corrupt_entry, decode, encode
 from ember.store.fingerprint import Fingerprint
 from ember.store.keys import KEY_BYTES
+
+if TYPE_CHECKING:
+    from ember.store.verify import VerifyReport
 
 Entry = dict[str, torch.Tensor]
 
 
 STATES = "states"  # the key column of a store with one kind of entry (recycling)
+FORMAT_META = "format"  # meta value: the entry format (ember.store.codec.ENTRY_FORMAT) the store was written in
 
 
 @dataclass
@@ -91,7 +96,11 @@ class ActivationStore:
 
     def __init__(self, kv: KVStore, fingerprint: Fingerprint | None) -> None:
         self.kv = kv
+        self._recorded: set[bytes] | None = None  # keys the recorded splits say are stored here (see missing())
         stored = kv.get_meta("fingerprint")
+        if stored is not None:
+            _check_format(kv, new=False)  # before the checked read: an older store's values carry no checksum
+            stored = self.get_meta("fingerprint")
         if stored is None:
             if len(kv) > 0:
                 raise StoreMismatchError(
@@ -100,27 +109,12 @@ class ActivationStore:
                 )
             if fingerprint is None and not kv.readonly:
                 raise ValueError("a writable store needs a fingerprint; pass fingerprint=None only with readonly=True")
+            _check_format(kv, new=True)
             if fingerprint is not None and not kv.readonly:
-                kv.set_meta("fingerprint", fingerprint.to_json())
+                self.set_meta("fingerprint", fingerprint.to_json())
             self.fingerprint = fingerprint
         else:
-            try:
-                have = Fingerprint.from_json(stored)
-            except (TypeError, ValueError) as exc:
-                raise StoreMismatchError(
-                    f"the store at {kv.path} has a fingerprint this version of ember cannot read ({exc}); "
-                    "it was made by another ember version. Delete it and fill it again."
-                ) from exc
-            if fingerprint is not None and have != fingerprint:
-                differences = have.diff(fingerprint)
-                lines = "\n  ".join(differences)
-                raise StoreMismatchError(
-                    f"the store at {kv.path} was made by another model or setting:\n  {lines}\n"
-                    "Its entries would be wrong for this run. Rebuild it: delete the folder (or pass another "
-                    "--store) and fill again, or open it with the model and settings that made it.",
-                    differences,
-                )
-            self.fingerprint = have
+            self.fingerprint = _recorded_fingerprint(kv, stored, fingerprint)
 
     @classmethod
     def open(
@@ -147,22 +141,67 @@ class ActivationStore:
     def __len__(self) -> int:
         return len(self.kv)
 
+    def get_meta(self, name: str) -> str | None:
+        """The text value ``name`` kept beside the entries (``None`` when unset), checked against its checksum.
+
+        Example:
+            >>> store.set_meta("note", "made by a test"); store.get_meta("note")  # doctest: +SKIP
+            'made by a test'
+        """
+        v = self.kv.get_meta(name)
+        if v is None:
+            return None
+        head, _, value = v.partition(" ")
+        if head != checksum(value.encode(), name.encode()).hex():
+            raise corrupt_entry(f"meta:{name}".encode(), self.path, "its checksum does not match its text")
+        return value
+
+    def set_meta(self, name: str, value: str) -> None:
+        """Keep the text ``value`` under ``name`` beside the entries, with its checksum (see :meth:`get_meta`)."""
+        self.kv.set_meta(name, f"{checksum(value.encode(), name.encode()).hex()} {value}")
+
     def get(self, keys: Sequence[bytes]) -> list[Entry | None]:
-        """Entries for ``keys`` (``None`` where missing), read in one transaction."""
-        return [None if v is None else decode(v, k) for k, v in zip(keys, self.kv.get_many(keys), strict=True)]
+        """Entries for ``keys`` (``None`` where missing), read in one transaction, each checked against its
+        checksum (:class:`~ember.errors.StoreCorruptError` naming the key when it does not match)."""
+        path = self.kv.path
+        return [None if v is None else decode(v, k, store=path) for k, v in zip(keys, self.kv.get_many(keys), strict=True)]
 
     def missing(self, keys: Sequence[bytes]) -> list[bytes]:
-        """The keys not in the store, in the given order, without duplicates."""
+        """The keys not in the store, in the given order, without duplicates.
+
+        Raises:
+            StoreCorruptError: a missing key is one a recorded split says is stored here. ember never deletes an
+                entry and records a split only after all its entries are committed, so the store is damaged (a
+                damaged branch page hides entries from lookups; writing them again would add duplicates).
+        """
         uniq = list(dict.fromkeys(keys))
-        return [k for k, has in zip(uniq, self.kv.has_many(uniq), strict=True) if not has]
+        gone = [k for k, has in zip(uniq, self.kv.has_many(uniq), strict=True) if not has]
+        if gone:
+            lost = [k for k in gone if k in self._recorded_keys()]
+            if lost:
+                raise StoreCorruptError(
+                    f"the store at {self.path} is damaged: {len(lost)} entries that its recorded splits list as stored "
+                    f"cannot be found (first key {lost[0].hex()}). Writing them again would not repair it. Run "
+                    f"`ember store verify {self.path}` to list the damage, then delete the store and fill it again."
+                )
+        return gone
+
+    def _recorded_keys(self) -> set[bytes]:
+        """Keys of the recorded splits' ``states`` column (the column that points into this store), read once."""
+        if self._recorded is None:
+            self._recorded = set()
+            for name in self.split_names():
+                split = self.find_split(name)
+                self._recorded.update(() if split is None else split.keys.get(STATES, ()))
+        return self._recorded
 
     def put(self, keys: Sequence[bytes], entries: Sequence[Entry]) -> None:
         """Write entries atomically: after a crash all of them are there or none is."""
-        self.kv.put_many([(k, encode(e)) for k, e in zip(keys, entries, strict=True)])
+        self.kv.put_many([(k, encode(e, k)) for k, e in zip(keys, entries, strict=True)])
 
     @property
     def label_names(self) -> list[str] | None:
-        v = self.kv.get_meta("label_names")
+        v = self.get_meta("label_names")
         return None if v is None else json.loads(v)
 
     def merge_label_names(self, names: Sequence[str]) -> list[str]:
@@ -170,7 +209,7 @@ class ActivationStore:
         have = self.label_names or []
         new = have + [n for n in names if n not in set(have)]
         if new != have:
-            self.kv.set_meta("label_names", json.dumps(new))
+            self.set_meta("label_names", json.dumps(new))
         return new
 
     def add_split(self, name: str, split: Split) -> None:
@@ -180,16 +219,19 @@ class ActivationStore:
         replaced atomically and its 16-byte keys cost 22 bytes each, not a JSON list of hex strings.
         """
         self._check_split_name(name)
-        self.kv.set_meta(f"split:{name}", base64.b64encode(encode(split.to_entry())).decode())
+        key = f"split:{name}".encode()
+        self.kv.set_meta(f"split:{name}", base64.b64encode(encode(split.to_entry(), key)).decode())
+        if self._recorded is not None:
+            self._recorded.update(split.keys.get(STATES, ()))
         names = self.split_names()
         if name not in names:
-            self.kv.set_meta("splits", json.dumps([*names, name]))
+            self.set_meta("splits", json.dumps([*names, name]))
 
     def find_split(self, name: str) -> Split | None:
         """The split recorded under ``name``, or ``None``."""
         self._check_split_name(name)
         v = self.kv.get_meta(f"split:{name}")
-        return None if v is None else Split.from_entry(decode(base64.b64decode(v), f"split:{name}".encode()))
+        return None if v is None else Split.from_entry(decode(base64.b64decode(v), f"split:{name}".encode(), store=self.path))
 
     def get_split(self, name: str) -> Split:
         """The split recorded by a fill; raises with the splits that exist and how to make this one."""
@@ -197,8 +239,8 @@ class ActivationStore:
         if split is None:
             have = self.split_names()
             raise StoreError(
-                f"the store at {self.path} has no split {name!r} (it has {have or 'none'}). Fill it first: "
-                f"ember recycle fill --split {name} ... (Recycler.fill(data, split={name!r}))"
+                f"the store at {self.path} has no split {name!r} (it has {have or 'none'}). Record it first: fill the "
+                f"store from that split's data with split={name!r}"
             )
         return split
 
@@ -215,8 +257,22 @@ class ActivationStore:
         )
 
     def split_names(self) -> list[str]:
-        v = self.kv.get_meta("splits")
+        v = self.get_meta("splits")
         return [] if v is None else json.loads(v)
+
+    def verify(self) -> VerifyReport:
+        """Read and check every entry and record of the store, as SQLite's ``PRAGMA integrity_check`` does.
+
+        An LMDB store is walked in a child process, so that damage which makes LMDB abort (an assertion on a
+        zeroed page) is reported instead of ending this process. See :func:`ember.store.verify.verify_store`.
+
+        Example:
+            >>> ActivationStore.open("states", None, readonly=True).verify().ok  # doctest: +SKIP
+            True
+        """
+        from ember.store.verify import verify_open
+
+        return verify_open(self)
 
     def close(self) -> None:
         self.kv.close()
@@ -226,3 +282,45 @@ class ActivationStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_format(kv: KVStore, *, new: bool) -> None:
+    """Record the entry format in a new store; refuse an existing store written in another one."""
+    have = kv.get_meta(FORMAT_META)
+    if have is None and new:
+        if not kv.readonly:
+            kv.set_meta(FORMAT_META, str(ENTRY_FORMAT))
+        return
+    if have == str(ENTRY_FORMAT):
+        return
+    if have is None or (have.isdigit() and int(have) < ENTRY_FORMAT):
+        raise StoreFormatError(
+            f"the store at {kv.path} was made by an older ember: its entries carry no checksum (entry format "
+            f"{have or 1}; this ember writes and reads format {ENTRY_FORMAT}), so a damaged entry could not be told from "
+            "a good one and it is not read. Refill it: delete the folder and rerun the fill."
+        )
+    raise StoreFormatError(
+        f"the store at {kv.path} was made by a newer ember (entry format {have}; this one reads format "
+        f"{ENTRY_FORMAT}). Upgrade ember (pip install -U ember), or refill the store with this one."
+    )
+
+
+def _recorded_fingerprint(kv: KVStore, stored: str, wanted: Fingerprint | None) -> Fingerprint:
+    """The fingerprint the store recorded (text ``stored``), which must equal ``wanted`` when one is given."""
+    try:
+        have = Fingerprint.from_json(stored)
+    except (TypeError, ValueError) as exc:
+        raise StoreMismatchError(
+            f"the store at {kv.path} has a fingerprint this version of ember cannot read ({exc}); "
+            "it was made by another ember version. Delete it and fill it again."
+        ) from exc
+    if wanted is not None and have != wanted:
+        differences = have.diff(wanted)
+        lines = "\n  ".join(differences)
+        raise StoreMismatchError(
+            f"the store at {kv.path} was made by another model or setting:\n  {lines}\n"
+            "Its entries would be wrong for this run. Rebuild it: delete the folder (or pass another "
+            "--store) and fill again, or open it with the model and settings that made it.",
+            differences,
+        )
+    return have

@@ -1,24 +1,27 @@
-"""The one small interface every storage backend implements (LMDB, LevelDB, memory)."""
+"""The one small interface every storage backend implements (LMDB, LevelDB, memory), and ``open_kv``.
+
+Backends are picked through :mod:`ember.store.registry`; their shared disk helpers live in
+:mod:`ember.store.disk`, so no backend module imports this one.
+"""
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal, Protocol, get_args, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
-from ember.errors import StoreError, StoreFullError, StoreReadOnlyError
+from ember.errors import StoreError
+from ember.store.disk import ensure_writable_dir, full_disk_error  # noqa: F401  (their former home; callers import them here)
+from ember.store.registry import backend_names, backend_spec, stores_at
 
+# The registered backends' names for type checkers; the registry is what open_kv consults.
 Backend = Literal["lmdb", "leveldb", "memory"]
-BACKENDS: tuple[str, ...] = get_args(Backend)
+BACKENDS: tuple[str, ...] = backend_names()
 
 
 def check_backend(backend: object) -> None:
     """Raise ``ValueError`` naming the backends when ``backend`` is not one of them."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
+    backend_spec(backend)
 
 
 @runtime_checkable
@@ -49,122 +52,13 @@ class KVStore(Protocol):
     def close(self) -> None: ...
 
 
-def ensure_writable_dir(path: Path) -> None:
-    """Create ``path`` and prove it can be written, with an error that names the fix otherwise."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".ember-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise StoreReadOnlyError(
-                f"cannot write the store at {path}: {exc.strerror}. Pass a writable location, or open the existing "
-                "store with readonly=True to train or infer from it."
-            ) from exc
-        if exc.errno == errno.ENOSPC:
-            raise full_disk_on_open(path, exc) from exc
-        raise
-
-
-def error_text(exc: BaseException) -> str:
-    """``str(exc)`` for a message, with a bytes reason decoded: plyvel's errors carry bytes, which ``str`` shows
-    as ``b'IO error: ...'``.
-
-    Example:
-        >>> error_text(OSError(b"IO error: /s/LOCK: already held by process"))
-        'IO error: /s/LOCK: already held by process'
-    """
-    if len(exc.args) == 1 and isinstance(exc.args[0], bytes | bytearray):
-        return bytes(exc.args[0]).decode("utf-8", "replace")
-    return str(exc)
-
-
-def full_disk_on_open(path: Path, exc: BaseException | None = None, free: int | None = None) -> StoreFullError:
-    """The error raised when a store cannot be created or opened because its disk is full (``free`` bytes left,
-    read from the disk when not given; ``exc`` the failure, if one happened)."""
-    free = free_bytes(path) if free is None else free
-    detail = "; ".join(
-        part for part in ("" if free is None else f"{free / 2**20:.1f} MiB free", "" if exc is None else error_text(exc)) if part
-    )
-    return StoreFullError(
-        f"cannot open the store at {path}: the disk holding it is full ({detail}), and creating a store (or the lock "
-        "file LMDB keeps beside one) writes to it. Free disk space, or point the store at a folder on another disk, "
-        "and rerun; a store already there keeps every entry committed."
-    )
-
-
-def full_disk_error(path: Path | None, exc: BaseException, committed: int, *, disk: bool = False,
-                    free: int | None = None) -> StoreFullError:
-    """The error raised when a write hits a full disk (``disk``, with the bytes ``free`` when known) or the
-    store's size limit; nothing committed is lost."""
-    if not disk:
-        return StoreFullError(
-            f"the store at {path} is full ({error_text(exc)}). The {committed} entries committed before stay valid and "
-            "nothing half-written was kept; free disk space (or raise max_size) and rerun the same command: "
-            "it computes only what is missing."
-        )
-    left = "" if free is None else f"{free / 2**20:.1f} MiB free; "
-    return StoreFullError(
-        f"the disk holding the store at {path} is full ({left}the write failed with {error_text(exc)}). The {committed} "
-        "entries committed before stay valid and nothing half-written was kept; free disk space, or point the "
-        "store at a folder on another disk, and rerun the same command: it computes only what is missing."
-    )
-
-
-def as_full_disk(exc: BaseException, path: Path, needed: int, committed: Callable[[], int]) -> StoreFullError | None:
-    """The :class:`StoreFullError` to raise when ``exc``, from a write of ``needed`` bytes, means the disk is full;
-    else None (the caller raises its own error).
-
-    ENOSPC says so itself. A commit that fills a tmpfs fails with EIO instead (LMDB): that one is a full
-    disk only when the disk has too little free for the write (under ``needed`` or :data:`DISK_MARGIN`);
-    any other I/O error keeps its own message, not mislabelled.
-    ``committed`` counts the entries committed before, for the message.
-    """
-    if not means_full_disk(exc, path, needed):
-        return None
-    return full_disk_error(path, exc, committed(), disk=True, free=free_bytes(path))
-
-
-def means_full_disk(exc: BaseException, path: Path, needed: int = 0) -> bool:
-    """Whether ``exc``, from a write of ``needed`` bytes to the store at ``path``, says its disk is full (see
-    :func:`as_full_disk`)."""
-    code = getattr(exc, "errno", None) or getattr(exc, "code", None)  # OSError, lmdb.Error
-    text = error_text(exc)
-    if code == errno.ENOSPC or "No space left" in text:
-        return True
-    if code == errno.EIO or "Input/output error" in text:
-        free = free_bytes(path)
-        return free is not None and free < max(needed, DISK_MARGIN)
-    return False
-
-
-def write_size(items: Sequence[tuple[bytes, bytes]]) -> int:
-    """Bytes of the keys and values of ``items``: the least a write of them needs on disk."""
-    return sum(len(k) + len(v) for k, v in items)
-
-
-DISK_MARGIN = 1 << 20  # bytes: a disk with less free than this (or than the write) is full for a store
-
-
-def free_bytes(path: Path) -> int | None:
-    """Bytes free on the disk holding ``path``, or that would hold it (its nearest existing folder); None when
-    that cannot be read."""
-    path = Path(path)
-    try:
-        while not path.exists() and path.parent != path:
-            path = path.parent
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
-
-
 def open_kv(path: str | Path | None, backend: Backend = "lmdb", *, readonly: bool = False, **options) -> KVStore:
     """Open (or create) a backend store at ``path``.
 
     Args:
         path: directory of the store; ignored (may be None) for ``memory``.
-        backend: ``lmdb`` (default), ``leveldb`` (needs ``pip install plyvel``) or ``memory``.
+        backend: ``lmdb`` (default), ``leveldb`` (needs ``pip install plyvel``) or ``memory``
+            (any backend registered in :mod:`ember.store.registry`).
         readonly: open without taking the writer lock; writes raise.
         **options: backend options such as ``max_size`` (bytes) for LMDB.
 
@@ -173,35 +67,31 @@ def open_kv(path: str | Path | None, backend: Backend = "lmdb", *, readonly: boo
         >>> kv.put_many([(b"k", b"v")]); kv.get_many([b"k"])
         [b'v']
     """
-    check_backend(backend)
-    if backend == "memory":
-        from ember.store.memory import MemoryStore
-
-        return MemoryStore()
-    if path is None:
-        raise ValueError(f"backend {backend!r} stores on disk and needs a path")
-    _check_folder(Path(path), backend)
-    if backend == "lmdb":
-        from ember.store.lmdb import LMDBStore
-
-        return LMDBStore(Path(path), readonly=readonly, **options)
-    from ember.store.leveldb import LevelDBStore
-
-    return LevelDBStore(Path(path), readonly=readonly, **options)
+    spec = backend_spec(backend)
+    if spec.on_disk:
+        if path is None:
+            raise ValueError(f"backend {backend!r} stores on disk and needs a path")
+        path = Path(path)
+        _check_folder(path, backend)
+    return spec.load().open(path, readonly=readonly, **options)
 
 
-# the file each on-disk backend keeps in its folder: an existing store has it
-STORE_MARKERS = {"lmdb": "data.mdb", "leveldb": "CURRENT"}
-
-
-def _check_folder(path: Path, backend: Backend) -> None:
-    """Refuse a path that is a file, or a folder that holds the other backend's store (opening it would make
+def _check_folder(path: Path, backend: str) -> None:
+    """Refuse a path that is a file, or a folder that holds another backend's store (opening it would make
     a second, empty store beside the first, and every example would be computed again)."""
     if path.is_file():
         raise StoreError(f"{path} is a file, not a store folder; pass a folder (a new one is created)")
-    for other, marker in STORE_MARKERS.items():
-        if other != backend and (path / marker).exists() and not (path / STORE_MARKERS[backend]).exists():
-            raise StoreError(
-                f"{path} holds a {other} store, not a {backend} one; open it with backend={other!r} "
-                f"(CLI: --backend {other}), or pass another folder for a new {backend} store"
-            )
+    found = stores_at(path)
+    if found and backend not in found:
+        other = found[0]
+        raise StoreError(
+            f"{path} holds a {other} store, not a {backend} one; open it with backend={other!r} "
+            f"(CLI: --backend {other}), or pass another folder for a new {backend} store"
+        )
+
+
+def __getattr__(name: str):
+    # STORE_MARKERS, the old table of marker files: each backend's marker is now its registry entry.
+    if name == "STORE_MARKERS":
+        return {n: backend_spec(n).marker for n in backend_names() if backend_spec(n).on_disk}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

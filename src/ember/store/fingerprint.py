@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 FORMAT_VERSION = 1
+_UNSET = object()  # Fingerprint.of: no model config given (None is a module without a config)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,56 @@ class Fingerprint:
         d = json.loads(text)
         d["extra"] = tuple(tuple(x) for x in d.get("extra", ()))
         return cls(**d)
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        *,
+        architecture: str,
+        dtype: str,
+        frozen: Iterable[nn.Module] | None = None,
+        model_config: object = _UNSET,
+        tokenizer=None,
+        max_length: int = 0,
+        layer: int | None = None,
+        keys: str | None = None,
+        settings: Iterable[tuple[str, str]] = (),
+    ) -> Fingerprint:
+        """The one way a capability derives its store's fingerprint from what it computes with.
+
+        Args:
+            kind: what is stored (``"recycle"``, ``"encoder"``, ``"teacher"``, ``"encoder-splits"`` …).
+            architecture: model class and type (:attr:`EncoderParts.architecture`) or another identity.
+            dtype: storage dtype name.
+            frozen: the modules whose weights the stored values depend on (hashed with :func:`weights_hash`).
+            model_config: the model's config (``None`` for a module without one); the fields that change
+                outputs without a weight are hashed (:func:`config_hash`).
+            tokenizer: the tokenizer that made the ids (hashed with :func:`tokenizer_hash`).
+            max_length: truncation length of the ids.
+            layer: the split layer, where one applies.
+            keys: the key scheme's name (:class:`~ember.store.keys.KeyScheme`).
+            settings: other ``(name, value)`` settings that change the values (pooling, layers kept …), in order.
+
+        Example:
+            >>> Fingerprint.of("teacher", architecture="bert", dtype="float32", settings=[("T", "1")]).extra
+            (('T', '1'),)
+        """
+        extra = list(settings)
+        if model_config is not _UNSET:
+            extra.append(("config", config_hash(model_config)))
+        if keys is not None:
+            extra.append(("key", keys))
+        return cls(
+            kind=kind,
+            architecture=architecture,
+            weights="" if frozen is None else weights_hash(frozen),
+            layer=-1 if layer is None else layer,
+            dtype=dtype,
+            tokenizer="" if tokenizer is None else tokenizer_hash(tokenizer),
+            max_length=max_length,
+            extra=tuple((str(k), str(v)) for k, v in extra),
+        )
 
     def diff(self, other: Fingerprint) -> list[str]:
         """Names and values of the fields that differ, as ``name: self != other`` lines."""
@@ -105,8 +156,3 @@ def config_hash(config) -> str:
     """Hash of the config fields that change the frozen layers' outputs (see ``_BOTTOM_CONFIG``)."""
     fields = {k: getattr(config, k) for k in _BOTTOM_CONFIG if hasattr(config, k)}
     return hashlib.blake2b(json.dumps(fields, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
-
-
-def callable_name(fn) -> str:
-    """A stable name for a key function, recorded in the fingerprint (``module.qualname``)."""
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"

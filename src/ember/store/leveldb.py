@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ember.errors import StoreCorruptError, StoreError, StoreFullError, StoreLockedError, StoreReadOnlyError
-from ember.store.base import as_full_disk, ensure_writable_dir, error_text, free_bytes, write_size
+from ember.store.disk import (
+    as_full_disk,
+    damaged_store,
+    ensure_writable_dir,
+    error_text,
+    free_bytes,
+    write_size,
+)
+from ember.store.registry import store_exists
 
 _ENTRY = b"e:"
 _META = b"m:"
+_ENTRY_END = b"e;"  # the first key past every entry key (":" + 1)
 
 
 def _plyvel():
@@ -27,13 +37,20 @@ class LevelDBStore:
     LevelDB allows one process at a time, readers included; a second one gets a clear error.
     """
 
+    backend = "leveldb"  # its name in ember.store.registry
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False, **options) -> LevelDBStore:
+        """The registry's constructor (see :func:`ember.store.base.open_kv`)."""
+        return cls(path, readonly=readonly, **options)
+
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         plyvel = _plyvel()
         self.path = Path(path)
         self.readonly = readonly
         if not readonly:
             ensure_writable_dir(self.path)
-        elif not (self.path / "CURRENT").exists():
+        elif not store_exists(self.path, "leveldb"):
             raise StoreError(f"no LevelDB store at {self.path}: fill it first, or check the path")
         try:
             self.db = plyvel.DB(str(self.path), create_if_missing=not readonly)
@@ -77,8 +94,22 @@ class LevelDBStore:
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         self._check_pid()
-        snap = self.db.snapshot()
-        return [snap.get(_ENTRY + k) for k in keys]
+
+        def read() -> list[bytes | None]:
+            snap = self.db.snapshot()
+            return [snap.get(_ENTRY + k, verify_checksums=True) for k in keys]
+
+        return self._read(read)
+
+    def _read(self, read: Callable):
+        """Run ``read()``; LevelDB's own errors (a damaged block fails its checksum) become ember's."""
+        plyvel = _plyvel()
+        try:
+            return read()
+        except plyvel.CorruptionError as exc:
+            raise damaged_store(self.path, f"LevelDB: {error_text(exc)}") from exc
+        except plyvel.Error as exc:
+            raise StoreError(f"reading the LevelDB store at {self.path} failed: {error_text(exc)}") from exc
 
     def has_many(self, keys: Sequence[bytes]) -> list[bool]:
         return [v is not None for v in self.get_many(keys)]
@@ -96,13 +127,23 @@ class LevelDBStore:
 
     def keys(self) -> Iterator[bytes]:
         n = len(_ENTRY)
-        return iter([k[n:] for k in self.db.iterator(prefix=_ENTRY, include_value=False)])
+        return iter(self._read(lambda: [k[n:] for k in self.db.iterator(prefix=_ENTRY, include_value=False)]))
+
+    def items(self, start: bytes = b"", limit: int = 1024) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` entries in key order from the first key ``>= start`` (a store walk's page)."""
+        n = len(_ENTRY)
+
+        def page() -> list[tuple[bytes, bytes]]:
+            it = self.db.iterator(start=_ENTRY + start, stop=_ENTRY_END, verify_checksums=True)
+            return [(k[n:], v) for k, v in itertools.islice(it, limit)]
+
+        return self._read(page)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.db.iterator(prefix=_ENTRY, include_value=False))
+        return self._read(lambda: sum(1 for _ in self.db.iterator(prefix=_ENTRY, include_value=False)))
 
     def get_meta(self, name: str) -> str | None:
-        v = self.db.get(_META + name.encode())
+        v = self._read(lambda: self.db.get(_META + name.encode(), verify_checksums=True))
         return None if v is None else v.decode()
 
     def set_meta(self, name: str, value: str) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 import lmdb
 
 from ember.errors import StoreCorruptError, StoreError, StoreLockedError, StoreReadOnlyError
-from ember.store.base import (
+from ember.store.disk import (
     DISK_MARGIN,
     as_full_disk,
+    damaged_store,
     ensure_writable_dir,
     free_bytes,
     full_disk_error,
@@ -22,8 +23,13 @@ from ember.store.base import (
     means_full_disk,
     write_size,
 )
+from ember.store.lmdbfile import check_data_file
+from ember.store.registry import marker_path
 
 _INITIAL_MAP = 1 << 30  # 1 GiB of address space; the file itself grows only with data (sparse)
+REFILL = "Delete it and fill it again (rerun the fill: it computes everything)."
+# lmdb's errors that mean the file's pages are damaged (the other lmdb.Error are I/O, locks, limits)
+_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError)
 
 
 class LMDBStore:
@@ -39,22 +45,33 @@ class LMDBStore:
             :class:`~ember.errors.StoreFullError` with everything committed so far intact.
     """
 
+    backend = "lmdb"  # its name in ember.store.registry
+
     def __init__(self, path: Path, *, readonly: bool = False, max_size: int | None = None) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self.max_size = max_size
         self._lock_file = None
         if readonly:
-            if not (self.path / "data.mdb").exists():
+            if not self._data.exists():
                 raise StoreError(
-                    f"no store at {self.path}: it has not been filled yet. Fill it first "
-                    "(ember recycle fill --store ...), or check the path."
+                    f"no store at {self.path}: it has not been filled yet. Fill it first (a fill creates it), or "
+                    "check the path."
                 )
         else:
             ensure_writable_dir(self.path)
             self._check_room(lock=True)  # before the lock file too: writing the pid into a new one fails alike
             self._take_writer_lock()
         self._open()
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False, **options) -> LMDBStore:
+        """The registry's constructor (see :func:`ember.store.base.open_kv`)."""
+        return cls(path, readonly=readonly, **options)
+
+    @property
+    def _data(self) -> Path:
+        return marker_path(self.path, "lmdb")  # data.mdb
 
     # -- life cycle -------------------------------------------------------------------------------------
     def _take_writer_lock(self) -> None:
@@ -87,7 +104,7 @@ class LMDBStore:
         LMDB initialises its lock file through a memory map: on a full disk that is a SIGBUS that kills the
         process, not an error. An existing store opens whatever the space left (only writes need it).
         """
-        creates = not (self.path / "data.mdb").exists() or (lock and not (self.path / "lock.mdb").exists())
+        creates = not self._data.exists() or (lock and not (self.path / "lock.mdb").exists())
         if creates:
             free = free_bytes(self.path)
             if free is not None and free < DISK_MARGIN:
@@ -98,8 +115,10 @@ class LMDBStore:
         size = _INITIAL_MAP if self.max_size is None else min(_INITIAL_MAP, self.max_size)
         lock = not self.readonly or os.access(self.path, os.W_OK)
         self._check_room(lock)
-        data = self.path / "data.mdb"
+        data = self._data
         new = not data.exists()
+        if not new:
+            check_data_file(self.path, data, REFILL)  # before mapping it: a file cut short is a SIGBUS, not an error
         try:
             if not new:
                 size = max(size, data.stat().st_size)
@@ -114,10 +133,8 @@ class LMDBStore:
             )
             self._entries = self.env.open_db(b"entries", create=not self.readonly)
             self._meta = self.env.open_db(b"meta", create=not self.readonly)
-        except (lmdb.InvalidError, lmdb.CorruptedError, lmdb.PageNotFoundError) as exc:  # header, or pages past it
-            raise StoreCorruptError(
-                f"{self.path} is not a readable LMDB store ({exc}). Delete it and fill it again."
-            ) from exc
+        except _DAMAGE as exc:  # header, or pages past it
+            raise StoreCorruptError(f"{self.path} is not a readable LMDB store ({exc}). {REFILL}") from exc
         except lmdb.ReadonlyError as exc:
             raise StoreReadOnlyError(f"cannot open {self.path} for writing: {exc}") from exc
         except lmdb.NotFoundError as exc:
@@ -167,6 +184,10 @@ class LMDBStore:
                 if attempt:
                     raise
                 self.env.set_mapsize(0)  # 0 = take the current size of the file the writer grew
+            except _DAMAGE as exc:
+                raise damaged_store(self.path, f"LMDB: {exc}") from exc
+            except lmdb.Error as exc:
+                raise StoreError(f"reading the store at {self.path} failed: {exc}") from exc
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         return self._read("_entries", lambda txn: [txn.get(k) for k in keys])
@@ -180,6 +201,22 @@ class LMDBStore:
 
     def keys(self) -> Iterator[bytes]:
         return iter(self._read("_entries", lambda txn: list(txn.cursor().iternext(keys=True, values=False))))
+
+    def items(self, start: bytes = b"", limit: int = 1024) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` entries in key order from the first key ``>= start`` (a store walk's page)."""
+
+        def page(txn):
+            cur = txn.cursor()
+            if not cur.set_range(start):
+                return []
+            out = []
+            for item in cur.iternext(keys=True, values=True):
+                out.append(item)
+                if len(out) == limit:
+                    break
+            return out
+
+        return self._read("_entries", page)
 
     def __len__(self) -> int:
         return self._read("_entries", lambda txn: txn.stat(self._entries)["entries"])
@@ -216,6 +253,8 @@ class LMDBStore:
                 return
             except lmdb.MapFullError as exc:
                 self._grow(exc)
+            except _DAMAGE as exc:
+                raise damaged_store(self.path, f"LMDB: {exc}") from exc
             except lmdb.Error as exc:
                 full = as_full_disk(exc, self.path, write_size(items), self.__len__)
                 if full is not None:

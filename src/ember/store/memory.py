@@ -10,6 +10,15 @@ from pathlib import Path
 class MemoryStore:
     """A dict behind the :class:`~ember.store.base.KVStore` interface."""
 
+    backend = "memory"  # its name in ember.store.registry
+
+    @classmethod
+    def open(cls, path: Path | None = None, *, readonly: bool = False, **options) -> MemoryStore:
+        """The registry's constructor: a new, empty store (``path`` and ``readonly`` do not apply)."""
+        if options:
+            raise TypeError(f"the memory backend takes no options, got {sorted(options)}")
+        return cls()
+
     def __init__(self) -> None:
         self.path: Path | None = None
         self.readonly = False
@@ -29,6 +38,12 @@ class MemoryStore:
 
     def keys(self) -> Iterator[bytes]:
         return iter(list(self._data))
+
+    def items(self, start: bytes = b"", limit: int = 1024) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` entries in key order from the first key ``>= start`` (a store walk's page)."""
+        with self._lock:
+            keys = sorted(k for k in self._data if k >= start)[:limit]
+            return [(k, self._data[k]) for k in keys]
 
     def __len__(self) -> int:
         return len(self._data)
