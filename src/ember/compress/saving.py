@@ -98,7 +98,6 @@ def load_compressed(directory: str | Path, task: str = "classification") -> tupl
     except RuntimeError as exc:
         raise ArtifactError(f"the weights in {weights} do not fit the shapes its config records ({exc}); "
                             "save the model again with ember.compress.save_compressed") from exc
-    model.config = config
     return model.eval(), AutoTokenizer.from_pretrained(directory)
 
 
@@ -122,6 +121,9 @@ def _reshape(model: nn.Module, config) -> None:
         kept = int(getattr(config, row.heads_key))
         for layer in parts.layers:
             keep_heads(layer, row, list(range(kept)), int(head))
+        # the model keeps the config it was built with (transformers set its attention implementation there),
+        # with the pruned head count put back
+        setattr(model.config, row.heads_key, kept)
     emb = model.get_input_embeddings()
     vocab, width = emb.num_embeddings, emb.embedding_dim
     kept_rows = getattr(config, "ember_vocabulary", None)
