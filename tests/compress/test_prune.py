@@ -132,3 +132,26 @@ def test_unstructured_pruning_reaches_its_sparsity_and_leaves_plain_weights(conf
     assert result.params_after == result.params_before  # same shapes: zeros, not smaller matrices
     lin = find_parts(student).layers[0].get_submodule("attention.self.query")
     assert type(lin) is torch.nn.Linear and not hasattr(lin, "weight_mask") and not hasattr(lin, "parametrizations")
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_a_pruned_model_goes_through_onnx_runtime_with_its_attention_fused(family, tokenizer):
+    pytest.importorskip("onnxruntime")
+    from ember.optimize import optimize, preset
+
+    model = tiny_teacher(family)
+    shrink(model, heads=[[0, 2]] * 4, neurons=[list(range(32))] * 4)
+    art = optimize(model, preset("onnx"), tokenizer=tokenizer, sample=labelled(1)[0])
+    assert art.fidelity.mean_cosine > 0.9999
+    if family == "bert":  # ONNX Runtime's BERT fusion reads the pruned width from config.attention_head_size
+        assert art.fusion_stats.get("attention") == 4
+
+
+def test_a_pruned_model_goes_through_openvino(tokenizer):
+    pytest.importorskip("openvino")
+    from ember.optimize import optimize, preset
+
+    model = tiny_teacher("roberta")
+    shrink(model, heads=[[1, 3]] * 4)
+    art = optimize(model, preset("openvino"), tokenizer=tokenizer, sample=labelled(1)[0])
+    assert art.fidelity.mean_cosine > 0.9999
