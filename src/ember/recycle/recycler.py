@@ -125,7 +125,7 @@ class Recycler:
         self._slot = ActiveSlot()  # the producer's guard reads it; holding it (not self) keeps no reference cycle
         _warn_bottom_adapters(model, self.parts.bottom(k), k, self.parts.num_layers)
         self.producer = SplitStates(self.parts, k, torch_dtype(config.dtype), tokenizer, self.fingerprint, guard=self._slot.guard)
-        self.handle = _open_handle(store, self.fingerprint, config, readonly)
+        self.handle = _open_handle(store, self.fingerprint, config, readonly, self._slot.holding)
         # A parameter of the embeddings tells the model's dtype and device even while the bottom is swapped out.
         self._ref_param = next(getattr(p, a) for p, a in self.parts.entry[:1]).parameters().__next__()
 
@@ -360,6 +360,11 @@ class ActiveSlot:
         session = self.session
         return nullcontext() if session is None else session.computing()
 
+    def holding(self):
+        """The active context's lock (its forwards finish first), for reopening the store; else nothing."""
+        session = self.session
+        return nullcontext() if session is None else session.lock
+
 
 def _config(config: RecycleConfig | None, layer: int | None, max_size: int | None) -> RecycleConfig:
     """The config from ``config`` or its shortcuts (``layer=``, ``max_size=``), refusing a contradiction."""
@@ -380,11 +385,16 @@ def _config(config: RecycleConfig | None, layer: int | None, max_size: int | Non
 
 
 def _open_handle(store: str | Path | ActivationStore | None, fingerprint: Fingerprint, config: RecycleConfig,
-                 readonly: bool) -> StoreHandle:
-    """The handle of the recycler's store: a path (or None, memory) opened here, or a store opened by the caller."""
+                 readonly: bool, guard) -> StoreHandle:
+    """The handle of the recycler's store: a path (or None, memory) opened here, or a store opened by the caller.
+
+    Once taken, the writer lock is kept (``give_back=False``), and the one reopen happens between forwards
+    (``guard``): a context's forwards on other threads read the store while a fill on another thread writes it.
+    """
     if not isinstance(store, ActivationStore):
         backend = "memory" if store is None else config.backend
-        return StoreHandle(store, fingerprint, backend=backend, readonly=readonly, **config.store_options())
+        return StoreHandle(store, fingerprint, backend=backend, readonly=readonly, give_back=False, guard=guard,
+                           **config.store_options())
     if store.fingerprint != fingerprint:
         differences = store.fingerprint.diff(fingerprint) if store.fingerprint else ["it has no fingerprint"]
         lines = "\n  ".join(differences)

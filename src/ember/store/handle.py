@@ -10,8 +10,8 @@ not exist yet is created by the writer; an in-memory store is always writable. `
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from ember.errors import StoreLockedError, StoreMismatchError, StoreReadOnlyError
@@ -32,6 +32,10 @@ class StoreHandle:
         what: how messages name this store (``"the store of encoder 'query'"``, ``"the store"``).
         opened_as: how messages say it was made read-only (``"it was opened with readonly=True"``).
         mismatch: rewords a fingerprint mismatch for this capability (gets the error, returns the one to raise).
+        give_back: give the writer lock back once a write is done (the encoder cache, which many processes
+            share); ``False`` keeps it once taken (the recycler, whose contexts read the store from several
+            threads while a fill may write: reopening it under them would close the store they read).
+        guard: a context every reopen runs in (the recycler's: a context's forwards finish first).
         options: backend options (``max_size`` for LMDB).
 
     Example:
@@ -50,12 +54,14 @@ class StoreHandle:
         what: str = "the store",
         opened_as: str = "it was opened with readonly=True",
         mismatch=None,
+        give_back: bool = True,
+        guard: Callable[[], AbstractContextManager] | None = None,
         **options,
     ) -> None:
         self.path = None if path is None else Path(path)
         self.backend: Backend = "memory" if self.path is None else backend
         self.fingerprint, self.readonly, self.what, self.opened_as = fingerprint, readonly, what, opened_as
-        self._mismatch, self._options = mismatch, options
+        self._mismatch, self._options, self.give_back, self._guard = mismatch, options, give_back, guard
         # A store that exists is read; one that does not is created by this (writable) handle. Read-only, a
         # missing store is the backend's error, which says to fill it first.
         self.store = self._open(readonly=readonly or self.exists())
@@ -66,7 +72,7 @@ class StoreHandle:
         handle = cls.__new__(cls)
         handle.path, handle.backend, handle.fingerprint = store.path, "given", store.fingerprint
         handle.readonly, handle.what, handle._mismatch, handle._options = store.kv.readonly, what, None, {}
-        handle.opened_as = "it was opened with readonly=True"
+        handle.opened_as, handle.give_back, handle._guard = "it was opened with readonly=True", True, None
         handle.store = store
         return handle
 
@@ -86,12 +92,13 @@ class StoreHandle:
             return False
         if self.readonly or self.backend == "given":
             raise StoreReadOnlyError(self.refusal(f"{why} needs to write {self.what} at {self.path}"))
-        self.store.close()
-        try:
-            self.store = self._open(readonly=False)
-        except BaseException:
-            self.store = self._open(readonly=True)
-            raise
+        with self._guard() if self._guard is not None else nullcontext():
+            self.store.close()
+            try:
+                self.store = self._open(readonly=False)
+            except BaseException:
+                self.store = self._open(readonly=True)
+                raise
         return True
 
     def refusal(self, clause: str, fix: str = "open it with readonly=False in one process to write it") -> str:
@@ -112,15 +119,16 @@ class StoreHandle:
 
     def release_writer(self) -> None:
         """Give the writer lock back (reopen read-only); a no-op for in-memory, given or read-only stores."""
-        if not backend_spec(self.backend).on_disk or not self.writer:
+        if self.backend == "given" or not backend_spec(self.backend).on_disk or not self.writer:
             return
-        self.store.close()
-        self.store = self._open(readonly=True)
+        with self._guard() if self._guard is not None else nullcontext():
+            self.store.close()
+            self.store = self._open(readonly=True)
 
     @contextmanager
     def writing(self, why: str, needed: bool = True) -> Iterator[ActivationStore]:
         """The store as the writer while the block runs (when ``needed``), and the writer lock given back after
-        (also when this handle created the store and held it since)."""
+        (also when this handle created the store and held it since) unless the handle keeps it (``give_back``)."""
         if not needed:
             yield self.store
             return
@@ -128,7 +136,8 @@ class StoreHandle:
         try:
             yield self.store
         finally:
-            self.release_writer()
+            if self.give_back:
+                self.release_writer()
 
     def _open(self, readonly: bool) -> ActivationStore:
         try:
