@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -279,7 +280,7 @@ def epoch_time_ratio(plan: Plan, teacher, tok, train, names, start_model) -> dic
 
     stored, live = teacher.source("train"), teacher.live(train.texts, train.label_ids(names))
     students = [copy.deepcopy(start_model).train() for _ in range(2)]
-    optims = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in students]
+    optims = [torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True) for m in students]
     batches = grouped_batches(stored.lengths(), 32, seed=0)[: plan.ratio_batches]
     times: dict[str, list[float]] = {"store": [], "teacher": []}
     for k, idx in enumerate(batches):
@@ -399,6 +400,8 @@ def parse_args(argv=None):
     ap.add_argument("--heads", type=float, default=0.5, help="fraction of attention heads structured pruning removes")
     ap.add_argument("--ffn", type=float, default=0.5, help="fraction of feed-forward neurons structured pruning removes")
     ap.add_argument("--quick", action="store_true", help="small subsets and one epoch each: a smoke test in minutes")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                    help="change one field of the plan (e.g. --set teacher_epochs=2 --set search_trials=4), repeatable")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", default="/tmp/ember-bench-compression", help="trained models, teacher store")
     ap.add_argument("--retrain", action="store_true", help="ignore cached models and train again")
@@ -438,9 +441,21 @@ def measure(args, plan: Plan, cache: Cache, teacher, tok, data, students) -> tup
     return extra, report
 
 
+def plan_for(args) -> Plan:
+    """The full or quick plan with ``--set FIELD=VALUE`` changes (a reduced run says exactly what it reduced)."""
+    plan = QUICK if args.quick else FULL
+    changes = {}
+    for item in args.overrides:
+        field, _, value = item.partition("=")
+        if field not in Plan.__dataclass_fields__ or not value:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(Plan.__dataclass_fields__)}")
+        changes[field] = None if value.lower() == "none" else int(value)
+    return dataclasses.replace(plan, **changes)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    plan = plan_for(args)
     torch.set_num_threads(args.threads)
     started = time.time()
     data = load_data(args, plan)
@@ -452,7 +467,7 @@ def main(argv=None) -> dict:
     students = train_all(args, plan, cache, teacher, tok, names)
     result = {"benchmark": "compression", "data": args.data, "model": args.model or "all-MiniLM-L6-v2 (packaged)",
               "oos_included": oos, "train_examples": len(train), "val_examples": len(val), "test_examples": len(test),
-              "classes": len(names), "quick": args.quick, "threads": args.threads, "torch": torch.__version__,
+              "classes": len(names), "quick": args.quick, "plan": plan.__dict__, "threads": args.threads, "torch": torch.__version__,
               "cpu": cpu_model(), "teacher_store": fills, "search": cache.record.get("search"),
               "training_seconds": {k: v.get("seconds") for k, v in cache.record.items() if isinstance(v, dict)}}
     if args.train_only:

@@ -35,7 +35,7 @@ _EXPORTS = {
     "distilbert": "ember.compress.config",
     "plain": "ember.compress.config",
     "Teacher": "ember.compress.teacher",
-    "TeacherOutputs": "ember.compress.teacher",
+    "TeacherOutputs": "ember.compress.outputs",
     "StoredTeacher": "ember.compress.sources",
     "LiveTeacher": "ember.compress.sources",
     "LabelSource": "ember.compress.sources",
@@ -96,6 +96,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ember.compress.distillation import DistillReport, distill
     from ember.compress.evaluate import accuracy, compare_with_teacher
     from ember.compress.losses import distillation_loss
+    from ember.compress.outputs import TeacherOutputs
     from ember.compress.pruning import PruneResult, prune
     from ember.compress.quantization import QATResult, qat
     from ember.compress.recipe import RecipeConfig, compress
@@ -104,7 +105,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ember.compress.slicing import shrink
     from ember.compress.sources import LabelSource, LiveTeacher, StoredTeacher, TeacherBatch
     from ember.compress.sparsity import MagnitudePruner, MovementPruner
-    from ember.compress.teacher import Teacher, TeacherOutputs
+    from ember.compress.teacher import Teacher
     from ember.compress.trainer import DistillationTrainer
     from ember.compress.tuning import SearchResult, search
     from ember.compress.vocab import quantize_embeddings, trim_vocabulary

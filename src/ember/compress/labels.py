@@ -9,7 +9,7 @@ from ember.data.labels import label_values
 from ember.errors import DataError
 
 if TYPE_CHECKING:
-    from ember.compress.teacher import TeacherFacts
+    from ember.compress.outputs import TeacherFacts
 
 
 def teacher_label_ids(labels: Sequence, facts: TeacherFacts, *, count: int | None = None) -> list[int]:
@@ -24,7 +24,7 @@ def teacher_label_ids(labels: Sequence, facts: TeacherFacts, *, count: int | Non
         DataError: a name not among the head's classes, names for a head without names, or an id past its outputs.
 
     Example:
-        >>> from ember.compress.teacher import TeacherFacts
+        >>> from ember.compress.outputs import TeacherFacts
         >>> facts = TeacherFacts(10, 8, 2, 2, (), 0, ("neg", "pos"))
         >>> teacher_label_ids(["pos", "neg"], facts)
         [1, 0]

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from ember.compress.teacher import COLUMN, META, TeacherFacts, TeacherOutputs
+from ember.compress.outputs import COLUMN, META, TeacherFacts, TeacherOutputs
 from ember.errors import MissingEntriesError, StoreError
 from ember.store.activations import ActivationStore, Entry
 from ember.store.handle import StoreHandle
