@@ -405,6 +405,11 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", default="/tmp/ember-bench-compression", help="trained models, teacher store")
     ap.add_argument("--retrain", action="store_true", help="ignore cached models and train again")
+    ap.add_argument("--no-probe", action="store_true",
+                    help="skip exporting torchao's converted int8 model (a property of the exporters, not of the data)")
+    ap.add_argument("--accuracy-only", action="store_true",
+                    help="accuracy, agreement and size of every row, without timing (no lock needed; "
+                         "latency and throughput columns are then meaningless and the summary's speed-ups too)")
     ap.add_argument("--train-only", action="store_true", help="train and cache every variant, measure nothing")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compression"),
                     help="report.md, report.json and the accuracy-vs-latency plot go here")
@@ -426,9 +431,9 @@ def measure(args, plan: Plan, cache: Cache, teacher, tok, data, students) -> tup
     sample = val.texts[:128]
     load_before = load_average()
     log(f"measuring (load average {load_before})")
-    ratio = epoch_time_ratio(plan, teacher, tok, train, names, students["student-plain"][0])
+    ratio = None if args.accuracy_only else epoch_time_ratio(plan, teacher, tok, train, names, students["student-plain"][0])
     log(f"epoch-time ratio: {ratio}")
-    probe = torchao_export_probe(students["pruned"][0], tok, sample)
+    probe = None if args.no_probe else torchao_export_probe(students["pruned"][0], tok, sample)
     variants = build_variants(args, cache, teacher.outputs.model, tok, students, sample)
     config = BenchConfig(batch_size=32, latency_samples=plan.latency_samples, throughput_examples=plan.throughput_examples,
                          threads=args.threads, max_length=args.max_length, repeats=plan.repeats)
@@ -474,6 +479,8 @@ def main(argv=None) -> dict:
         result["summary"] = {"best": None, "note": "--train-only: nothing measured"}
         print(json.dumps(result, default=str))
         return result
+    if args.accuracy_only:  # a few timing samples only: the harness needs some; their figures mean nothing
+        plan = dataclasses.replace(plan, latency_samples=3, throughput_examples=32, repeats=1)
     extra, report = measure(args, plan, cache, teacher, tok, data, students)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -482,6 +489,8 @@ def main(argv=None) -> dict:
     result.update(extra)
     result["rows"] = [r.to_dict() for r in report.results]
     result["summary"] = summarize(report, plan)
+    if args.accuracy_only:
+        result["summary"]["note"] = "--accuracy-only: speed-ups (and so 'best') were not measured; read accuracy and size"
     result["wall_seconds"] = time.time() - started
     print(report.to_markdown(), file=sys.stderr)
     print(json.dumps(result, default=str))
