@@ -22,8 +22,8 @@ from ember.cli.common import (
     emit_json,
     friendly_errors,
 )
+from ember.fixes import MEMORY_BACKEND
 
-MEMORY_BACKEND = "use backend='lmdb' (or 'leveldb') to keep the cache there, or save_dir=None for an in-memory cache"
 # Library phrases naming a Python argument, in this command's flags (see common.friendly_errors).
 FILL_SWITCHES = {**STORE_WRITE_SWITCHES, **DATA_SWITCHES, **MODEL_SWITCHES, **MAX_LENGTH_SWITCHES, ALLOW_EMPTY: "pass --allow-empty",
                  WRITABLE_LOCATION: "Pass a writable --save-dir DIR", MEMORY_BACKEND: "pass --backend lmdb (or leveldb)"}

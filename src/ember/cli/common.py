@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ember.errors import EmberError, EmberWarning
+from ember import fixes
+from ember.errors import EmberError, EmberWarning, Fix
 
 console = Console(stderr=True)
 
@@ -33,48 +34,47 @@ def emit_json(result: dict) -> None:
     sys.stdout.flush()
 
 
-# The library's messages name the Python argument that fixes them (allow_empty=True, readonly=True …), which a
-# command line user cannot pass. Each command maps those phrases to its own flags (``friendly_errors(switches)``);
-# the keys are exact phrases of library messages, and tests/cli checks that each still occurs there.
-STORE_WRITE_SWITCHES: dict[str, str] = {
+# ember's messages name the Python argument that fixes them (allow_empty=True, readonly=True …), which a command
+# line user cannot pass. Errors carry those ways out as data (ember.fixes, EmberError.fixes); each command maps
+# them to its own flags and friendly_errors renders the error with that table.
+STORE_WRITE_SWITCHES: dict[Fix, str] = {
     # the CLI never sets a size limit: an LMDB store grows until the disk is full
-    "free disk space (or raise max_size)": "free disk space",
+    fixes.FREE_DISK: "free disk space",
     # another process holds the write lock (a fill already falls back to reading when it has nothing to write)
-    "open the store read-only to read what is committed": "read what is committed with a command that does not "
-    "write the store",
+    fixes.READ_COMMITTED: "read what is committed with a command that does not write the store",
 }
-# ember.models.resolve_max_length names its argument; every command with --max-length rewords it
-MAX_LENGTH_SWITCHES: dict[str, str] = {"max_length=": "--max-length "}
-WRITABLE_LOCATION = "Pass a writable location, or open the existing store with readonly=True to train or infer from it"
-ALLOW_EMPTY = "pass allow_empty=True"
+MAX_LENGTH_SWITCHES: dict[Fix, str] = {fixes.MAX_LENGTH: "--max-length "}
+WRITABLE_LOCATION = fixes.WRITABLE_LOCATION
+ALLOW_EMPTY = fixes.ALLOW_EMPTY
 # ember.data.load_examples names its arguments; every command that reads --data has these flags
-DATA_SWITCHES: dict[str, str] = {
-    "split must be a split name (a non-empty str, or None for 'train')": "--split must name a split",
-    "Pass split='NAME'": "Pass --split NAME",
-    "check the file and the split= argument": "check the file and --split",
-    "Pass the right name: text_column='NAME'": "Pass the right name: --text-column NAME",
-    "Pass the right name: label_column='NAME'": "Pass the right name: --label-column NAME",
+DATA_SWITCHES: dict[Fix, str] = {
+    fixes.SPLIT_TYPE: "--split must name a split",
+    fixes.SPLIT_NAME: "Pass --split NAME",
+    fixes.SPLIT_EMPTY: "check the file and --split",
+    fixes.TEXT_COLUMN: "Pass the right name: --text-column NAME",
+    fixes.LABEL_COLUMN: "Pass the right name: --label-column NAME",
 }
 # ember's default model without its package (ember.models.default_model_path)
-DEFAULT_MODEL_FIX = "load a local folder or a hub id instead: load_model(path)"
-MODEL_SWITCHES: dict[str, str] = {DEFAULT_MODEL_FIX: "pass --model with a local folder or a hub id"}
+DEFAULT_MODEL_FIX = fixes.PACKAGED_MODEL
+MODEL_SWITCHES: dict[Fix, str] = {DEFAULT_MODEL_FIX: "pass --model with a local folder or a hub id"}
 # ember.models.check_pad_token's fix: a command line user hands over no tokenizer, the model folder's is used
-PAD_TOKEN_SWITCHES: dict[str, str] = {
-    "Give it one first: ": "Give the model folder's tokenizer one: load it, run ",
-    ", or pass a tokenizer that has a pad token": ", then save it to the folder (tokenizer.save_pretrained(folder))",
+PAD_TOKEN_SWITCHES: dict[Fix, str] = {
+    fixes.PAD_TOKEN_GIVE: "Give the model folder's tokenizer one: load it, run ",
+    fixes.PAD_TOKEN_PASS: ", then save it to the folder (tokenizer.save_pretrained(folder))",
 }
 
 
-def cli_wording(message: str, switches: Mapping[str, str]) -> str:
-    """``message`` with each Python phrase of ``switches`` replaced by its command line wording.
+def cli_wording(error: BaseException, switches: Mapping[Fix, str]) -> str:
+    """``error``'s message with each of its fixes (:attr:`~ember.errors.EmberError.fixes`) in command line words;
+    an error from elsewhere (an OSError, say) as it is.
 
     Example:
-        >>> cli_wording("example 3 has an empty text; pass allow_empty=True", {ALLOW_EMPTY: "pass --allow-empty"})
+        >>> from ember.errors import DataError
+        >>> err = DataError(f"example 3 has an empty text; {ALLOW_EMPTY}", fixes=[ALLOW_EMPTY])
+        >>> cli_wording(err, {ALLOW_EMPTY: "pass --allow-empty"})
         'example 3 has an empty text; pass --allow-empty'
     """
-    for python, cli in switches.items():
-        message = message.replace(python, cli)
-    return message
+    return error.render(switches) if isinstance(error, EmberError) else str(error)
 
 
 @contextmanager
@@ -94,16 +94,16 @@ def shown_warnings() -> Iterator[None]:
 
 
 @contextmanager
-def friendly_errors(switches: Mapping[str, str] | None = None) -> Iterator[None]:
+def friendly_errors(switches: Mapping[Fix, str] | None = None) -> Iterator[None]:
     """Show ember's (and data/IO) errors as one red message and exit 2, without a traceback.
 
     Args:
-        switches: phrases of library messages that name a Python argument, mapped to the command's own flags
-            (see :data:`STORE_WRITE_SWITCHES`).
+        switches: the fixes (:mod:`ember.fixes`) that name a Python argument, mapped to the command's own
+            flags (see :data:`STORE_WRITE_SWITCHES`).
     """
     try:
         yield
     except (EmberError, OSError, ImportError, ValueError) as exc:  # OSError: a file in a folder's place, a read-only disk
-        message = cli_wording(str(exc), switches or {})
+        message = cli_wording(exc, switches or {})
         console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc

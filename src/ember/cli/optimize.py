@@ -14,13 +14,14 @@ from ember.cli.common import (
     emit_json,
     friendly_errors,
 )
+from ember.fixes import TEXT_COLUMN
 
 # Library phrases naming a Python argument, in these commands' words (see common.friendly_errors): the model is
 # the MODEL argument, and --data is read for its texts alone, by the usual column names
 SWITCHES = {
     **PAD_TOKEN_SWITCHES,
     **DATA_SWITCHES,
-    "Pass the right name: text_column='NAME'": "Rename the column of texts to one of those looked for (this command "
+    TEXT_COLUMN: "Rename the column of texts to one of those looked for (this command "
     "has no --text-column)",
     DEFAULT_MODEL_FIX: "give MODEL, a local folder or a hub id",
 }

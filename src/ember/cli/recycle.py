@@ -28,6 +28,7 @@ from ember.cli.common import (
     friendly_errors,
     shown_warnings,
 )
+from ember.fixes import WRITABLE_COPY
 
 app = typer.Typer(help="Embedding recycling: store frozen lower layers' states once, train and infer from them.", no_args_is_help=True)
 
@@ -42,7 +43,7 @@ LayersPath = Annotated[str | None, typer.Option("--layers-path", help="Layer lis
 EmbPath = Annotated[str | None, typer.Option("--embeddings-path", help="Embeddings path for unknown architectures.")]
 
 
-# Library phrases naming a Python argument, in each command's flags (see common.friendly_errors).
+# The fixes library messages name, in each command's flags (see common.friendly_errors).
 FILL_SWITCHES = {
     **STORE_WRITE_SWITCHES,
     **DATA_SWITCHES,
@@ -51,8 +52,7 @@ FILL_SWITCHES = {
     ALLOW_EMPTY: "pass --allow-empty",
     WRITABLE_LOCATION: "Pass a writable --store DIR",
     # a fill that must write a store whose folder cannot be written (ember.store.fill.fill_split)
-    "but its folder cannot be written; pass a writable location": "but its folder cannot be written; pass a writable "
-    "--store DIR",
+    WRITABLE_COPY: "but its folder cannot be written; pass a writable --store DIR",
 }
 EVAL_SWITCHES = {
     **STORE_WRITE_SWITCHES,

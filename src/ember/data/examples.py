@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from ember.data.labels import encode_known_labels, encode_labels
 from ember.errors import DataError
+from ember.fixes import LABEL_COLUMN
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Examples:
             return self.labels
         cols = f": no label column was found among its columns {list(self.columns)}" if self.columns else ""
         raise DataError(
-            f"{self.source or 'the data'} has no labels ({why}){cols}. Pass the right name: label_column='NAME'."
+            f"{self.source or 'the data'} has no labels ({why}){cols}. {LABEL_COLUMN}.", fixes=[LABEL_COLUMN]
         )
 
     def select(self, n: int | None) -> Examples:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from ember.data.examples import Examples
 from ember.errors import DataError, EmberWarning
+from ember.fixes import LABEL_COLUMN, TEXT_COLUMN
+
+COLUMN_FIX = {"text": TEXT_COLUMN, "label": LABEL_COLUMN}
 
 TEXT_COLUMNS = ("text", "sentence", "content", "query", "utterance")
 LABEL_COLUMNS = ("label", "labels", "intent", "class", "target")
@@ -101,8 +104,8 @@ def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str],
     if wanted is not None:
         if wanted not in columns:
             raise DataError(
-                f"{source} has no {what} column {wanted!r}; its columns are {list(columns)}. "
-                f"Pass the right name: {what}_column='NAME'."
+                f"{source} has no {what} column {wanted!r}; its columns are {list(columns)}. {COLUMN_FIX[what]}.",
+                fixes=[COLUMN_FIX[what]],
             )
         return wanted
     for c in candidates:
@@ -117,7 +120,7 @@ def rows_to_examples(rows: list[dict], columns: Sequence[str], text_column, labe
     if tcol is None:
         raise DataError(
             f"{source} has no text column (looked for {list(TEXT_COLUMNS)}); its columns are {list(columns)}. "
-            "Pass the right name: text_column='NAME'."
+            f"{TEXT_COLUMN}.", fixes=[TEXT_COLUMN]
         )
     lcol = _pick(columns, label_column, LABEL_COLUMNS, "label", source)
     if lcol is None:

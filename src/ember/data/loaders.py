@@ -31,6 +31,7 @@ from ember.data.files import (  # noqa: F401  (LABEL_COLUMNS, TEXT_COLUMNS, text
     text_lines,
 )
 from ember.errors import DataError
+from ember.fixes import SPLIT_EMPTY, SPLIT_NAME, SPLIT_TYPE
 
 SPLIT_NAMES = ("train", "test", "validation", "valid", "val", "dev")  # file stems read as splits in a folder
 WHOLE_FILE = "train"  # the split name a single file answers to: it is read whole, as the default split
@@ -44,11 +45,11 @@ def _split_name(split: object, source: str, have: Sequence[str] | None = None) -
     valid = "" if have is None else f"; it has {sorted(have)}"
     if not isinstance(split, str) or not split.strip():
         raise DataError(
-            f"split must be a split name (a non-empty str, or None for 'train'), got {type(split).__name__} "
-            f"{split!r:.40} for {source}{valid}. Pass split='NAME'."
+            f"{SPLIT_TYPE}, got {type(split).__name__} {split!r:.40} for {source}{valid}. {SPLIT_NAME}.",
+            fixes=[SPLIT_TYPE, SPLIT_NAME],
         )
     if have is not None and split not in have:
-        raise DataError(f"{source} has no split {split!r}{valid}. Pass split='NAME'.")
+        raise DataError(f"{source} has no split {split!r}{valid}. {SPLIT_NAME}.", fixes=[SPLIT_NAME])
     return split
 
 
@@ -59,8 +60,8 @@ def _whole_file(split: object, source: str, layout: str) -> None:
         raise DataError(
             f"{source} is {layout}, which has no splits, so split {name!r} cannot be honoured: reading the whole file "
             "instead would, say, evaluate on the training rows. Give no split to read the whole file; for splits, "
-            "pass a folder holding one file per split (train.csv, test.csv ...) instead. Pass split='NAME' only with "
-            "such a source."
+            f"pass a folder holding one file per split (train.csv, test.csv ...) instead. {SPLIT_NAME} only with "
+            "such a source.", fixes=[SPLIT_NAME]
         )
 
 
@@ -126,7 +127,7 @@ def load_examples(
     else:
         ex = _hf_dataset(name, split, text_column, label_column, saved=False)
     if len(ex) == 0:
-        raise DataError(f"{name} holds no examples; check the file and the split= argument")
+        raise DataError(f"{name} holds no examples; {SPLIT_EMPTY}", fixes=[SPLIT_EMPTY])
     return ex.select(limit)
 
 

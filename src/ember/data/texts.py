@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 
 from ember.errors import DataError
+from ember.fixes import ALLOW_EMPTY
 
 
 def check_texts(texts: Iterable[str], allow_empty: bool = False) -> list[str]:
@@ -19,8 +20,8 @@ def check_texts(texts: Iterable[str], allow_empty: bool = False) -> list[str]:
             raise DataError(f"example {i} is a {type(t).__name__}, not a string; convert the text column to str")
         if not allow_empty and not t.strip():
             raise DataError(
-                f"example {i} has an empty text; remove empty rows from the data, or pass allow_empty=True "
-                "to store the encoding of the special tokens alone"
+                f"example {i} has an empty text; remove empty rows from the data, or {ALLOW_EMPTY} "
+                "to store the encoding of the special tokens alone", fixes=[ALLOW_EMPTY]
             )
     return texts
 
@@ -60,5 +61,5 @@ def check_tokenized(texts: Sequence[str], ids: Sequence[Sequence[int]], special_
             raise DataError(
                 f"example {i} ({t[:40]!r}) tokenizes to special tokens only: the tokenizer drops every character of "
                 "it (control characters, zero-width spaces), so it is an empty text. Remove it from the data, or "
-                "pass allow_empty=True to store the encoding of the special tokens alone"
+                f"{ALLOW_EMPTY} to store the encoding of the special tokens alone", fixes=[ALLOW_EMPTY]
             )

@@ -6,9 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 from ember.encoders.errors import CacheConfigError
+from ember.fixes import MEMORY_BACKEND
 from ember.store.base import Backend, check_backend
 from ember.store.codec import DType, torch_dtype
 
@@ -119,6 +120,7 @@ class CacheConfig:
         ('mmap', 'auto')
     """
 
+    VERSION: ClassVar[int] = 1  # bumped when a recorded config's meaning changes (see ember.config)
     placement: Placement = "auto"
     mapping: Mapping[str, Placement] = field(default_factory=dict)
     save_dir: str | Path | None = None
@@ -170,8 +172,7 @@ class CacheConfig:
         if self.backend == "memory" and self.save_dir is not None:
             raise CacheConfigError(
                 f"backend='memory' keeps nothing on disk, so save_dir={str(self.save_dir)!r} would stay empty and the "
-                "next run would compute everything again; use backend='lmdb' (or 'leveldb') to keep the cache there, "
-                "or save_dir=None for an in-memory cache"
+                f"next run would compute everything again; {MEMORY_BACKEND}", fixes=[MEMORY_BACKEND]
             )
         try:
             torch_dtype(self.dtype)
@@ -227,6 +228,7 @@ class CacheConfig:
             return p if isinstance(p, str) else p.name
 
         return {
+            "version": self.VERSION,
             "placement": self.placement,
             "mapping": dict(self.mapping),
             "save_dir": None if self.save_dir is None else str(self.save_dir),

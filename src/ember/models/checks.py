@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ember.errors import TokenizerError, UnsupportedModelError
+from ember.fixes import PAD_TOKEN_GIVE, PAD_TOKEN_PASS
 from ember.models.families import SUPPORTED_FAMILIES
 
 
@@ -92,6 +93,6 @@ def check_pad_token(tokenizer: object, why: str) -> None:
         fix = "tokenizer.add_special_tokens({'pad_token': '[PAD]'}), then model.resize_token_embeddings(len(tokenizer))"
     raise TokenizerError(
         f"{why}, but {type(tokenizer).__name__} has no pad token (pad_token is None, as in GPT-2-style tokenizers). "
-        f"Give it one first: {fix} (padded positions are masked, so the token chosen changes no output), or pass a "
-        "tokenizer that has a pad token."
+        f"{PAD_TOKEN_GIVE}{fix} (padded positions are masked, so the token chosen changes no output){PAD_TOKEN_PASS}.",
+        fixes=[PAD_TOKEN_GIVE, PAD_TOKEN_PASS],
     )

@@ -56,8 +56,8 @@ def pad_ids(ids: Sequence[Sequence[int]], tokenizer, device: torch.device | None
     """Right-pad id lists with :func:`padding_id` into ``(input_ids, attention_mask)``, both ``(B, T)`` int64."""
     pad_id = padding_id(tokenizer)
     t = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), t), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), t), dtype=torch.long)
+    input_ids = torch.full((len(ids), t), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(ids), t), dtype=torch.long)  # (B, T), 1 on real tokens
     for i, x in enumerate(ids):
         input_ids[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
         mask[i, : len(x)] = 1
@@ -73,7 +73,7 @@ def pad_features(features: Mapping[str, Sequence[Sequence[int]]], tokenizer) -> 
     out = {}
     for name, values in features.items():
         fill = padding_id(tokenizer) if name == "input_ids" else 1 if name == "special_tokens_mask" else 0
-        padded = torch.full((len(values), t), fill, dtype=torch.long)
+        padded = torch.full((len(values), t), fill, dtype=torch.long)  # (B, T)
         for i, x in enumerate(values):
             padded[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
         out[name] = padded
@@ -82,4 +82,4 @@ def pad_features(features: Mapping[str, Sequence[Sequence[int]]], tokenizer) -> 
 
 def unpad(states: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
     """Per-row states of the unmasked tokens: ``(B, T, H) -> [(L_i, H)]``."""
-    return [states[i][mask[i].bool()] for i in range(states.shape[0])]
+    return [states[i][mask[i].bool()] for i in range(states.shape[0])]  # states[i]: (T, H) -> (L_i, H)

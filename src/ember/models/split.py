@@ -65,14 +65,14 @@ def split_states(
     if k < parts.num_layers:
 
         def grab(module, args, kwargs):
-            captured["h"] = args[0] if args else kwargs["hidden_states"]
+            captured["h"] = args[0] if args else kwargs["hidden_states"]  # (B, T, H): layer k's input
             raise _StopForward
 
         handle = parts.layers[k].register_forward_pre_hook(grab, with_kwargs=True)
     else:
 
         def grab_out(module, args, output):
-            captured["h"] = output[0] if isinstance(output, tuple) else output
+            captured["h"] = output[0] if isinstance(output, tuple) else output  # (B, T, H): the last layer's output
             raise _StopForward
 
         handle = parts.layers[k - 1].register_forward_hook(grab_out)

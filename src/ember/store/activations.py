@@ -15,15 +15,14 @@ from ember.errors import StoreCorruptError, StoreError, StoreFormatError, StoreM
 from ember.store.base import Backend, KVStore, open_kv
 from ember.store.codec import ENTRY_FORMAT, checksum, corrupt_entry, decode, encode
 from ember.store.fingerprint import Fingerprint
-from ember.store.keys import KEY_BYTES
+from ember.store.keys import KEY_BYTES, STATES
 
 if TYPE_CHECKING:
-    from ember.store.verify import VerifyReport
+    from ember.store.integrity import VerifyReport
 
 Entry = dict[str, torch.Tensor]
 
 
-STATES = "states"  # the key column of a store with one kind of entry (recycling)
 FORMAT_META = "format"  # meta value: the entry format (ember.store.codec.ENTRY_FORMAT) the store was written in
 
 
@@ -270,7 +269,7 @@ class ActivationStore:
             >>> ActivationStore.open("states", None, readonly=True).verify().ok  # doctest: +SKIP
             True
         """
-        from ember.store.verify import verify_open
+        from ember.store.integrity import verify_open
 
         return verify_open(self)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ember.errors import StoreCorruptError, StoreFullError, StoreReadOnlyError
+from ember.fixes import FREE_DISK, WRITABLE_LOCATION
 
 
 def ensure_writable_dir(path: Path) -> None:
@@ -25,8 +26,7 @@ def ensure_writable_dir(path: Path) -> None:
     except OSError as exc:
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise StoreReadOnlyError(
-                f"cannot write the store at {path}: {exc.strerror}. Pass a writable location, or open the existing "
-                "store with readonly=True to train or infer from it."
+                f"cannot write the store at {path}: {exc.strerror}. {WRITABLE_LOCATION}.", fixes=[WRITABLE_LOCATION]
             ) from exc
         if exc.errno == errno.ENOSPC:
             raise full_disk_on_open(path, exc) from exc
@@ -67,8 +67,8 @@ def full_disk_error(path: Path | None, exc: BaseException, committed: int, *, di
     if not disk:
         return StoreFullError(
             f"the store at {path} is full ({error_text(exc)}). The {committed} entries committed before stay valid and "
-            "nothing half-written was kept; free disk space (or raise max_size) and rerun the same command: "
-            "it computes only what is missing."
+            f"nothing half-written was kept; {FREE_DISK} and rerun the same command: "
+            "it computes only what is missing.", fixes=[FREE_DISK]
         )
     left = "" if free is None else f"{free / 2**20:.1f} MiB free; "
     return StoreFullError(

@@ -27,6 +27,7 @@ import torch
 from ember.batching import length_buckets
 from ember.data.labels import encode_labels
 from ember.errors import KeyCollisionError, StoreReadOnlyError
+from ember.fixes import WRITABLE_COPY
 from ember.progress import progress_bar
 from ember.store.activations import ActivationStore, Entry, Split
 from ember.store.fingerprint import Fingerprint
@@ -245,8 +246,8 @@ def fill_split(
                 writers.enter_context(handle.writing(why))
             except StoreReadOnlyError as exc:  # its folder cannot be written (a read-only mount, another user's files)
                 raise StoreReadOnlyError(
-                    f"{why} needs to write {handle.what} at {handle.path} ({'; '.join(reasons)}), but its folder "
-                    "cannot be written; pass a writable location (a copy of this store keeps what it holds)"
+                    f"{why} needs to write {handle.what} at {handle.path} ({'; '.join(reasons)}), {WRITABLE_COPY} "
+                    "(a copy of this store keeps what it holds)", fixes=[WRITABLE_COPY]
                 ) from exc
         for c in columns:
             reports[c.name] = fill(c.handle.store, c.ids, c.producer, batch_size=batch_size, keys=c.keys,

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+STATES = "states"  # the key column of a store with one kind of entry (recycling)
+
 KeyFn = Callable[[Sequence[int]], bytes]
 
 KEY_BYTES = 16  # 128-bit BLAKE2b: collisions are out of reach for any dataset size

@@ -12,6 +12,7 @@ from pathlib import Path
 import lmdb
 
 from ember.errors import StoreCorruptError, StoreError, StoreLockedError, StoreReadOnlyError
+from ember.fixes import READ_COMMITTED
 from ember.store.disk import (
     DISK_MARGIN,
     as_full_disk,
@@ -84,7 +85,7 @@ class LMDBStore:
             f.close()
             raise StoreLockedError(
                 f"the store at {self.path} is being written by another process (pid {holder}). Wait for it "
-                "to finish, open the store read-only to read what is committed, or use another store path."
+                f"to finish, {READ_COMMITTED}, or use another store path.", fixes=[READ_COMMITTED]
             ) from exc
         try:
             f.seek(0)
