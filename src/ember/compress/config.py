@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from ember.compress.errors import CompressConfigError
+from ember.errors import Fix
 from ember.store.base import Backend, check_backend
 from ember.store.codec import DType, torch_dtype
 
@@ -31,9 +32,10 @@ def check_fraction(name: str, value: object, *, what: str = "a fraction") -> flo
         0.5
     """
     if not _real(value) or not 0.0 <= float(value) < 1.0:  # type: ignore[arg-type]
+        arg = Fix(f"{name}=", name=name)  # the argument, then its value: a command line words it as its flag
         raise CompressConfigError(
-            f"{name}={value!r} is outside [0, 1): it is {what} of the weights to remove, and removing all of them (1.0) "
-            f"leaves nothing to run; pass e.g. {name}=0.5"
+            f"{arg}{value!r} is outside [0, 1): it is {what} of the weights to remove, and removing all of them (1.0) "
+            f"leaves nothing to run; pass e.g. {arg}0.5", fixes=[arg]
         )
     return float(value)  # type: ignore[arg-type]
 
