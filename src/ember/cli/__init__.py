@@ -6,6 +6,7 @@ import typer
 
 from ember.cli.bench import app as bench_app
 from ember.cli.cache import app as cache_app
+from ember.cli.compress import register as register_compress
 from ember.cli.optimize import register as register_optimize
 from ember.cli.predict import register as register_predict
 from ember.cli.recycle import app as recycle_app
@@ -23,6 +24,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(store_app, name="store")
 register_optimize(app)
 register_predict(app)
+register_compress(app)
 
 
 def main() -> None:

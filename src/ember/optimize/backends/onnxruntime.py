@@ -84,6 +84,8 @@ def heads_and_width(hf_config: dict) -> tuple[int, int]:
     if not heads or not width:
         raise ValueError(f"cannot fuse: the model config names neither num_attention_heads/hidden_size nor n_heads/dim "
                          f"(got keys {sorted(hf_config)[:12]}...); use OnnxRuntimeConfig(fuse=False)")
+    if hf_config.get("attention_head_size"):  # heads removed by ember.compress: the fusion wants the pruned width
+        width = int(heads) * int(hf_config["attention_head_size"])
     return int(heads), int(width)
 
 
