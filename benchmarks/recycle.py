@@ -321,7 +321,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     base, tok = load_model(args.model, "classification", label_names=names)
     init = {k: v.clone() for k, v in base.state_dict().items()}
-    dtypes = ["float32"] + [d for d in args.dtypes.split(",") if d]
+    dtypes = list(dict.fromkeys(["float32"] + [d for d in args.dtypes.split(",") if d]))  # float32 always, once
     result: dict = {
         "benchmark": "recycle", "data": args.data, "rows": used, "train_examples": len(train),
         "test_examples": len(test), "layer": args.layer, "epochs": args.epochs, "batch_size": args.batch_size,
