@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ember.hardware import parse_cpuinfo
+
 # Flags that change which kernels (and so which presets) are fast: int8 dot products, bf16, AMX tiles.
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
@@ -70,14 +72,4 @@ def _cpuinfo() -> tuple[str, set[str]]:
     path = Path("/proc/cpuinfo")
     if not path.exists():
         return "", set()
-    model, flags = "", set()
-    for line in path.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key in ("flags", "Features") and not flags:
-            flags = set(value.split())
-        if model and flags:
-            break
-    return model, flags
+    return parse_cpuinfo(path.read_text(errors="replace"))  # one parser: ember.hardware's
