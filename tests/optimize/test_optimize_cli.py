@@ -58,6 +58,7 @@ def test_optimize_list_shows_the_presets_and_one_presets_settings():
     assert "static_memory_mb" in res.stdout and "tuple[int, ...] | None" in res.stdout
 
 
+@pytest.mark.slow  # ~80 s on 2 cores: three builds; the default suite keeps one build through the CLI
 def test_optimize_set_changes_the_preset_and_config_rebuilds_a_saved_one(model_dir, tmp_path):
     from ember.optimize import load
 
@@ -179,6 +180,7 @@ def test_autotune_command_picks_a_faithful_winner_and_saves_it(model_dir, tmp_pa
         assert line["saved"] is None and "nothing saved to" in " ".join(res.stdout.split()) and not out.exists()
 
 
+@pytest.mark.slow  # ~45 s on 2 cores; test_autotune_command_picks_a_faithful_winner_and_saves_it stays in the default suite
 def test_autotune_command_tries_only_the_named_presets(model_dir, tmp_path):
     data = tmp_path / "texts.txt"
     data.write_text("play music\nset alarm for seven am\norder pizza\ncall mom\n")
