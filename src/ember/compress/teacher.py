@@ -22,7 +22,6 @@ from ember.compress.outputs import COLUMN, META, TeacherOutputs
 from ember.compress.sources import LiveTeacher, StoredTeacher
 from ember.data.loaders import Examples
 from ember.data.texts import check_texts
-from ember.errors import StoreMismatchError
 from ember.models.inputs import tokenize
 from ember.store.activations import ActivationStore
 from ember.store.fill import Column, FillReport, SplitLabels, fill_split
@@ -132,12 +131,6 @@ def _open_handle(store, fingerprint: Fingerprint, backend: str, readonly: bool) 
         return StoreHandle(None if store is None else Path(store), fingerprint,
                            backend="memory" if store is None else backend,  # type: ignore[arg-type]
                            readonly=readonly, what="the teacher store")
-    if store.fingerprint != fingerprint:
-        differences = store.fingerprint.diff(fingerprint) if store.fingerprint else ["it has no fingerprint"]
-        lines = "\n  ".join(differences)
-        raise StoreMismatchError(
-            f"the store at {store.path} holds the outputs of another teacher or setting:\n  {lines}\n"
-            "Pass its folder with the teacher that made it, or a new folder for this teacher.",
-            differences,
-        )
-    return StoreHandle.wrap(store, what="the teacher store")
+    return StoreHandle.wrap(store, what="the teacher store", expect=fingerprint, refusal=(
+        "the store at {path} holds the outputs of another teacher or setting:\n  {lines}\n"
+        "Pass its folder with the teacher that made it, or a new folder for this teacher."))

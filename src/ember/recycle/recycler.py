@@ -395,14 +395,8 @@ def _open_handle(store: str | Path | ActivationStore | None, fingerprint: Finger
         backend = "memory" if store is None else config.backend
         return StoreHandle(store, fingerprint, backend=backend, readonly=readonly, give_back=False, guard=guard,
                            **config.store_options())
-    if store.fingerprint != fingerprint:
-        differences = store.fingerprint.diff(fingerprint) if store.fingerprint else ["it has no fingerprint"]
-        lines = "\n  ".join(differences)
-        raise StoreMismatchError(
-            f"the store at {store.path} was made by another model or setting:\n  {lines}\n"
-            "Pass the store's path instead of an open store made for another model, or a new path.",
-            differences,
-        )
-    return StoreHandle.wrap(store)
+    return StoreHandle.wrap(store, expect=fingerprint, refusal=(
+        "the store at {path} was made by another model or setting:\n  {lines}\n"
+        "Pass the store's path instead of an open store made for another model, or a new path."))
 
 

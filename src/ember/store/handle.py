@@ -67,8 +67,16 @@ class StoreHandle:
         self.store = self._open(readonly=readonly or self.exists())
 
     @classmethod
-    def wrap(cls, store: ActivationStore, what: str = "the store") -> StoreHandle:
-        """A handle over a store the caller opened: written as it was opened (read-only stays read-only)."""
+    def wrap(cls, store: ActivationStore, what: str = "the store", *, expect: Fingerprint | None = None,
+             refusal: str = "") -> StoreHandle:
+        """A handle over a store the caller opened: written as it was opened (read-only stays read-only).
+
+        With ``expect``, a store made with another fingerprint is refused: :class:`StoreMismatchError` with
+        ``refusal`` formatted with the store's ``path`` and the differing fields as ``lines``.
+        """
+        if expect is not None and store.fingerprint != expect:
+            differences = store.fingerprint.diff(expect) if store.fingerprint else ["it has no fingerprint"]
+            raise StoreMismatchError(refusal.format(path=store.path, lines="\n  ".join(differences)), differences)
         handle = cls.__new__(cls)
         handle.path, handle.backend, handle.fingerprint = store.path, "given", store.fingerprint
         handle.readonly, handle.what, handle._mismatch, handle._options = store.kv.readonly, what, None, {}
