@@ -7,7 +7,9 @@ Workloads (identical inputs for every engine, tokenized by the harness up front,
 For each: batch-1 latency p50/p90 over ``--latency-n`` inputs (after warm-up); throughput at batch 32 over
 ``--throughput-n`` inputs, length-bucketed (headline) and in dataset order; fidelity: mean cosine of mean-pooled
 embeddings against PyTorch eager fp32 on padded mixed-length batches; the fraction of this CPU's measured matmul peak
-(fp32 / bf16 / int8) that each throughput reaches.
+(fp32 / bf16 / int8) that each throughput reaches. The peak is the best rate torch, ONNX Runtime and OpenVINO reach on
+MiniLM's FFN matmul at both workloads' batch shapes, measured before and after the engines are timed (the higher kept);
+a row above 100% of its peak marks the run's peaks not valid (``summary.peaks_valid``) and no peak target counts.
 
 Timing: ``ember.bench.harness.PerformanceBenchmark`` measures every engine of a workload in turn, once per round, for
 ``--repeats`` rounds (the engines' order rotated each round), so a slow spell of this shared machine falls on every
