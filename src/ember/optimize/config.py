@@ -492,13 +492,15 @@ def openvino_bf16() -> OpenVINOConfig:
 
 def openvino_int8() -> OpenVINOConfig:
     """OpenVINO int8 MatMuls (NNCF, calibrated on held-out sentences; cosine ≥ 0.99). What stays in float (the
-    attention products, softmax, layer norms) runs in fp32, except on AMX CPUs, where it runs in bf16 on the tiles:
-    on the Zen 4 (AVX512-BF16, no AMX) bf16 measured no faster there on MiniLM-L6; AMX makes bf16 matmuls ~4x fp32
-    (issue #19's Xeon), not measured with this preset."""
+    attention products, softmax, layer norms) runs in bf16 where the x86 CPU has bf16 instructions (AVX512-BF16 or
+    AMX), else in fp32: on the Zen 4 (AVX512-BF16, no AMX), MiniLM-L6, 2 threads, CLINC150, bf16 ran batch 1 1.32x
+    faster and batch 32 1.02x faster than fp32 at the same cosine (0.99745; ``benchmarks/openvino_int8_float.py``,
+    BENCHMARKS.md); AMX makes bf16 matmuls ~4x fp32 (issue #19's Xeon)."""
     from ember.hardware import detect
 
+    cpu = detect()
     return OpenVINOConfig(quantize="static", tolerance=Tolerance(min_mean_cosine=0.99),
-                          precision="bf16" if detect().amx else "f32")
+                          precision="bf16" if cpu.native_bf16 and not cpu.arm else "f32")
 
 
 def compiled() -> CompileConfig:
