@@ -494,9 +494,9 @@ def openvino_int8() -> OpenVINOConfig:
     """OpenVINO int8 MatMuls (NNCF, calibrated on held-out sentences; cosine ≥ 0.99). What stays in float (the
     attention products, softmax, layer norms) runs in bf16 where the x86 CPU has bf16 instructions (AVX512-BF16 or
     AMX), else in fp32: on the Zen 4 (AVX512-BF16, no AMX), MiniLM-L6, 2 threads, CLINC150, bf16 ran batch 1
-    1.22-1.32x faster than fp32 and batch 32 at 0.94-1.02x its rate (two runs), at the same cosine (0.99745;
-    ``benchmarks/openvino_int8_float.py``, BENCHMARKS.md): latency is where int8 is chosen for, and the float part
-    is most of a single short input's time. AMX makes bf16 matmuls ~4x fp32 (issue #19's Xeon)."""
+    1.22x faster than fp32 and batch 32 at 0.94x its rate, at the same cosine (0.99745;
+    ``benchmarks/openvino_int8_float.py``, BENCHMARKS.md): the float part is most of a single short input's time,
+    and batch 1 is where the int8 tier is furthest from the matmul limit. AMX makes bf16 matmuls ~4x fp32 (issue #19's Xeon)."""
     from ember.hardware import detect
 
     cpu = detect()
