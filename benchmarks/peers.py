@@ -498,16 +498,14 @@ def ember_presets() -> list[str]:
 
 # ---- results -----------------------------------------------------------------------------------------------------
 
-def make_rows(wl: Workload, results: dict, builds: dict, errors: dict, notes: dict, peaks: dict, gflop: float
-              ) -> list[Row]:
+def make_rows(wl: Workload, results: dict, builds: dict, errors: dict, notes: dict) -> list[Row]:
+    """One row per engine; its share of the peak is set at the end (``apply_peaks``), once both peaks are measured."""
     rows = []
     for name in [*results, *[n for n in errors if n not in results]]:
         row = Row(name, row_tier(name), wl.name, build_s=builds.get(name), speed_check_s=builds.get(f"{name} speed check"),
                   note=notes.get(name, ""), error=errors.get(name))
         for k, v in results.get(name, {}).items():
             setattr(row, k, v)
-        if row.throughput:
-            row.peak_fraction = row.throughput * gflop / peaks[row.tier]
         rows.append(row)
     return rows
 
@@ -691,7 +689,7 @@ def main() -> None:
         peers, notes = build_peers(model, args, tmp, wanted, peer_builds, peer_errors)
         for wl in workloads:
             results, builds, errors = run_workload(wl, model, tok, peers, notes, args, wanted)
-            rows += make_rows(wl, results, peer_builds | builds, peer_errors | errors, notes, peaks, gflop[wl.name])
+            rows += make_rows(wl, results, peer_builds | builds, peer_errors | errors, notes)
         peers.clear()
         if wanted("ctranslate2-int8"):
             note = "built and timed after the others, alone (its OpenMP runtime slows every other engine in the process)"
@@ -699,7 +697,7 @@ def main() -> None:
             for wl in workloads:
                 res, b, err = ct2[wl.name]
                 rows += make_rows(wl, {"ctranslate2-int8": res} if res else {}, {"ctranslate2-int8": b},
-                                  {"ctranslate2-int8": err} if err else {}, {"ctranslate2-int8": note}, peaks, gflop[wl.name])
+                                  {"ctranslate2-int8": err} if err else {}, {"ctranslate2-int8": note})
     peaks_after = matmul_peaks(args.quick, args.threads)
     print(f"machine peaks after timing: { {k: round(v, 1) for k, v in peaks_after.items()} }", flush=True)
     peaks = {k: max(peaks[k], peaks_after[k]) for k in peaks}  # the higher: a contended moment only lowers a peak
