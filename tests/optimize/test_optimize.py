@@ -106,6 +106,7 @@ def test_a_hand_edited_config_names_the_bad_setting(edit, message):
         (lambda: BF16Config(dtype="float16"), "dtype='float16' is only fast on CUDA; on CPU use dtype='bfloat16'"),
         (lambda: OpenVINOConfig(threads=0), "threads=0 must be >= 1 (or None for the engine's default)"),
         (lambda: OpenVINOConfig(streams=0), "streams=0 must be >= 1 (1: one request on every thread), or None to choose"),
+        (lambda: OpenVINOConfig(batch_precision="fp16"), "batch_precision='fp16' is not one of 'f32', 'bf16'"),
         (lambda: Int8DynamicConfig(on_violation="ignore"), "on_violation='ignore' is not one of 'raise', 'warn'"),
     ],
 )
@@ -160,7 +161,7 @@ def test_config_with_reads_key_value_settings_by_their_types():
     ("precision=fp8", r"^precision='fp8': precision takes Literal\['f32', 'bf16'\]$"),
     ("static_shapes=[12.5]", r"static_shapes takes tuple\[int, \.\.\.\] \| None"),
     ("calibration_size=true", r"calibration_size takes int$"),
-    ("speed=11", r"^openvino configs have no setting 'speed'; their settings: on_violation, precision, threads, "),
+    ("speed=11", r"^openvino configs have no setting 'speed'; their settings: on_violation, precision, batch_precision, threads, "),
     ("threads", r"^setting 'threads' is not KEY=VALUE"),
     ("threads=0", r"^threads=0 must be >= 1"),  # the config's own check still runs
 ])
@@ -514,6 +515,34 @@ def test_openvino_splits_batches_over_streams_and_keeps_their_order(tok, classif
     assert optimize(model, OpenVINOConfig(threads=2), tokenizer=tok).streams == 2
     assert optimize(model, OpenVINOConfig(threads=1), tokenizer=tok).batched is None
     assert optimize(model, OpenVINOConfig(threads=2, static_memory_mb=0), tokenizer=tok).batched is None
+
+
+def test_openvino_batches_run_in_their_own_precision(tok, monkeypatch):
+    """``batch_precision``: batches on a model compiled in it (even on one stream), single inputs in ``precision``."""
+    pytest.importorskip("openvino")
+    from ember.optimize.backends import openvino as ov_backend
+
+    asked = []  # the precision hint of every model compiled
+    real = ov_backend.shared_core()
+    class Core:  # noqa: E306 - records, then compiles as OpenVINO does
+        def compile_model(self, model, device, options):
+            asked.append(options["INFERENCE_PRECISION_HINT"])
+            return real.compile_model(model, device, options)
+    monkeypatch.setattr(ov_backend, "shared_core", lambda: Core())
+    model = make_model("bert-base")
+    same = optimize(model, OpenVINOConfig(threads=1, batch_precision="f32", static_shapes=()), tokenizer=tok)
+    assert same.batched is None and asked == ["f32"]  # nothing of its own when the precisions agree
+    asked.clear()
+    with warnings.catch_warnings():  # a tiny random model in bf16 may miss the faithful tolerance: not the point here
+        warnings.simplefilter("ignore")
+        mixed = optimize(model, OpenVINOConfig(threads=1, precision="bf16", batch_precision="f32", static_shapes=(16,),
+                                               on_violation="warn"), tokenizer=tok)
+    assert asked == ["bf16", "f32", "bf16"]  # single inputs, batches (one stream: still their own), the static one
+    assert mixed.streams == 1 and len(mixed.batched.requests) == 1
+    x = tok(["book a flight to paris", "play jazz", "hi"], padding=True, return_tensors="pt")
+    want = model(**x).last_hidden_state
+    assert (mixed(**x).last_hidden_state - want).abs().max().item() < 1e-4  # the batch ran in f32
+    assert config_from_dict(mixed.optimize_config.to_dict()).batch_precision == "f32"
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "bf16", "int8"])

@@ -199,6 +199,7 @@ def test_presets_follow_the_cpu_family(monkeypatch):
     monkeypatch.setenv("EMBER_CPU_FEATURES", "amx")
     assert preset("int8").compile and not preset("onnx-int8").reduce_range and preset("bf16").mode == "weights"
     assert preset("openvino-int8").precision == "bf16"  # what stays in float runs on the AMX tiles
+    assert preset("openvino-int8").batch_precision is None  # batches too
     assert unavailable("bf16") is None and unavailable("int8") is None
     assert serving_order(detect(), "faithful")[0] == "openvino-bf16"
     assert better_preset(preset("bf16"), detect()) == "openvino-bf16"
@@ -206,8 +207,10 @@ def test_presets_follow_the_cpu_family(monkeypatch):
     assert cannot_be_fast("int8", Int8DynamicConfig(), detect()).startswith("eager torchao int8")
     monkeypatch.setenv("EMBER_CPU_FEATURES", "avx512-bf16")
     assert preset("openvino-int8").precision == "bf16"  # measured faster at batch 1 on the Zen 4, same cosine
+    assert preset("openvino-int8").batch_precision == "f32"  # and slower at batch 32 there
     monkeypatch.setenv("EMBER_CPU_FEATURES", "avx512-vnni")
     assert preset("openvino-int8").precision == "f32"  # bf16 would be emulated: slower than fp32
+    assert preset("openvino-int8").batch_precision is None
     monkeypatch.setenv("EMBER_CPU_FEATURES", "arm")
     assert serving_order(detect(), "int8")[0] == "onnx-int8" and unavailable("bf16") == "this CPU has no BF16 instructions"
 

@@ -206,6 +206,11 @@ class OpenVINOConfig(OptimizeConfig):
 
     Args:
         precision: ``"f32"`` or ``"bf16"`` inference precision (bf16 needs AVX512-BF16/AMX).
+        batch_precision: the precision batches of two or more inputs run in, when it should differ from
+            ``precision`` (``None``, default: the same). Batches then run on a model compiled of their own (the
+            streams' model, ``streams``), single inputs keep ``precision``. The ``openvino-int8`` preset uses it on
+            CPUs with AVX512-BF16 but no AMX: bf16 for what stays in float made a single input 1.22x faster
+            there and a batch of 32 0.94x as fast (``benchmarks/openvino_int8_float.py``).
         threads: inference threads (``None``: OpenVINO's default, one per physical core).
         streams: a batch of two or more inputs is cut into this many parts that run at the same time, each on
             its own OpenVINO stream with an equal share of the threads (at most one stream per thread), and the
@@ -244,6 +249,7 @@ class OpenVINOConfig(OptimizeConfig):
     kind: ClassVar[str] = "openvino"
     tolerance: Tolerance = field(default_factory=lambda: Tolerance(min_mean_cosine=0.9999))
     precision: Literal["f32", "bf16"] = "f32"
+    batch_precision: Literal["f32", "bf16"] | None = None
     threads: int | None = None
     streams: int | None = None
     quantize: Literal["none", "static"] = "none"
@@ -266,6 +272,8 @@ class OpenVINOConfig(OptimizeConfig):
                                  "e.g. (12, 16, 24); () turns shape-specialised models off, None chooses them from the sample")
             object.__setattr__(self, "static_shapes", shapes)
         _check_choice("precision", self.precision, ("f32", "bf16"))
+        if self.batch_precision is not None:
+            _check_choice("batch_precision", self.batch_precision, ("f32", "bf16"))
         if self.streams is not None and (not isinstance(self.streams, int) or self.streams < 1):
             raise ValueError(f"streams={self.streams!r} must be >= 1 (1: one request on every thread), or None to choose")
         _check_choice("quantize", self.quantize, ("none", "static"))
@@ -493,15 +501,16 @@ def openvino_bf16() -> OpenVINOConfig:
 def openvino_int8() -> OpenVINOConfig:
     """OpenVINO int8 MatMuls (NNCF, calibrated on held-out sentences; cosine ≥ 0.99). What stays in float (the
     attention products, softmax, layer norms) runs in bf16 where the x86 CPU has bf16 instructions (AVX512-BF16 or
-    AMX), else in fp32: on the Zen 4 (AVX512-BF16, no AMX), MiniLM-L6, 2 threads, CLINC150, bf16 ran batch 1
-    1.22x faster than fp32 and batch 32 at 0.94x its rate, at the same cosine (0.99745;
-    ``benchmarks/openvino_int8_float.py``, BENCHMARKS.md): the float part is most of a single short input's time,
-    and batch 1 is where the int8 tier is furthest from the matmul limit. AMX makes bf16 matmuls ~4x fp32 (issue #19's Xeon)."""
+    AMX), else in fp32 — for single inputs; batches run it in fp32 where the CPU has AVX512-BF16 but no AMX. On
+    the Zen 4 (AVX512-BF16, no AMX), MiniLM-L6, 2 threads, CLINC150, bf16 ran batch 1 1.22x faster than fp32 and
+    batch 32 at 0.94x its rate, at the same cosine (0.99745; ``benchmarks/openvino_int8_float.py``,
+    BENCHMARKS.md). AMX makes bf16 matmuls ~4x fp32 (issue #19's Xeon), so there batches run in bf16 too."""
     from ember.hardware import detect
 
     cpu = detect()
+    bf16 = cpu.native_bf16 and not cpu.arm
     return OpenVINOConfig(quantize="static", tolerance=Tolerance(min_mean_cosine=0.99),
-                          precision="bf16" if cpu.native_bf16 and not cpu.arm else "f32")
+                          precision="bf16" if bf16 else "f32", batch_precision="f32" if bf16 and not cpu.amx else None)
 
 
 def compiled() -> CompileConfig:

@@ -47,7 +47,7 @@ _ORDER = {  # tier -> presets, fastest first, for (native bf16?, ARM?)
 def uses_bf16(config: OptimizeConfig) -> bool:
     """Whether ``config`` computes in bf16 (and so needs native bf16 to be fast)."""
     return (isinstance(config, BF16Config) and config.dtype == "bfloat16" and config.device == "cpu") or (
-        isinstance(config, OpenVINOConfig) and config.precision == "bf16") or (
+        isinstance(config, OpenVINOConfig) and "bf16" in (config.precision, config.batch_precision)) or (
         isinstance(config, CompileConfig) and config.bf16)
 
 

@@ -56,10 +56,12 @@ def shared_core():
     return ov.Core()
 
 
-def compile_options(config: OpenVINOConfig, streams: int = 1, threads: int | None = None) -> dict[str, str]:
+def compile_options(config: OpenVINOConfig, streams: int = 1, threads: int | None = None,
+                    precision: str | None = None) -> dict[str, str]:
     """OpenVINO's compile options for ``config``: one stream on every thread (a request's latency), or ``streams``
-    streams sharing the threads (requests running side by side). ``threads`` overrides ``config.threads``."""
-    opts = {"INFERENCE_PRECISION_HINT": config.precision}
+    streams sharing the threads (requests running side by side). ``threads`` overrides ``config.threads``,
+    ``precision`` ``config.precision``."""
+    opts = {"INFERENCE_PRECISION_HINT": precision or config.precision}
     if streams > 1:
         opts |= {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(streams)}
     else:
@@ -173,11 +175,13 @@ class OpenVINOArtifact(OptimizedModel):
         cfg = self.optimize_config
         threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         wanted = min(cfg.streams or (2 if self._copies_in_budget() else 1), threads)
-        if wanted < 2:
+        own_precision = cfg.batch_precision not in (None, cfg.precision)  # batches need a model of their own
+        if wanted < 2 and not own_precision:
             return None
-        compiled = shared_core().compile_model(self.ov_model, "CPU", compile_options(cfg, wanted, threads))
+        compiled = shared_core().compile_model(self.ov_model, "CPU",
+                                               compile_options(cfg, wanted, threads, cfg.batch_precision))
         n = int(compiled.get_property("NUM_STREAMS"))
-        return _Streams(compiled, n) if n > 1 else None
+        return _Streams(compiled, n) if n > 1 or own_precision else None
 
     def _copies_in_budget(self) -> int:
         """How many copies of the weights (counted at their size in the saved model) ``static_memory_mb`` holds."""
