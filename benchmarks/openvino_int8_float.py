@@ -2,7 +2,8 @@
 against bf16, side by side.
 
 Builds ``openvino-int8`` twice from the same model and calibration sample, ``precision="f32"`` and ``"bf16"`` (the
-int8 MatMuls are the same), and measures both with eager PyTorch fp32 (the reference for fidelity) through the
+int8 MatMuls are the same), then once with single inputs in bf16 and batches in fp32 (``batch_precision``), and
+measures all three with eager PyTorch fp32 (the reference for fidelity) through the
 benchmark harness, interleaved (``BenchConfig(interleave=True)``): in each of ``--rounds`` rounds every variant runs
 ``--latency-samples`` single inputs and its batch-32 passes over the same real sentences, the order rotated round by
 round. bf16 needs AVX512-BF16 or AMX; elsewhere OpenVINO emulates it and it is slower than fp32. This is what the
@@ -61,8 +62,13 @@ def main() -> None:
         cfg = dataclasses.replace(preset("openvino-int8"), threads=args.threads)
         variants = [Variant("pytorch-fp32", model, reference=True)]
         for precision in ("f32", "bf16"):
-            art = optimize(model, dataclasses.replace(cfg, precision=precision), tokenizer=tok, sample=list(sample.texts))
+            art = optimize(model, dataclasses.replace(cfg, precision=precision, batch_precision=None), tokenizer=tok,
+                           sample=list(sample.texts))
             variants.append(Variant(f"int8, float part {precision}", art))
+        # single inputs in bf16, batches in f32 (``batch_precision``): each path in the precision it might prefer
+        mixed = dataclasses.replace(cfg, precision="bf16", batch_precision="f32")
+        variants.append(Variant("int8, bf16 single/f32 batch", optimize(model, mixed, tokenizer=tok,
+                                                                        sample=list(sample.texts))))
         config = BenchConfig(batch_size=32, latency_samples=args.latency_samples, throughput_examples=args.n,
                              repeats=args.rounds, threads=args.threads, interleave=True)
         report = PerformanceBenchmark(tok, list(timed.texts), config=config, progress=False).run(variants)
@@ -70,7 +76,7 @@ def main() -> None:
     for r in report.results:
         out[r.name] = {"p50_ms": r.p50, "p90_ms": r.latency_ms["p90"], "sent_s": r.throughput, "sent_s_dataset_order": r.throughput_unbucketed,
                        "cosine": r.fidelity.mean_cosine if r.fidelity else None}
-        print(f"{r.name:>22}: p50 {r.p50:6.2f} ms  p90 {out[r.name]['p90_ms']:6.2f} ms  {r.throughput:7,.0f} sent/s bucketed  "
+        print(f"{r.name:>27}: p50 {r.p50:6.2f} ms  p90 {out[r.name]['p90_ms']:6.2f} ms  {r.throughput:7,.0f} sent/s bucketed  "
               f"{r.throughput_unbucketed:7,.0f} in dataset order  cosine {out[r.name]['cosine']:.6f}", flush=True)
     f32, bf16 = out["int8, float part f32"], out["int8, float part bf16"]
     ratio = {"p50": f32["p50_ms"] / bf16["p50_ms"], "sent_s": bf16["sent_s"] / f32["sent_s"]}

@@ -616,6 +616,7 @@ def parse_args() -> argparse.Namespace:
                     help="also build the torch presets as they were before issue #19 (bf16 autocast, int8 eager)")
     ap.add_argument("--only", default="", help="comma-separated engine names to run (default: all; pytorch-fp32 always)")
     ap.add_argument("--quick", action="store_true", help="small smoke run (1 round, 40/128 short, 20/48 long)")
+    ap.add_argument("--verbose", action="store_true", help="also show the engines' and libraries' own output")
     args = ap.parse_args()
     if args.quick:
         args.latency_n, args.throughput_n, args.latency_n_long, args.throughput_n_long, args.repeats = 40, 128, 20, 48, 1
@@ -654,10 +655,19 @@ def main() -> None:
     args = parse_args()
     load_start, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M:%S %Z")
     os.environ["EMBER_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    warnings.filterwarnings("ignore")
-    import logging
+    if not args.verbose:
+        warnings.filterwarnings("ignore")
+        import logging
 
-    logging.disable(logging.WARNING)
+        logging.disable(logging.WARNING)
+    from ember.cli.quiet import quiet
+
+    with quiet(args.verbose):  # the libraries' progress bars (transformers' "Loading weights") behind --verbose
+        run(args, load_start, started)
+
+
+def run(args, load_start, started: str) -> None:
+    """Every workload and engine, then the table and the JSON line (``main`` after its set-up)."""
     import torch
 
     torch.set_num_threads(args.threads)

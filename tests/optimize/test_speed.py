@@ -207,7 +207,7 @@ def test_presets_follow_the_cpu_family(monkeypatch):
     assert cannot_be_fast("int8", Int8DynamicConfig(), detect()).startswith("eager torchao int8")
     monkeypatch.setenv("EMBER_CPU_FEATURES", "avx512-bf16")
     assert preset("openvino-int8").precision == "bf16"  # measured faster at batch 1 on the Zen 4, same cosine
-    assert preset("openvino-int8").batch_precision == "f32"  # and slower at batch 32 there
+    assert preset("openvino-int8").batch_precision is None  # batch 32 within noise of fp32 (0.94x Zen 4, 1.04x Zen 5)
     monkeypatch.setenv("EMBER_CPU_FEATURES", "avx512-vnni")
     assert preset("openvino-int8").precision == "f32"  # bf16 would be emulated: slower than fp32
     assert preset("openvino-int8").batch_precision is None

@@ -208,9 +208,9 @@ class OpenVINOConfig(OptimizeConfig):
         precision: ``"f32"`` or ``"bf16"`` inference precision (bf16 needs AVX512-BF16/AMX).
         batch_precision: the precision batches of two or more inputs run in, when it should differ from
             ``precision`` (``None``, default: the same). Batches then run on a model compiled of their own (the
-            streams' model, ``streams``), single inputs keep ``precision``. The ``openvino-int8`` preset uses it on
-            CPUs with AVX512-BF16 but no AMX: bf16 for what stays in float made a single input 1.22x faster
-            there and a batch of 32 0.94x as fast (``benchmarks/openvino_int8_float.py``).
+            streams' model, ``streams``), single inputs keep ``precision``. E.g. ``precision="bf16",
+            batch_precision="f32"`` for an int8 model on a CPU whose bf16 float part helps single inputs only
+            (``benchmarks/openvino_int8_float.py`` measures the three side by side).
         threads: inference threads (``None``: OpenVINO's default, one per physical core).
         streams: a batch of two or more inputs is cut into this many parts that run at the same time, each on
             its own OpenVINO stream with an equal share of the threads (at most one stream per thread), and the
@@ -501,16 +501,15 @@ def openvino_bf16() -> OpenVINOConfig:
 def openvino_int8() -> OpenVINOConfig:
     """OpenVINO int8 MatMuls (NNCF, calibrated on held-out sentences; cosine ≥ 0.99). What stays in float (the
     attention products, softmax, layer norms) runs in bf16 where the x86 CPU has bf16 instructions (AVX512-BF16 or
-    AMX), else in fp32 — for single inputs; batches run it in fp32 where the CPU has AVX512-BF16 but no AMX. On
-    the Zen 4 (AVX512-BF16, no AMX), MiniLM-L6, 2 threads, CLINC150, bf16 ran batch 1 1.22x faster than fp32 and
-    batch 32 at 0.94x its rate, at the same cosine (0.99745; ``benchmarks/openvino_int8_float.py``,
-    BENCHMARKS.md). AMX makes bf16 matmuls ~4x fp32 (issue #19's Xeon), so there batches run in bf16 too."""
+    AMX), else in fp32. MiniLM-L6, 2 threads, CLINC150 (``benchmarks/openvino_int8_float.py``, BENCHMARKS.md), same
+    cosine (0.99745): batch 1 1.22x faster in bf16 on a Zen 4, 1.14x on a Zen 5; batch 32 0.94x and 1.04x, within
+    the runs' noise, so batches keep the same precision (``batch_precision`` sets another). AMX makes bf16 matmuls
+    ~4x fp32 (issue #19's Xeon)."""
     from ember.hardware import detect
 
     cpu = detect()
-    bf16 = cpu.native_bf16 and not cpu.arm
     return OpenVINOConfig(quantize="static", tolerance=Tolerance(min_mean_cosine=0.99),
-                          precision="bf16" if bf16 else "f32", batch_precision="f32" if bf16 and not cpu.amx else None)
+                          precision="bf16" if cpu.native_bf16 and not cpu.arm else "f32")
 
 
 def compiled() -> CompileConfig:
