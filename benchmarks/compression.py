@@ -428,6 +428,7 @@ def parse_args(argv=None):
     ap.add_argument("--accuracy-only", action="store_true",
                     help="accuracy, agreement and size of every row, without timing (no lock needed; "
                          "latency and throughput columns are then meaningless and the summary's speed-ups too)")
+    ap.add_argument("--verbose", action="store_true", help="also show the libraries' own logs and progress bars")
     ap.add_argument("--train-only", action="store_true", help="train and cache every variant, measure nothing")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compression"),
                     help="report.md, report.json and the accuracy-vs-latency plot go here")
@@ -478,6 +479,14 @@ def plan_for(args) -> Plan:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from ember.cli.quiet import quiet
+
+    with quiet(args.verbose):  # the libraries' own notes and bars (transformers' load report) behind --verbose
+        return run(args)
+
+
+def run(args) -> dict:
+    """Train (or find cached), measure, report; the result dict is also the last stdout line."""
     plan = plan_for(args)
     torch.set_num_threads(args.threads)
     started = time.time()
