@@ -429,6 +429,10 @@ def parse_args(argv=None):
                     help="accuracy, agreement and size of every row, without timing (no lock needed; "
                          "latency and throughput columns are then meaningless and the summary's speed-ups too)")
     ap.add_argument("--verbose", action="store_true", help="also show the libraries' own logs and progress bars")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="after training: each PyTorch model's test accuracy on in-scope examples and its recall and "
+                         "precision on the out-of-scope label (--oos-label), no timing (where the points go)")
+    ap.add_argument("--oos-label", default="oos", help="the out-of-scope label for --breakdown")
     ap.add_argument("--train-only", action="store_true", help="train and cache every variant, measure nothing")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compression"),
                     help="report.md, report.json and the accuracy-vs-latency plot go here")
@@ -463,6 +467,39 @@ def measure(args, plan: Plan, cache: Cache, teacher, tok, data, students) -> tup
     extra = {"epoch_time_ratio": ratio, "torchao_convert_export": probe,
              "load_average": {"before_ratio": load_before, "before_harness": load_bench, "after": load_average()}}
     return extra, report
+
+
+def breakdown(args, cache: Cache, teacher_model, tok, test, names, students) -> dict:
+    """In-scope accuracy and out-of-scope recall/precision of the teacher and each PyTorch student on the test
+    split: CLINC150's accuracy mixes 4,500 in-scope examples with 1,000 out-of-scope ones, and the two move apart."""
+    models = {"teacher": teacher_model} | {name: model for name, (model, _) in students.items() if name != "pruned-qat"
+                                           and name != "deep-pruned-qat"}
+    gold = test.label_ids(names)
+    oos = names.index(args.oos_label) if args.oos_label in names else None
+    out = {}
+    for name, model in models.items():
+        model.eval()
+        pred = []
+        with torch.inference_mode():
+            for i in range(0, len(test), 64):
+                x = tok(test.texts[i:i + 64], padding=True, truncation=True, max_length=args.max_length, return_tensors="pt")
+                pred += model(**x).logits.argmax(-1).tolist()
+        pairs = list(zip(gold, pred, strict=True))
+        inside = [(g, p) for g, p in pairs if g != oos]
+        row = {"accuracy": sum(g == p for g, p in pairs) / len(pairs),
+               "in_scope_accuracy": sum(g == p for g, p in inside) / len(inside), "in_scope_examples": len(inside)}
+        if oos is not None:
+            said_oos = [g for g, p in pairs if p == oos]
+            is_oos = [p for g, p in pairs if g == oos]
+            row |= {"oos_recall": sum(p == oos for p in is_oos) / max(len(is_oos), 1), "oos_examples": len(is_oos),
+                    "oos_precision": sum(g == oos for g in said_oos) / max(len(said_oos), 1),
+                    "in_scope_called_oos": sum(p == oos for _, p in inside)}
+        out[name] = row
+        print(f"{name:>18}: accuracy {row['accuracy']:.4f}  in-scope {row['in_scope_accuracy']:.4f} "
+              f"({len(inside)})" + (f"  oos recall {row['oos_recall']:.4f} ({row['oos_examples']}) precision "
+                                    f"{row['oos_precision']:.4f}; in-scope called oos {row['in_scope_called_oos']}"
+                                    if oos is not None else ""), flush=True)
+    return out
 
 
 def plan_for(args) -> Plan:
@@ -502,6 +539,10 @@ def run(args) -> dict:
               "classes": len(names), "quick": args.quick, "plan": plan.__dict__, "threads": args.threads, "torch": torch.__version__,
               "cpu": cpu_model(), "teacher_store": fills, "search": cache.record.get("search"),
               "training_seconds": {k: v.get("seconds") for k, v in cache.record.items() if isinstance(v, dict)}}
+    if args.breakdown:
+        result["breakdown"] = breakdown(args, cache, teacher_model, tok, test, names, students)
+        print(json.dumps(result, default=str))
+        return result
     if args.train_only:
         result["summary"] = {"best": None, "note": "--train-only: nothing measured"}
         print(json.dumps(result, default=str))
