@@ -170,7 +170,8 @@ class OpenVINOArtifact(OptimizedModel):
 
         A second compiled model: single inputs keep one request on every thread. Its streams split the threads
         the first one runs on (OpenVINO gives each stream one at least, so ``streams`` is cut to the threads);
-        by default two, if one more copy of the weights fits in ``static_memory_mb``.
+        by default two, if one more copy of the weights fits in ``static_memory_mb``. Compiled on one stream too
+        when batches run in a precision of their own (``batch_precision``).
         """
         cfg = self.optimize_config
         threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
