@@ -183,11 +183,11 @@ def fill_teacher(args, cache: Cache, teacher_model, tok, train, val, names):
     return teacher, fills
 
 
-def new_student(teacher_model, tok, source):
-    """Layers 0, 2, 4 of the teacher, embedding rows of the train split's tokens only."""
+def new_student(teacher_model, tok, source, selection=None):
+    """Layers ``selection`` (default 0, 2, 4) of the teacher, embedding rows of the train split's tokens only."""
     from ember.compress import every_other, select_layers, trim_vocabulary
 
-    student = select_layers(teacher_model, every_other())
+    student = select_layers(teacher_model, selection or every_other())
     return trim_vocabulary(student, tok, keep=sorted(source.token_ids()))
 
 
@@ -240,7 +240,6 @@ def train_all(args, plan: Plan, cache: Cache, teacher, tok, names) -> dict:
         distill,
         prune,
         qat,
-        trim_vocabulary,
     )
 
     source = teacher.source("train")
@@ -265,8 +264,8 @@ def train_all(args, plan: Plan, cache: Cache, teacher, tok, names) -> dict:
     # the teacher's own depth, pruned in width: halving the depth cost 4.3 pt on CLINC150 (BENCHMARKS.md), pruning
     # half the heads and FFN neurons of the 3-layer student cost nothing measurable, so the "best combination"
     # candidate keeps every layer and removes width instead (distilled from the stored outputs while it recovers)
-    def whole_depth():
-        return trim_vocabulary(copy.deepcopy(teacher.outputs.model), tok, keep=sorted(source.token_ids()))
+    every_layer = list(range(teacher.outputs.model.config.num_hidden_layers))
+    whole_depth = lambda: new_student(teacher.outputs.model, tok, source, every_layer)  # noqa: E731
     out["deep-pruned"] = train_student("deep-pruned", cache, tok, whole_depth,
                                        lambda m: prune(m, pruning, source=source, train=recover, progress=False).to_dict())
     out["deep-pruned-qat"] = train_student("deep-pruned-qat", cache, tok, lambda: copy.deepcopy(out["deep-pruned"][0]),
@@ -472,18 +471,14 @@ def measure(args, plan: Plan, cache: Cache, teacher, tok, data, students) -> tup
 def breakdown(args, cache: Cache, teacher_model, tok, test, names, students) -> dict:
     """In-scope accuracy and out-of-scope recall/precision of the teacher and each PyTorch student on the test
     split: CLINC150's accuracy mixes 4,500 in-scope examples with 1,000 out-of-scope ones, and the two move apart."""
-    models = {"teacher": teacher_model} | {name: model for name, (model, _) in students.items() if name != "pruned-qat"
-                                           and name != "deep-pruned-qat"}
+    from ember.compress.evaluate import predict_logits
+
+    models = {"teacher": teacher_model} | {name: model for name, (model, _) in students.items() if not name.endswith("-qat")}
     gold = test.label_ids(names)
     oos = names.index(args.oos_label) if args.oos_label in names else None
     out = {}
     for name, model in models.items():
-        model.eval()
-        pred = []
-        with torch.inference_mode():
-            for i in range(0, len(test), 64):
-                x = tok(test.texts[i:i + 64], padding=True, truncation=True, max_length=args.max_length, return_tensors="pt")
-                pred += model(**x).logits.argmax(-1).tolist()
+        pred = predict_logits(model, tok, test.texts, max_length=args.max_length).argmax(-1).tolist()
         pairs = list(zip(gold, pred, strict=True))
         inside = [(g, p) for g, p in pairs if g != oos]
         row = {"accuracy": sum(g == p for g, p in pairs) / len(pairs),

@@ -60,15 +60,11 @@ def main() -> None:
     with quiet():
         model, tok = load_model(args.model, "embedding")
         cfg = dataclasses.replace(preset("openvino-int8"), threads=args.threads)
-        variants = [Variant("pytorch-fp32", model, reference=True)]
-        for precision in ("f32", "bf16"):
-            art = optimize(model, dataclasses.replace(cfg, precision=precision, batch_precision=None), tokenizer=tok,
-                           sample=list(sample.texts))
-            variants.append(Variant(f"int8, float part {precision}", art))
+        builds = {f"int8, float part {p}": dataclasses.replace(cfg, precision=p, batch_precision=None) for p in ("f32", "bf16")}
         # single inputs in bf16, batches in f32 (``batch_precision``): each path in the precision it might prefer
-        mixed = dataclasses.replace(cfg, precision="bf16", batch_precision="f32")
-        variants.append(Variant("int8, bf16 single/f32 batch", optimize(model, mixed, tokenizer=tok,
-                                                                        sample=list(sample.texts))))
+        builds["int8, bf16 single/f32 batch"] = dataclasses.replace(cfg, precision="bf16", batch_precision="f32")
+        variants = [Variant("pytorch-fp32", model, reference=True)] + [
+            Variant(name, optimize(model, c, tokenizer=tok, sample=list(sample.texts))) for name, c in builds.items()]
         config = BenchConfig(batch_size=32, latency_samples=args.latency_samples, throughput_examples=args.n,
                              repeats=args.rounds, threads=args.threads, interleave=True)
         report = PerformanceBenchmark(tok, list(timed.texts), config=config, progress=False).run(variants)
