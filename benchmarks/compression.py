@@ -15,6 +15,14 @@ p50 latency, batch-32 throughput, size, build/training time):
 Students keep the teacher's layers 0, 2, 4 (the full-depth pruned ones every layer) and only the embedding rows of
 the tokens the train split uses.
 
+Out-of-scope threshold (``--calibrate``, default ``balanced``): when the data has the reject class ``--oos-label``,
+each model a row is built from (the teacher too) gets its out-of-scope logit offset chosen on the validation split
+by :func:`ember.compress.calibrate_reject` and baked into its output bias before it is measured or exported; each
+engine row then has the offset chosen again on its own validation logits (int8 engines move the margin) and is built
+again with it, so every row serves the threshold its own outputs need. ``balanced`` maximises the mean of in-scope accuracy and out-of-scope recall
+on validation, ``accuracy`` plain validation accuracy, ``none`` leaves the models as trained. Nothing of the test
+split is used to choose it.
+
 Everything trained is cached in ``--cache-dir`` (with its training time): run once under ``nice`` to train, then
 again when the machine is quiet to measure (``--train-only`` skips the measurement). The epoch-time ratio of
 distilling from the store against running the teacher every step is measured on identical batches,
@@ -340,19 +348,26 @@ def torchao_export_probe(model, tok, sample) -> dict:
     return out
 
 
-def build_variants(args, cache: Cache, teacher_model, tok, students: dict, sample) -> list:
-    """Every row of the table as a harness Variant (engines built here; their build time counted)."""
+def build_variants(args, cache: Cache, teacher_model, tok, students: dict, sample, recalibrate=None,
+                   served_offsets: dict | None = None) -> list:
+    """Every row of the table as a harness Variant (engines built here; their build time counted). With
+    ``recalibrate(model, artifact)``, each engine's out-of-scope offset is chosen again on its own logits (int8
+    moves the margin) and the engine rebuilt with it; what was chosen goes into ``served_offsets``."""
     from ember.bench import Variant
     from ember.compress import quantize_embeddings
     from ember.optimize import optimize, preset
 
     def engine(label: str, model, name: str, trained: float, int8_emb: bool = True):
         log(f"building {label}")
+        started = time.perf_counter()
         m = copy.deepcopy(model)
         if int8_emb:
             quantize_embeddings(m)
         art = optimize(m, preset(name), tokenizer=tok, sample=sample)
-        return Variant(label, art, size_bytes=art.size_bytes, build_seconds=trained + art.build_seconds)
+        if recalibrate is not None:  # the offset the engine's own logits need, then the artifact again with it
+            served_offsets[label] = recalibrate(m, art)
+            art = optimize(m, preset(name), tokenizer=tok, sample=sample)
+        return Variant(label, art, size_bytes=art.size_bytes, build_seconds=trained + time.perf_counter() - started)
 
     t_teacher = cache.seconds("teacher")
     rows = [Variant("teacher fp32 (PyTorch)", teacher_model, reference=True, build_seconds=t_teacher)]
@@ -431,7 +446,10 @@ def parse_args(argv=None):
     ap.add_argument("--breakdown", action="store_true",
                     help="after training: each PyTorch model's test accuracy on in-scope examples and its recall and "
                          "precision on the out-of-scope label (--oos-label), no timing (where the points go)")
-    ap.add_argument("--oos-label", default="oos", help="the out-of-scope label for --breakdown")
+    ap.add_argument("--oos-label", default="oos", help="the out-of-scope (reject) label, for --calibrate and --breakdown")
+    ap.add_argument("--calibrate", choices=("balanced", "accuracy", "none"), default="balanced",
+                    help="choose each model's out-of-scope logit offset on the validation split before measuring "
+                         "(balanced: mean of in-scope accuracy and oos recall; accuracy: plain accuracy; none: as trained)")
     ap.add_argument("--train-only", action="store_true", help="train and cache every variant, measure nothing")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compression"),
                     help="report.md, report.json and the accuracy-vs-latency plot go here")
@@ -446,6 +464,27 @@ def cache_for(args, plan: Plan) -> Cache:
     return Cache(Path(args.cache_dir) / hashlib.blake2b(key.encode(), digest_size=6).hexdigest(), args.retrain)
 
 
+def calibrate_all(args, models: dict, tok, val, names) -> dict:
+    """Each model's out-of-scope logit offset chosen on the validation split and added to its output bias (in place);
+    what was chosen and what it did on validation, per model. Empty with ``--calibrate none`` or no reject class."""
+    if args.calibrate == "none" or args.oos_label not in names:
+        return {}
+    from ember.compress import calibrate_reject
+
+    reject, gold = names.index(args.oos_label), val.label_ids(names)
+    if reject not in gold:
+        log(f"not calibrated: the validation split has no {args.oos_label!r} example")
+        return {}
+    out = {}
+    for name, model in models.items():
+        choice = calibrate_reject(model, tok, val.texts, gold, reject, criterion=args.calibrate, max_length=args.max_length)
+        out[name] = choice.to_dict()
+        log(f"calibrated {name}: {args.oos_label} logit {choice.bias:+.2f}; validation oos recall "
+            f"{choice.before['reject_recall']:.3f} -> {choice.after['reject_recall']:.3f}, in-scope "
+            f"{choice.before['in_scope_accuracy']:.4f} -> {choice.after['in_scope_accuracy']:.4f}")
+    return out
+
+
 def measure(args, plan: Plan, cache: Cache, teacher, tok, data, students) -> tuple[dict, object]:
     from ember.bench import BenchConfig, PerformanceBenchmark
 
@@ -456,21 +495,47 @@ def measure(args, plan: Plan, cache: Cache, teacher, tok, data, students) -> tup
     ratio = None if args.accuracy_only else epoch_time_ratio(plan, teacher, tok, train, names, students["student-plain"][0])
     log(f"epoch-time ratio: {ratio}")
     probe = None if args.no_probe else torchao_export_probe(students["pruned"][0], tok, sample)
-    variants = build_variants(args, cache, teacher.outputs.model, tok, students, sample)
+    teacher_model = copy.deepcopy(teacher.outputs.model)  # the store's teacher keeps the weights it was filled with
+    calibration = calibrate_all(args, {"teacher": teacher_model} | {n: m for n, (m, _) in students.items()}, tok, val, names)
+    recalibrate, served = None, {}
+    if calibration:
+        from ember.compress import calibrate_reject
+
+        reject, gold = names.index(args.oos_label), val.label_ids(names)
+        recalibrate = lambda m, art: calibrate_reject(m, tok, val.texts, gold, reject, criterion=args.calibrate,  # noqa: E731
+                                                      max_length=args.max_length, served=art).to_dict()
+    variants = build_variants(args, cache, teacher_model, tok, students, sample, recalibrate, served)
     config = BenchConfig(batch_size=32, latency_samples=plan.latency_samples, throughput_examples=plan.throughput_examples,
                          threads=args.threads, max_length=args.max_length, repeats=plan.repeats)
     bench = PerformanceBenchmark(tok, test.texts, test.label_ids(names), config, label_names=names, progress=False,
                                  model_name=args.model or "all-MiniLM-L6-v2 (packaged)", data_name=f"{args.data}:{args.test_split}")
     load_bench = load_average()
     report = bench.run(variants)
-    extra = {"epoch_time_ratio": ratio, "torchao_convert_export": probe,
+    extra = {"epoch_time_ratio": ratio, "torchao_convert_export": probe, "calibration_criterion": args.calibrate,
+             "calibration": calibration, "calibration_served": served,
              "load_average": {"before_ratio": load_before, "before_harness": load_bench, "after": load_average()}}
     return extra, report
 
 
-def breakdown(args, cache: Cache, teacher_model, tok, test, names, students) -> dict:
+def _group_scores(gold: list[int], pred: list[int], oos: int | None) -> dict:
+    pairs = list(zip(gold, pred, strict=True))
+    inside = [(g, p) for g, p in pairs if g != oos]
+    row = {"accuracy": sum(g == p for g, p in pairs) / len(pairs),
+           "in_scope_accuracy": sum(g == p for g, p in inside) / len(inside), "in_scope_examples": len(inside)}
+    if oos is not None:
+        said_oos = [g for g, p in pairs if p == oos]
+        is_oos = [p for g, p in pairs if g == oos]
+        row |= {"oos_recall": sum(p == oos for p in is_oos) / max(len(is_oos), 1), "oos_examples": len(is_oos),
+                "oos_precision": sum(g == oos for g in said_oos) / max(len(said_oos), 1),
+                "in_scope_called_oos": sum(p == oos for _, p in inside)}
+    return row
+
+
+def breakdown(args, cache: Cache, teacher_model, tok, val, test, names, students) -> dict:
     """In-scope accuracy and out-of-scope recall/precision of the teacher and each PyTorch student on the test
-    split: CLINC150's accuracy mixes 4,500 in-scope examples with 1,000 out-of-scope ones, and the two move apart."""
+    split, as trained and (unless ``--calibrate none``) with the out-of-scope offset chosen on validation: CLINC150's
+    accuracy mixes 4,500 in-scope examples with 1,000 out-of-scope ones, and the two move apart."""
+    from ember.compress import choose_reject_bias
     from ember.compress.evaluate import predict_logits
 
     models = {"teacher": teacher_model} | {name: model for name, (model, _) in students.items() if not name.endswith("-qat")}
@@ -478,22 +543,22 @@ def breakdown(args, cache: Cache, teacher_model, tok, test, names, students) -> 
     oos = names.index(args.oos_label) if args.oos_label in names else None
     out = {}
     for name, model in models.items():
-        pred = predict_logits(model, tok, test.texts, max_length=args.max_length).argmax(-1).tolist()
-        pairs = list(zip(gold, pred, strict=True))
-        inside = [(g, p) for g, p in pairs if g != oos]
-        row = {"accuracy": sum(g == p for g, p in pairs) / len(pairs),
-               "in_scope_accuracy": sum(g == p for g, p in inside) / len(inside), "in_scope_examples": len(inside)}
-        if oos is not None:
-            said_oos = [g for g, p in pairs if p == oos]
-            is_oos = [p for g, p in pairs if g == oos]
-            row |= {"oos_recall": sum(p == oos for p in is_oos) / max(len(is_oos), 1), "oos_examples": len(is_oos),
-                    "oos_precision": sum(g == oos for g in said_oos) / max(len(said_oos), 1),
-                    "in_scope_called_oos": sum(p == oos for _, p in inside)}
-        out[name] = row
-        print(f"{name:>18}: accuracy {row['accuracy']:.4f}  in-scope {row['in_scope_accuracy']:.4f} "
-              f"({len(inside)})" + (f"  oos recall {row['oos_recall']:.4f} ({row['oos_examples']}) precision "
-                                    f"{row['oos_precision']:.4f}; in-scope called oos {row['in_scope_called_oos']}"
-                                    if oos is not None else ""), flush=True)
+        logits = predict_logits(model, tok, test.texts, max_length=args.max_length)
+        rows = {"as trained": (0.0, logits)}
+        if oos is not None and args.calibrate != "none":
+            val_logits = predict_logits(model, tok, val.texts, max_length=args.max_length)
+            bias = choose_reject_bias(val_logits, val.label_ids(names), oos, args.calibrate).bias
+            shifted = logits.clone()
+            shifted[:, oos] += bias
+            rows[f"calibrated ({args.calibrate})"] = (bias, shifted)
+        for how, (bias, scores) in rows.items():
+            row = _group_scores(gold, scores.argmax(-1).tolist(), oos) | {"oos_bias": bias}
+            out[f"{name} {how}"] = row
+            print(f"{name:>18} {how:>21}: accuracy {row['accuracy']:.4f}  in-scope {row['in_scope_accuracy']:.4f} "
+                  f"({row['in_scope_examples']})" + (f"  oos recall {row['oos_recall']:.4f} ({row['oos_examples']}) "
+                                                     f"precision {row['oos_precision']:.4f}; in-scope called oos "
+                                                     f"{row['in_scope_called_oos']}; offset {bias:+.2f}"
+                                                     if oos is not None else ""), flush=True)
     return out
 
 
@@ -535,7 +600,7 @@ def run(args) -> dict:
               "cpu": cpu_model(), "teacher_store": fills, "search": cache.record.get("search"),
               "training_seconds": {k: v.get("seconds") for k, v in cache.record.items() if isinstance(v, dict)}}
     if args.breakdown:
-        result["breakdown"] = breakdown(args, cache, teacher_model, tok, test, names, students)
+        result["breakdown"] = breakdown(args, cache, teacher_model, tok, val, test, names, students)
         print(json.dumps(result, default=str))
         return result
     if args.train_only:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 
 import pytest
 import torch
@@ -98,3 +99,24 @@ def test_the_recipe_runs_every_stage_and_compares_each_with_the_teacher(tokenize
     assert all(s.comparison is not None and s.comparison.fidelity.label_agreement is not None for s in result.stages)
     assert result.artifact.fidelity.mean_cosine > 0.99
     assert result.model.config.num_attention_heads == 2 and result.model.config.ember_int8_embeddings
+
+
+def test_the_recipe_calibrates_the_reject_class_on_the_served_artifact(tokenizer):
+    pytest.importorskip("onnxruntime")
+    from ember.compress.calibrate import output_layer
+
+    teacher = filled_teacher(tokenizer)
+    texts, labels = labelled(1)
+    one = DistillConfig(epochs=1, batch_size=8)
+    recipe = RecipeConfig(distill=one, prune=None, qat=None, engine="onnx", reject_label="c")
+    with pytest.raises(ValueError, match="needs validation="):
+        compress(teacher, recipe, sample=texts, progress=False)
+    plain = compress(teacher, dataclasses.replace(recipe, reject_label=None), sample=texts, progress=False)
+    result = compress(teacher, recipe, sample=texts, progress=False, validation=(texts, ["abc"[y] for y in labels]))
+    assert [s.name for s in result.stages][-1] == "calibrate reject threshold"
+    shift = output_layer(result.model).bias - output_layer(plain.model).bias
+    # only the reject class moved, by the offset chosen (the two runs train the same student: same seeds)
+    assert shift[:2].abs().max() < 1e-5 and float(shift[2]) == pytest.approx(result.calibration.bias, abs=1e-5)
+    assert result.to_dict()["calibration"]["reject_label"] == 2
+    with pytest.raises(ValueError, match="reject_criterion='f1' is not one of balanced, accuracy"):
+        RecipeConfig(reject_criterion="f1")

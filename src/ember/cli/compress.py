@@ -1,4 +1,4 @@
-"""``ember distill | prune | qat``: the compression API on the command line.
+"""``ember distill | prune | qat | calibrate``: the compression API on the command line.
 
 Each command stores the teacher's outputs (``--store DIR`` keeps them for the next run; without it they live in
 memory), trains, saves the result with :func:`ember.compress.save_compressed` to ``--out`` and, with
@@ -67,22 +67,28 @@ def _teacher(path: str, store: Path | None, max_length: int | None, hidden_layer
     return Teacher(model, tok, store, TeacherConfig(hidden_layers=layers, max_length=max_length))
 
 
-def _save(model, tok, out: Path, info: dict, optimize: str | None, int8_embeddings: bool, sample) -> dict:
-    """Save the model (and the served artifact); returns what to report."""
+def _build(model, tok, optimize: str, int8_embeddings: bool, sample):
+    """The served artifact of ``model`` (a copy, with int8 embedding tables if asked)."""
     import copy
 
-    from ember.compress import quantize_embeddings, save_compressed
+    from ember.compress import quantize_embeddings
+    from ember.optimize import optimize as build
+    from ember.optimize import preset
+
+    served = copy.deepcopy(model)
+    if int8_embeddings:
+        quantize_embeddings(served)
+    return build(served, preset(optimize), tokenizer=tok, sample=list(sample)[:128])
+
+
+def _save(model, tok, out: Path, info: dict, optimize: str | None, int8_embeddings: bool, sample) -> dict:
+    """Save the model (and the served artifact); returns what to report."""
+    from ember.compress import save_compressed
 
     save_compressed(model, out, tok, info=info)
     result = {"out": str(out), "parameters": sum(p.numel() for p in model.parameters())}
     if optimize:
-        from ember.optimize import optimize as build
-        from ember.optimize import preset
-
-        served = copy.deepcopy(model)
-        if int8_embeddings:
-            quantize_embeddings(served)
-        artifact = build(served, preset(optimize), tokenizer=tok, sample=list(sample)[:128])
+        artifact = _build(model, tok, optimize, int8_embeddings, sample)
         artifact.save(out / "optimized")
         result["optimized"] = {"preset": optimize, "out": str(out / "optimized"), "size_mb": artifact.size_bytes / 1e6,
                                "fidelity": artifact.fidelity.to_dict() if artifact.fidelity else None}
@@ -269,8 +275,51 @@ def qat_cmd(
                        "report": result.report.to_dict()})
 
 
+def calibrate_cmd(
+    model: Annotated[str, typer.Option("--model", help="Classifier folder whose reject-class threshold to choose.")],
+    data: DataOpt,
+    out: OutOpt,
+    reject_label: Annotated[str, typer.Option("--reject-label", help="The reject class: a class name of the model "
+                                              "(e.g. oos) or its id.")],
+    split: Annotated[str | None, typer.Option("--split", help="Held-out split to choose it on (e.g. val; needs "
+                                              "examples of the reject class and of the others).")] = None,
+    criterion: Annotated[str, typer.Option("--criterion", help="balanced: mean of in-scope accuracy and reject recall "
+                                           "(default); accuracy: plain accuracy on --split.")] = "balanced",
+    optimize: Annotated[str | None, typer.Option("--optimize", help="Also build and save the served artifact with this "
+                                                 "ember.optimize preset in OUT/optimized; the offset is then chosen on "
+                                                 "its logits.")] = None,
+    int8_embeddings: Int8EmbOpt = False,
+    max_length: MaxLenOpt = None,
+    text_column: TextCol = None,
+    label_column: LabelCol = None,
+    limit: LimitOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Choose the reject class's threshold on held-out data and bake it into the classifier's output bias."""
+    with friendly_errors(SWITCHES):
+        from ember.compress import calibrate_reject, load_compressed
+        from ember.compress.calibrate import CRITERIA
+
+        if criterion not in CRITERIA:
+            raise ValueError(f"--criterion {criterion!r} is not one of {', '.join(CRITERIA)}")
+        classifier, tok = load_compressed(model)
+        ex = _examples(data, split, text_column, label_column, limit)
+        # with --optimize the offset is chosen on the served artifact's logits (int8 moves the reject margin)
+        served = _build(classifier, tok, optimize, int8_embeddings, ex.texts) if optimize else None
+        choice = calibrate_reject(classifier, tok, ex.texts, ex.labels, reject_label, criterion=criterion,  # type: ignore[arg-type]
+                                  max_length=max_length, served=served)
+        saved = _save(classifier, tok, out, {"reject_calibration": choice.to_dict()}, optimize, int8_embeddings, ex.texts)
+        b, a = choice.before, choice.after
+        console.print(f"reject class {choice.reject_label}: logit offset {choice.bias:+.3f} ({criterion}); on "
+                      f"{choice.examples} examples, reject recall {b['reject_recall']:.3f} -> {a['reject_recall']:.3f}, "
+                      f"in-scope accuracy {b['in_scope_accuracy']:.4f} -> {a['in_scope_accuracy']:.4f}; saved to {out}")
+        if json_out:
+            emit_json({"command": "calibrate", **saved, "calibration": choice.to_dict()})
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``distill``, ``prune`` and ``qat`` to the ``ember`` app."""
+    """Add ``distill``, ``prune``, ``qat`` and ``calibrate`` to the ``ember`` app."""
     app.command("distill")(distill_cmd)
     app.command("prune")(prune_cmd)
     app.command("qat")(qat_cmd)
+    app.command("calibrate")(calibrate_cmd)

@@ -1,5 +1,6 @@
 """Compression: distillation from stored teacher outputs, students from teacher layers, pruning (structured,
-magnitude, movement), quantisation-aware training, smaller vocabularies, and a recipe chaining them.
+magnitude, movement), quantisation-aware training, smaller vocabularies, a reject-class threshold chosen on
+validation data (``calibrate_reject``), and a recipe chaining them.
 
 ::
 
@@ -62,6 +63,9 @@ _EXPORTS = {
     "search": "ember.compress.tuning",
     "SearchResult": "ember.compress.tuning",
     "compare_with_teacher": "ember.compress.evaluate",
+    "calibrate_reject": "ember.compress.calibrate",
+    "choose_reject_bias": "ember.compress.calibrate",
+    "RejectCalibration": "ember.compress.calibrate",
     "accuracy": "ember.compress.evaluate",
     "compress": "ember.compress.recipe",
     "RecipeConfig": "ember.compress.recipe",
@@ -72,14 +76,15 @@ __all__ = [
     "DISTILL_PRESETS", "DistillConfig", "DistillReport", "DistillationTrainer", "LabelSource",
     "LayerSelection",
     "LiveTeacher", "MagnitudePruneConfig", "MagnitudePruner", "MovementPruneConfig", "MovementPruner",
-    "PruneResult", "QATConfig", "QATResult", "RecipeConfig", "SearchResult", "SearchSpace", "StoredTeacher",
+    "PruneResult", "QATConfig", "QATResult", "RecipeConfig", "RejectCalibration", "SearchResult", "SearchSpace", "StoredTeacher",
     "StructuredPruneConfig", "Teacher", "TeacherBatch", "TeacherConfig", "TeacherOutputs", "accuracy", "book",
-    "compare_with_teacher", "compress", "distilbert", "distill", "distillation_loss", "every_other", "first",
-    "layers", "load_compressed", "plain", "prune", "qat", "quantize_embeddings", "save_compressed", "search",
+    "calibrate_reject", "choose_reject_bias", "compare_with_teacher", "compress", "distilbert", "distill",
+    "distillation_loss", "every_other", "first", "layers", "load_compressed", "plain", "prune", "qat", "quantize_embeddings", "save_compressed", "search",
     "select_layers", "shrink", "trim_vocabulary",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ember.compress.calibrate import RejectCalibration, calibrate_reject, choose_reject_bias
     from ember.compress.config import (
         DISTILL_PRESETS,
         DistillConfig,

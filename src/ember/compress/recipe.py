@@ -34,6 +34,10 @@ class RecipeConfig:
         qat: quantisation-aware training for the int8 engine.
         int8_embeddings: store the embedding tables as int8 rows at the end.
         engine: the ``ember.optimize`` preset the result is served with (an int8 one after QAT).
+        reject_label: a "none of these" class (id or name, e.g. ``"oos"``) whose logit offset is chosen on the
+            served artifact's ``validation`` logits at the end (:func:`~ember.compress.calibrate_reject`), then the
+            artifact built again with it; ``None`` skips the stage.
+        reject_criterion: ``"balanced"`` or ``"accuracy"`` (see :mod:`ember.compress.calibrate`).
 
     Example:
         >>> RecipeConfig(prune=None).engine
@@ -48,10 +52,15 @@ class RecipeConfig:
     qat: QATConfig | None = field(default_factory=QATConfig)
     int8_embeddings: bool = True
     engine: str = "onnx-int8"
+    reject_label: int | str | None = None
+    reject_criterion: str = "balanced"
 
     def __post_init__(self) -> None:
+        from ember.compress.calibrate import CRITERIA
         from ember.optimize import PRESETS
 
+        if self.reject_criterion not in CRITERIA:
+            raise ValueError(f"reject_criterion={self.reject_criterion!r} is not one of {', '.join(CRITERIA)}")
         if self.engine not in PRESETS:
             raise ValueError(f"engine={self.engine!r} is not an ember.optimize preset; known: {', '.join(PRESETS)}")
 
@@ -71,16 +80,19 @@ class Stage:
 
 @dataclass
 class RecipeResult:
-    """The compressed model (PyTorch), its served artifact, the stages and the benchmark report."""
+    """The compressed model (PyTorch), its served artifact, the stages, the benchmark report and the reject
+    class's calibration (when the recipe has one)."""
 
     model: nn.Module = field(repr=False)
     artifact: object = field(repr=False)
     stages: list[Stage] = field(default_factory=list)
     bench: object | None = None
+    calibration: object | None = None
 
     def to_dict(self) -> dict:
         return {"stages": [s.to_dict() for s in self.stages],
-                "bench": None if self.bench is None else self.bench.to_dict()}
+                "bench": None if self.bench is None else self.bench.to_dict(),
+                "calibration": None if self.calibration is None else self.calibration.to_dict()}
 
 
 class _Run:
@@ -100,7 +112,8 @@ class _Run:
 
 def compress(teacher: Teacher, recipe: RecipeConfig | None = None, *, split: str = "train",
              evaluation: tuple[Sequence[str], Sequence[int]] | None = None, sample: Sequence[str] | None = None,
-             bench=None, progress: bool = True) -> RecipeResult:
+             bench=None, progress: bool = True,
+             validation: tuple[Sequence[str], Sequence[int | str]] | None = None) -> RecipeResult:
     """Run the recipe on ``teacher`` from its stored outputs of ``split``.
 
     Args:
@@ -110,6 +123,8 @@ def compress(teacher: Teacher, recipe: RecipeConfig | None = None, *, split: str
         sample: texts ``ember.optimize`` verifies (and calibrates) the artifact on.
         bench: a :class:`~ember.bench.BenchConfig` to measure teacher and result side by side (``evaluation``
             texts and labels), or ``None``.
+        validation: ``(texts, labels)`` held out from training and evaluation, on which ``recipe.reject_label``'s
+            offset is chosen (needed when it is set).
 
     Returns:
         a :class:`RecipeResult`.
@@ -120,6 +135,9 @@ def compress(teacher: Teacher, recipe: RecipeConfig | None = None, *, split: str
     from ember.optimize import optimize, preset
 
     recipe = recipe or RecipeConfig()
+    if recipe.reject_label is not None and validation is None:
+        raise ValueError(f"reject_label={recipe.reject_label!r} needs validation=(texts, labels): held-out examples, "
+                         "with some of that class, to choose its threshold on")
     source, run, tok = teacher.source(split), _Run(teacher, evaluation), teacher.outputs.tokenizer
     start = time.perf_counter()
     student = select_layers(teacher.outputs.model, recipe.layers)
@@ -140,8 +158,18 @@ def compress(teacher: Teacher, recipe: RecipeConfig | None = None, *, split: str
         quantize_embeddings(student)
     artifact = optimize(student, preset(recipe.engine), tokenizer=tok, sample=list(sample) if sample else None)
     run.stage(f"optimize ({recipe.engine})", start, artifact)
+    calibration = None
+    if recipe.reject_label is not None and validation is not None:
+        from ember.compress.calibrate import calibrate_reject
+
+        start = time.perf_counter()
+        texts, labels = validation
+        calibration = calibrate_reject(student, tok, texts, labels, recipe.reject_label, criterion=recipe.reject_criterion,  # type: ignore[arg-type]
+                         served=artifact)
+        artifact = optimize(student, preset(recipe.engine), tokenizer=tok, sample=list(sample) if sample else None)
+        run.stage("calibrate reject threshold", start, artifact)
     report = None if bench is None or evaluation is None else _bench(teacher, artifact, evaluation, bench, progress)
-    return RecipeResult(student, artifact, run.stages, report)
+    return RecipeResult(student, artifact, run.stages, report, calibration)
 
 
 def _bench(teacher: Teacher, artifact, evaluation, config, progress: bool):
