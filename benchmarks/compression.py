@@ -531,6 +531,20 @@ def _group_scores(gold: list[int], pred: list[int], oos: int | None) -> dict:
     return row
 
 
+def _oos_auroc(logits: torch.Tensor, gold: list[int], oos: int) -> float:
+    """How well the out-of-scope logit's margin over the best other class ranks out-of-scope examples above
+    in-scope ones (area under the ROC curve; 1.0 = a threshold separates them perfectly). It does not depend on
+    any offset, so it tells lost knowledge (lower AUROC) from a moved threshold (same AUROC, other recall)."""
+    others = logits.clone()
+    others[:, oos] = float("-inf")
+    margin = logits[:, oos] - others.max(-1).values
+    positive = torch.tensor(gold) == oos
+    ranks = torch.empty(len(margin))
+    ranks[margin.argsort()] = torch.arange(1, len(margin) + 1, dtype=torch.float)  # float margins: ties negligible
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def breakdown(args, cache: Cache, teacher_model, tok, val, test, names, students) -> dict:
     """In-scope accuracy and out-of-scope recall/precision of the teacher and each PyTorch student on the test
     split, as trained and (unless ``--calibrate none``) with the out-of-scope offset chosen on validation: CLINC150's
@@ -551,13 +565,15 @@ def breakdown(args, cache: Cache, teacher_model, tok, val, test, names, students
             shifted = logits.clone()
             shifted[:, oos] += bias
             rows[f"calibrated ({args.calibrate})"] = (bias, shifted)
+        auroc = None if oos is None else _oos_auroc(logits, gold, oos)
         for how, (bias, scores) in rows.items():
-            row = _group_scores(gold, scores.argmax(-1).tolist(), oos) | {"oos_bias": bias}
+            row = _group_scores(gold, scores.argmax(-1).tolist(), oos) | {"oos_bias": bias, "oos_auroc": auroc}
             out[f"{name} {how}"] = row
             print(f"{name:>18} {how:>21}: accuracy {row['accuracy']:.4f}  in-scope {row['in_scope_accuracy']:.4f} "
                   f"({row['in_scope_examples']})" + (f"  oos recall {row['oos_recall']:.4f} ({row['oos_examples']}) "
                                                      f"precision {row['oos_precision']:.4f}; in-scope called oos "
-                                                     f"{row['in_scope_called_oos']}; offset {bias:+.2f}"
+                                                     f"{row['in_scope_called_oos']}; offset {bias:+.2f}; "
+                                                     f"AUROC {auroc:.4f}"
                                                      if oos is not None else ""), flush=True)
     return out
 
