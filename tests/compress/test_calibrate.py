@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import doctest
 import json
 import re
 
 import pytest
 import torch
-from tiny import labelled, one_thread, tiny_teacher  # noqa: F401  (autouse fixture)
+from tiny import labelled, one_thread, tiny_teacher, write_labelled_csv  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
 from ember.cli import app
@@ -124,12 +123,7 @@ def folders(tmp_path, tokenizer):
     model_dir = tmp_path / "model"
     tiny_teacher().save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    data = tmp_path / "val.csv"
-    texts, labels = labelled()
-    with data.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        w.writerows(zip(texts, ["abc"[y] for y in labels], strict=True))
+    data = write_labelled_csv(tmp_path / "val.csv")
     return tmp_path, model_dir, data
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 
 import pytest
-from tiny import labelled, one_thread, tiny_teacher  # noqa: F401  (autouse fixture)
+from tiny import labelled, one_thread, tiny_teacher, write_labelled_csv  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
 from ember.cli import app
@@ -19,12 +18,7 @@ def folders(tmp_path, tokenizer):
     model = tiny_teacher()
     model.save_pretrained(teacher)
     tokenizer.save_pretrained(teacher)
-    data = tmp_path / "train.csv"
-    texts, labels = labelled()
-    with data.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        w.writerows(zip(texts, ["abc"[y] for y in labels], strict=True))
+    data = write_labelled_csv(tmp_path / "train.csv")
     return tmp_path, teacher, data
 
 

@@ -13,6 +13,18 @@ def labelled(n_repeat: int = 3) -> tuple[list[str], list[int]]:
     return list(TEXTS) * n_repeat, [i % 3 for i in range(len(TEXTS))] * n_repeat
 
 
+def write_labelled_csv(path, n_repeat: int = 3):
+    """:func:`labelled`'s examples as a ``text,label`` CSV with the class names a, b, c; returns ``path``."""
+    import csv
+
+    texts, labels = labelled(n_repeat)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, ["abc"[y] for y in labels], strict=True))
+    return path
+
+
 def tiny_teacher(family: str = "bert", vocab: int = 128, **overrides):
     """A 4-layer random classifier (3 labels) with named classes, like a fine-tuned teacher."""
     model = make_model(family, num_labels=3, vocab_size=vocab, **overrides)
