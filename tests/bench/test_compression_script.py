@@ -1,31 +1,20 @@
 """benchmarks/compression.py's bookkeeping (no training, no timing): the out-of-scope AUROC, the breakdown as trained
 and calibrated, and the summary's "best" (the fastest row within a point of the teacher)."""
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from bench_scripts import script_module
 
 from ember.data import Examples
 
 from conftest import TEXTS, make_model
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compression.py"
-
 
 @pytest.fixture(scope="module")
 def compression():
-    spec = importlib.util.spec_from_file_location("compression_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from script_module("compression.py", "compression_script")
 
 
 @pytest.mark.parametrize("seed", range(4))

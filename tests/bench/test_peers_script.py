@@ -1,25 +1,13 @@
 """benchmarks/peers.py's bookkeeping (no timing): each row's share of its precision's peak, and a run whose peak was
 measured low (a row above 100%) counting no peak target."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "peers.py"
+from bench_scripts import script_module
 
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("peers_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from script_module("peers.py", "peers_script")
 
 
 def _rows(peers, fp32_throughput: float):
