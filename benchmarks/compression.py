@@ -464,20 +464,27 @@ def cache_for(args, plan: Plan) -> Cache:
     return Cache(Path(args.cache_dir) / hashlib.blake2b(key.encode(), digest_size=6).hexdigest(), args.retrain)
 
 
-def calibrate_all(args, models: dict, tok, val, names) -> dict:
-    """Each model's out-of-scope logit offset chosen on the validation split and added to its output bias (in place);
-    what was chosen and what it did on validation, per model. Empty with ``--calibrate none`` or no reject class."""
+def reject_calibrator(args, tok, val, names):
+    """``calibrate(model, served=None)``: the out-of-scope offset chosen on the validation split (on ``served``'s
+    logits when given) and added to ``model``'s output bias. ``None`` with ``--calibrate none``, no reject class, or
+    a validation split without one."""
     if args.calibrate == "none" or args.oos_label not in names:
-        return {}
+        return None
     from ember.compress import calibrate_reject
 
     reject, gold = names.index(args.oos_label), val.label_ids(names)
     if reject not in gold:
         log(f"not calibrated: the validation split has no {args.oos_label!r} example")
-        return {}
+        return None
+    return lambda model, served=None: calibrate_reject(model, tok, val.texts, gold, reject, criterion=args.calibrate,
+                                                       max_length=args.max_length, served=served)
+
+
+def calibrate_all(args, calibrate, models: dict) -> dict:
+    """Each model calibrated in place; what was chosen and what it did on validation, per model."""
     out = {}
     for name, model in models.items():
-        choice = calibrate_reject(model, tok, val.texts, gold, reject, criterion=args.calibrate, max_length=args.max_length)
+        choice = calibrate(model)
         out[name] = choice.to_dict()
         log(f"calibrated {name}: {args.oos_label} logit {choice.bias:+.2f}; validation oos recall "
             f"{choice.before['reject_recall']:.3f} -> {choice.after['reject_recall']:.3f}, in-scope "
@@ -496,14 +503,10 @@ def measure(args, plan: Plan, cache: Cache, teacher, tok, data, students) -> tup
     log(f"epoch-time ratio: {ratio}")
     probe = None if args.no_probe else torchao_export_probe(students["pruned"][0], tok, sample)
     teacher_model = copy.deepcopy(teacher.outputs.model)  # the store's teacher keeps the weights it was filled with
-    calibration = calibrate_all(args, {"teacher": teacher_model} | {n: m for n, (m, _) in students.items()}, tok, val, names)
-    recalibrate, served = None, {}
-    if calibration:
-        from ember.compress import calibrate_reject
-
-        reject, gold = names.index(args.oos_label), val.label_ids(names)
-        recalibrate = lambda m, art: calibrate_reject(m, tok, val.texts, gold, reject, criterion=args.calibrate,  # noqa: E731
-                                                      max_length=args.max_length, served=art).to_dict()
+    calibrate, calibration, recalibrate, served = reject_calibrator(args, tok, val, names), {}, None, {}
+    if calibrate is not None:
+        calibration = calibrate_all(args, calibrate, {"teacher": teacher_model} | {n: m for n, (m, _) in students.items()})
+        recalibrate = lambda m, art: calibrate(m, served=art).to_dict()  # noqa: E731
     variants = build_variants(args, cache, teacher_model, tok, students, sample, recalibrate, served)
     config = BenchConfig(batch_size=32, latency_samples=plan.latency_samples, throughput_examples=plan.throughput_examples,
                          threads=args.threads, max_length=args.max_length, repeats=plan.repeats)

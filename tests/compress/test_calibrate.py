@@ -112,6 +112,8 @@ def test_bad_model_input_is_named(tokenizer):
         calibrate_reject(tiny_teacher(), tokenizer, texts, labels, "none")
     with pytest.raises(DataError, match=r"labels \['z'\] are not class names"):
         calibrate_reject(tiny_teacher(), tokenizer, texts, ["z"] * len(texts), "c")
+    with pytest.raises(DataError, match="label 0 is the float 0.0"):  # not truncated to a class id
+        calibrate_reject(tiny_teacher(), tokenizer, texts, [float(y) for y in labels], "c")
     with pytest.raises(DataError, match="texts but"):
         calibrate_reject(tiny_teacher(), tokenizer, texts, labels[:-1], "c")
     with pytest.raises(UnsupportedModelError, match="has no Linear layer with its"):

@@ -194,9 +194,12 @@ def class_ids(model: nn.Module, labels: Sequence[int | str]) -> list[int]:
     """``labels`` as the model's class ids (names are looked up in ``config.id2label``).
 
     Raises:
-        DataError: a name the model does not know, or an id past its outputs.
+        DataError: floats, a mix of ids and names (as :func:`ember.data.labels.label_values` checks), a name the model
+            does not know, or an id past its outputs.
     """
-    values = list(labels)
+    from ember.data.labels import label_values
+
+    values = label_values(labels)
     classes = int(model.config.num_labels)
     if any(isinstance(v, str) and not v.isdigit() for v in values):
         names = _names(model)

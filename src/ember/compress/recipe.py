@@ -156,17 +156,20 @@ def compress(teacher: Teacher, recipe: RecipeConfig | None = None, *, split: str
     start = time.perf_counter()
     if recipe.int8_embeddings:
         quantize_embeddings(student)
-    artifact = optimize(student, preset(recipe.engine), tokenizer=tok, sample=list(sample) if sample else None)
+    def build():
+        return optimize(student, preset(recipe.engine), tokenizer=tok, sample=list(sample) if sample else None)
+
+    artifact = build()
     run.stage(f"optimize ({recipe.engine})", start, artifact)
     calibration = None
-    if recipe.reject_label is not None and validation is not None:
+    if recipe.reject_label is not None and validation is not None:  # checked above; narrows the type
         from ember.compress.calibrate import calibrate_reject
 
         start = time.perf_counter()
         texts, labels = validation
         calibration = calibrate_reject(student, tok, texts, labels, recipe.reject_label, criterion=recipe.reject_criterion,  # type: ignore[arg-type]
-                         served=artifact)
-        artifact = optimize(student, preset(recipe.engine), tokenizer=tok, sample=list(sample) if sample else None)
+                                       served=artifact)
+        artifact = build()  # again, with the offset in the output bias
         run.stage("calibrate reject threshold", start, artifact)
     report = None if bench is None or evaluation is None else _bench(teacher, artifact, evaluation, bench, progress)
     return RecipeResult(student, artifact, run.stages, report, calibration)
