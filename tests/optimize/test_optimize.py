@@ -447,7 +447,7 @@ def test_openvino_serves_single_inputs_on_static_shapes_chosen_from_the_sample(t
     clf = optimize(classifier, OpenVINOConfig(threads=1), tokenizer=tok)
     x = tok(["book a flight"], return_tensors="pt")
     assert clf.static and (clf(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
-    with pytest.raises(ValueError, match=r"max_static=-1 and static_memory_mb=512 must be >= 0"):
+    with pytest.raises(ValueError, match=r"max_static=-1, max_batch_static=8 and static_memory_mb=512 must be >= 0"):
         OpenVINOConfig(max_static=-1)
     with pytest.raises(ValueError, match=r"static_shapes=\(16, 8\) must be increasing token lengths"):
         OpenVINOConfig(static_shapes=(16, 8))
@@ -492,8 +492,8 @@ class _RowsSeen:
 def test_openvino_splits_batches_over_streams_and_keeps_their_order(tok, classifier):
     pytest.importorskip("openvino")
     model = make_model("bert-base")
-    split = optimize(model, OpenVINOConfig(threads=2, streams=2, static_shapes=()), tokenizer=tok)
-    whole = optimize(model, OpenVINOConfig(threads=2, streams=1, static_shapes=()), tokenizer=tok)
+    split = optimize(model, OpenVINOConfig(threads=2, streams=2, static_shapes=(), batch_shapes=()), tokenizer=tok)
+    whole = optimize(model, OpenVINOConfig(threads=2, streams=1, static_shapes=(), batch_shapes=()), tokenizer=tok)
     assert split.streams == 2 and split.batched.compiled.get_property("NUM_STREAMS") == 2
     assert whole.streams == 1 and whole.batched is None
     split.batched.requests = seen = [_RowsSeen(r) for r in split.batched.requests]
@@ -530,13 +530,14 @@ def test_openvino_batches_run_in_their_own_precision(tok, monkeypatch):
             return real.compile_model(model, device, options)
     monkeypatch.setattr(ov_backend, "shared_core", lambda: Core())
     model = make_model("bert-base")
-    same = optimize(model, OpenVINOConfig(threads=1, batch_precision="f32", static_shapes=()), tokenizer=tok)
+    same = optimize(model, OpenVINOConfig(threads=1, batch_precision="f32", static_shapes=(), batch_shapes=()),
+                    tokenizer=tok)
     assert same.batched is None and asked == ["f32"]  # nothing of its own when the precisions agree
     asked.clear()
     with warnings.catch_warnings():  # a tiny random model in bf16 may miss the faithful tolerance: not the point here
         warnings.simplefilter("ignore")
         mixed = optimize(model, OpenVINOConfig(threads=1, precision="bf16", batch_precision="f32", static_shapes=(16,),
-                                               on_violation="warn"), tokenizer=tok)
+                                               batch_shapes=(), on_violation="warn"), tokenizer=tok)
     assert asked == ["bf16", "f32", "bf16"]  # single inputs, batches (one stream: still their own), the static one
     assert mixed.streams == 1 and len(mixed.batched.requests) == 1
     x = tok(["book a flight to paris", "play jazz", "hi"], padding=True, return_tensors="pt")

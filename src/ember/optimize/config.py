@@ -233,7 +233,24 @@ class OpenVINOConfig(OptimizeConfig):
             ``None`` (default): chosen when the artifact is built, from the token lengths of the sample
             (:func:`ember.optimize.backends.openvino.choose_static_shapes`), and recorded in the artifact's
             config so a loaded artifact compiles the same ones. ``()``: always the dynamic model. Longer
-            inputs and every batch of several inputs use the dynamic model.
+            inputs use the dynamic model; batches of several inputs, ``batch_shapes``.
+        batch_shapes: token lengths at which batches run on models compiled for ``batch_rows`` rows of exactly
+            that length (one per stream, ``streams``), padded (masked) up to the next of them: a batch is cut
+            into parts of ``batch_rows`` rows, each part run on one stream; a remainder of fewer rows, a batch
+            longer than the last shape or shorter than one grid step below the first runs on the dynamic
+            model. Static shapes spare OpenVINO's CPU plugin the per-call shape work of its dynamic model: on
+            MiniLM-L6, 2 threads, a [16, 96] part ran x1.17–1.25 (int8) and x1.08–1.14 (bf16) faster than the
+            dynamic model's [16, 92] (``benchmarks/serving_profile.py``, BENCHMARKS.md). ``None`` (default):
+            chosen when the artifact is built from the sample's token lengths on an eighth-octave grid
+            (:func:`ember.optimize.backends.openvino.choose_batch_shapes`: multiples of 4 up to 64, of 8 up to
+            128, ...: a batch is padded by at most one step), recorded in the artifact's config. ``()``: batches
+            always on the dynamic model.
+        batch_rows: rows of each shape-specialised batch part (16: a batch of 32 on two streams).
+        max_batch_static: at most this many shape-specialised batch models (the longest are kept: they take the
+            most time); each holds its own copy of the weights and its streams' buffers, so their number is
+            bounded by ``static_memory_mb`` as well, counted apart from the batch-1 models' and with float
+            weights at the size of the precision batches run in (bf16: half the fp32 size). Measured on
+            MiniLM-L6: ~18 MB more resident memory per bf16 batch model, ~60 MB per int8 one.
         max_static: at most this many shape-specialised models (compiled when the artifact is built or
             loaded, ~0.2 s each, so no request pays for a compile).
         static_memory_mb: each shape-specialised model holds its own copy of the weights (~35 MB for
@@ -257,20 +274,29 @@ class OpenVINOConfig(OptimizeConfig):
     static_shapes: tuple[int, ...] | None = None
     max_static: int = 8
     static_memory_mb: int = 512
+    batch_shapes: tuple[int, ...] | None = None
+    batch_rows: int = 16
+    max_batch_static: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if min(self.max_static, self.static_memory_mb) < 0:
+        if min(self.max_static, self.static_memory_mb, self.max_batch_static) < 0:
             raise ValueError(
-                f"max_static={self.max_static} and static_memory_mb={self.static_memory_mb} must be >= 0 "
-                "(0 turns shape-specialised models off)"
+                f"max_static={self.max_static}, max_batch_static={self.max_batch_static} and "
+                f"static_memory_mb={self.static_memory_mb} must be >= 0 (0 turns shape-specialised models off)"
             )
-        if self.static_shapes is not None:
-            shapes = tuple(self.static_shapes)
+        if not isinstance(self.batch_rows, int) or self.batch_rows < 2:
+            raise ValueError(f"batch_rows={self.batch_rows!r} must be an int >= 2 (rows of each shape-specialised "
+                             "batch part; batch_shapes=() turns them off)")
+        for name in ("static_shapes", "batch_shapes"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            shapes = tuple(value)
             if any(not isinstance(n, int) or n < 1 for n in shapes) or list(shapes) != sorted(set(shapes)):
-                raise ValueError(f"static_shapes={self.static_shapes!r} must be increasing token lengths >= 1, "
-                                 "e.g. (12, 16, 24); () turns shape-specialised models off, None chooses them from the sample")
-            object.__setattr__(self, "static_shapes", shapes)
+                raise ValueError(f"{name}={value!r} must be increasing token lengths >= 1, e.g. (12, 16, 24); () "
+                                 "turns shape-specialised models off, None chooses them from the sample")
+            object.__setattr__(self, name, shapes)
         _check_choice("precision", self.precision, ("f32", "bf16"))
         if self.batch_precision is not None:
             _check_choice("batch_precision", self.batch_precision, ("f32", "bf16"))

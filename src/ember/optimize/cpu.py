@@ -97,7 +97,7 @@ def better_preset(config: OptimizeConfig, cpu: CpuFeatures, *, other_engine: boo
 
 def _differs(candidate: OptimizeConfig, config: OptimizeConfig) -> bool:
     """Whether the two build different artifacts (settings other than the policies differ)."""
-    policy = ("tolerance", "on_violation", "objective", "on_slower", "threads", "static_shapes")
+    policy = ("tolerance", "on_violation", "objective", "on_slower", "threads", "static_shapes", "batch_shapes")
     a, b = candidate.to_dict(), config.to_dict()
     return {k: v for k, v in a.items() if k not in policy} != {k: v for k, v in b.items() if k not in policy}
 

@@ -126,6 +126,56 @@ class _Streams:
         return np.concatenate([r.get_output_tensor(0).data for r in started])
 
 
+class _StaticBatches:
+    """One model compiled for ``[rows, length]`` and run as its streams: a batch's parts of ``rows`` rows, padded
+    (masked) to ``length`` tokens, are written into the requests' own input buffers and run side by side, one part
+    per stream, as many rounds as it takes; the outputs are joined in order.
+
+    Why not the dynamic model: OpenVINO's CPU plugin does shape work per call on a dynamic model (shape inference,
+    fewer fused element-wise chains); measured on MiniLM-L6, 2 threads, a [16, 96] part ran x1.17–1.25 (int8) and
+    x1.08–1.14 (bf16) faster than the dynamic model's [16, 92] (BENCHMARKS.md, issue #19).
+    """
+
+    def __init__(self, compiled, rows: int, length: int) -> None:
+        self.compiled = compiled  # kept alive: the requests and their buffers belong to it
+        self.rows, self.length = rows, length
+        n = max(1, int(compiled.get_property("NUM_STREAMS")))
+        self.requests = [compiled.create_infer_request() for _ in range(n)]
+        self.inputs = [{p.any_name: r.get_tensor(p).data for p in compiled.inputs} for r in self.requests]
+
+    def __call__(self, arrays: dict[str, np.ndarray], length: int, per_token: bool) -> np.ndarray:
+        """The outputs of ``arrays`` (``k * rows`` rows of ``length`` tokens, ``length <= self.length``)."""
+        parts = len(arrays["input_ids"]) // self.rows
+        outs: list[np.ndarray] = [None] * parts  # type: ignore[list-item]
+        busy: dict[int, int] = {}  # request index -> the part it runs
+        n = len(self.requests)
+
+        def collect(k: int) -> None:
+            self.requests[k].wait()  # raises what failed inside the request
+            out = self.requests[k].get_output_tensor(0).data
+            outs[busy.pop(k)] = (out[:, :length] if per_token else out).copy()
+
+        try:
+            for part in range(parts):
+                k = part % n
+                if k in busy:
+                    collect(k)
+                rows = slice(part * self.rows, (part + 1) * self.rows)
+                for name, buf in self.inputs[k].items():
+                    buf[:, :length] = arrays[name][rows]  # cast to int64 on the way in
+                    buf[:, length:] = 0  # padding is masked: ids 0, attention mask 0, token type 0
+                self.requests[k].start_async()
+                busy[k] = part
+            for k in list(busy):
+                collect(k)
+        except BaseException:
+            for k in busy:  # leave none running: the next call would find it busy
+                with contextlib.suppress(Exception):
+                    self.requests[k].wait()
+            raise
+        return np.concatenate(outs)
+
+
 class OpenVINOArtifact(OptimizedModel):
     """An OpenVINO compiled model behind the original model's call interface (no torch weights needed)."""
 
@@ -142,6 +192,8 @@ class OpenVINOArtifact(OptimizedModel):
         self.streams = len(self.batched.requests) if self.batched else 1
         self.static = self._compile_static()  # padded length -> its batch-1 model
         self._shapes = sorted(self.static)
+        self.batch_static = self._compile_batch_static()  # padded length -> its model for parts of batch_rows rows
+        self._batch_shapes = sorted(self.batch_static)
         # one call at a time: the requests and the static models' bound buffers are shared state, and OpenVINO
         # refuses a request that is running ("Infer Request is busy"), or a second caller overwrites the inputs
         # of the first (found with 4 threads calling one artifact: errors, and wrong outputs without one)
@@ -153,17 +205,26 @@ class OpenVINOArtifact(OptimizedModel):
 
     def _run_alone(self, feeds: dict[str, torch.Tensor]):
         arrays = {k: v.detach().cpu().numpy() for k, v in feeds.items()}
+        return wrap_output(self.facts.output, torch.from_numpy(self._forward(arrays)))
+
+    def _forward(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """The output for ``arrays`` on the fastest compiled model that holds them: a single input on its static
+        shape, a batch's full parts of ``batch_rows`` rows on their static shape (the remaining rows again through
+        here), the rest on the dynamic model."""
         batch, length = arrays["input_ids"].shape
-        static = self._static_model(length) if batch == 1 else None
-        if static is None:
-            ints = {k: np.ascontiguousarray(a, dtype=np.int64) for k, a in arrays.items()}
-            if batch > 1 and self.batched is not None:
-                out = self.batched(ints)
-            else:
-                out = np.array(self.request.infer(ints, share_inputs=True, share_outputs=True)[0], copy=True)
-        else:
-            out = static(arrays, length, self.facts.output == "last_hidden_state")
-        return wrap_output(self.facts.output, torch.from_numpy(out))
+        per_token = self.facts.output == "last_hidden_state"
+        if batch == 1 and (static := self._static_model(length)) is not None:
+            return static(arrays, length, per_token)
+        if batch > 1 and (parts := self._batch_model(length)) is not None and batch >= parts.rows:
+            full = batch - batch % parts.rows
+            head = parts({k: a[:full] for k, a in arrays.items()}, length, per_token)
+            if full == batch:
+                return head
+            return np.concatenate([head, self._forward({k: a[full:] for k, a in arrays.items()})])
+        ints = {k: np.ascontiguousarray(a, dtype=np.int64) for k, a in arrays.items()}
+        if batch > 1 and self.batched is not None:
+            return self.batched(ints)
+        return np.array(self.request.infer(ints, share_inputs=True, share_outputs=True)[0], copy=True)
 
     def _compile_streams(self) -> _Streams | None:
         """The model batches run on as parts side by side, or ``None`` where batches run as one request.
@@ -184,9 +245,11 @@ class OpenVINOArtifact(OptimizedModel):
         n = int(compiled.get_property("NUM_STREAMS"))
         return _Streams(compiled, n) if n > 1 or own_precision else None
 
-    def _copies_in_budget(self) -> int:
-        """How many copies of the weights (counted at their size in the saved model) ``static_memory_mb`` holds."""
-        return int(self.optimize_config.static_memory_mb * 1e6 // max(self.size_bytes, 1))
+    def _copies_in_budget(self, precision: str | None = None) -> int:
+        """How many copies of the weights ``static_memory_mb`` holds, counted at their size in the saved model
+        (float weights at half that in ``precision="bf16"``)."""
+        size = self.size_bytes / (2 if precision == "bf16" and self.optimize_config.quantize == "none" else 1)
+        return int(self.optimize_config.static_memory_mb * 1e6 // max(size, 1))
 
     def _compile_static(self) -> dict[int, _StaticModel]:
         """Models compiled for one input of each of ``static_shapes`` tokens, made now rather than on a first
@@ -204,6 +267,33 @@ class OpenVINOArtifact(OptimizedModel):
             model.reshape({inp.get_any_name(): [1, padded] for inp in model.inputs})
             out[padded] = _StaticModel(shared_core().compile_model(model, "CPU", compile_options(cfg)))
         return out
+
+    def _compile_batch_static(self) -> dict[int, _StaticBatches]:
+        """Models compiled for parts of ``batch_rows`` rows of each of ``batch_shapes`` tokens, on the streams and
+        in the precision batches run in, made now (so no request pays for a compile). The longest are kept when
+        ``max_batch_static`` or ``static_memory_mb`` (counted apart from the batch-1 models') holds fewer."""
+        cfg = self.optimize_config
+        shapes = [n for n in cfg.batch_shapes or () if n <= self.facts.max_length]
+        count = min(cfg.max_batch_static, self._copies_in_budget(cfg.batch_precision or cfg.precision))
+        if not shapes or count <= 0:
+            return {}
+        threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        streams = self.streams if self.batched is not None else 1
+        out = {}
+        for padded in shapes[len(shapes) - count:] if count < len(shapes) else shapes:
+            model = self.ov_model.clone()
+            model.reshape({inp.get_any_name(): [cfg.batch_rows, padded] for inp in model.inputs})
+            opts = compile_options(cfg, streams, threads, cfg.batch_precision)
+            out[padded] = _StaticBatches(shared_core().compile_model(model, "CPU", opts), cfg.batch_rows, padded)
+        return out
+
+    def _batch_model(self, length: int) -> _StaticBatches | None:
+        """The batch model for parts of ``length`` tokens: the shortest shape that holds them, if it pads them by at
+        most an eighth (4 tokens below 32: what the batch grid's steps allow); ``None`` otherwise."""
+        i = bisect.bisect_left(self._batch_shapes, length)
+        if i == len(self._batch_shapes) or self._batch_shapes[i] - length > max(4, length // 8):
+            return None
+        return self.batch_static[self._batch_shapes[i]]
 
     def _static_model(self, length: int) -> _StaticModel | None:
         """The static model for one input of ``length`` tokens (the shortest shape that holds it), or ``None``
@@ -232,9 +322,13 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
         inp.get_tensor().set_names({name})
     if config.quantize == "static":
         ov_model = quantize_nncf(ov_model, ctx.calibration(config.calibration_size))
-    if config.static_shapes is None:  # chosen from the sample's lengths, recorded so a load compiles the same
+    # chosen from the sample's lengths, recorded so a load compiles the same
+    if config.static_shapes is None:
         shapes = choose_static_shapes(ctx.token_lengths(), config.max_static, ctx.facts.max_length)
         config = dataclasses.replace(config, static_shapes=shapes)
+    if config.batch_shapes is None:
+        shapes = choose_batch_shapes(ctx.token_lengths(), config.max_batch_static, ctx.facts.max_length)
+        config = dataclasses.replace(config, batch_shapes=shapes)
     return OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
 
 
@@ -257,18 +351,44 @@ def choose_static_shapes(lengths: Sequence[int], max_static: int = 8, max_length
     """
     if not lengths or max_static <= 0:
         return ()
+    grid, start, stop = _covering(lengths, 0.25, 4, max_length)
+    return tuple(grid[start:stop][:max_static])
+
+
+def choose_batch_shapes(lengths: Sequence[int], max_count: int = 8, max_length: int = 512) -> tuple[int, ...]:
+    """Token lengths worth shape-specialised batch models (``OpenVINOConfig.batch_shapes``), from a sample's lengths.
+
+    On an eighth-octave grid (multiples of 4 up to 64, of 8 up to 128, of 16 up to 256, ...), so a batch is padded by
+    at most one step (an eighth of its length, 4 tokens below 32): a batch padded further than the static shape
+    saves would lose what it gains. From the point that holds the sample's 10th percentile to the one that holds its
+    longest input; past ``max_count`` the longest are kept, as a batch's time grows with its length.
+
+    Example:
+        >>> choose_batch_shapes([7, 9, 10, 11, 12, 14, 20])
+        (8, 12, 16, 20)
+        >>> choose_batch_shapes(list(range(40, 123)), max_count=4)
+        (104, 112, 120, 128)
+    """
+    if not lengths or max_count <= 0:
+        return ()
+    grid, start, stop = _covering(lengths, 0.10, 8, max_length)
+    return tuple(grid[start:stop][-max_count:])
+
+
+def _covering(lengths: Sequence[int], quantile: float, per_octave: int, max_length: int) -> tuple[list[int], int, int]:
+    """A grid of token lengths with ``per_octave`` steps per doubling (at least 4 tokens apart, ``max_length``
+    last), and the slice of it from the point that holds ``lengths``' ``quantile`` to the one that holds the
+    longest of them."""
     ordered = sorted(lengths)
-    low = ordered[(len(ordered) - 1) // 4]
+    low = ordered[int((len(ordered) - 1) * quantile)]
     high = min(ordered[-1], max_length)
     grid, n = [], 4
     while n <= max_length:
         grid.append(n)
-        n += max(4, (1 << (n.bit_length() - 1)) // 4)
+        n += max(4, (1 << (n.bit_length() - 1)) // per_octave)
     if grid[-1] < max_length:
         grid.append(max_length)
-    start = bisect.bisect_left(grid, min(low, high))
-    stop = bisect.bisect_left(grid, high) + 1
-    return tuple(grid[start:stop][:max_static])
+    return grid, bisect.bisect_left(grid, min(low, high)), bisect.bisect_left(grid, high) + 1
 
 
 def quantize_nncf(ov_model, batches: list[dict]):
