@@ -447,7 +447,7 @@ def test_openvino_serves_single_inputs_on_static_shapes_chosen_from_the_sample(t
     clf = optimize(classifier, OpenVINOConfig(threads=1), tokenizer=tok)
     x = tok(["book a flight"], return_tensors="pt")
     assert clf.static and (clf(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
-    with pytest.raises(ValueError, match=r"max_static=-1, max_batch_static=8 and static_memory_mb=512 must be >= 0"):
+    with pytest.raises(ValueError, match=r"max_static=-1, static_memory_mb=512, max_batch_static=8 and batch_memory_mb=768 must be >= 0"):
         OpenVINOConfig(max_static=-1)
     with pytest.raises(ValueError, match=r"static_shapes=\(16, 8\) must be increasing token lengths"):
         OpenVINOConfig(static_shapes=(16, 8))

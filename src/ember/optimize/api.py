@@ -46,8 +46,9 @@ def optimize(
             (``config.calibrates``: static int8, ``keep_fp32``) calibrates on other sentences, so the
             fidelity it reports is measured on inputs it never saw: the rest of the built-in sentences, or,
             for a user sample, every second sentence (the others verify). Its token lengths are also
-            the lengths an OpenVINO artifact compiles batch-1 shapes for (``OpenVINOConfig.static_shapes``),
-            so a sample like the traffic the artifact will serve pays off.
+            the lengths an OpenVINO artifact compiles batch-1 and batch shapes for
+            (``OpenVINOConfig.static_shapes``, ``batch_shapes``), so a sample like the traffic the artifact
+            will serve pays off.
         calibration: calibration sentences to use instead (then ``sample`` is verified whole).
 
     Speed is checked too: the artifact is timed against ``model`` (batch 1 and a batch of up to 32, on the

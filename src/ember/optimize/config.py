@@ -235,28 +235,23 @@ class OpenVINOConfig(OptimizeConfig):
             config so a loaded artifact compiles the same ones. ``()``: always the dynamic model. Longer
             inputs use the dynamic model; batches of several inputs, ``batch_shapes``.
         batch_shapes: token lengths at which batches run on models compiled for ``batch_rows`` rows of exactly
-            that length (one per stream, ``streams``), padded (masked) up to the next of them: a batch is cut
-            into parts of ``batch_rows`` rows, each part run on one stream; a remainder of fewer rows, a batch
-            longer than the last shape or shorter than one grid step below the first runs on the dynamic
-            model. Static shapes spare OpenVINO's CPU plugin the per-call shape work of its dynamic model: on
-            MiniLM-L6, 2 threads, a [16, 96] part ran x1.17–1.25 (int8) and x1.08–1.14 (bf16) faster than the
-            dynamic model's [16, 92] (``benchmarks/serving_profile.py``, BENCHMARKS.md). ``None`` (default):
-            chosen when the artifact is built from the sample's token lengths on an eighth-octave grid
-            (:func:`ember.optimize.backends.openvino.choose_batch_shapes`: multiples of 4 up to 64, of 8 up to
-            128, ...: a batch is padded by at most one step), recorded in the artifact's config. ``()``: batches
-            always on the dynamic model.
+            that length, padded (masked) up to the next of them: a batch is cut into parts of ``batch_rows``
+            rows, run side by side on the streams (``streams``); a remainder of fewer rows, and a batch longer than
+            the last shape or that the next shape would pad by more than an eighth, run on the dynamic model.
+            Static shapes spare OpenVINO's CPU plugin the per-call shape work of its dynamic model: MiniLM-L6,
+            2 threads, length-bucketed batches of 32 (``benchmarks/serving_profile.py`` and the A/B in
+            BENCHMARKS.md): int8 x1.14–1.17 sentences/s on CLINC150, x1.08–1.11 on paragraphs of 40–120 tokens;
+            bf16 x1.07 and x1.01–1.02. ``None`` (default): chosen when the artifact is built from the sample's
+            token lengths on an eighth-octave grid (:func:`ember.optimize.backends.openvino.choose_batch_shapes`:
+            multiples of 4 up to 64, of 8 up to 128, ...), recorded in the artifact's config so a load compiles
+            the same. ``()``: batches always on the dynamic model.
         batch_rows: rows of each shape-specialised batch part (16: a batch of 32 on two streams).
-        max_batch_static: at most this many shape-specialised batch models (the longest are kept: they take the
-            most time); each holds its own copy of the weights and its streams' buffers, so their number is
-            bounded by ``static_memory_mb`` as well, counted apart from the batch-1 models' and with float
-            weights at the size of the precision batches run in (bf16: half the fp32 size). Measured on
-            MiniLM-L6: ~18 MB more resident memory per bf16 batch model, ~60 MB per int8 one.
-        max_static: at most this many shape-specialised models (compiled when the artifact is built or
-            loaded, ~0.2 s each, so no request pays for a compile).
-        static_memory_mb: each shape-specialised model holds its own copy of the weights (~35 MB for
-            MiniLM-L6 in bf16); fewer are compiled when their fp32 weight size would pass this budget (a
-            large model gets one or none). By default the streams' model (``streams``) is compiled only if one
-            copy fits in it.
+        max_batch_static: at most this many shape-specialised batch models (the longest are kept: a batch's time
+            grows with its length).
+        batch_memory_mb: the resident memory the batch models may add, counted per model as what the first
+            (longest) one added, at least its weights: ~13–40 MB per bf16 model and ~75–100 MB per int8 one on
+            MiniLM-L6 (OpenVINO shares bf16 weights between compiled models, not its repacked int8 ones), so 8 of
+            them for bf16 and 7–8 for int8 by default, and none for a model whose weights pass it.
 
     Example:
         >>> OpenVINOConfig(precision="bf16", threads=2).streams is None
@@ -277,13 +272,15 @@ class OpenVINOConfig(OptimizeConfig):
     batch_shapes: tuple[int, ...] | None = None
     batch_rows: int = 16
     max_batch_static: int = 8
+    batch_memory_mb: int = 768
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if min(self.max_static, self.static_memory_mb, self.max_batch_static) < 0:
+        if min(self.max_static, self.static_memory_mb, self.max_batch_static, self.batch_memory_mb) < 0:
             raise ValueError(
-                f"max_static={self.max_static}, max_batch_static={self.max_batch_static} and "
-                f"static_memory_mb={self.static_memory_mb} must be >= 0 (0 turns shape-specialised models off)"
+                f"max_static={self.max_static}, static_memory_mb={self.static_memory_mb}, max_batch_static="
+                f"{self.max_batch_static} and batch_memory_mb={self.batch_memory_mb} must be >= 0 (0 turns "
+                "shape-specialised models off)"
             )
         if not isinstance(self.batch_rows, int) or self.batch_rows < 2:
             raise ValueError(f"batch_rows={self.batch_rows!r} must be an int >= 2 (rows of each shape-specialised "

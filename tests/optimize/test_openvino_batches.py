@@ -1,0 +1,107 @@
+"""OpenVINO batches on shape-specialised models (``OpenVINOConfig.batch_shapes``): chosen from the sample, the same
+answers as the dynamic model, in order, with remainders and out-of-range lengths on the dynamic model."""
+
+from __future__ import annotations
+
+import pytest
+
+from ember.optimize import OpenVINOConfig, config_from_dict, load, optimize
+
+from conftest import make_model
+
+pytest.importorskip("openvino")
+
+WORDS = ["what", "is", "the", "weather", "like", "in", "paris", "this", "weekend", "please", "tell", "me", "now"]
+TEXTS = [" ".join(WORDS[:n]) for n in range(1, len(WORDS) + 1)]  # 3 .. 15 tokens
+
+
+class _PartsSeen:
+    """Wraps a static batch model and records the padded length and rows of every call it ran."""
+
+    def __init__(self, parts) -> None:
+        self.parts, self.calls = parts, []
+        self.rows, self.requests, self.inputs = parts.rows, parts.requests, parts.inputs
+
+    def __call__(self, arrays, length, per_token):
+        self.calls.append((self.parts.length, len(arrays["input_ids"]), length))
+        return self.parts(arrays, length, per_token)
+
+
+def test_batch_shapes_cover_the_sample_on_an_eighth_octave_grid():
+    from ember.optimize.backends.openvino import choose_batch_shapes
+
+    assert choose_batch_shapes([7, 9, 10, 11, 12, 14, 20]) == (8, 12, 16, 20)  # from the 10th percentile (7 -> 8)
+    assert choose_batch_shapes(list(range(40, 123))) == (72, 80, 88, 96, 104, 112, 120, 128)  # steps of 8 past 64
+    assert choose_batch_shapes(list(range(40, 123)), max_count=3) == (112, 120, 128)  # the longest are kept
+    assert choose_batch_shapes(list(range(33, 60))) == (36, 40, 44, 48, 52, 56, 60)  # steps of 4 up to 64
+    assert choose_batch_shapes([600], max_length=512) == (512,)  # never past the model's max length
+    assert choose_batch_shapes([10], max_count=0) == choose_batch_shapes([]) == ()
+
+
+def test_batches_run_on_static_parts_with_the_dynamic_models_answers(tokenizer, tmp_path):
+    model = make_model("bert-base")
+    lengths = sorted(len(tokenizer(t)["input_ids"]) for t in TEXTS)
+    art = optimize(model, OpenVINOConfig(threads=2, batch_rows=2, static_shapes=()), tokenizer=tokenizer, sample=TEXTS)
+    from ember.optimize.backends.openvino import choose_batch_shapes
+
+    assert art.optimize_config.batch_shapes == choose_batch_shapes(lengths, 8, 48) == (4, 8, 12, 16)
+    assert sorted(art.batch_static) == [4, 8, 12, 16]  # compiled up front: no request pays for a compile
+    dynamic = optimize(model, OpenVINOConfig(threads=2, static_shapes=(), batch_shapes=()), tokenizer=tokenizer)
+    assert dynamic.batch_static == {}
+    art.batch_static = {n: _PartsSeen(p) for n, p in art.batch_static.items()}
+    seen = {n: p.calls for n, p in art.batch_static.items()}
+    for rows, texts in ((4, TEXTS[4:8]), (5, TEXTS[8:13]), (2, TEXTS[:2]), (7, TEXTS[6:])):
+        x = tokenizer(texts, padding=True, return_tensors="pt")
+        got, want = art(**x).last_hidden_state, dynamic(**x).last_hidden_state
+        assert got.shape == want.shape == (rows, x["input_ids"].shape[1], 32)  # padding taken off again
+        assert (got - want).abs().max().item() < 1e-4  # the same answers, rows in order
+    # 4 rows of 10 tokens -> one call of 4 rows padded to 12; 5 rows of 15 -> 4 rows at 16, the fifth dynamic;
+    # 2 rows of 4 tokens at 4; 7 rows of 15 -> 6 at 16, the seventh dynamic
+    assert seen[12] == [(12, 4, 10)] and seen[4] == [(4, 2, 4)]
+    assert seen[16] == [(16, 4, 15), (16, 6, 15)] and seen[8] == []
+    classifier = make_model("bert")
+    logits = optimize(classifier, OpenVINOConfig(threads=1, batch_rows=2, static_shapes=()), tokenizer=tokenizer,
+                      sample=TEXTS)
+    assert logits.batch_static
+    x = tokenizer(TEXTS[2:7], padding=True, return_tensors="pt")
+    assert (logits(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4  # one row per input: nothing to cut
+    # the chosen shapes are saved: a loaded artifact compiles the same ones
+    back = load(art.save(tmp_path / "ov"))
+    assert back.optimize_config.batch_shapes == (4, 8, 12, 16) and sorted(back.batch_static) == [4, 8, 12, 16]
+
+
+def test_batches_beyond_the_shapes_or_padded_too_far_stay_dynamic(tokenizer):
+    art = optimize(make_model("bert-base"), OpenVINOConfig(threads=1, batch_rows=2, static_shapes=(),
+                                                           batch_shapes=(16,)), tokenizer=tokenizer)
+    assert art._batch_model(16) is art.batch_static[16] and art._batch_model(12) is art.batch_static[16]
+    assert art._batch_model(11) is None  # 5 tokens of padding on 11: more than the grid's step (4 below 32)
+    assert art._batch_model(17) is None  # past the last shape
+    x = tokenizer([" ".join(WORDS + WORDS[:4])] * 2, padding=True, return_tensors="pt")  # 19 tokens: the dynamic model
+    art.batch_static = {16: _PartsSeen(art.batch_static[16])}
+    assert art(**x).last_hidden_state.shape == (2, 19, 32) and art.batch_static[16].calls == []
+
+
+def test_batch_models_are_bounded_by_count_and_memory(tokenizer):
+    model = make_model("bert-base")
+    shapes = (8, 12, 16, 20)
+    one = optimize(model, OpenVINOConfig(threads=1, static_shapes=(), batch_shapes=shapes, max_batch_static=1),
+                   tokenizer=tokenizer)
+    assert sorted(one.batch_static) == [20]  # the longest: a batch's time grows with its length
+    none = optimize(model, OpenVINOConfig(threads=1, static_shapes=(), batch_shapes=shapes, batch_memory_mb=0),
+                    tokenizer=tokenizer)
+    assert none.batch_static == {}
+    x = tokenizer(TEXTS[:3], padding=True, return_tensors="pt")
+    assert (none(**x).last_hidden_state - model(**x).last_hidden_state).abs().max().item() < 1e-4
+
+
+def test_batch_settings_are_checked_and_old_configs_load():
+    with pytest.raises(ValueError, match=r"batch_rows=1 must be an int >= 2"):
+        OpenVINOConfig(batch_rows=1)
+    with pytest.raises(ValueError, match=r"batch_shapes=\(16, 8\) must be increasing token lengths"):
+        OpenVINOConfig(batch_shapes=(16, 8))
+    with pytest.raises(ValueError, match=r"batch_memory_mb=-1 must be >= 0"):
+        OpenVINOConfig(batch_memory_mb=-1)
+    # saved before batch shapes: loads with none recorded, so a loaded artifact compiles none (as it was built)
+    old = {k: v for k, v in OpenVINOConfig().to_dict().items()
+           if k not in ("batch_shapes", "batch_rows", "max_batch_static", "batch_memory_mb")}
+    assert config_from_dict(old).batch_shapes is None
