@@ -1,0 +1,121 @@
+"""Batch throughput of ember's OpenVINO artifacts with and without shape-specialised batch models, side by side.
+
+Builds each of ``--presets`` (default ``openvino-bf16,openvino-int8``) twice from the same model and the same sample of
+training texts (the lengths the shapes are chosen from, never the timed ones):
+
+- ``dynamic``: ``batch_shapes=()``, every batch on the dynamic-shape model (ember before issue #19's batch shapes);
+- ``batch-shapes``: the default, batches cut into parts of ``batch_rows`` rows that run on models compiled for one
+  length each (``OpenVINOConfig.batch_shapes``, chosen from the sample).
+
+Then measures them through the benchmark harness, interleaved (``BenchConfig(interleave=True)``: each round every
+variant in turn, the first one place later each round), with eager PyTorch fp32 as the reference for the cosines:
+length-bucketed batches of ``--batch`` (the headline) and batches in file order. Also printed: each artifact's
+compiled batch shapes and the resident memory its build added (after the first calls).
+
+    python benchmarks/openvino_batch_shapes.py                               # CLINC150 test (short intents)
+    python benchmarks/openvino_batch_shapes.py --paragraphs --n 500         # SST-2 train joined into 40-120 tokens
+    python benchmarks/openvino_batch_shapes.py --data my.csv --text-column body --sample-data my_train.csv
+
+``--paragraphs`` times peers.py's long workload (SST-2 training sentences joined into paragraphs of 40-120 tokens,
+the first ``--n`` timed, the shape sample from the rest). The last line is JSON with every variant's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import sys
+from pathlib import Path
+
+import psutil
+import torch
+
+from ember.bench import BenchConfig, PerformanceBenchmark, Variant
+from ember.bench.rows import announce, data_options, load_rows
+
+HERE = Path(__file__).resolve().parent
+CLINC = HERE.parent / ".." / "shared" / "data" / "clinc150"
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data_options(ap, data=CLINC, split="test")
+    ap.add_argument("--sample-data", default=None, help="sentences the shapes are chosen from (default: --data)")
+    ap.add_argument("--sample-split", default=None, help="split of the sample (default: train for the default data)")
+    ap.add_argument("--paragraphs", action="store_true",
+                    help="time peers.py's long workload (--long-data's sentences joined into 40-120 tokens) instead of --data")
+    ap.add_argument("--long-data", default=None, help="sentences for --paragraphs (default: SST-2 train; --text-column applies)")
+    ap.add_argument("--presets", default="openvino-bf16,openvino-int8")
+    ap.add_argument("--n", type=int, default=2000, help="texts timed (batches of --batch)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds")
+    ap.add_argument("--threads", type=int, default=2)
+    return ap.parse_args()
+
+
+def rows_of(args: argparse.Namespace, tok) -> tuple[list[str], list[str], dict]:
+    """The timed texts, the shape sample and the rows description for the JSON line."""
+    if args.paragraphs:
+        sys.path.insert(0, str(HERE))
+        from peers import LONG_DATA, long_workload
+
+        ns = argparse.Namespace(long_data=args.long_data or str(LONG_DATA), throughput_n_long=args.n,
+                                text_column=args.text_column, label_column=None)
+        wl = long_workload(ns, tok)
+        print(f"timed: {min(args.n, len(wl.texts))} texts; {wl.source}", flush=True)
+        return wl.texts[:args.n], wl.sample, {"timed": wl.source}
+    timed, timed_rows = load_rows(args, "timed", split=args.split, default_split="test", limit=args.n)
+    sample, sample_rows = load_rows(args, "shape sample", data=args.sample_data, split=args.sample_split,
+                                    default_split="train", limit=256, pick="spread")
+    return list(timed.texts), list(sample.texts), announce(timed_rows, sample_rows)
+
+
+def main() -> None:
+    args = parse()
+    torch.set_num_threads(args.threads)
+    from ember.cli.quiet import quiet
+    from ember.models import load_model
+    from ember.optimize import optimize, preset
+
+    process = psutil.Process()
+    with quiet():
+        model, tok = load_model(args.model, "embedding")
+    texts, sample, rows = rows_of(args, tok)
+    out: dict = {"benchmark": "openvino_batch_shapes", "rows": rows, "n": len(texts), "batch": args.batch,
+                 "rounds": args.rounds, "threads": args.threads, "presets": {}}
+    for name in args.presets.split(","):
+        arts, memory = {}, {}
+        with quiet():
+            for variant, changes in (("dynamic", {"batch_shapes": ()}), ("batch-shapes", {})):
+                gc.collect()
+                before = process.memory_info().rss
+                cfg = dataclasses.replace(preset(name), threads=args.threads, on_violation="warn", **changes)
+                arts[variant] = optimize(model, cfg, tokenizer=tok, sample=sample)
+                memory[variant] = (process.memory_info().rss - before) / 1e6
+            config = BenchConfig(batch_size=args.batch, latency_samples=8, warmup=2, throughput_examples=len(texts),
+                                 repeats=args.rounds, threads=args.threads, interleave=True)
+            variants = [Variant("pytorch-fp32", model, reference=True), *[Variant(v, a) for v, a in arts.items()]]
+            report = PerformanceBenchmark(tok, texts, config=config, progress=False).run(variants)
+        res = {}
+        for r in report.results:
+            if r.name not in arts:
+                continue
+            res[r.name] = {"throughput": r.throughput, "throughput_file_order": r.throughput_unbucketed,
+                           "cosine": r.fidelity.mean_cosine, "build_rss_mb": round(memory[r.name]),
+                           "batch_shapes": sorted(arts[r.name].batch_static)}
+            print(f"{name} {r.name:>12}: {r.throughput:,.0f} sent/s bucketed, {r.throughput_unbucketed:,.0f} in file "
+                  f"order, cosine {r.fidelity.mean_cosine:.6f}, build +{memory[r.name]:.0f} MB resident, "
+                  f"batch shapes {res[r.name]['batch_shapes']}", flush=True)
+        ratio = res["batch-shapes"]["throughput"] / res["dynamic"]["throughput"]
+        ratio_order = res["batch-shapes"]["throughput_file_order"] / res["dynamic"]["throughput_file_order"]
+        print(f"{name}: batch shapes x{ratio:.3f} bucketed, x{ratio_order:.3f} in file order", flush=True)
+        out["presets"][name] = {**res, "ratio": ratio, "ratio_file_order": ratio_order}
+        out["machine"] = report.machine.summary()
+        del arts, variants, report
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
