@@ -239,9 +239,9 @@ class OpenVINOConfig(OptimizeConfig):
             rows, run side by side on the streams (``streams``); a remainder of fewer rows, and a batch longer than
             the last shape or that the next shape would pad by more than an eighth, run on the dynamic model.
             Static shapes spare OpenVINO's CPU plugin the per-call shape work of its dynamic model: MiniLM-L6,
-            2 threads, length-bucketed batches of 32 (``benchmarks/serving_profile.py`` and the A/B in
-            BENCHMARKS.md): int8 x1.14–1.17 sentences/s on CLINC150, x1.08–1.11 on paragraphs of 40–120 tokens;
-            bf16 x1.07 and x1.01–1.02. ``None`` (default): chosen when the artifact is built from the sample's
+            2 threads, length-bucketed batches of 32 (``benchmarks/openvino_batch_shapes.py``, BENCHMARKS.md):
+            int8 x1.17 sentences/s on CLINC150 intents, x1.02 on paragraphs of 40–120 tokens; bf16 x1.05 and
+            x1.01 (x1.07–1.23 in file order). ``None`` (default): chosen when the artifact is built from the sample's
             token lengths on an eighth-octave grid (:func:`ember.optimize.backends.openvino.choose_batch_shapes`:
             multiples of 4 up to 64, of 8 up to 128, ...), recorded in the artifact's config so a load compiles
             the same. ``()``: batches always on the dynamic model.
@@ -249,9 +249,9 @@ class OpenVINOConfig(OptimizeConfig):
         max_batch_static: at most this many shape-specialised batch models (the longest are kept: a batch's time
             grows with its length).
         batch_memory_mb: the resident memory the batch models may add, counted per model as what the first
-            (longest) one added, at least its weights: ~13–40 MB per bf16 model and ~75–100 MB per int8 one on
-            MiniLM-L6 (OpenVINO shares bf16 weights between compiled models, not its repacked int8 ones), so 8 of
-            them for bf16 and 7–8 for int8 by default, and none for a model whose weights pass it.
+            (longest) one added, at least its weights: on MiniLM-L6 ~4–31 MB per bf16 model, ~70 MB per int8 one
+            at up to 24 tokens and 128–154 MB at 128 (OpenVINO does not share its repacked int8 weights between
+            compiled models): by default up to 8 bf16 models, 5 int8 ones at 128 tokens, none for weights past it.
 
     Example:
         >>> OpenVINOConfig(precision="bf16", threads=2).streams is None

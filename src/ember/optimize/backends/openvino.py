@@ -131,9 +131,9 @@ class _StaticBatches:
     (masked) to ``length`` tokens, are written into the requests' own input buffers and run side by side, one part
     per stream, as many rounds as it takes; the outputs are joined in order.
 
-    Why not the dynamic model: OpenVINO's CPU plugin does shape work per call on a dynamic model (shape inference,
-    fewer fused element-wise chains); measured on MiniLM-L6, 2 threads, a [16, 96] part ran x1.17–1.25 (int8) and
-    x1.08–1.14 (bf16) faster than the dynamic model's [16, 92] (BENCHMARKS.md, issue #19).
+    Why not the dynamic model: OpenVINO's CPU plugin does shape work per call on a dynamic model (element-wise
+    chains it cannot fuse, shape inference); its per-node profile of MiniLM-L6 at [32, 11] and [32, 92] (2 threads,
+    ``benchmarks/serving_profile.py``) put the static model x1.10–1.23 ahead, the matmuls' time the same.
     """
 
     def __init__(self, compiled, rows: int, length: int) -> None:
@@ -272,8 +272,9 @@ class OpenVINOArtifact(OptimizedModel):
         model's first allocations). The longest first, while ``max_batch_static`` and ``batch_memory_mb`` allow.
 
         Memory is counted per model as what the first (longest) one added to this process's resident memory, at
-        least its weights at the precision they run in: on MiniLM-L6 ~13–40 MB per bf16 model and ~75–100 MB per
-        int8 one (the int8 weights OpenVINO repacks are not shared between compiled models; bf16 ones are).
+        least its weights at the precision they run in. On MiniLM-L6 (``benchmarks/openvino_batch_shapes.py``) a
+        bf16 model added ~4–31 MB, an int8 one ~70 MB at up to 24 tokens and 128–154 MB at 128: the int8 weights
+        OpenVINO repacks are not shared between compiled models.
         """
         cfg = self.optimize_config
         shapes = [n for n in cfg.batch_shapes or () if n <= self.facts.max_length]
