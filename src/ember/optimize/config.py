@@ -245,6 +245,12 @@ class OpenVINOConfig(OptimizeConfig):
             token lengths on an eighth-octave grid (:func:`ember.optimize.backends.openvino.choose_batch_shapes`:
             multiples of 4 up to 64, of 8 up to 128, ...), recorded in the artifact's config so a load compiles
             the same. ``()``: batches always on the dynamic model.
+        max_static: at most this many shape-specialised models (compiled when the artifact is built or
+            loaded, ~0.2 s each, so no request pays for a compile).
+        static_memory_mb: each shape-specialised model holds its own copy of the weights (~35 MB for
+            MiniLM-L6 in bf16); fewer are compiled when their fp32 weight size would pass this budget (a
+            large model gets one or none). By default the streams' model (``streams``) is compiled only if one
+            copy fits in it.
         batch_rows: rows of each shape-specialised batch part (16: a batch of 32 on two streams).
         max_batch_static: at most this many shape-specialised batch models (the longest are kept: a batch's time
             grows with its length).

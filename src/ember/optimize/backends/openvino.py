@@ -71,6 +71,26 @@ def compile_options(config: OpenVINOConfig, streams: int = 1, threads: int | Non
     return opts
 
 
+def _write_padded(buffers: dict[str, np.ndarray], arrays: dict[str, np.ndarray], length: int) -> None:
+    """Write ``arrays`` (``length`` tokens) into a static model's input ``buffers``, the rest of each row padding."""
+    for name, buf in buffers.items():
+        buf[:, :length] = arrays[name]  # cast to int64 on the way in
+        buf[:, length:] = 0  # padding is masked: ids 0, attention mask 0, token type 0
+
+
+def _read_unpadded(out: np.ndarray, length: int, per_token: bool) -> np.ndarray:
+    """A copy of a static model's output, per-token outputs cut back to the input's ``length`` tokens."""
+    return (out[:, :length] if per_token else out).copy()
+
+
+def _wait_all(requests) -> None:
+    """Wait for every request, ignoring their errors (after one failed: leave none running, or the next call
+    would find it busy)."""
+    for request in requests:
+        with contextlib.suppress(Exception):
+            request.wait()
+
+
 class _StaticModel:
     """A model compiled for one input shape, with its request's input and output buffers bound once.
 
@@ -86,12 +106,9 @@ class _StaticModel:
         self.output = self.request.get_tensor(compiled.output(0))
 
     def __call__(self, arrays: dict[str, np.ndarray], length: int, per_token: bool) -> np.ndarray:
-        for name, buf in self.inputs.items():
-            buf[:, :length] = arrays[name]  # cast to int64 on the way in
-            buf[:, length:] = 0  # padding is masked: ids 0, attention mask 0, token type 0
+        _write_padded(self.inputs, arrays, length)
         self.request.infer()
-        out = self.output.data
-        return (out[:, :length] if per_token else out).copy()
+        return _read_unpadded(self.output.data, length, per_token)
 
 
 class _Streams:
@@ -119,9 +136,7 @@ class _Streams:
             for request in started:
                 request.wait()  # raises what failed inside the request
         except BaseException:
-            for request in started:  # leave none running: the next call would find it busy
-                with contextlib.suppress(Exception):
-                    request.wait()
+            _wait_all(started)
             raise
         return np.concatenate([r.get_output_tensor(0).data for r in started])
 
@@ -152,8 +167,7 @@ class _StaticBatches:
 
         def collect(k: int) -> None:
             self.requests[k].wait()  # raises what failed inside the request
-            out = self.requests[k].get_output_tensor(0).data
-            outs[busy.pop(k)] = (out[:, :length] if per_token else out).copy()
+            outs[busy.pop(k)] = _read_unpadded(self.requests[k].get_output_tensor(0).data, length, per_token)
 
         try:
             for part in range(parts):
@@ -161,17 +175,13 @@ class _StaticBatches:
                 if k in busy:
                     collect(k)
                 rows = slice(part * self.rows, (part + 1) * self.rows)
-                for name, buf in self.inputs[k].items():
-                    buf[:, :length] = arrays[name][rows]  # cast to int64 on the way in
-                    buf[:, length:] = 0  # padding is masked: ids 0, attention mask 0, token type 0
+                _write_padded(self.inputs[k], {name: a[rows] for name, a in arrays.items()}, length)
                 self.requests[k].start_async()
                 busy[k] = part
             for k in list(busy):
                 collect(k)
         except BaseException:
-            for k in busy:  # leave none running: the next call would find it busy
-                with contextlib.suppress(Exception):
-                    self.requests[k].wait()
+            _wait_all(self.requests[k] for k in busy)
             raise
         return np.concatenate(outs)
 
@@ -281,8 +291,7 @@ class OpenVINOArtifact(OptimizedModel):
         if not shapes or cfg.max_batch_static <= 0:
             return {}
         threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
-        streams = self.streams if self.batched is not None else 1
-        opts = compile_options(cfg, streams, threads, cfg.batch_precision)
+        opts = compile_options(cfg, self.streams, threads, cfg.batch_precision)
         bf16 = (cfg.batch_precision or cfg.precision) == "bf16" and cfg.quantize == "none"
         per_model = self.size_bytes / (2 if bf16 else 1)
         out: dict[int, _StaticBatches] = {}
@@ -342,13 +351,14 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
         inp.get_tensor().set_names({name})
     if config.quantize == "static":
         ov_model = quantize_nncf(ov_model, ctx.calibration(config.calibration_size))
-    # chosen from the sample's lengths, recorded so a load compiles the same
-    if config.static_shapes is None:
-        shapes = choose_static_shapes(ctx.token_lengths(), config.max_static, ctx.facts.max_length)
-        config = dataclasses.replace(config, static_shapes=shapes)
-    if config.batch_shapes is None:
-        shapes = choose_batch_shapes(ctx.token_lengths(), config.max_batch_static, ctx.facts.max_length)
-        config = dataclasses.replace(config, batch_shapes=shapes)
+    # chosen from the sample's lengths (tokenized once), recorded so a load compiles the same
+    if config.static_shapes is None or config.batch_shapes is None:
+        lengths, longest = ctx.token_lengths(), ctx.facts.max_length
+        if config.static_shapes is None:
+            config = dataclasses.replace(config, static_shapes=choose_static_shapes(lengths, config.max_static, longest))
+        if config.batch_shapes is None:
+            config = dataclasses.replace(config, batch_shapes=choose_batch_shapes(lengths, config.max_batch_static,
+                                                                                  longest))
     return OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
 
 
