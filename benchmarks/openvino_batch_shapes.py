@@ -89,16 +89,16 @@ def main() -> None:
     texts, sample, rows = rows_of(args, tok)
     out: dict = {"benchmark": "openvino_batch_shapes", "rows": rows, "n": len(texts), "batch": args.batch,
                  "rounds": args.rounds, "threads": args.threads, "presets": {}}
+    variants_asked = [("dynamic", {"batch_shapes": ()}), ("batch-shapes", {})]
+    if args.every:
+        lengths = [len(x) for x in tok(texts, truncation=True, max_length=128)["input_ids"]]
+        lo, hi = min(lengths), max(lengths)
+        grid = tuple(range(-(-lo // args.every) * args.every, hi + args.every, args.every))
+        variants_asked.append((f"every-{args.every}", {"batch_shapes": grid, "max_batch_static": len(grid),
+                                                       "batch_memory_mb": 1 << 20}))
     for name in args.presets.split(","):
         arts, memory = {}, {}
         with quiet():
-            variants_asked = [("dynamic", {"batch_shapes": ()}), ("batch-shapes", {})]
-            if args.every:
-                lengths = [len(x) for x in tok(texts, truncation=True, max_length=128)["input_ids"]]
-                lo, hi = min(lengths), max(lengths)
-                grid = tuple(range(-(-lo // args.every) * args.every, hi + args.every, args.every))
-                variants_asked.append((f"every-{args.every}", {"batch_shapes": grid, "max_batch_static": len(grid),
-                                                               "batch_memory_mb": 1 << 20}))
             for variant, changes in variants_asked:
                 gc.collect()
                 before = process.memory_info().rss
