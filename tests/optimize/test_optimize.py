@@ -126,7 +126,8 @@ def test_onnx_int8_preset_quantises_the_fused_graph_per_channel():
     assert (cfg.quantize, cfg.fuse, cfg.exporter, cfg.per_channel) == ("dynamic", True, "torchscript", True)
 
 
-def test_available_presets_are_the_installed_engines():
+def test_available_presets_are_the_installed_engines(monkeypatch):
+    monkeypatch.setenv("EMBER_CPU_FEATURES", "avx512-vnni")  # int8 dot products: every int8 preset can be fast
     names = set(available_presets())
     assert {"int8", "onnx", "onnx-int8", "openvino"} <= names
     assert "onnx-int8-block" in names

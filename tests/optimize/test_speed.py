@@ -191,8 +191,28 @@ def test_without_avx512_the_bf16_presets_say_why_they_are_left_out(monkeypatch):
     assert unavailable("int8") == ("this CPU has no int8 dot-product instructions (VNNI, AMX): torch int8 matmuls "
                                    "are not faster here")
     names = set(available_presets())
-    assert {"onnx", "openvino", "onnx-int8", "openvino-int8"} <= names and not names & {"bf16", "int8", "openvino-bf16"}
+    assert {"onnx", "openvino", "onnx-int8"} <= names and not names & {"bf16", "int8", "openvino-bf16"}
     assert preset("onnx-int8").reduce_range  # 7-bit weights where ONNX Runtime's int8 kernels can saturate
+
+
+def test_without_int8_dot_products_the_slow_int8_presets_say_why_and_onnx_int8_serves(monkeypatch):
+    # measured on an AVX2-only Zen 3 (peers run 7): OpenVINO's int8 and MatMulNBits slower than fp32 at batch 32
+    monkeypatch.setenv("EMBER_CPU_FEATURES", "avx2")
+    assert unavailable("openvino-int8") == ("this CPU has no int8 dot-product instructions (VNNI, AMX): OpenVINO's "
+                                            "int8 was measured slower than the fp32 original at batch 32 on such a "
+                                            "CPU (use onnx-int8)")
+    assert unavailable("onnx-int8-block").startswith("this CPU has no int8 dot-product instructions (VNNI, AMX): "
+                                                     "ONNX Runtime's MatMulNBits was measured slower")
+    assert unavailable("onnx-int8") is None and unavailable("openvino") is None
+    assert "openvino-int8" not in available_presets() and "onnx-int8-block" not in available_presets()
+    assert serving_order(detect(), "int8")[0] == "onnx-int8"
+    assert better_preset(preset("openvino-int8"), detect()) == "onnx-int8"
+    assert cannot_be_fast("onnx-int8", preset("onnx-int8"), detect()) is None
+    for family in ("avx512-vnni", "avx512-bf16", "amx", "arm"):  # int8 dot products (or ARM): they stay
+        monkeypatch.setenv("EMBER_CPU_FEATURES", family)
+        assert unavailable("openvino-int8") is None and unavailable("onnx-int8-block") is None, family
+    monkeypatch.setenv("EMBER_CPU_FEATURES", "avx512-vnni")
+    assert serving_order(detect(), "int8")[0] == "openvino-int8"
 
 
 def test_presets_follow_the_cpu_family(monkeypatch):

@@ -513,7 +513,8 @@ def onnx_int8_static() -> OnnxRuntimeConfig:
 def onnx_int8_block() -> OnnxRuntimeConfig:
     """ONNX Runtime ``MatMulNBits``: 8-bit weights with one scale per 32 inputs, int8 compute (activations
     quantised per block at run time), on the fused graph. Measured cosine 0.99984 on MiniLM-L6 (CLINC150)
-    against 0.993 for per-channel ``onnx-int8``; bound: cosine ≥ 0.999."""
+    against 0.993 for per-channel ``onnx-int8``; bound: cosine ≥ 0.999. Left out of the defaults on x86 without int8
+    dot products (slower than the fp32 original at batch 32 on an AVX2-only Zen 3)."""
     return OnnxRuntimeConfig(quantize="blockwise", tolerance=Tolerance(min_mean_cosine=0.999))
 
 
@@ -533,7 +534,8 @@ def openvino_int8() -> OpenVINOConfig:
     AMX), else in fp32. MiniLM-L6, 2 threads, CLINC150 (``benchmarks/openvino_int8_float.py``, BENCHMARKS.md), same
     cosine (0.99745): batch 1 1.22x faster in bf16 on a Zen 4, 1.14x on a Zen 5; batch 32 0.94x and 1.04x, within
     the runs' noise, so batches keep the same precision (``batch_precision`` sets another). AMX makes bf16 matmuls
-    ~4x fp32 (issue #19's Xeon)."""
+    ~4x fp32 (issue #19's Xeon). Left out of the defaults on x86 without int8 dot products (VNNI, AMX): slower than
+    the fp32 original at batch 32 on an AVX2-only Zen 3 (:mod:`ember.optimize.cpu`)."""
     from ember.hardware import detect
 
     cpu = detect()

@@ -8,8 +8,13 @@ instruction (VNNI, AMX, ARM's dot product). What is known per family, and how it
   the fastest faithful preset and OpenVINO int8 the fastest int8 one on the AMD EPYC Zen 4 (peers runs 1-8,
   BENCHMARKS.md) and in the issue #19 run on an AMX Xeon (where ONNX Runtime int8 led at batch 1).
 - x86 without bf16 (``avx512-vnni``, ``avx512``, ``avx2``, ``x86-64``): the bf16 presets are left out; OpenVINO fp32
-  led ONNX Runtime fp32 in throughput on the Zen 4 and the two are within noise at batch 1. Not measured on such a
-  CPU.
+  led ONNX Runtime fp32 in throughput on the Zen 4 and the two are within noise at batch 1.
+- x86 without int8 dot products either (``avx2``, ``x86-64``; measured on an AVX2-only Zen 3, peers run 7,
+  BENCHMARKS.md): ONNX Runtime's dynamic int8 (7-bit weights, ``reduce_range``) is the fast int8 preset (1.8x the
+  fp32 original's batch-32 throughput on short inputs, 1.5x on paragraphs); OpenVINO's static int8 and ONNX Runtime's
+  ``MatMulNBits`` (``onnx-int8-block``) were slower than the fp32 original at batch 32 (0.85x and 0.92x on short
+  inputs, 0.95x and 0.78x on paragraphs), so they are left out of the defaults there. OpenVINO fp32 and ONNX
+  Runtime fp32 were within noise of each other.
 - ARM (``arm``, ``arm-bf16``): ONNX Runtime first (its MLAS kernels have NEON dot-product and i8mm paths); OpenVINO's
   ARM plugin runs f16, not bf16. Not measured on ARM.
 
@@ -29,6 +34,7 @@ from ember.optimize.config import (
     BF16Config,
     CompileConfig,
     Int8DynamicConfig,
+    OnnxRuntimeConfig,
     OpenVINOConfig,
     OptimizeConfig,
 )
@@ -36,12 +42,16 @@ from ember.optimize.config import (
 NO_BF16 = "this CPU has no AVX512-BF16 or AMX"
 NO_BF16_ARM = "this CPU has no BF16 instructions"
 
+NO_INT8_DOT_X86 = ("this CPU has no int8 dot-product instructions (VNNI, AMX): {} measured slower than the fp32 "
+                   "original at batch 32 on such a CPU (use onnx-int8)")
+
 _ORDER = {  # tier -> presets, fastest first, for (native bf16?, ARM?)
     (True, False): {"faithful": ("openvino-bf16", "openvino", "onnx"), "int8": ("openvino-int8", "onnx-int8")},
     (False, False): {"faithful": ("openvino", "onnx"), "int8": ("openvino-int8", "onnx-int8")},
     (True, True): {"faithful": ("onnx", "openvino"), "int8": ("onnx-int8", "openvino-int8")},
     (False, True): {"faithful": ("onnx", "openvino"), "int8": ("onnx-int8", "openvino-int8")},
 }
+_INT8_WITHOUT_DOT_X86 = ("onnx-int8", "openvino-int8")  # ONNX Runtime's AVX2 int8 kernels; OpenVINO's were slow
 
 
 def uses_bf16(config: OptimizeConfig) -> bool:
@@ -69,6 +79,11 @@ def cannot_be_fast(name: str, config: OptimizeConfig, cpu: CpuFeatures) -> str |
         return NO_BF16_ARM if cpu.arm else NO_BF16
     if isinstance(config, OpenVINOConfig) and config.precision == "bf16" and cpu.arm:
         return "OpenVINO's ARM plugin computes in f16, not bf16"
+    if not cpu.int8_dot and not cpu.arm:  # x86 without VNNI/AMX: these int8 kernels fall back to slow paths
+        if isinstance(config, OpenVINOConfig) and config.quantize == "static":
+            return NO_INT8_DOT_X86.format("OpenVINO's int8 was")
+        if isinstance(config, OnnxRuntimeConfig) and config.quantize == "blockwise":
+            return NO_INT8_DOT_X86.format("ONNX Runtime's MatMulNBits was")
     if isinstance(config, Int8DynamicConfig) and not config.compile:
         return ("eager torchao int8 quantises every input with a dozen small ops: slower than fp32 (compile=True is "
                 "the fast path)") if cpu.int8_dot else (
@@ -78,6 +93,8 @@ def cannot_be_fast(name: str, config: OptimizeConfig, cpu: CpuFeatures) -> str |
 
 def serving_order(cpu: CpuFeatures, tier: str) -> tuple[str, ...]:
     """Presets ember expects to serve ``tier`` (``"faithful"`` or ``"int8"``) best on ``cpu``, fastest first."""
+    if tier == "int8" and not cpu.int8_dot and not cpu.arm:
+        return _INT8_WITHOUT_DOT_X86
     return _ORDER[(cpu.native_bf16, cpu.arm)][tier]
 
 
