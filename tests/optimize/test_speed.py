@@ -77,7 +77,7 @@ def test_a_slower_artifact_warns_with_the_figures_and_the_preset_that_serves_bet
 def test_on_slower_raise_refuses_and_ignore_says_nothing(monkeypatch):
     monkeypatch.setenv("EMBER_CPU_FEATURES", "avx2")
     with pytest.raises(SpeedError, match=r"Int8DynamicConfig \(torchao-int8\) built an artifact slower .* "
-                                         r"preset 'openvino-int8' to serve the int8 tier better"):
+                                         r"preset 'onnx-int8' to serve the int8 tier better"):  # no VNNI: not OpenVINO's
         enforce_speed(slow_report(), Int8DynamicConfig(on_slower="raise"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
