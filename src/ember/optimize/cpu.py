@@ -10,11 +10,11 @@ instruction (VNNI, AMX, ARM's dot product). What is known per family, and how it
 - x86 without bf16 (``avx512-vnni``, ``avx512``, ``avx2``, ``x86-64``): the bf16 presets are left out; OpenVINO fp32
   led ONNX Runtime fp32 in throughput on the Zen 4 and the two are within noise at batch 1.
 - x86 without int8 dot products either (``avx2``, ``x86-64``; measured on an AVX2-only Zen 3, peers run 7,
-  BENCHMARKS.md): ONNX Runtime's dynamic int8 is the fast int8 preset (1.8x the
-  fp32 original's batch-32 throughput on short inputs, 1.5x on paragraphs); OpenVINO's static int8 and ONNX Runtime's
-  ``MatMulNBits`` (``onnx-int8-block``) were slower than the fp32 original at batch 32 (0.85x and 0.92x on short
-  inputs, 0.95x and 0.78x on paragraphs), so they are left out of the defaults there. OpenVINO fp32 and ONNX
-  Runtime fp32 were within noise of each other.
+  BENCHMARKS.md): ONNX Runtime's dynamic int8 is the fast int8 preset (1.8x the fp32 original's batch-32
+  throughput on short inputs, 1.5x on paragraphs); OpenVINO's static int8 and ONNX Runtime's ``MatMulNBits``
+  (``onnx-int8-block``) were slower than the fp32 original at batch 32 (0.85x and 0.92x on short inputs, 0.95x and
+  0.78x on paragraphs), so they are left out of the defaults there. OpenVINO fp32 and ONNX Runtime fp32 were within
+  noise of each other.
 - ARM (``arm``, ``arm-bf16``): ONNX Runtime first (its MLAS kernels have NEON dot-product and i8mm paths); OpenVINO's
   ARM plugin runs f16, not bf16. Not measured on ARM.
 
