@@ -192,8 +192,8 @@ def test_without_avx512_the_bf16_presets_say_why_they_are_left_out(monkeypatch):
                                    "are not faster here")
     names = set(available_presets())
     assert {"onnx", "openvino", "onnx-int8"} <= names and not names & {"bf16", "int8", "openvino-bf16"}
-    # 8-bit weights: 7-bit ones (ONNX Runtime's advice without VNNI) measured less faithful, no faster, on a Zen 3
-    assert not preset("onnx-int8").reduce_range
+    # 7-bit weights where ONNX Runtime's int8 kernels can saturate (QAT models fell to cosine ~0.93 without, on a Zen 3)
+    assert preset("onnx-int8").reduce_range
 
 
 def test_without_int8_dot_products_the_slow_int8_presets_say_why_and_onnx_int8_serves(monkeypatch):

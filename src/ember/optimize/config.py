@@ -165,10 +165,10 @@ class OnnxRuntimeConfig(OptimizeConfig):
         block_size: inputs per weight scale with ``quantize="blockwise"`` (a power of two, >= 16).
         reduce_range: quantise weights to 7 bits. ONNX Runtime's int8 kernels on x86 CPUs without VNNI (AVX2,
             AVX-512 before Cascade Lake) multiply with ``VPMADDUBSW``, whose 16-bit sums can saturate with full
-            8-bit weights; ONNX Runtime recommends 7-bit weights there. Measured on an AVX2-only Zen 3
-            (``benchmarks/onnx_int8_range.py``, BENCHMARKS.md): MiniLM's 8-bit weights were the more faithful
-            (cosine 0.99281 vs 0.99208) at the same speed, so the ``onnx-int8`` preset keeps 8 bits everywhere and
-            this is for models whose verification shows saturation.
+            8-bit weights; ONNX Runtime recommends 7-bit weights there. The ``onnx-int8`` preset sets it on such
+            CPUs (:func:`ember.hardware.detect`), not where VNNI or ARM dot products sum in 32 bits. Measured on an
+            AVX2-only Zen 3 (BENCHMARKS.md): MiniLM alone did not need it (8-bit cosine 0.99281 vs 0.99208, same
+            speed), but QAT-trained models, whose weights fill the 8-bit range, fell to cosine ≈ 0.93 without it.
 
     Example:
         >>> OnnxRuntimeConfig(quantize="dynamic").per_channel
@@ -499,9 +499,12 @@ def onnx() -> OnnxRuntimeConfig:
 def onnx_int8() -> OnnxRuntimeConfig:
     """ONNX Runtime, dynamic int8, per channel, on the fully fused graph (QAttention for the Q/K/V
     projections, int8 MatMuls elsewhere, embeddings and LayerNorms fp32). Per channel holds cosine ≈ 0.993
-    on MiniLM where per-tensor scales drop to ≈ 0.96. 8-bit weights on every CPU (``reduce_range`` measured no
-    more faithful and no faster without VNNI)."""
-    return OnnxRuntimeConfig(quantize="dynamic", tolerance=Tolerance(min_mean_cosine=0.99))
+    on MiniLM where per-tensor scales (Optimum's avx512_vnni preset) drop to ≈ 0.965."""
+    from ember.hardware import detect
+
+    cpu = detect()
+    return OnnxRuntimeConfig(quantize="dynamic", tolerance=Tolerance(min_mean_cosine=0.99),
+                             reduce_range=not cpu.arm and not cpu.int8_dot)
 
 
 def onnx_int8_static() -> OnnxRuntimeConfig:
