@@ -34,20 +34,19 @@ import psutil
 import torch
 
 from ember.bench import BenchConfig, PerformanceBenchmark, Variant
-from ember.bench.rows import announce, data_options, load_rows
+from ember.bench.rows import data_options
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from peers import workload_options, workload_rows  # noqa: E402  (the workloads' one definition)
+
 CLINC = HERE.parent / ".." / "shared" / "data" / "clinc150"
 
 
 def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data_options(ap, data=CLINC, split="test")
-    ap.add_argument("--sample-data", default=None, help="sentences the shapes are chosen from (default: --data)")
-    ap.add_argument("--sample-split", default=None, help="split of the sample (default: train for the default data)")
-    ap.add_argument("--paragraphs", action="store_true",
-                    help="time peers.py's long workload (--long-data's sentences joined into 40-120 tokens) instead of --data")
-    ap.add_argument("--long-data", default=None, help="sentences for --paragraphs (default: SST-2 train; --text-column applies)")
+    workload_options(ap, sample="sentences the shapes are chosen from")
     ap.add_argument("--presets", default="openvino-bf16,openvino-int8")
     ap.add_argument("--n", type=int, default=2000, help="texts timed (batches of --batch)")
     ap.add_argument("--batch", type=int, default=32)
@@ -57,23 +56,6 @@ def parse() -> argparse.Namespace:
                     "the shortest to the longest timed text, without the count or memory bounds (what the default's "
                     "bounds and grid leave on the table)")
     return ap.parse_args()
-
-
-def rows_of(args: argparse.Namespace, tok) -> tuple[list[str], list[str], dict]:
-    """The timed texts, the shape sample and the rows description for the JSON line."""
-    if args.paragraphs:
-        sys.path.insert(0, str(HERE))
-        from peers import LONG_DATA, long_workload
-
-        ns = argparse.Namespace(long_data=args.long_data or str(LONG_DATA), throughput_n_long=args.n,
-                                text_column=args.text_column, label_column=None)
-        wl = long_workload(ns, tok)
-        print(f"timed: {min(args.n, len(wl.texts))} texts; {wl.source}", flush=True)
-        return wl.texts[:args.n], wl.sample, {"timed": wl.source}
-    timed, timed_rows = load_rows(args, "timed", split=args.split, default_split="test", limit=args.n)
-    sample, sample_rows = load_rows(args, "shape sample", data=args.sample_data, split=args.sample_split,
-                                    default_split="train", limit=256, pick="spread")
-    return list(timed.texts), list(sample.texts), announce(timed_rows, sample_rows)
 
 
 def main() -> None:
@@ -86,7 +68,7 @@ def main() -> None:
     process = psutil.Process()
     with quiet():
         model, tok = load_model(args.model, "embedding")
-    texts, sample, rows = rows_of(args, tok)
+    texts, sample, rows = workload_rows(args, tok, sample="shape sample")
     out: dict = {"benchmark": "openvino_batch_shapes", "rows": rows, "n": len(texts), "batch": args.batch,
                  "rounds": args.rounds, "threads": args.threads, "presets": {}}
     variants_asked = [("dynamic", {"batch_shapes": ()}), ("batch-shapes", {})]

@@ -138,6 +138,32 @@ def long_workload(args, tok) -> Workload:
                     f"joined from SST-2 sentences of >= 8 words; first {len(timed)} timed, sample from the rest")
 
 
+def workload_options(ap: argparse.ArgumentParser, *, sample: str) -> None:
+    """The options of the A/B scripts that time one of these workloads (``--paragraphs``: the long one)."""
+    ap.add_argument("--sample-data", default=None, help=f"{sample} (default: --data)")
+    ap.add_argument("--sample-split", default=None, help="split of the sample (default: train for the default data)")
+    ap.add_argument("--paragraphs", action="store_true",
+                    help="time peers.py's long workload (--long-data's sentences joined into 40-120 tokens) instead of --data")
+    ap.add_argument("--long-data", default=None, help="sentences for --paragraphs (default: SST-2 train; --text-column applies)")
+
+
+def workload_rows(args: argparse.Namespace, tok, *, sample: str) -> tuple[list[str], list[str], dict]:
+    """For the A/B scripts: the timed texts (``--n`` of ``--data``, or of the long workload with ``--paragraphs``),
+    the sample (``sample`` names its role; never the timed texts) and the rows description for their JSON line."""
+    from ember.bench.rows import announce, load_rows
+
+    if args.paragraphs:
+        ns = argparse.Namespace(long_data=args.long_data or str(LONG_DATA), throughput_n_long=args.n,
+                                text_column=args.text_column, label_column=None)
+        wl = long_workload(ns, tok)
+        print(f"timed: {min(args.n, len(wl.texts))} texts; {wl.source}", flush=True)
+        return wl.texts[:args.n], wl.sample, {"timed": wl.source}
+    timed, timed_rows = load_rows(args, "timed", split=args.split, default_split="test", limit=args.n)
+    picked, sample_rows = load_rows(args, sample, data=args.sample_data, split=args.sample_split,
+                                    default_split="train", limit=256, pick="spread")
+    return list(timed.texts), list(picked.texts), announce(timed_rows, sample_rows)
+
+
 def token_stats(tok, texts: list[str]) -> dict:
     lengths = [len(x) for x in tok(texts, truncation=True, max_length=128)["input_ids"]]
     return {"mean": sum(lengths) / len(lengths), "min": min(lengths), "max": max(lengths)}

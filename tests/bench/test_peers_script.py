@@ -56,3 +56,39 @@ def test_openvino_peers_follow_the_cpus_default_precision(peers):
     assert peers.row_tier("ember-openvino") == "fp32"  # ember sets f32 explicitly for this preset
     assert peers.row_tier("ember-openvino-bf16") == "bf16"
     assert peers.row_tier("st-onnx-int8") == "int8"
+
+
+def test_the_ab_scripts_time_the_long_workload_or_the_rows_asked_for(peers, tmp_path, capsys):
+    """``workload_rows``: with ``--paragraphs`` the first ``--n`` paragraphs of 40-120 tokens are timed and the sample
+    comes from the rest; without, ``--n`` rows of ``--data`` are timed and the sample is spread over its train split."""
+    import argparse
+
+    from ember.bench.rows import data_options
+    from ember.models import load_model
+
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "it", "rains"]
+    lines = ["sentence\tlabel"] + [" ".join(words[i % 4:] + words[: i % 4]) + f" {i}\t{i % 2}" for i in range(2000)]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    _, tok = load_model(None, "embedding")
+
+    def parse(*argv):
+        ap = argparse.ArgumentParser()
+        data_options(ap, data=tmp_path / "train.tsv", split=None)
+        peers.workload_options(ap, sample="the sample")
+        ap.add_argument("--n", type=int, default=20)
+        return ap.parse_args(list(argv))
+
+    timed, sample, rows = peers.workload_rows(parse("--paragraphs", "--long-data", str(tmp_path / "train.tsv")), tok,
+                                              sample="the sample")
+    lengths = [len(ids) - 2 for ids in tok(timed + sample)["input_ids"]]
+    assert len(timed) == 20 and sample and not set(timed) & set(sample)
+    assert min(lengths) >= 40 and max(lengths) <= 120
+    assert "timed: 20 texts" in capsys.readouterr().out and "paragraphs of 40-120 tokens" in rows["timed"]
+    (tmp_path / "set").mkdir()
+    for split in ("train", "test"):
+        (tmp_path / "set" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    timed, sample, rows = peers.workload_rows(parse("--data", str(tmp_path / "set"), "--split", "test"), tok, sample="the sample")
+    assert timed == [line.split("\t")[0] for line in lines[1:21]] and len(sample) == 256
+    assert rows["timed"]["split"] == "test" and rows["the sample"]["split"] == "train"
+    with pytest.raises(SystemExit):
+        parse("--paragraphs", "--n", "many")

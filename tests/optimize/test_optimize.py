@@ -98,6 +98,8 @@ def test_a_hand_edited_config_names_the_bad_setting(edit, message):
         (lambda: OnnxRuntimeConfig(quantize="int4"),
          "quantize='int4' is not one of 'none', 'dynamic', 'static', 'blockwise'"),
         (lambda: OnnxRuntimeConfig(keep_fp32=2), "keep_fp32 only makes sense with quantize='dynamic' or 'static'"),
+        (lambda: OnnxRuntimeConfig(quantize="dynamic", keep_fp32="most"), "keep_fp32='most' must be an int >= 0 or 'auto'"),
+        (lambda: OnnxRuntimeConfig(quantize="dynamic", keep_fp32=-1), "keep_fp32=-1 must be an int >= 0 or 'auto'"),
         (lambda: OnnxRuntimeConfig(quantize="blockwise", keep_fp32=1),
          "keep_fp32 only makes sense with quantize='dynamic' or 'static'"),
         (lambda: OnnxRuntimeConfig(quantize="blockwise", block_size=24),
@@ -373,6 +375,25 @@ def test_static_int8_keeps_the_most_sensitive_matmuls_fp32(tok):
     plain = [n for n in matmuls if not any(i.endswith("_DequantizeLinear_Output") for i in n.input)]
     assert len(matmuls) == 14 and len(plain) == 2  # activations and weights quantised everywhere else
     assert art.fidelity.mean_cosine > 0.99
+
+
+def test_auto_keep_fp32_keeps_only_what_the_bound_needs(tok, monkeypatch):
+    from ember.optimize.backends import onnxruntime as ortb
+
+    model = make_model("bert-base")
+    probes: list[str] = []
+    real = ortb.sensitivity_order
+    monkeypatch.setattr(ortb, "sensitivity_order", lambda *a, **k: probes.append("ranked") or real(*a, **k))
+    lax = optimize(model, OnnxRuntimeConfig(quantize="dynamic", keep_fp32="auto", calibration_size=16,
+                                            tolerance=Tolerance(min_mean_cosine=0.5)), tokenizer=tok)
+    assert lax.fusion_stats["kept_fp32"] == 0 and probes == []  # whole model well above the bound: nothing ranked
+    # a bound int8 cannot reach on a random model: ranked once, then at most AUTO_MAX_KEPT MatMuls kept fp32, one by one
+    strict = OnnxRuntimeConfig(quantize="dynamic", keep_fp32="auto", calibration_size=16, on_violation="warn",
+                               tolerance=Tolerance(min_mean_cosine=1.0))
+    with pytest.warns(UserWarning):
+        art = optimize(model, strict, tokenizer=tok)
+    assert probes == ["ranked"] and art.fusion_stats["kept_fp32"] == ortb.AUTO_MAX_KEPT
+    assert art.fidelity.mean_cosine > lax.fidelity.mean_cosine  # the kept MatMuls did lift fidelity
 
 
 def test_calibration_never_sees_the_sentences_fidelity_is_measured_on(tok, monkeypatch):

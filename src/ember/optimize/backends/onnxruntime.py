@@ -23,6 +23,11 @@ from ember.optimize.registry import register
 
 INSTALL = "pip install 'ember[onnx]'  (onnxruntime, onnx, onnxscript)"
 MODEL_FILE = "model.onnx"
+# keep_fp32="auto": the calibration cosine it aims above the bound by, and the most MatMuls it leaves in fp32. On
+# MiniLM's paragraph-length inputs one kept MatMul lifted cosine from 0.9899 to 0.9921 for 3% of throughput (AVX2 Zen 3,
+# BENCHMARKS.md); past four, int8 has stopped paying for itself.
+AUTO_MARGIN = 0.001
+AUTO_MAX_KEPT = 4
 
 
 class OnnxArtifact(OptimizedModel):
@@ -223,39 +228,64 @@ def calibrate(src: Path, batches: list[dict], tmp: Path):
     return cal.compute_data()
 
 
-def most_sensitive(src: Path, config: OnnxRuntimeConfig, batches: list[dict], reference: list, facts: ModelFacts,
-                   k: int, tmp: Path, ranges=None) -> list[str]:
-    """The ``k`` nodes whose quantisation alone lowers cosine the most (each measured on ``batches``)."""
-    masks = [b["attention_mask"] for b in batches]
+def _cosine(path: Path, config: OnnxRuntimeConfig, batches: list[dict], reference: list, facts: ModelFacts) -> float:
+    """Mean cosine of the model at ``path`` against ``reference`` on ``batches``."""
+    sess = make_session(path.read_bytes(), config.threads)
+    outs = [wrap_output(facts.output, torch.from_numpy(sess.run([facts.output], {k: v.numpy() for k, v in b.items()})[0]))
+            for b in batches]
+    return compare(reference, outs, [b["attention_mask"] for b in batches]).mean_cosine or -1.0
+
+
+def sensitivity_order(src: Path, config: OnnxRuntimeConfig, batches: list[dict], reference: list, facts: ModelFacts,
+                      tmp: Path, ranges=None) -> list[str]:
+    """Quantisable nodes, the one whose quantisation alone lowers cosine the most first (each measured on ``batches``)."""
     scores = []
     # fused attention has no QDQ form; it stays fp32 under static quantisation anyway
     ops = ("MatMul", "Gemm") if config.quantize == "static" else ("MatMul", "Gemm", "Attention")
     for name in quantizable_nodes(src, ops):
         dst = tmp / "probe.onnx"
         quantize(src, dst, config, batches, exclude=[], include=[name], ranges=ranges)
-        sess = make_session(dst.read_bytes(), config.threads)
-        outs = [wrap_output(facts.output, torch.from_numpy(sess.run([facts.output], {k2: v.numpy() for k2, v in b.items()})[0]))
-                for b in batches]
-        scores.append((compare(reference, outs, masks).mean_cosine or -1.0, name))
-    return [name for _, name in sorted(scores)[:k]]
+        scores.append((_cosine(dst, config, batches, reference, facts), name))
+    return [name for _, name in sorted(scores)]
 
 
 def quantize_int8(path: Path, config: OnnxRuntimeConfig, ctx, tmp: Path) -> tuple[Path, int]:
-    """int8-quantise the export at ``path``: calibrate (static), choose the ``keep_fp32`` most sensitive
-    MatMuls, quantise the rest. Returns the quantised model's path and how many MatMuls stayed fp32.
-
-    Shared by the ONNX Runtime and OpenVINO backends (OpenVINO runs the QDQ pairs in int8).
-    """
+    """int8-quantise the export at ``path``: calibrate (static), choose the MatMuls kept in fp32 (``keep_fp32``:
+    that many of the most sensitive, or with ``"auto"`` as few as the calibration sentences need, see
+    :func:`_keep_auto`), quantise the rest. Returns the quantised model's path and how many MatMuls stayed fp32."""
     calib = ctx.calibration(config.calibration_size)
     path = typed_copy(path, tmp)
     ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
+    out = tmp / "quantized.onnx"
+    if config.keep_fp32 == "auto":
+        keep = _keep_auto(path, out, config, calib, run_batches(ctx.model, calib), ctx.facts, tmp, ranges)
+        return out, len(keep)
     keep: list[str] = []
     if config.keep_fp32:
         reference = run_batches(ctx.model, calib)
-        keep = most_sensitive(path, config, calib, reference, ctx.facts, config.keep_fp32, tmp, ranges)
-    out = tmp / "quantized.onnx"
+        keep = sensitivity_order(path, config, calib, reference, ctx.facts, tmp, ranges)[: config.keep_fp32]
     quantize(path, out, config, calib, exclude=keep, ranges=ranges)
     return out, len(keep)
+
+
+def _keep_auto(src: Path, out: Path, config: OnnxRuntimeConfig, calib: list[dict], reference: list, facts: ModelFacts,
+               tmp: Path, ranges) -> list[str]:
+    """``keep_fp32="auto"``: quantise everything; while the mean cosine on the calibration sentences is under the
+    config's bound plus ``AUTO_MARGIN`` (they are not the verification sentences: the margin is for the difference),
+    leave the next most sensitive MatMul in fp32, at most ``AUTO_MAX_KEPT``. The sensitivity ranking (one probe
+    per node) is only paid for when the whole model falls short. Writes the model to ``out``; returns the kept."""
+    bound = config.tolerance.min_mean_cosine
+    quantize(src, out, config, calib, exclude=[], ranges=ranges)
+    if bound is None or _cosine(out, config, calib, reference, facts) >= bound + AUTO_MARGIN:
+        return []
+    order = sensitivity_order(src, config, calib, reference, facts, tmp, ranges)
+    keep: list[str] = []
+    for name in order[:AUTO_MAX_KEPT]:
+        keep.append(name)
+        quantize(src, out, config, calib, exclude=keep, ranges=ranges)
+        if _cosine(out, config, calib, reference, facts) >= bound + AUTO_MARGIN:
+            break
+    return keep  # still short after AUTO_MAX_KEPT: verification reports it by the config's policy
 
 
 def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
