@@ -26,7 +26,8 @@ sentence-transformers, "optimum-intel[openvino]", "datasets<5", "huggingface-hub
 model they write runs here, in ONNX Runtime or OpenVINO; their rows say so.
 ember's variants: every available preset, plus the on-request torch.compile ones, built through ``optimize()`` from a
 sample of the workload's own training texts (the lengths OpenVINO's batch-1 shapes are chosen for), never the timed
-ones. A peer that cannot be installed or run is reported as such. CTranslate2's OpenMP runtime slows every engine in
+ones; a preset this CPU leaves out (another CPU family's default, ``compile-bf16`` without bf16) gets a row with the
+reason, untimed. A peer that cannot be installed or run is reported as such. CTranslate2's OpenMP runtime slows every engine in
 the process once loaded, so it is built and timed last, alone.
 
     flock /work/notes/bench.lock python benchmarks/peers.py           # full run
@@ -515,11 +516,24 @@ def _sentence_transformer(path: str):
         return None
 
 
-def ember_presets() -> list[str]:
-    """Every preset available here, plus the on-request torch.compile ones, which this benchmark measures anyway."""
-    from ember.optimize import available_presets
+ON_REQUEST_TIMED = ("compile", "compile-bf16")  # on request only, measured anyway where this CPU can run them
 
-    return list(dict.fromkeys([*available_presets(), "compile", "compile-bf16"]))
+
+def ember_presets() -> dict[str, str | None]:
+    """Preset -> ``None`` to build and time it, or why it is not built here: every available preset and the
+    torch.compile ones; a preset this CPU leaves out (another family's default, or ``compile-bf16`` without bf16) or
+    whose engine is not installed gets a row with the reason instead of being timed (no other on-request preset)."""
+    from ember.optimize import unavailable
+    from ember.optimize.config import PRESETS
+
+    out: dict[str, str | None] = {}
+    for name in PRESETS:
+        why = unavailable(name)
+        if why is None or (name in ON_REQUEST_TIMED and why.startswith("on request")):
+            out[name] = None
+        elif not why.startswith("on request"):
+            out[name] = f"not built: {why}"
+    return out
 
 
 # ---- results -----------------------------------------------------------------------------------------------------
@@ -652,8 +666,10 @@ def parse_args() -> argparse.Namespace:
 def run_workload(wl: Workload, model, tok, peers: dict, notes: dict, args, wanted) -> tuple[dict, dict, dict]:
     """ember's variants built from ``wl``'s sample, then every engine timed on ``wl``; the variants are dropped after."""
     engines, builds, errors = dict(peers), {}, {}
-    for name in ember_presets():
-        if wanted(f"ember-{name}"):
+    for name, why in ember_presets().items():
+        if why and wanted(f"ember-{name}"):
+            errors[f"ember-{name}"] = why
+        elif wanted(f"ember-{name}"):
             build(f"ember-{name}", lambda name=name: ember_engine(model, tok, name, wl.sample, args.threads), engines,
                   builds, errors)
     for label, (name, changes) in OLD_TORCH_MODES.items() if args.torch_modes else ():

@@ -92,3 +92,15 @@ def test_the_ab_scripts_time_the_long_workload_or_the_rows_asked_for(peers, tmp_
     assert rows["timed"]["split"] == "test" and rows["the sample"]["split"] == "train"
     with pytest.raises(SystemExit):
         parse("--paragraphs", "--n", "many")
+
+
+def test_presets_this_cpu_leaves_out_get_a_row_with_the_reason_not_a_timing(peers, monkeypatch):
+    monkeypatch.setenv("EMBER_CPU_FEATURES", "avx2")
+    plan = peers.ember_presets()
+    assert plan["onnx"] is None and plan["onnx-int8"] is None and plan["compile"] is None  # compile: on request, timed
+    assert plan["openvino-int8"].startswith("not built: this CPU has no int8 dot-product instructions")
+    assert plan["compile-bf16"] == plan["openvino-bf16"] == "not built: this CPU has no AVX512-BF16 or AMX"
+    assert "onnx-int8-static" not in plan  # on request and not one the benchmark times
+    monkeypatch.setenv("EMBER_CPU_FEATURES", "amx")
+    plan = peers.ember_presets()
+    assert plan["compile-bf16"] is None and plan["openvino-int8"] is None and plan["openvino-bf16"] is None
