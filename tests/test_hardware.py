@@ -46,6 +46,7 @@ flags\t\t: fpu sse4_2 fma avx2 avx512f avx512dq avx512cd avx512bw avx512vl
 def test_each_family_is_read_from_its_cpuinfo(text, machine, family, bf16, int8_dot):
     cpu = from_cpuinfo(*parse_cpuinfo(text), machine)
     assert (cpu.family, cpu.native_bf16, cpu.int8_dot) == (family, bf16, int8_dot)
+    assert cpu.x86_without_int8_dot == (family == "avx512")  # of these, only Skylake-X multiplies int8 with VPMADDUBSW
     assert cpu.family in cpu.summary() and not cpu.forced
 
 

@@ -86,6 +86,12 @@ class CpuFeatures:
         return bool(self.flags & {"avx512_vnni", "avx_vnni", "amx_int8"}) or (self.arm and "asimddp" in self.flags)
 
     @property
+    def x86_without_int8_dot(self) -> bool:
+        """x86 without VNNI or AMX (AVX2, AVX-512 before Cascade Lake): int8 matmuls multiply with ``VPMADDUBSW``,
+        whose 16-bit sums can saturate, and several engines' int8 kernels fall back to slow paths there."""
+        return not self.arm and not self.int8_dot
+
+    @property
     def avx512(self) -> bool:
         return "avx512f" in self.flags
 

@@ -507,9 +507,8 @@ def onnx_int8() -> OnnxRuntimeConfig:
     0.9921; short inputs keep none)."""
     from ember.hardware import detect
 
-    cpu = detect()
     return OnnxRuntimeConfig(quantize="dynamic", tolerance=Tolerance(min_mean_cosine=0.99), keep_fp32="auto",
-                             reduce_range=not cpu.arm and not cpu.int8_dot)
+                             reduce_range=detect().x86_without_int8_dot)
 
 
 def onnx_int8_static() -> OnnxRuntimeConfig:

@@ -79,7 +79,7 @@ def cannot_be_fast(name: str, config: OptimizeConfig, cpu: CpuFeatures) -> str |
         return NO_BF16_ARM if cpu.arm else NO_BF16
     if isinstance(config, OpenVINOConfig) and config.precision == "bf16" and cpu.arm:
         return "OpenVINO's ARM plugin computes in f16, not bf16"
-    if not cpu.int8_dot and not cpu.arm:  # x86 without VNNI/AMX: these int8 kernels fall back to slow paths
+    if cpu.x86_without_int8_dot:  # these int8 kernels fall back to slow paths there
         if isinstance(config, OpenVINOConfig) and config.quantize == "static":
             return NO_INT8_DOT_X86.format("OpenVINO's int8 was")
         if isinstance(config, OnnxRuntimeConfig) and config.quantize == "blockwise":
@@ -93,7 +93,7 @@ def cannot_be_fast(name: str, config: OptimizeConfig, cpu: CpuFeatures) -> str |
 
 def serving_order(cpu: CpuFeatures, tier: str) -> tuple[str, ...]:
     """Presets ember expects to serve ``tier`` (``"faithful"`` or ``"int8"``) best on ``cpu``, fastest first."""
-    if tier == "int8" and not cpu.int8_dot and not cpu.arm:
+    if tier == "int8" and cpu.x86_without_int8_dot:
         return _INT8_WITHOUT_DOT_X86
     return _ORDER[(cpu.native_bf16, cpu.arm)][tier]
 
