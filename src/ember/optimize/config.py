@@ -503,8 +503,8 @@ def onnx_int8() -> OnnxRuntimeConfig:
     projections, int8 MatMuls elsewhere, embeddings and LayerNorms fp32). Per channel holds cosine ≈ 0.993
     on MiniLM where per-tensor scales drop to ≈ 0.96 (measured 0.9614 on a Zen 3). ``keep_fp32="auto"``: where
     the calibration sentences fall within 0.001 of the 0.99 bound, the most sensitive MatMuls stay fp32 (on MiniLM's
-    paragraph-length inputs the whole int8 model measured 0.9899, under the bound; one fp32 MatMul lifted it to
-    0.9921; short inputs keep none)."""
+    paragraph-length inputs the whole int8 model measured 0.9899, under the bound, and this preset 0.9920; short inputs
+    keep none; BENCHMARKS.md, #19 runs 7-8)."""
     from ember.hardware import detect
 
     return OnnxRuntimeConfig(quantize="dynamic", tolerance=Tolerance(min_mean_cosine=0.99), keep_fp32="auto",
