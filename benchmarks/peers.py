@@ -667,9 +667,11 @@ def run_workload(wl: Workload, model, tok, peers: dict, notes: dict, args, wante
     """ember's variants built from ``wl``'s sample, then every engine timed on ``wl``; the variants are dropped after."""
     engines, builds, errors = dict(peers), {}, {}
     for name, why in ember_presets().items():
-        if why and wanted(f"ember-{name}"):
+        if not wanted(f"ember-{name}"):
+            continue
+        if why:
             errors[f"ember-{name}"] = why
-        elif wanted(f"ember-{name}"):
+        else:
             build(f"ember-{name}", lambda name=name: ember_engine(model, tok, name, wl.sample, args.threads), engines,
                   builds, errors)
     for label, (name, changes) in OLD_TORCH_MODES.items() if args.torch_modes else ():

@@ -258,14 +258,13 @@ def quantize_int8(path: Path, config: OnnxRuntimeConfig, ctx, tmp: Path) -> tupl
     path = typed_copy(path, tmp)
     ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
     out = tmp / "quantized.onnx"
+    reference = run_batches(ctx.model, calib) if config.keep_fp32 else None
     if config.keep_fp32 == "auto":
-        keep = _keep_auto(path, out, config, calib, run_batches(ctx.model, calib), ctx.facts, tmp, ranges)
-        return out, len(keep)
-    keep: list[str] = []
-    if config.keep_fp32:
-        reference = run_batches(ctx.model, calib)
-        keep = sensitivity_order(path, config, calib, reference, ctx.facts, tmp, ranges)[: config.keep_fp32]
-    quantize(path, out, config, calib, exclude=keep, ranges=ranges)
+        keep = _keep_auto(path, out, config, calib, reference, ctx.facts, tmp, ranges)
+    else:
+        keep = (sensitivity_order(path, config, calib, reference, ctx.facts, tmp, ranges)[: config.keep_fp32]
+                if config.keep_fp32 else [])
+        quantize(path, out, config, calib, exclude=keep, ranges=ranges)
     return out, len(keep)
 
 
