@@ -275,9 +275,39 @@ def test_torch_artifact_round_trips(classifier, tok, tmp_path):
 
 # ---- ONNX Runtime ----------------------------------------------------------------------------
 
-def test_onnx_fp32_is_fused_and_faithful(onnx_art, classifier, tok):
-    assert onnx_art.fusion_stats["attention"] == 4 and onnx_art.fusion_stats["skip_layer_normalization"] == 8
+def _session_ops(model_bytes: bytes, tmp_path, **session_kw) -> list[str]:
+    """The op types of the graph an ember ONNX Runtime session runs (after the session's own optimisations)."""
+    import onnx
+    import onnxruntime as ort
+
+    from ember.optimize.backends.onnxruntime import make_session
+
+    seen = tmp_path / "session-graph.onnx"
+    real = ort.SessionOptions
+
+    def recording():  # make_session's options, also writing the optimised graph out
+        so = real()
+        so.optimized_model_filepath = str(seen)
+        return so
+
+    ort.SessionOptions = recording
+    try:
+        make_session(model_bytes, 1, **session_kw)
+    finally:
+        ort.SessionOptions = real
+    return [n.op_type for n in onnx.load(str(seen)).graph.node]
+
+
+def test_onnx_fp32_is_fused_and_faithful(onnx_art, classifier, tok, tmp_path):
+    assert onnx_art.fusion_stats["attention"] == 4 and "skip_layer_normalization" not in onnx_art.fusion_stats
     assert onnx_art.fusion_stats["bias_gelu"] == 4
+    # residual adds and LayerNorms stay apart (ORT's SkipLayerNormalization kernel measured ~4x slower), and the
+    # session does not fuse them back at load; asked for, they fuse
+    assert _session_ops(onnx_art.model_bytes, tmp_path).count("LayerNormalization") == 8
+    assert "SkipLayerNormalization" not in _session_ops(onnx_art.model_bytes, tmp_path)
+    assert _session_ops(onnx_art.model_bytes, tmp_path, skip_layer_norm=True).count("SkipLayerNormalization") == 8
+    fused = optimize(classifier, OnnxRuntimeConfig(threads=1, skip_layer_norm=True), tokenizer=tok)
+    assert fused.fusion_stats["skip_layer_normalization"] == 8
     x = tok(["how do i reset my password please tell me", "hi", "play music"], padding=True, return_tensors="pt")
     assert (onnx_art(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
     assert onnx_art.fidelity.mean_cosine > 0.99999 and onnx_art.fidelity.label_agreement == 1.0
@@ -290,8 +320,9 @@ def test_torchscript_export_is_fused_whole_and_leaves_the_model_as_it_was(onnx_a
     assert classifier.config._attn_implementation == "sdpa"
     import onnx
 
-    ops = {n.op_type for n in onnx.load_from_string(onnx_art.model_bytes).graph.node}
-    assert {"Softmax", "Erf", "LayerNormalization"}.isdisjoint(ops)  # nothing left unfused
+    ops = [n.op_type for n in onnx.load_from_string(onnx_art.model_bytes).graph.node]
+    assert {"Softmax", "Erf"}.isdisjoint(ops)  # attention and GELU fused whole
+    assert ops.count("LayerNormalization") == 8  # 2 a layer, after the residual adds (skip_layer_norm=False)
 
 
 def test_fused_attention_is_exact_on_left_padded_batches(tok):

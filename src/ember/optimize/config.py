@@ -156,12 +156,19 @@ class OnnxRuntimeConfig(OptimizeConfig):
         keep_fp32: number of the most sensitive MatMuls (measured one by one on the calibration sentences) left
             in fp32, or ``"auto"``: quantise everything and keep as few as the calibration sentences need to stay
             0.001 above ``tolerance.min_mean_cosine`` (none where the whole int8 model does; at most 4).
-        fuse: apply transformer fusions (attention, SkipLayerNorm, bias-Gelu; embeddings+LayerNorm too with
-            the torchscript exporter).
+        fuse: apply transformer fusions (attention, bias-Gelu, embeddings+LayerNorm with the torchscript exporter;
+            see ``skip_layer_norm``).
         exporter: ``"torchscript"`` exports with eager attention and fuses with ONNX Runtime's transformer
             optimizer (every layer becomes Attention/SkipLayerNormalization/BiasGelu, the embeddings one
             EmbedLayerNormalization); ``"dynamo"`` exports with ``torch.export`` and fuses with onnxscript's
             rewriter (embeddings and mask arithmetic stay unfused; measured slower on MiniLM).
+        skip_layer_norm: fuse each residual add and the LayerNorm after it into ONNX Runtime's
+            ``SkipLayerNormalization`` (its optimizer's default). Off by default: that op's CPU kernel is a scalar loop
+            with a division per element, and measured 3.4-4x slower than the same work as ``Add`` +
+            ``LayerNormalization`` (MiniLM-L6 at batch 32, 15% of the int8 model's time; the whole model 1.08x
+            faster in fp32, 1.13x in int8; ``benchmarks/onnx_layer_norm.py``, BENCHMARKS.md). Off, the session is
+            also told not to fuse them at load (``SkipLayerNormFusion``). With ``exporter="dynamo"`` onnxscript's
+            rewriter fuses them either way.
         threads: intra-op threads (``None``: ONNX Runtime's default).
         calibration_size: sentences used to calibrate static quantisation and rank sensitivity.
         block_size: inputs per weight scale with ``quantize="blockwise"`` (a power of two, >= 16).
@@ -184,6 +191,7 @@ class OnnxRuntimeConfig(OptimizeConfig):
     keep_fp32: int | Literal["auto"] = 0
     fuse: bool = True
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    skip_layer_norm: bool = False
     threads: int | None = None
     calibration_size: int = 128
     block_size: int = 32

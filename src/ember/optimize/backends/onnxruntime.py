@@ -41,7 +41,7 @@ class OnnxArtifact(OptimizedModel):
         super().__init__(config, facts, tokenizer)
         self.model_bytes = model_bytes
         self.fusion_stats = stats or {}
-        self.session = make_session(model_bytes, threads)
+        self.session = make_session(model_bytes, threads, skip_layer_norm=config.skip_layer_norm)
         self.size_bytes = len(model_bytes)
 
     def _run(self, feeds: dict[str, torch.Tensor]):
@@ -53,21 +53,30 @@ class OnnxArtifact(OptimizedModel):
         (directory / MODEL_FILE).write_bytes(self.model_bytes)
 
 
-def make_session(model_bytes: bytes, threads: int | None):
+def make_session(model_bytes: bytes, threads: int | None, *, skip_layer_norm: bool = False,
+                 profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session with every graph optimisation but, unless ``skip_layer_norm``, the one that would
+    fuse residual adds and LayerNorms back into ``SkipLayerNormalization`` (see ``OnnxRuntimeConfig.skip_layer_norm``).
+    ``profile_prefix``: record ONNX Runtime's per-node profile (``session.end_profiling()`` returns the file)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    disabled = None if skip_layer_norm else ["SkipLayerNormFusion"]
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
-def fuse(path: Path, facts: ModelFacts | None = None) -> dict[str, int]:
+def fuse(path: Path, facts: ModelFacts | None = None, *, skip_layer_norm: bool = True) -> dict[str, int]:
     """onnxscript's transformer fusions in place (for the dynamo export); returns counts of what fused.
 
-    ``facts`` is unused (the rewriter reads heads and width from the graph); it keeps the fusers' signature uniform.
+    ``facts`` and ``skip_layer_norm`` are unused (the rewriter reads heads and width from the graph and fuses
+    SkipLayerNormalization with no switch to leave it); they keep the fusers' signature uniform.
     """
     import onnx_ir as ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
@@ -95,11 +104,11 @@ def heads_and_width(hf_config: dict) -> tuple[int, int]:
     return int(heads), int(width)
 
 
-def fuse_transformers(path: Path, facts: ModelFacts) -> dict[str, int]:
+def fuse_transformers(path: Path, facts: ModelFacts, *, skip_layer_norm: bool = False) -> dict[str, int]:
     """ONNX Runtime's transformer optimizer in place (for the torchscript export); returns fused-op counts.
 
     The fused ``Attention`` takes the raw 2-D attention mask (not a per-row length), so left padding and
-    masks with holes stay exact.
+    masks with holes stay exact. Residual adds and LayerNorms stay separate ops unless ``skip_layer_norm``.
     """
     from collections import Counter
 
@@ -109,6 +118,7 @@ def fuse_transformers(path: Path, facts: ModelFacts) -> dict[str, int]:
     heads, width = heads_and_width(facts.hf_config)
     options = FusionOptions("bert")
     options.use_raw_attention_mask(True)
+    options.enable_skip_layer_norm = skip_layer_norm
     model = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=width,
                            optimization_options=options, opt_level=0)
     model.save_model_to_file(str(path))
@@ -231,7 +241,7 @@ def calibrate(src: Path, batches: list[dict], tmp: Path):
 
 def _cosine(path: Path, config: OnnxRuntimeConfig, batches: list[dict], reference: list, facts: ModelFacts) -> float:
     """Mean cosine of the model at ``path`` against ``reference`` on ``batches``."""
-    sess = make_session(path.read_bytes(), config.threads)
+    sess = make_session(path.read_bytes(), config.threads, skip_layer_norm=config.skip_layer_norm)
     outs = [wrap_output(facts.output, torch.from_numpy(sess.run([facts.output], {k: v.numpy() for k, v in b.items()})[0]))
             for b in batches]
     return compare(reference, outs, [b["attention_mask"] for b in batches]).mean_cosine or -1.0
@@ -293,7 +303,7 @@ def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
         tmp = Path(tmpdir)
         path = export_onnx(model, ctx.facts, tmp / "export.onnx", exporter=config.exporter)
         if config.fuse:
-            stats = _FUSERS[config.exporter](path, ctx.facts)
+            stats = _FUSERS[config.exporter](path, ctx.facts, skip_layer_norm=config.skip_layer_norm)
         else:
             stats = {}
             _drop_value_info(path)
