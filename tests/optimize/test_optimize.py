@@ -275,7 +275,7 @@ def test_torch_artifact_round_trips(classifier, tok, tmp_path):
 
 # ---- ONNX Runtime ----------------------------------------------------------------------------
 
-def _session_ops(model_bytes: bytes, tmp_path, **session_kw) -> list[str]:
+def _session_ops(model_bytes: bytes, tmp_path, monkeypatch, **session_kw) -> list[str]:
     """The op types of the graph an ember ONNX Runtime session runs (after the session's own optimisations)."""
     import onnx
     import onnxruntime as ort
@@ -290,22 +290,20 @@ def _session_ops(model_bytes: bytes, tmp_path, **session_kw) -> list[str]:
         so.optimized_model_filepath = str(seen)
         return so
 
-    ort.SessionOptions = recording
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(ort, "SessionOptions", recording)
         make_session(model_bytes, 1, **session_kw)
-    finally:
-        ort.SessionOptions = real
     return [n.op_type for n in onnx.load(str(seen)).graph.node]
 
 
-def test_onnx_fp32_is_fused_and_faithful(onnx_art, classifier, tok, tmp_path):
+def test_onnx_fp32_is_fused_and_faithful(onnx_art, classifier, tok, tmp_path, monkeypatch):
     assert onnx_art.fusion_stats["attention"] == 4 and "skip_layer_normalization" not in onnx_art.fusion_stats
     assert onnx_art.fusion_stats["bias_gelu"] == 4
-    # residual adds and LayerNorms stay apart (ORT's SkipLayerNormalization kernel measured ~4x slower), and the
+    # residual adds and LayerNorms stay apart (ORT's SkipLayerNormalization kernel measured 2.4-4.8x slower), and the
     # session does not fuse them back at load; asked for, they fuse
-    assert _session_ops(onnx_art.model_bytes, tmp_path).count("LayerNormalization") == 8
-    assert "SkipLayerNormalization" not in _session_ops(onnx_art.model_bytes, tmp_path)
-    assert _session_ops(onnx_art.model_bytes, tmp_path, skip_layer_norm=True).count("SkipLayerNormalization") == 8
+    assert _session_ops(onnx_art.model_bytes, tmp_path, monkeypatch).count("LayerNormalization") == 8
+    assert "SkipLayerNormalization" not in _session_ops(onnx_art.model_bytes, tmp_path, monkeypatch)
+    assert _session_ops(onnx_art.model_bytes, tmp_path, monkeypatch, skip_layer_norm=True).count("SkipLayerNormalization") == 8
     fused = optimize(classifier, OnnxRuntimeConfig(threads=1, skip_layer_norm=True), tokenizer=tok)
     assert fused.fusion_stats["skip_layer_normalization"] == 8
     x = tok(["how do i reset my password please tell me", "hi", "play music"], padding=True, return_tensors="pt")

@@ -159,16 +159,16 @@ class OnnxRuntimeConfig(OptimizeConfig):
         fuse: apply transformer fusions (attention, bias-Gelu, embeddings+LayerNorm with the torchscript exporter;
             see ``skip_layer_norm``).
         exporter: ``"torchscript"`` exports with eager attention and fuses with ONNX Runtime's transformer
-            optimizer (every layer becomes Attention/SkipLayerNormalization/BiasGelu, the embeddings one
-            EmbedLayerNormalization); ``"dynamo"`` exports with ``torch.export`` and fuses with onnxscript's
+            optimizer (every layer's attention becomes one Attention op and its GELU BiasGelu, the embeddings one
+            EmbedLayerNormalization; see ``skip_layer_norm``); ``"dynamo"`` exports with ``torch.export`` and fuses with onnxscript's
             rewriter (embeddings and mask arithmetic stay unfused; measured slower on MiniLM).
         skip_layer_norm: fuse each residual add and the LayerNorm after it into ONNX Runtime's
             ``SkipLayerNormalization`` (its optimizer's default). Off by default: that op's CPU kernel is a scalar loop
-            with a division per element, and measured 3.4-4x slower than the same work as ``Add`` +
-            ``LayerNormalization`` (MiniLM-L6 at batch 32, 15% of the int8 model's time; the whole model 1.08x
-            faster in fp32, 1.13x in int8; ``benchmarks/onnx_layer_norm.py``, BENCHMARKS.md). Off, the session is
-            also told not to fuse them at load (``SkipLayerNormFusion``). With ``exporter="dynamo"`` onnxscript's
-            rewriter fuses them either way.
+            with a division per element, and measured 2.4-4.8x slower than the same work as ``Add`` +
+            ``LayerNormalization`` (MiniLM-L6 at batch 32 on an AVX2 Zen 3: 14% of the int8 model's time; the models
+            1.09-1.11x faster at batch 32 without it, fp32 and int8, short and paragraph inputs;
+            ``benchmarks/onnx_layer_norm.py``, BENCHMARKS.md). Off, the session is also told not to fuse them at load
+            (``SkipLayerNormFusion``). With ``exporter="dynamo"`` onnxscript's rewriter fuses them either way.
         threads: intra-op threads (``None``: ONNX Runtime's default).
         calibration_size: sentences used to calibrate static quantisation and rank sensitivity.
         block_size: inputs per weight scale with ``quantize="blockwise"`` (a power of two, >= 16).

@@ -7,8 +7,8 @@ batch and sequence axes dynamic, and verifies on padded batches.
 
 Two exporters:
   - ``"torchscript"`` (``torch.onnx.export(dynamo=False)``) with eager attention: its graph is the one
-    ONNX Runtime's transformer optimizer recognises whole (EmbedLayerNormalization, Attention,
-    SkipLayerNormalization, BiasGelu), which is what makes the ONNX Runtime artifacts fast;
+    ONNX Runtime's transformer optimizer recognises whole (EmbedLayerNormalization, Attention, BiasGelu;
+    SkipLayerNormalization on request), which is what makes the ONNX Runtime artifacts fast;
   - ``"dynamo"`` (``torch.export``-based), the exporter PyTorch recommends for new work; fused with
     onnxscript's rewriter, which leaves the embeddings and the mask arithmetic unfused.
 """
