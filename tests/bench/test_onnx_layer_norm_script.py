@@ -3,10 +3,11 @@ shows the ops each build really runs."""
 
 import pytest
 from bench_scripts import script_module
-from conftest import WORDS, make_model
 
 from ember.optimize import optimize
 from ember.optimize.config import OnnxRuntimeConfig
+
+from conftest import WORDS, make_model
 
 
 @pytest.fixture(scope="module")
