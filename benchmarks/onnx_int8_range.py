@@ -30,12 +30,11 @@ from pathlib import Path
 
 import torch
 
-from ember.bench import BenchConfig, PerformanceBenchmark, Variant
 from ember.bench.rows import data_options
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from peers import workload_options, workload_rows  # noqa: E402  (the workloads' one definition)
+from peers import ab_interleaved, ab_model_and_rows, workload_options  # noqa: E402  (the workloads' one definition)
 
 CLINC = HERE.parent / ".." / "shared" / "data" / "clinc150"
 VARIANTS = {"7bit": {"reduce_range": True, "keep_fp32": 0}, "8bit": {"reduce_range": False, "keep_fp32": 0},
@@ -66,20 +65,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from ember.cli.quiet import quiet
     from ember.hardware import detect
-    from ember.models import load_model
     from ember.optimize import optimize, preset
 
-    with quiet():
-        model, tok = load_model(args.model, "embedding")
-    texts, sample, rows = workload_rows(args, tok, sample="calibration and verification sample")
+    model, tok, texts, sample, rows = ab_model_and_rows(args, sample="calibration and verification sample")
     with quiet():
         cfg = dataclasses.replace(preset("onnx-int8"), threads=args.threads, on_slower="ignore", on_violation="warn")
         arts = {name: optimize(model, dataclasses.replace(cfg, **VARIANTS[name]), tokenizer=tok, sample=sample)
                 for name in args.variants.split(",")}
-        variants = [Variant("pytorch-fp32", model, reference=True)] + [Variant(n, a) for n, a in arts.items()]
-        config = BenchConfig(batch_size=32, latency_samples=args.latency_samples, throughput_examples=len(texts),
-                             repeats=args.rounds, threads=args.threads, interleave=True)
-        report = PerformanceBenchmark(tok, texts, config=config, progress=False).run(variants)
+    report = ab_interleaved(model, tok, texts, arts, batch=32, latency_samples=args.latency_samples,
+                            rounds=args.rounds, threads=args.threads)
     out = {}
     for r in report.results:
         kept = arts[r.name].fusion_stats.get("kept_fp32") if r.name in arts else None

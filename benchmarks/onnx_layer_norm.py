@@ -31,12 +31,11 @@ from pathlib import Path
 
 import torch
 
-from ember.bench import BenchConfig, PerformanceBenchmark, Variant
 from ember.bench.rows import data_options
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from peers import workload_options, workload_rows  # noqa: E402  (the workloads' one definition)
+from peers import ab_interleaved, ab_model_and_rows, workload_options  # noqa: E402  (the workloads' one definition)
 
 CLINC = HERE.parent / ".." / "shared" / "data" / "clinc150"
 WAYS = {"add+layernorm": False, "skip-layernorm": True}
@@ -88,12 +87,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from ember.cli.quiet import quiet
     from ember.hardware import detect
-    from ember.models import load_model
     from ember.optimize import optimize, preset
 
-    with quiet():
-        model, tok = load_model(args.model, "embedding")
-    texts, sample, rows = workload_rows(args, tok, sample="calibration and verification sample")
+    model, tok, texts, sample, rows = ab_model_and_rows(args, sample="calibration and verification sample")
     arts = {}
     with quiet():
         for name in args.presets.split(","):
@@ -103,10 +99,8 @@ def main() -> None:
             for way, fused in WAYS.items():
                 arts[f"{name} {way}"] = optimize(model, dataclasses.replace(cfg, skip_layer_norm=fused),
                                                  tokenizer=tok, sample=sample)
-        variants = [Variant("pytorch-fp32", model, reference=True)] + [Variant(n, a) for n, a in arts.items()]
-        config = BenchConfig(batch_size=args.batch, latency_samples=args.latency_samples, throughput_examples=len(texts),
-                             repeats=args.rounds, threads=args.threads, interleave=True)
-        report = PerformanceBenchmark(tok, texts, config=config, progress=False).run(variants)
+    report = ab_interleaved(model, tok, texts, arts, batch=args.batch, latency_samples=args.latency_samples,
+                            rounds=args.rounds, threads=args.threads)
     out = {}
     for r in report.results:
         out[r.name] = {"p50_ms": r.p50, "p90_ms": r.latency_ms["p90"], "sent_s": r.throughput,

@@ -38,7 +38,7 @@ from ember.bench.rows import data_options
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from peers import workload_options, workload_rows  # noqa: E402  (the workloads' one definition)
+from peers import ab_model_and_rows, workload_options  # noqa: E402  (the workloads' one definition)
 
 CLINC = HERE.parent / ".." / "shared" / "data" / "clinc150"
 
@@ -62,13 +62,10 @@ def main() -> None:
     args = parse()
     torch.set_num_threads(args.threads)
     from ember.cli.quiet import quiet
-    from ember.models import load_model
     from ember.optimize import optimize, preset
 
     process = psutil.Process()
-    with quiet():
-        model, tok = load_model(args.model, "embedding")
-    texts, sample, rows = workload_rows(args, tok, sample="shape sample")
+    model, tok, texts, sample, rows = ab_model_and_rows(args, sample="shape sample")
     out: dict = {"benchmark": "openvino_batch_shapes", "rows": rows, "n": len(texts), "batch": args.batch,
                  "rounds": args.rounds, "threads": args.threads, "presets": {}}
     variants_asked = [("dynamic", {"batch_shapes": ()}), ("batch-shapes", {})]

@@ -165,6 +165,31 @@ def workload_rows(args: argparse.Namespace, tok, *, sample: str) -> tuple[list[s
     return list(timed.texts), list(picked.texts), announce(timed_rows, sample_rows)
 
 
+def ab_model_and_rows(args: argparse.Namespace, *, sample: str):
+    """For the A/B scripts: ``(model, tok, timed texts, sample, rows)``: ``--model`` loaded quietly as an encoder, then
+    :func:`workload_rows`."""
+    from ember.cli.quiet import quiet
+    from ember.models import load_model
+
+    with quiet():
+        model, tok = load_model(args.model, "embedding")
+    return (model, tok, *workload_rows(args, tok, sample=sample))
+
+
+def ab_interleaved(model, tok, texts: list[str], arts: dict, *, batch: int, latency_samples: int, rounds: int,
+                   threads: int):
+    """For the A/B scripts: ``arts`` and eager ``model`` (the fidelity reference) timed through the harness,
+    interleaved (each round every variant in turn, the order rotated); returns the harness's report."""
+    from ember.bench import BenchConfig, PerformanceBenchmark, Variant
+    from ember.cli.quiet import quiet
+
+    variants = [Variant("pytorch-fp32", model, reference=True)] + [Variant(n, a) for n, a in arts.items()]
+    config = BenchConfig(batch_size=batch, latency_samples=latency_samples, throughput_examples=len(texts),
+                         repeats=rounds, threads=threads, interleave=True)
+    with quiet():
+        return PerformanceBenchmark(tok, texts, config=config, progress=False).run(variants)
+
+
 def token_stats(tok, texts: list[str]) -> dict:
     lengths = [len(x) for x in tok(texts, truncation=True, max_length=128)["input_ids"]]
     return {"mean": sum(lengths) / len(lengths), "min": min(lengths), "max": max(lengths)}
