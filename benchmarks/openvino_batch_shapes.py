@@ -5,7 +5,8 @@ training texts (the lengths the shapes are chosen from, never the timed ones):
 
 - ``dynamic``: ``batch_shapes=()``, every batch on the dynamic-shape model (ember before issue #19's batch shapes);
 - ``batch-shapes``: the default, batches cut into parts of ``batch_rows`` rows that run on models compiled for one
-  length each (``OpenVINOConfig.batch_shapes``, chosen from the sample).
+  length each (``OpenVINOConfig.batch_shapes``, chosen from the sample); for a preset whose batches run in f32
+  (``openvino``), whose default has none, the shapes the default would choose for bf16 or int8.
 
 Then measures them through the benchmark harness, interleaved (``BenchConfig(interleave=True)``: each round every
 variant in turn, the first one place later each round), with eager PyTorch fp32 as the reference for the cosines:
@@ -15,6 +16,7 @@ compiled batch shapes and the resident memory its build added (after the first c
     python benchmarks/openvino_batch_shapes.py                               # CLINC150 test (short intents)
     python benchmarks/openvino_batch_shapes.py --paragraphs --n 500         # SST-2 train joined into 40-120 tokens
     python benchmarks/openvino_batch_shapes.py --paragraphs --n 500 --presets openvino-bf16 --every 4
+    python benchmarks/openvino_batch_shapes.py --presets openvino                # f32 (AVX2 CPUs' faithful preset)
     python benchmarks/openvino_batch_shapes.py --data my.csv --text-column body --sample-data my_train.csv
 
 ``--paragraphs`` times peers.py's long workload (SST-2 training sentences joined into paragraphs of 40-120 tokens,
@@ -63,6 +65,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from ember.cli.quiet import quiet
     from ember.optimize import optimize, preset
+    from ember.optimize.backends.openvino import batches_gain, choose_batch_shapes
 
     process = psutil.Process()
     model, tok, texts, sample, rows = ab_model_and_rows(args, sample="shape sample")
@@ -75,10 +78,16 @@ def main() -> None:
         grid = tuple(range(-(-lo // args.every) * args.every, hi + args.every, args.every))
         variants_asked.append((f"every-{args.every}", {"batch_shapes": grid, "max_batch_static": len(grid),
                                                        "batch_memory_mb": 1 << 20}))
+    # the shapes the default would choose where batches gain from them (bf16, int8); an f32 preset's default has none
+    # (ember.optimize.backends.openvino.batches_gain), so its batch-shapes variant asks for these explicitly
+    shapes = choose_batch_shapes([len(x) for x in tok(sample, truncation=True, max_length=512)["input_ids"]],
+                                 preset("openvino").max_batch_static)
     for name in args.presets.split(","):
         arts, memory = {}, {}
+        asked = [(v, {"batch_shapes": shapes} if v == "batch-shapes" and not batches_gain(preset(name)) else ch)
+                 for v, ch in variants_asked]
         with quiet():
-            for variant, changes in variants_asked:
+            for variant, changes in asked:
                 gc.collect()
                 before = process.memory_info().rss
                 cfg = dataclasses.replace(preset(name), threads=args.threads, on_violation="warn", **changes)

@@ -253,10 +253,12 @@ class OpenVINOConfig(OptimizeConfig):
             Static shapes spare OpenVINO's CPU plugin the per-call shape work of its dynamic model: MiniLM-L6,
             2 threads, length-bucketed batches of 32 (``benchmarks/openvino_batch_shapes.py``, BENCHMARKS.md):
             int8 x1.17 sentences/s on CLINC150 intents, x1.02 on paragraphs of 40–120 tokens; bf16 x1.05 and
-            x1.01 (x1.07–1.23 in file order). ``None`` (default): chosen when the artifact is built from the sample's
-            token lengths on an eighth-octave grid (:func:`ember.optimize.backends.openvino.choose_batch_shapes`:
-            multiples of 4 up to 64, of 8 up to 128, ...), recorded in the artifact's config so a load compiles
-            the same. ``()``: batches always on the dynamic model.
+            x1.01 (x1.07–1.23 in file order); f32 lost (AVX2 Zen 3: the padding costs more than the shapes save).
+            ``None`` (default): where batches run in bf16 or int8, chosen when the artifact is built from the
+            sample's token lengths on an eighth-octave grid (:func:`ember.optimize.backends.openvino.
+            choose_batch_shapes`: multiples of 4 up to 64, of 8 up to 128, ...), recorded in the artifact's config
+            so a load compiles the same; in f32, none (:func:`ember.optimize.backends.openvino.batches_gain`).
+            ``()``: batches always on the dynamic model.
         max_static: at most this many shape-specialised models (compiled when the artifact is built or
             loaded, ~0.2 s each, so no request pays for a compile).
         static_memory_mb: each shape-specialised model holds its own copy of the weights (~35 MB for

@@ -13,8 +13,10 @@ instruction (VNNI, AMX, ARM's dot product). What is known per family, and how it
   BENCHMARKS.md): ONNX Runtime's dynamic int8 is the fast int8 preset (1.8x the fp32 original's batch-32
   throughput on short inputs, 1.5x on paragraphs); OpenVINO's static int8 and ONNX Runtime's ``MatMulNBits``
   (``onnx-int8-block``) were slower than the fp32 original at batch 32 (0.85x and 0.92x on short inputs, 0.95x and
-  0.78x on paragraphs), so they are left out of the defaults there. OpenVINO fp32 and ONNX Runtime fp32 were within
-  noise of each other.
+  0.78x on paragraphs), so they are left out of the defaults there. For the faithful tier ONNX Runtime fp32 comes
+  first: once its graphs kept residual adds and LayerNorms unfused (``OnnxRuntimeConfig.skip_layer_norm``) it led
+  OpenVINO fp32 at batch 1 on both workloads and in batch throughput on intents in peers runs 10–11; OpenVINO f32
+  batches run on its dynamic model there (``ember.optimize.backends.openvino.batches_gain``).
 - ARM (``arm``, ``arm-bf16``): ONNX Runtime first (its MLAS kernels have NEON dot-product and i8mm paths); OpenVINO's
   ARM plugin runs f16, not bf16. Not measured on ARM.
 
@@ -51,7 +53,8 @@ _ORDER = {  # tier -> presets, fastest first, for (native bf16?, ARM?)
     (True, True): {"faithful": ("onnx", "openvino"), "int8": ("onnx-int8", "openvino-int8")},
     (False, True): {"faithful": ("onnx", "openvino"), "int8": ("onnx-int8", "openvino-int8")},
 }
-_INT8_WITHOUT_DOT_X86 = ("onnx-int8", "openvino-int8")  # ONNX Runtime's AVX2 int8 kernels; OpenVINO's were slow
+_WITHOUT_DOT_X86 = {  # AVX2: ONNX Runtime's int8 kernels (OpenVINO's were slow) and its unfused fp32 graph first
+    "faithful": ("onnx", "openvino"), "int8": ("onnx-int8", "openvino-int8")}
 
 
 def uses_bf16(config: OptimizeConfig) -> bool:
@@ -93,8 +96,8 @@ def cannot_be_fast(name: str, config: OptimizeConfig, cpu: CpuFeatures) -> str |
 
 def serving_order(cpu: CpuFeatures, tier: str) -> tuple[str, ...]:
     """Presets ember expects to serve ``tier`` (``"faithful"`` or ``"int8"``) best on ``cpu``, fastest first."""
-    if tier == "int8" and cpu.x86_without_int8_dot:
-        return _INT8_WITHOUT_DOT_X86
+    if cpu.x86_without_int8_dot:
+        return _WITHOUT_DOT_X86[tier]
     return _ORDER[(cpu.native_bf16, cpu.arm)][tier]
 
 

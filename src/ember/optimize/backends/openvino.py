@@ -357,9 +357,23 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
         if config.static_shapes is None:
             config = dataclasses.replace(config, static_shapes=choose_static_shapes(lengths, config.max_static, longest))
         if config.batch_shapes is None:
-            config = dataclasses.replace(config, batch_shapes=choose_batch_shapes(lengths, config.max_batch_static,
-                                                                                  longest))
+            shapes = choose_batch_shapes(lengths, config.max_batch_static, longest) if batches_gain(config) else ()
+            config = dataclasses.replace(config, batch_shapes=shapes)
     return OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
+
+
+def batches_gain(config: OpenVINOConfig) -> bool:
+    """Whether shape-specialised batch models are chosen by default for ``config``: only where batches run in bf16
+    or int8. They gained there (MiniLM-L6, 2 threads, ``benchmarks/openvino_batch_shapes.py`` on an AVX512-BF16
+    EPYC: int8 x1.17 and x1.02, bf16 x1.05 and x1.01 on intents and paragraphs); batches in f32 lost to the dynamic
+    model (``--presets openvino`` on an AVX2 Zen 3, BENCHMARKS.md): f32 matmuls take long enough that the per-call
+    shape work static shapes spare weighs less than the padding they add.
+
+    Example:
+        >>> batches_gain(OpenVINOConfig(precision="bf16")), batches_gain(OpenVINOConfig())
+        (True, False)
+    """
+    return config.quantize != "none" or (config.batch_precision or config.precision) != "f32"
 
 
 def choose_static_shapes(lengths: Sequence[int], max_static: int = 8, max_length: int = 512) -> tuple[int, ...]:
