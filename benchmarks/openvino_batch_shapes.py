@@ -60,12 +60,25 @@ def parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def explicit_shapes(name: str, variants: list[tuple[str, dict]], lengths: list[int]) -> list[tuple[str, dict]]:
+    """``variants`` for preset ``name``, its ``batch-shapes`` variant asking for the shapes the default chooses for bf16
+    and int8 batches (from the sample's token ``lengths``) where the preset's own default chooses none (f32 batches:
+    :func:`ember.optimize.backends.openvino.batches_gain`)."""
+    from ember.optimize import preset
+    from ember.optimize.backends.openvino import batches_gain, choose_batch_shapes
+
+    cfg = preset(name)
+    if batches_gain(cfg):
+        return variants
+    shapes = choose_batch_shapes(lengths, cfg.max_batch_static)
+    return [(v, {**ch, "batch_shapes": shapes} if v == "batch-shapes" else ch) for v, ch in variants]
+
+
 def main() -> None:
     args = parse()
     torch.set_num_threads(args.threads)
     from ember.cli.quiet import quiet
     from ember.optimize import optimize, preset
-    from ember.optimize.backends.openvino import batches_gain, choose_batch_shapes
 
     process = psutil.Process()
     model, tok, texts, sample, rows = ab_model_and_rows(args, sample="shape sample")
@@ -78,16 +91,11 @@ def main() -> None:
         grid = tuple(range(-(-lo // args.every) * args.every, hi + args.every, args.every))
         variants_asked.append((f"every-{args.every}", {"batch_shapes": grid, "max_batch_static": len(grid),
                                                        "batch_memory_mb": 1 << 20}))
-    # the shapes the default would choose where batches gain from them (bf16, int8); an f32 preset's default has none
-    # (ember.optimize.backends.openvino.batches_gain), so its batch-shapes variant asks for these explicitly
-    shapes = choose_batch_shapes([len(x) for x in tok(sample, truncation=True, max_length=512)["input_ids"]],
-                                 preset("openvino").max_batch_static)
+    lengths = [len(x) for x in tok(sample, truncation=True, max_length=512)["input_ids"]]
     for name in args.presets.split(","):
         arts, memory = {}, {}
-        asked = [(v, {"batch_shapes": shapes} if v == "batch-shapes" and not batches_gain(preset(name)) else ch)
-                 for v, ch in variants_asked]
         with quiet():
-            for variant, changes in asked:
+            for variant, changes in explicit_shapes(name, variants_asked, lengths):
                 gc.collect()
                 before = process.memory_info().rss
                 cfg = dataclasses.replace(preset(name), threads=args.threads, on_violation="warn", **changes)

@@ -615,7 +615,8 @@ def summarise(rows: list[Row], peaks: dict, gflop: float, defaults: list[str]) -
         ours = [r for r in members if r.engine.startswith("ember-")]
         peers_ = [r for r in members if not r.engine.startswith("ember-") and r.engine != "pytorch-fp32"]
         out[tier] = _tier_verdict(ours, peers_, peak / gflop)
-    slower = [r.engine for r in rows if r.engine.removeprefix("ember-") in defaults and base and not r.error and r.p50_ms
+    slower = [r.engine for r in rows if r.engine.startswith("ember-") and r.engine.removeprefix("ember-") in defaults
+              and base and not r.error and r.p50_ms
               and (r.p50_ms > base.p50_ms or r.throughput < base.throughput)]
     out["default_presets_slower_than_fp32"] = slower
     return out

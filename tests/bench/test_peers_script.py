@@ -47,6 +47,19 @@ def test_summary_meets_the_peak_target_only_against_its_limit(peers):
     assert summary["default_presets_slower_than_fp32"] == []
 
 
+def test_only_embers_rows_count_as_slower_defaults(peers):
+    # the plain OpenVINO peer shares its name with ember's `openvino` preset: slower than fp32, it is not ember's
+    rows = _rows(peers, 800.0)
+    rows += [peers.Row("ember-openvino", "fp32", "short", p50_ms=4.0, throughput=850.0, cosine=1.0)]
+    summary = peers.summarise(rows, {"fp32": 150.0, "bf16": 400.0, "int8": 800.0}, 0.2,
+                              defaults=["openvino", "openvino-bf16"])
+    assert summary["default_presets_slower_than_fp32"] == []  # the peer "openvino" (700 < 800) is not listed
+    rows[-1].throughput = 750.0
+    summary = peers.summarise(rows, {"fp32": 150.0, "bf16": 400.0, "int8": 800.0}, 0.2,
+                              defaults=["openvino", "openvino-bf16"])
+    assert summary["default_presets_slower_than_fp32"] == ["ember-openvino"]
+
+
 def test_openvino_peers_follow_the_cpus_default_precision(peers):
     import openvino as ov
 

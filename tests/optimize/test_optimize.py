@@ -339,11 +339,21 @@ def test_fused_attention_is_exact_on_left_padded_batches(tok):
     assert diff < 1e-4
 
 
-def test_dynamo_exporter_is_still_available(tok):
+def test_dynamo_exporter_is_still_available_and_leaves_layer_norms_unfused(tok, tmp_path, monkeypatch):
+    import onnx
+
     model = make_model("bert-base")
     art = optimize(model, OnnxRuntimeConfig(exporter="dynamo", threads=1), tokenizer=tok)
     assert art.fusion_stats["attention"] == 4 and "embed_layer_normalization" not in art.fusion_stats
     assert art.fidelity.mean_cosine > 0.99999
+    # onnxscript's rewriter has no switch for SkipLayerNormalization: its step is skipped unless asked for
+    ops = [n.op_type for n in onnx.load_from_string(art.model_bytes).graph.node]
+    assert "SkipLayerNormalization" not in ops and "skip_layer_normalization" not in art.fusion_stats
+    assert "SkipLayerNormalization" not in _session_ops(art.model_bytes, tmp_path, monkeypatch)
+    fused = optimize(model, OnnxRuntimeConfig(exporter="dynamo", threads=1, skip_layer_norm=True), tokenizer=tok)
+    assert fused.fusion_stats["skip_layer_normalization"] >= 4  # the rewriter's default, as before
+    x = tok(["how do i reset my password please tell me", "hi"], padding=True, return_tensors="pt")
+    assert (art(**x).last_hidden_state - fused(**x).last_hidden_state).abs().max().item() < 1e-4
 
 
 def test_onnx_artifact_loads_without_torch_weights(onnx_art, tok, tmp_path):

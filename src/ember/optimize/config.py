@@ -168,7 +168,7 @@ class OnnxRuntimeConfig(OptimizeConfig):
             ``LayerNormalization`` (MiniLM-L6 at batch 32 on an AVX2 Zen 3: 14% of the int8 model's time; the models
             1.09-1.11x faster at batch 32 without it, fp32 and int8, short and paragraph inputs;
             ``benchmarks/onnx_layer_norm.py``, BENCHMARKS.md). Off, the session is also told not to fuse them at load
-            (``SkipLayerNormFusion``). With ``exporter="dynamo"`` onnxscript's rewriter fuses them either way.
+            (``SkipLayerNormFusion``); with ``exporter="dynamo"`` onnxscript's rewriter leaves them too.
         threads: intra-op threads (``None``: ONNX Runtime's default).
         calibration_size: sentences used to calibrate static quantisation and rank sensitivity.
         block_size: inputs per weight scale with ``quantize="blockwise"`` (a power of two, >= 16).

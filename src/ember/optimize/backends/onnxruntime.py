@@ -7,6 +7,7 @@ transformer optimizer; int8 then quantises the fused graph (QAttention + int8 Ma
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -75,13 +76,20 @@ def make_session(model_bytes: bytes, threads: int | None, *, skip_layer_norm: bo
 def fuse(path: Path, facts: ModelFacts | None = None, *, skip_layer_norm: bool = True) -> dict[str, int]:
     """onnxscript's transformer fusions in place (for the dynamo export); returns counts of what fused.
 
-    ``facts`` and ``skip_layer_norm`` are unused (the rewriter reads heads and width from the graph and fuses
-    SkipLayerNormalization with no switch to leave it); they keep the fusers' signature uniform.
+    ``facts`` is unused (the rewriter reads heads and width from the graph); it keeps the fusers' signature uniform.
+    Unless ``skip_layer_norm``, residual adds and LayerNorms stay two ops: ``optimize_for_ort`` has no switch for
+    that fusion, so its step is replaced by one that fuses nothing while it runs (where a later onnxscript renames
+    the step, the patch cannot apply and the count of ``skip_layer_normalization`` in the result says so).
     """
-    import onnx_ir as ir
-    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+    from unittest import mock
 
-    model, stats = optimize_for_ort(ir.load(str(path)))
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import _core, optimize_for_ort
+
+    step = "fuse_skip_layer_normalization"
+    leave = not skip_layer_norm and hasattr(_core, step)
+    with mock.patch.object(_core, step, lambda model, **kwargs: 0) if leave else contextlib.nullcontext():
+        model, stats = optimize_for_ort(ir.load(str(path)))
     ir.save(model, str(path))
     _drop_value_info(path)
     return {k: int(v) for k, v in stats.items() if v}
