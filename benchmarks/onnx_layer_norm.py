@@ -67,9 +67,10 @@ def op_profile(art, tok, texts: list[str], batch: int, passes: int, threads: int
         sess = make_session(art.model_bytes, threads, skip_layer_norm=art.optimize_config.skip_layer_norm,
                             profile_prefix=str(Path(tmp) / "run"))
         names = [i.name for i in sess.get_inputs()]
-        lengths = [len(x) for x in tok(texts, truncation=True, max_length=art.facts.max_length)["input_ids"]]
-        batches = [tok([texts[i] for i in idx], padding=True, truncation=True, max_length=art.facts.max_length,
-                       return_tensors="np") for idx in length_buckets(lengths, batch)]
+        enc = tok(texts, truncation=True, max_length=art.facts.max_length)  # once; each bucket padded from it
+        lengths = [len(x) for x in enc["input_ids"]]
+        batches = [tok.pad({k: [enc[k][i] for i in idx] for k in enc}, return_tensors="np")
+                   for idx in length_buckets(lengths, batch)]
         for _ in range(passes):
             for b in batches:
                 sess.run(None, {k: b[k].astype("int64") for k in names})

@@ -548,15 +548,15 @@ def ember_presets() -> dict[str, str | None]:
     """Preset -> ``None`` to build and time it, or why it is not built here: every available preset and the
     torch.compile ones; a preset this CPU leaves out (another family's default, or ``compile-bf16`` without bf16) or
     whose engine is not installed gets a row with the reason instead of being timed (no other on-request preset)."""
-    from ember.optimize import unavailable
+    from ember.optimize import on_request, unavailable
     from ember.optimize.config import PRESETS
 
     out: dict[str, str | None] = {}
     for name in PRESETS:
-        why = unavailable(name)
-        if why is None or (name in ON_REQUEST_TIMED and why.startswith("on request")):
+        why, asked = unavailable(name), on_request(name)
+        if why is None or (name in ON_REQUEST_TIMED and why == asked):
             out[name] = None
-        elif not why.startswith("on request"):
+        elif why != asked:  # unavailable for another reason than being on request
             out[name] = f"not built: {why}"
     return out
 
@@ -726,10 +726,9 @@ def main() -> None:
     load_start, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M:%S %Z")
     os.environ["EMBER_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
     if not args.verbose:
+        # quiet() below holds back the libraries' logs, warnings and bars but shows ember's own warnings: here the
+        # speed and fidelity ember warns about are in the table, so those are held back too
         warnings.filterwarnings("ignore")
-        import logging
-
-        logging.disable(logging.WARNING)
     from ember.cli.quiet import quiet
 
     with quiet(args.verbose):  # the libraries' progress bars (transformers' "Loading weights") behind --verbose

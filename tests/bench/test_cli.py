@@ -50,7 +50,7 @@ def plans(ok: bool):
     """Presets standing in for ember.optimize: an exact copy, and (unless ok) a copy that breaks fidelity."""
 
     def make(name, scale, tol):
-        def build(model=None):
+        def build(step):
             return Variant(name, _noisy(_current["model"], scale), tolerance=tol, build_seconds=0.01)
         return PresetPlan(name, build, "test")
 
@@ -120,7 +120,7 @@ def test_a_preset_that_fails_to_build_is_a_failed_row(model_dir, tmp_path, monke
     import ember.bench.sweep as sweep
     from ember.errors import EmberError
 
-    def boom():
+    def boom(step):
         raise EmberError("int8 mean cosine 0.91 < allowed 0.99")
 
     monkeypatch.setattr(sweep, "preset_plans", lambda m, t, s: [PresetPlan("int8", boom, "test")])

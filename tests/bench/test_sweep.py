@@ -33,7 +33,8 @@ def bench(tokenizer) -> PerformanceBenchmark:
 def plan(name: str, model, alive: dict, size: int = 1000, fails: bool = False) -> PresetPlan:
     """A stand-in preset: a copy of the model (tracked in ``alive`` by a weak reference) or an error."""
 
-    def build() -> Variant:
+    def build(step) -> Variant:
+        step("copying")
         gc.collect()
         alive["at build of " + name] = sorted(n for n, ref in alive.items() if isinstance(ref, weakref.ref) and ref())
         if fails:
@@ -55,6 +56,16 @@ def test_rows_follow_the_presets_with_failed_builds_in_their_place(tokenizer, mo
     assert res.failed == {"broken": "RuntimeError: broken cannot be built here"}
     assert res.report.result("b").passed and res.report.result("b").fidelity.mean_cosine == pytest.approx(1.0)
     assert res.kept is None and res.kept_name is None
+
+
+def test_a_builds_steps_show_on_its_bar(tokenizer, model, monkeypatch):
+    from ember.bench.bars import VariantTask
+
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(VariantTask, "phase", lambda self, what: shown.append((self.name, what)))
+    sweep(bench(tokenizer), Variant(BASELINE, model, reference=True), [plan("a", model, {})])
+    steps = [what for name, what in shown if name == "a"]
+    assert steps[:2] == ["building", "building: copying"]  # the stand-in's step, on the bar it was building under
 
 
 def test_each_artifact_is_let_go_before_the_next_is_built(tokenizer, model):

@@ -138,11 +138,19 @@ def test_available_presets_are_the_installed_engines(monkeypatch):
 
 
 def test_unavailable_says_why_a_preset_is_left_out(monkeypatch):
-    from ember.optimize import unavailable
+    from ember.optimize import on_request, unavailable
     from ember.optimize.backends import bf16 as bf16_backend
 
     assert unavailable("onnx") is None
     assert unavailable("compile").startswith("on request")
+    monkeypatch.setattr(bf16_backend, "cpu_has_bf16", lambda: False)
+    monkeypatch.setenv("EMBER_CPU_FEATURES", "avx2")
+    # compile-bf16 is on request, but here it is left out for the CPU first: the reason that shows is the CPU's
+    assert on_request("compile-bf16").startswith("on request") and unavailable("compile-bf16") != on_request("compile-bf16")
+    assert on_request("onnx") is None and on_request("compile") == unavailable("compile")
+    with pytest.raises(ValueError, match="unknown preset 'onxx'"):
+        on_request("onxx")
+    monkeypatch.delenv("EMBER_CPU_FEATURES")
     monkeypatch.setattr(bf16_backend, "cpu_has_bf16", lambda: False)
     assert unavailable("openvino-bf16") == "this CPU has no AVX512-BF16 or AMX"
     assert "openvino-bf16" not in available_presets() and "openvino" in available_presets()
@@ -356,6 +364,47 @@ def test_dynamo_exporter_is_still_available_and_leaves_layer_norms_unfused(tok, 
     assert (art(**x).last_hidden_state - fused(**x).last_hidden_state).abs().max().item() < 1e-4
 
 
+def test_dynamo_fusions_in_parallel_threads_keep_their_own_skip_layer_norm_choice(tmp_path, monkeypatch):
+    """The no-op step is a module global of onnxscript while one fusion runs: a second thread asking for the fusion
+    waits rather than running with the first one's no-op."""
+    import threading
+
+    import onnx_ir
+    from onnxscript.rewriter import ort_fusions
+    from onnxscript.rewriter.ort_fusions import _core
+
+    from ember.optimize.backends import onnxruntime as ort_backend
+
+    real = _core.fuse_skip_layer_normalization
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def fake_optimize_for_ort(model):
+        name = threading.current_thread().name
+        seen[name] = _core.fuse_skip_layer_normalization is real
+        if name == "leave":
+            inside.set()
+            release.wait(timeout=10)
+        return model, {}
+
+    monkeypatch.setattr(ort_fusions, "optimize_for_ort", fake_optimize_for_ort)
+    monkeypatch.setattr(onnx_ir, "load", lambda path: object())
+    monkeypatch.setattr(onnx_ir, "save", lambda model, path: None)
+    monkeypatch.setattr(ort_backend, "_drop_value_info", lambda path: None)
+    leave = threading.Thread(target=ort_backend.fuse, args=(tmp_path / "a.onnx",), kwargs={"skip_layer_norm": False},
+                             name="leave")
+    fuse = threading.Thread(target=ort_backend.fuse, args=(tmp_path / "b.onnx",), kwargs={"skip_layer_norm": True},
+                            name="fuse")
+    leave.start()
+    assert inside.wait(timeout=10)
+    fuse.start()
+    fuse.join(timeout=0.5)
+    assert fuse.is_alive()  # waits for the first fusion, whose no-op step is in place
+    release.set()
+    leave.join(timeout=10)
+    fuse.join(timeout=10)
+    assert seen == {"leave": False, "fuse": True} and _core.fuse_skip_layer_normalization is real
+
+
 def test_onnx_artifact_loads_without_torch_weights(onnx_art, tok, tmp_path):
     d = onnx_art.save(tmp_path / "onnx")
     assert not list(d.rglob("*.safetensors")) and not list(d.rglob("*.bin"))
@@ -429,10 +478,32 @@ def test_auto_keep_fp32_keeps_only_what_the_bound_needs(tok, monkeypatch):
     # a bound int8 cannot reach on a random model: ranked once, then at most AUTO_MAX_KEPT MatMuls kept fp32, one by one
     strict = OnnxRuntimeConfig(quantize="dynamic", keep_fp32="auto", calibration_size=16, on_violation="warn",
                                tolerance=Tolerance(min_mean_cosine=1.0))
+    told: list[str] = []
     with pytest.warns(UserWarning):
-        art = optimize(model, strict, tokenizer=tok)
+        art = optimize(model, strict, tokenizer=tok, progress=told.append)
     assert probes == ["ranked"] and art.fusion_stats["kept_fp32"] == ortb.AUTO_MAX_KEPT
     assert art.fidelity.mean_cosine > lax.fidelity.mean_cosine  # the kept MatMuls did lift fidelity
+    # the search, which takes minutes on a real model, says where it is
+    search = [t for t in told if t.startswith('keep_fp32="auto"')]
+    assert "ranking MatMuls" in search[0] and len(search) == 1 + ortb.AUTO_MAX_KEPT
+    assert search[-1].startswith(f'keep_fp32="auto": requantising with {ortb.AUTO_MAX_KEPT} MatMul(s) in fp32')
+
+
+def test_progress_is_told_each_step_of_a_build_in_order(tok):
+    model = make_model("bert-base")
+    told: list[str] = []
+    optimize(model, OnnxRuntimeConfig(quantize="dynamic", threads=1), tokenizer=tok, progress=told.append)
+    steps = ["running the original", "building with OnnxRuntimeConfig", "exporting to ONNX (torchscript exporter)",
+             "fusing", "quantising to int8 (dynamic)", "checking fidelity", "timing against the original"]
+    at = [next(i for i, t in enumerate(told) if t.startswith(step)) for step in steps]
+    assert at == sorted(at), told
+    with pytest.raises(TypeError, match="progress must be a function taking one str"):
+        optimize(model, OnnxRuntimeConfig(threads=1), tokenizer=tok, progress="yes")
+    pytest.importorskip("openvino")
+    told.clear()
+    optimize(model, OpenVINOConfig(threads=1, on_slower="ignore"), tokenizer=tok, progress=told.append)
+    assert "converting to OpenVINO" in told and any(t.startswith("compiling for the CPU") for t in told)
+    assert not any(t.startswith("timing") for t in told)  # on_slower="ignore": nothing timed
 
 
 def test_calibration_never_sees_the_sentences_fidelity_is_measured_on(tok, monkeypatch):

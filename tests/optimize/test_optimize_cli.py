@@ -40,6 +40,30 @@ def test_optimize_command_writes_a_loadable_artifact(model_dir, tmp_path):
     assert art.encode(["play music"]).shape == (1, 32)
 
 
+def test_optimize_command_shows_what_the_build_is_doing(model_dir, tmp_path, monkeypatch):
+    import contextlib
+
+    from ember.cli import optimize as cli_optimize
+
+    shown: list[str] = []
+
+    class Status:
+        def update(self, text):
+            shown.append(text)
+
+    @contextlib.contextmanager
+    def status(text):
+        shown.append(text)
+        yield Status()
+
+    monkeypatch.setattr(cli_optimize.console, "status", status)
+    res = CliRunner().invoke(app, ["optimize", str(model_dir), "-p", "onnx", "-o", str(tmp_path / "a"),
+                                   "--set", "threads=1"])
+    assert res.exit_code == 0, res.output
+    assert shown[0] == "building onnx" and "building onnx: exporting to ONNX (torchscript exporter)" in shown
+    assert shown[-1] == "building onnx: timing against the original (batch 1 and a batch)"
+
+
 def test_optimize_command_unknown_preset_exits_cleanly(model_dir, tmp_path):
     res = CliRunner().invoke(app, ["optimize", str(model_dir), "--preset", "warp", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2

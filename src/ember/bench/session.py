@@ -122,11 +122,13 @@ class BenchSession:
             self._finish(t.result, t.task)
         return [t.result for t in timed]
 
-    def building(self, name: str) -> None:
-        """Show that variant ``name`` is being built (its bar, until it is measured or added)."""
-        task = self._task(name)
-        task.phase("building")
-        self._tasks[name] = task
+    def building(self, name: str, step: str | None = None) -> None:
+        """Show that variant ``name`` is being built (its bar, until it is measured or added); ``step``: what the
+        build is doing now, shown on the same bar."""
+        task = self._tasks.get(name)
+        if task is None:
+            task = self._tasks[name] = self._task(name)
+        task.phase(f"building: {step}" if step else "building")
 
     def add(self, result: VariantResult) -> None:
         """Add a row measured elsewhere (say, a preset that failed to build)."""

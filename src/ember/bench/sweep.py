@@ -28,10 +28,12 @@ BASELINE = "pytorch-fp32"  # the row name of the original model, the reference o
 
 @dataclass(frozen=True)
 class PresetPlan:
-    """A preset that can be built on this machine: its name and how to build it (a :class:`Variant`)."""
+    """A preset that can be built on this machine: its name and how to build it (a :class:`Variant`; ``build`` is
+    given a function to tell, in a few words, what it is doing as each step starts: the sweep shows it on the
+    preset's bar)."""
 
     name: str
-    build: Callable[[], Variant]
+    build: Callable[[Callable[[str], None]], Variant]
     source: str  # where the preset comes from: "ember.optimize", or a test's stand-in
 
 
@@ -48,12 +50,12 @@ def preset_plans(model, tokenizer, sample: Sequence[str], configs: Mapping[str, 
     from ember.optimize import available_presets, optimize
 
     def plan(name: str, config) -> PresetPlan:
-        def build() -> Variant:
+        def build(step: Callable[[str], None]) -> Variant:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 if config.on_violation == "warn":
                     warnings.simplefilter("ignore")
-                artifact = optimize(model, config, tokenizer=tokenizer, sample=list(sample))
+                artifact = optimize(model, config, tokenizer=tokenizer, sample=list(sample), progress=step)
             seconds = getattr(artifact, "build_seconds", None)
             size = getattr(artifact, "size_bytes", None)
             return Variant(name, artifact, size_bytes=size if isinstance(size, int) else None,
@@ -135,7 +137,7 @@ def _build_measure_release(s: BenchSession, plan: PresetPlan, out: SweepResult, 
     reset_peak()
     t0 = time.perf_counter()
     try:
-        variant = plan.build()
+        variant = plan.build(lambda what: s.building(plan.name, what))
     except Exception as exc:  # e.g. FidelityError from optimize: a failed row, the sweep goes on
         why = f"{type(exc).__name__}: {exc}"
         out.failed[plan.name] = why

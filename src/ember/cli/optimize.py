@@ -71,7 +71,9 @@ def optimize_cmd(
             raise ValueError("give MODEL and --out DIR (or --list to see the presets)")
         cfg = _config(preset, config, set_ or [])
         net, tok = _load(model, task)
-        art = optimize(net, cfg, tokenizer=tok, sample=_texts(data, split, limit))
+        with console.status(f"building {preset or type(cfg).__name__}") as status:
+            art = optimize(net, cfg, tokenizer=tok, sample=_texts(data, split, limit),
+                           progress=lambda what: status.update(f"building {preset or type(cfg).__name__}: {what}"))
         art.save(out)
         f = art.fidelity
         console.print(f"[green]saved[/] {out}  size {art.size_bytes / 1e6:.1f} MB  build {art.build_seconds:.1f} s  "

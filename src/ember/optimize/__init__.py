@@ -28,7 +28,7 @@ from ember.optimize.config import (
 __all__ = [
     "FORMAT_VERSION", "PRESETS", "BF16Config", "CompileConfig", "Int8DynamicConfig", "OnnxRuntimeConfig",
     "OpenVINOConfig", "OptimizeConfig", "OptimizedModel", "available_presets", "config_from_dict",
-    "load", "optimize", "preset", "unavailable",
+    "load", "on_request", "optimize", "preset", "unavailable",
 ]
 
 # presets left out of ``available_presets`` (ask for them by name): torch.compile costs ~45 s a build on
@@ -67,6 +67,20 @@ def available_presets() -> dict[str, OptimizeConfig]:
     return {name: factory() for name, factory in PRESETS.items() if unavailable(name) is None}
 
 
+def on_request(name: str) -> str | None:
+    """Why the named preset is built only when asked for by name (left out of :func:`available_presets` and of
+    ``ember bench``'s sweep even where it could run); ``None`` for the presets offered by default.
+
+    Example:
+        >>> on_request("compile").startswith("on request")
+        True
+        >>> on_request("onnx") is None
+        True
+    """
+    preset(name)  # an unknown name is a ValueError naming the known ones
+    return _ON_REQUEST.get(name)
+
+
 def unavailable(name: str) -> str | None:
     """Why the named preset is not among :func:`available_presets` on this machine; ``None`` when it is.
 
@@ -93,6 +107,4 @@ def unavailable(name: str) -> str | None:
     why = cannot_be_fast(name, cfg, cpu)
     if why is not None:
         return why
-    if name in _ON_REQUEST:
-        return _ON_REQUEST[name]
-    return None
+    return on_request(name)

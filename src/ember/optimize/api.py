@@ -8,7 +8,7 @@ above all three, so that none of them imports the module that builds on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ember.models.sentence import is_sentence_transformer
@@ -24,6 +24,7 @@ def optimize(
     tokenizer=None,
     sample: Sequence[str] | None = None,
     calibration: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ):
     """Build a faster artifact of ``model`` with ``config`` and verify it answers the same.
 
@@ -50,6 +51,9 @@ def optimize(
             (``OpenVINOConfig.static_shapes``, ``batch_shapes``), so a sample like the traffic the artifact
             will serve pays off.
         calibration: calibration sentences to use instead (then ``sample`` is verified whole).
+        progress: a function told, in a few words, what the build is doing as each step starts (exporting,
+            fusing, quantising, the ``keep_fp32="auto"`` search, checking fidelity, timing): for a status line or a
+            log on builds that take minutes. ``ember optimize`` shows it as a spinner. ``None``: silent.
 
     Speed is checked too: the artifact is timed against ``model`` (batch 1 and a batch of up to 32, on the
     verification sentences, interleaved rounds; :mod:`ember.optimize.speed`), and one slower than ``model`` at
@@ -72,8 +76,9 @@ def optimize(
     if is_sentence_transformer(model):
         from ember.optimize.sentence import optimize_sentence_transformer
 
-        return optimize_sentence_transformer(model, config, sample=sample, calibration=calibration)
-    return optimize_model(model, config, tokenizer=tokenizer, sample=sample, calibration=calibration)
+        return optimize_sentence_transformer(model, config, sample=sample, calibration=calibration, progress=progress)
+    return optimize_model(model, config, tokenizer=tokenizer, sample=sample, calibration=calibration,
+                          progress=progress)
 
 
 def load(directory: str | Path, *, tokenizer=None):

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -23,6 +23,7 @@ from ember.optimize.registry import backend_for, missing_requirements
 from ember.optimize.speed import SpeedReport, measure_speed, slower_parts, timing_inputs
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+Progress = Callable[[str], None]  # told what a build is doing as each step starts (``optimize(progress=...)``)
 VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
 
 
@@ -79,11 +80,18 @@ def _output_kind(out) -> str:
 class BuildContext:
     """What a backend's ``build`` gets besides the model and config."""
 
-    def __init__(self, model: nn.Module, tokenizer, facts: ModelFacts, calibration_texts: list[str]) -> None:
+    def __init__(self, model: nn.Module, tokenizer, facts: ModelFacts, calibration_texts: list[str],
+                 progress: Progress | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.facts = facts
         self.calibration_texts = calibration_texts  # disjoint from the verification sentences unless the caller chose both
+        self.progress = progress
+
+    def stage(self, what: str) -> None:
+        """Tell the caller's ``progress`` hook (if any) that the build now does ``what``."""
+        if self.progress is not None:
+            self.progress(what)
 
     def calibration(self, size: int) -> list[dict]:
         """Padded mixed-length batches of the first ``size`` calibration sentences."""
@@ -108,6 +116,7 @@ def optimize_model(
     tokenizer=None,
     sample: Sequence[str] | None = None,
     calibration: Sequence[str] | None = None,
+    progress: Progress | None = None,
 ) -> OptimizedModel:
     """:func:`ember.optimize.optimize` for a Hugging Face model (a ``SentenceTransformer`` is taken by
     :mod:`ember.optimize.sentence`, which builds on this): build, verify fidelity, time against ``model``.
@@ -119,6 +128,9 @@ def optimize_model(
     """
     if not isinstance(config, OptimizeConfig):
         raise TypeError(f"config must be an ember optimize config (e.g. OnnxRuntimeConfig()), got {type(config).__name__}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function taking one str (what the build is doing), got "
+                        f"{type(progress).__name__}; e.g. progress=print")
     if tokenizer is None:
         raise TypeError("optimize() needs the model's tokenizer: optimize(model, config, tokenizer=tok); a "
                         "SentenceTransformer brings its own")
@@ -139,12 +151,13 @@ def optimize_model(
     )
     # verified (and built) in eval mode; each module's mode is put back after, as "model is not modified" says
     with frozen_eval(model):
-        return _optimize(model, config, tokenizer, texts, calibration_texts)
+        return _optimize(model, config, tokenizer, texts, calibration_texts, progress)
 
 
 def _optimize(model: nn.Module, config: OptimizeConfig, tokenizer, texts: list[str],
-              calibration_texts: list[str]) -> OptimizedModel:
+              calibration_texts: list[str], progress: Progress | None = None) -> OptimizedModel:
     start = time.perf_counter()
+    stage = progress or (lambda what: None)
     model.eval()
     facts0 = model_facts(model, tokenizer, "logits")
     # padded batches of mixed lengths, then single inputs (batch 1 is the latency path some engines serve
@@ -152,12 +165,17 @@ def _optimize(model: nn.Module, config: OptimizeConfig, tokenizer, texts: list[s
     batches = mixed_length_batches(tokenizer, texts, batch_size=VERIFY_BATCH, max_length=facts0.max_length)
     batches += mixed_length_batches(tokenizer, texts[:VERIFY_BATCH], batch_size=1, max_length=facts0.max_length)
     batches = [{k: b[k] for k in facts0.input_names if k in b} for b in batches]
+    stage(f"running the original on {len(texts)} verification sentences")
     reference = run_batches(model, batches)
     facts = model_facts(model, tokenizer, _output_kind(reference[0]))
-    ctx = BuildContext(model, tokenizer, facts, calibration_texts)
+    ctx = BuildContext(model, tokenizer, facts, calibration_texts, progress)
+    stage(f"building with {type(config).__name__}")
     artifact = build_on_this_cpu(model, config, ctx)
+    stage("checking fidelity against the original")
     artifact.fidelity = compare(reference, run_batches(artifact, batches), [b["attention_mask"] for b in batches])
     enforce(artifact.fidelity, config)
+    if config.on_slower != "ignore":
+        stage("timing against the original (batch 1 and a batch)")
     artifact.speed = time_against_original(model, artifact, tokenizer, texts, facts, config)
     artifact.build_seconds = time.perf_counter() - start
     enforce_speed(artifact.speed, config)

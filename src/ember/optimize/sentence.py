@@ -59,7 +59,8 @@ class EmberTransformer(Transformer):
         self.save_config(output_path)
 
 
-def optimize_sentence_transformer(st, config, *, sample: Sequence[str] | None, calibration: Sequence[str] | None):
+def optimize_sentence_transformer(st, config, *, sample: Sequence[str] | None, calibration: Sequence[str] | None,
+                                  progress=None):
     """``st`` with its transformer module's model replaced by a verified artifact (see the module docstring).
 
     Returns:
@@ -73,9 +74,12 @@ def optimize_sentence_transformer(st, config, *, sample: Sequence[str] | None, c
             f"optimize() takes a SentenceTransformer whose first module is a sentence-transformers Transformer over a "
             f"Hugging Face model; this one starts with {type(first).__name__}. Optimize that module's model instead"
         )
-    art = optimize_model(first.model, config, tokenizer=first.tokenizer, sample=sample, calibration=calibration)
+    art = optimize_model(first.model, config, tokenizer=first.tokenizer, sample=sample, calibration=calibration,
+                         progress=progress)
     fast = _with_artifact(st, art)
     texts = list(sample) if sample is not None else _builtin_sample()
+    if progress is not None:
+        progress("checking the pooled sentence embeddings against the original")
     art.fidelity = pooled_fidelity(st, fast, texts, VERIFY_BATCH)
     enforce(art.fidelity, config)
     return fast

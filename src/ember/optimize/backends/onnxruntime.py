@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ MODEL_FILE = "model.onnx"
 # fp32 share small enough for int8 to stay worth building.
 AUTO_MARGIN = 0.001
 AUTO_MAX_KEPT = 4
+_FUSE_LOCK = threading.Lock()  # see fuse()
 
 
 class OnnxArtifact(OptimizedModel):
@@ -88,7 +91,9 @@ def fuse(path: Path, facts: ModelFacts | None = None, *, skip_layer_norm: bool =
 
     step = "fuse_skip_layer_normalization"
     leave = not skip_layer_norm and hasattr(_core, step)
-    with mock.patch.object(_core, step, lambda model, **kwargs: 0) if leave else contextlib.nullcontext():
+    # the patch swaps a module global of onnxscript: one fusion at a time, so that builds in parallel threads asking
+    # for different skip_layer_norm settings never see each other's choice
+    with _FUSE_LOCK, mock.patch.object(_core, step, lambda model, **kwargs: 0) if leave else contextlib.nullcontext():
         model, stats = optimize_for_ort(ir.load(str(path)))
     ir.save(model, str(path))
     _drop_value_info(path)
@@ -274,32 +279,44 @@ def quantize_int8(path: Path, config: OnnxRuntimeConfig, ctx, tmp: Path) -> tupl
     :func:`_keep_auto`), quantise the rest. Returns the quantised model's path and how many MatMuls stayed fp32."""
     calib = ctx.calibration(config.calibration_size)
     path = typed_copy(path, tmp)
+    if config.quantize == "static":
+        ctx.stage(f"calibrating activation ranges on {len(ctx.calibration_texts[:config.calibration_size])} sentences")
     ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
     out = tmp / "quantized.onnx"
     reference = run_batches(ctx.model, calib) if config.keep_fp32 else None
     if config.keep_fp32 == "auto":
-        keep = _keep_auto(path, out, config, calib, reference, ctx.facts, tmp, ranges)
+        keep = _keep_auto(path, out, config, calib, reference, ctx.facts, tmp, ranges, stage=ctx.stage)
     else:
+        if config.keep_fp32:
+            ctx.stage(f"ranking MatMuls by int8 sensitivity to keep {config.keep_fp32} in fp32")
         keep = (sensitivity_order(path, config, calib, reference, ctx.facts, tmp, ranges)[: config.keep_fp32]
                 if config.keep_fp32 else [])
+        ctx.stage(f"quantising to int8 ({config.quantize})")
         quantize(path, out, config, calib, exclude=keep, ranges=ranges)
     return out, len(keep)
 
 
 def _keep_auto(src: Path, out: Path, config: OnnxRuntimeConfig, calib: list[dict], reference: list, facts: ModelFacts,
-               tmp: Path, ranges) -> list[str]:
+               tmp: Path, ranges, stage: Callable[[str], None] = lambda what: None) -> list[str]:
     """``keep_fp32="auto"``: quantise everything; while the mean cosine on the calibration sentences is under the
     config's bound plus ``AUTO_MARGIN`` (they are not the verification sentences: the margin is for the difference),
     leave the next most sensitive MatMul in fp32, at most ``AUTO_MAX_KEPT``. The sensitivity ranking (one probe
     per node) is only paid for when the whole model falls short. Writes the model to ``out``; returns the kept."""
     bound = config.tolerance.min_mean_cosine
+    stage(f"quantising to int8 ({config.quantize})")
     quantize(src, out, config, calib, exclude=[], ranges=ranges)
-    if bound is None or _cosine(out, config, calib, reference, facts) >= bound + AUTO_MARGIN:
+    if bound is None:
         return []
+    cosine = _cosine(out, config, calib, reference, facts)
+    if cosine >= bound + AUTO_MARGIN:
+        return []
+    stage(f'keep_fp32="auto": whole-int8 calibration cosine {cosine:.4f} is under {bound + AUTO_MARGIN:.4f}; '
+          "ranking MatMuls by int8 sensitivity")
     order = sensitivity_order(src, config, calib, reference, facts, tmp, ranges)
     keep: list[str] = []
     for name in order[:AUTO_MAX_KEPT]:
         keep.append(name)
+        stage(f'keep_fp32="auto": requantising with {len(keep)} MatMul(s) in fp32 (at most {AUTO_MAX_KEPT})')
         quantize(src, out, config, calib, exclude=keep, ranges=ranges)
         if _cosine(out, config, calib, reference, facts) >= bound + AUTO_MARGIN:
             break
@@ -309,13 +326,16 @@ def _keep_auto(src: Path, out: Path, config: OnnxRuntimeConfig, calib: list[dict
 def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
     with tempfile.TemporaryDirectory(prefix="ember-onnx-") as tmpdir:
         tmp = Path(tmpdir)
+        ctx.stage(f"exporting to ONNX ({config.exporter} exporter)")
         path = export_onnx(model, ctx.facts, tmp / "export.onnx", exporter=config.exporter)
         if config.fuse:
+            ctx.stage("fusing attention, GELU and LayerNorm for ONNX Runtime")
             stats = _FUSERS[config.exporter](path, ctx.facts, skip_layer_norm=config.skip_layer_norm)
         else:
             stats = {}
             _drop_value_info(path)
         if config.quantize == "blockwise":
+            ctx.stage("quantising MatMul weights block-wise (MatMulNBits)")
             qpath = tmp / "quantized.onnx"
             stats = {**stats, "matmul_nbits": quantize_blockwise(path, qpath, config)}
             path = qpath

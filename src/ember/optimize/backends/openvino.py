@@ -343,6 +343,7 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
     # straight from PyTorch (OpenVINO's own frontend gives a leaner graph than an ONNX detour), traced on a
     # padded batch of mixed lengths so the attention mask stays in the graph
     example = dict(zip(ctx.facts.input_names, dummy_batch(ctx.facts), strict=True))
+    ctx.stage("converting to OpenVINO")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         ov_model = ov.convert_model(_Positional(model, ctx.facts.input_names, ctx.facts.output).eval(),
@@ -350,6 +351,7 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
     for inp, name in zip(ov_model.inputs, ctx.facts.input_names, strict=True):
         inp.get_tensor().set_names({name})
     if config.quantize == "static":
+        ctx.stage(f"quantising to int8 with NNCF on {len(ctx.calibration_texts[:config.calibration_size])} sentences")
         ov_model = quantize_nncf(ov_model, ctx.calibration(config.calibration_size))
     # chosen from the sample's lengths (tokenized once), recorded so a load compiles the same
     if config.static_shapes is None or config.batch_shapes is None:
@@ -359,6 +361,8 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
         if config.batch_shapes is None:
             shapes = choose_batch_shapes(lengths, config.max_batch_static, longest) if batches_gain(config) else ()
             config = dataclasses.replace(config, batch_shapes=shapes)
+    n = len(config.static_shapes or ()) + len(config.batch_shapes or ())
+    ctx.stage("compiling for the CPU" + (f" (and up to {n} shape-specialised models)" if n else ""))
     return OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
 
 
