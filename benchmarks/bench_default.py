@@ -35,6 +35,7 @@ from ember.bench.sweep import BASELINE, MemoryRow, SweepResult, preset_plans, sw
 from ember.data import Examples
 from ember.data.sample import sample_sentences
 from ember.models import DEFAULT_MODEL, default_model_path, load_model
+from ember.optimize.registry import no_progress
 
 
 def parse() -> argparse.Namespace:
@@ -68,7 +69,7 @@ def all_alive(bench, baseline, plans, loaded) -> SweepResult:
     for plan in plans:
         reset_peak()
         try:
-            built.append(plan.build(lambda what: None))
+            built.append(plan.build(no_progress))
         except Exception as exc:  # noqa: BLE001 - as the sweep: a failed row's place is left out here
             print(f"{plan.name}: build failed: {type(exc).__name__}: {exc}")
             continue

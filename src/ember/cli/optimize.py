@@ -71,9 +71,10 @@ def optimize_cmd(
             raise ValueError("give MODEL and --out DIR (or --list to see the presets)")
         cfg = _config(preset, config, set_ or [])
         net, tok = _load(model, task)
-        with console.status(f"building {preset or type(cfg).__name__}") as status:
+        building = f"building {preset or type(cfg).__name__}"
+        with console.status(building) as status:
             art = optimize(net, cfg, tokenizer=tok, sample=_texts(data, split, limit),
-                           progress=lambda what: status.update(f"building {preset or type(cfg).__name__}: {what}"))
+                           progress=lambda what: status.update(f"{building}: {what}"))
         art.save(out)
         f = art.fidelity
         console.print(f"[green]saved[/] {out}  size {art.size_bytes / 1e6:.1f} MB  build {art.build_seconds:.1f} s  "

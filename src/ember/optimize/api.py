@@ -8,13 +8,14 @@ above all three, so that none of them imports the module that builds on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from ember.models.sentence import is_sentence_transformer
 from ember.optimize.artifact import SENTENCE_MODULE, load_artifact
 from ember.optimize.config import OptimizeConfig
 from ember.optimize.core import optimize_model
+from ember.optimize.registry import Progress
 
 
 def optimize(
@@ -24,7 +25,7 @@ def optimize(
     tokenizer=None,
     sample: Sequence[str] | None = None,
     calibration: Sequence[str] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ):
     """Build a faster artifact of ``model`` with ``config`` and verify it answers the same.
 

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -19,11 +19,10 @@ from ember.models.load import resolve_max_length
 from ember.models.split import frozen_eval
 from ember.optimize.artifact import ModelFacts, OptimizedModel
 from ember.optimize.config import OptimizeConfig
-from ember.optimize.registry import backend_for, missing_requirements
+from ember.optimize.registry import Progress, backend_for, missing_requirements, no_progress
 from ember.optimize.speed import SpeedReport, measure_speed, slower_parts, timing_inputs
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-Progress = Callable[[str], None]  # told what a build is doing as each step starts (``optimize(progress=...)``)
 VERIFY_BATCH = 8  # sentences per verification (and calibration) batch
 
 
@@ -81,7 +80,7 @@ class BuildContext:
     """What a backend's ``build`` gets besides the model and config."""
 
     def __init__(self, model: nn.Module, tokenizer, facts: ModelFacts, calibration_texts: list[str],
-                 progress: Progress | None = None) -> None:
+                 progress: Progress = no_progress) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.facts = facts
@@ -89,9 +88,8 @@ class BuildContext:
         self.progress = progress
 
     def stage(self, what: str) -> None:
-        """Tell the caller's ``progress`` hook (if any) that the build now does ``what``."""
-        if self.progress is not None:
-            self.progress(what)
+        """Tell the caller's ``progress`` hook that the build now does ``what``."""
+        self.progress(what)
 
     def calibration(self, size: int) -> list[dict]:
         """Padded mixed-length batches of the first ``size`` calibration sentences."""
@@ -151,13 +149,12 @@ def optimize_model(
     )
     # verified (and built) in eval mode; each module's mode is put back after, as "model is not modified" says
     with frozen_eval(model):
-        return _optimize(model, config, tokenizer, texts, calibration_texts, progress)
+        return _optimize(model, config, tokenizer, texts, calibration_texts, progress or no_progress)
 
 
 def _optimize(model: nn.Module, config: OptimizeConfig, tokenizer, texts: list[str],
-              calibration_texts: list[str], progress: Progress | None = None) -> OptimizedModel:
+              calibration_texts: list[str], stage: Progress) -> OptimizedModel:
     start = time.perf_counter()
-    stage = progress or (lambda what: None)
     model.eval()
     facts0 = model_facts(model, tokenizer, "logits")
     # padded batches of mixed lengths, then single inputs (batch 1 is the latency path some engines serve
@@ -168,15 +165,13 @@ def _optimize(model: nn.Module, config: OptimizeConfig, tokenizer, texts: list[s
     stage(f"running the original on {len(texts)} verification sentences")
     reference = run_batches(model, batches)
     facts = model_facts(model, tokenizer, _output_kind(reference[0]))
-    ctx = BuildContext(model, tokenizer, facts, calibration_texts, progress)
+    ctx = BuildContext(model, tokenizer, facts, calibration_texts, stage)
     stage(f"building with {type(config).__name__}")
     artifact = build_on_this_cpu(model, config, ctx)
     stage("checking fidelity against the original")
     artifact.fidelity = compare(reference, run_batches(artifact, batches), [b["attention_mask"] for b in batches])
     enforce(artifact.fidelity, config)
-    if config.on_slower != "ignore":
-        stage("timing against the original (batch 1 and a batch)")
-    artifact.speed = time_against_original(model, artifact, tokenizer, texts, facts, config)
+    artifact.speed = time_against_original(model, artifact, tokenizer, texts, facts, config, stage)
     artifact.build_seconds = time.perf_counter() - start
     enforce_speed(artifact.speed, config)
     return artifact
@@ -197,12 +192,13 @@ def build_on_this_cpu(model: nn.Module, config: OptimizeConfig, ctx: BuildContex
 
 
 def time_against_original(model: nn.Module, artifact: OptimizedModel, tokenizer, texts: list[str], facts: ModelFacts,
-                          config: OptimizeConfig) -> SpeedReport | None:
+                          config: OptimizeConfig, stage: Progress = no_progress) -> SpeedReport | None:
     """``artifact`` timed against ``model`` on the verification sentences (``None`` with ``on_slower="ignore"``)."""
     from ember.hardware import detect
 
     if config.on_slower == "ignore":
         return None
+    stage("timing against the original (batch 1 and a batch)")
     cpu = detect().summary()
     inputs = timing_inputs(tokenizer, texts, facts.input_names, facts.max_length)
     if isinstance(inputs, str):

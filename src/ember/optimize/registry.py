@@ -24,6 +24,13 @@ class Backend:
     requires_for: Callable[[OptimizeConfig], tuple[tuple[str, str], ...]] | None = None
 
 
+Progress = Callable[[str], None]  # told what a build is doing as each step starts (``optimize(progress=...)``)
+
+
+def no_progress(what: str) -> None:
+    """The ``Progress`` of a build nobody watches: tells no one."""
+
+
 _BACKENDS: dict[type[OptimizeConfig], Backend] = {}
 # backend modules, imported on first use so ``import ember.optimize`` pulls in no engine
 _MODULES = {

@@ -30,6 +30,7 @@ import torch
 from ember.errors import BackendNotInstalledError
 from ember.optimize.artifact import SENTENCE_MODULE, load_artifact
 from ember.optimize.core import VERIFY_BATCH, _builtin_sample, enforce, optimize_model
+from ember.optimize.registry import Progress, no_progress
 
 INSTALL = "pip install 'ember[sentence-transformers]'  (sentence-transformers>=5)"
 
@@ -60,7 +61,7 @@ class EmberTransformer(Transformer):
 
 
 def optimize_sentence_transformer(st, config, *, sample: Sequence[str] | None, calibration: Sequence[str] | None,
-                                  progress=None):
+                                  progress: Progress | None = None):
     """``st`` with its transformer module's model replaced by a verified artifact (see the module docstring).
 
     Returns:
@@ -78,8 +79,7 @@ def optimize_sentence_transformer(st, config, *, sample: Sequence[str] | None, c
                          progress=progress)
     fast = _with_artifact(st, art)
     texts = list(sample) if sample is not None else _builtin_sample()
-    if progress is not None:
-        progress("checking the pooled sentence embeddings against the original")
+    (progress or no_progress)("checking the pooled sentence embeddings against the original")
     art.fidelity = pooled_fidelity(st, fast, texts, VERIFY_BATCH)
     enforce(art.fidelity, config)
     return fast

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from ember.fidelity import compare, run_batches
 from ember.optimize.artifact import ModelFacts, OptimizedModel, wrap_output
 from ember.optimize.config import OnnxRuntimeConfig
 from ember.optimize.export import export_onnx
-from ember.optimize.registry import register
+from ember.optimize.registry import Progress, no_progress, register
 
 INSTALL = "pip install 'ember[onnx]'  (onnxruntime, onnx, onnxscript)"
 MODEL_FILE = "model.onnx"
@@ -280,7 +279,7 @@ def quantize_int8(path: Path, config: OnnxRuntimeConfig, ctx, tmp: Path) -> tupl
     calib = ctx.calibration(config.calibration_size)
     path = typed_copy(path, tmp)
     if config.quantize == "static":
-        ctx.stage(f"calibrating activation ranges on {len(ctx.calibration_texts[:config.calibration_size])} sentences")
+        ctx.stage(f"calibrating activation ranges on {min(len(ctx.calibration_texts), config.calibration_size)} sentences")
     ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
     out = tmp / "quantized.onnx"
     reference = run_batches(ctx.model, calib) if config.keep_fp32 else None
@@ -297,7 +296,7 @@ def quantize_int8(path: Path, config: OnnxRuntimeConfig, ctx, tmp: Path) -> tupl
 
 
 def _keep_auto(src: Path, out: Path, config: OnnxRuntimeConfig, calib: list[dict], reference: list, facts: ModelFacts,
-               tmp: Path, ranges, stage: Callable[[str], None] = lambda what: None) -> list[str]:
+               tmp: Path, ranges, stage: Progress = no_progress) -> list[str]:
     """``keep_fp32="auto"``: quantise everything; while the mean cosine on the calibration sentences is under the
     config's bound plus ``AUTO_MARGIN`` (they are not the verification sentences: the margin is for the difference),
     leave the next most sensitive MatMul in fp32, at most ``AUTO_MAX_KEPT``. The sensitivity ranking (one probe
