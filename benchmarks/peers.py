@@ -13,7 +13,8 @@ a row above 100% of its peak marks the run's peaks not valid (``summary.peaks_va
 
 Timing: ``ember.bench.harness.PerformanceBenchmark`` measures every engine of a workload in turn, once per round, for
 ``--repeats`` rounds (the engines' order rotated each round), so a slow spell of this shared machine falls on every
-engine alike. Reported: the median over rounds of each round's p50/p90 and throughput; fidelity from the first round.
+engine alike. Reported: the median over rounds of each round's p50/p90 and throughput (each round's figures kept in
+the row's ``rounds``, and each verdict's ratio per round beside the ratio of medians); fidelity from the first round.
 
 Peers: PyTorch eager fp32 (the original) and bf16 autocast, Optimum ONNX Runtime O2 and int8 (avx512_vnni, dynamic),
 OpenVINO, CTranslate2 int8, and sentence-transformers' own backends, what all-MiniLM-L6-v2's users would pick instead:
@@ -27,8 +28,10 @@ model they write runs here, in ONNX Runtime or OpenVINO; their rows say so.
 ember's variants: every available preset, plus the on-request torch.compile ones, built through ``optimize()`` from a
 sample of the workload's own training texts (the lengths OpenVINO's batch-1 shapes are chosen for), never the timed
 ones; a preset this CPU leaves out (another CPU family's default, ``compile-bf16`` without bf16) gets a row with the
-reason, untimed. A peer that cannot be installed or run is reported as such. CTranslate2's OpenMP runtime slows every engine in
-the process once loaded, so it is built and timed last, alone.
+reason, untimed. CTranslate2 comes with ``pip install -e ".[peers]"`` (in ``.[dev]`` too). A peer that cannot be
+installed or run is reported as such, and each tier's verdict names the peers it lacks (``peers_not_run``,
+``peers_complete``). CTranslate2's OpenMP runtime slows every engine in the process once loaded, so it is built and
+timed last, alone.
 
     flock /work/notes/bench.lock python benchmarks/peers.py           # full run
     python benchmarks/peers.py --quick                                  # smoke run
@@ -86,6 +89,8 @@ class Row:
     speed_check_s: float | None = None  # of build_s: optimize() timing the artifact against the original
     note: str = ""
     error: str | None = None
+    # each round's p50 and throughput, in round order (the medians above are over these): the spread a verdict has
+    rounds: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -492,7 +497,8 @@ def _median_of_rounds(results: list) -> dict:
     return {"p50_ms": med([r.latency_ms["p50"] for r in results]), "p90_ms": med([r.latency_ms["p90"] for r in results]),
             "throughput": med([r.throughput for r in results]),
             "throughput_unbucketed": med([r.throughput_unbucketed for r in results]),
-            "cosine": first.mean_cosine if first else None, "min_cosine": first.min_cosine if first else None}
+            "cosine": first.mean_cosine if first else None, "min_cosine": first.min_cosine if first else None,
+            "rounds": {"p50_ms": [r.latency_ms["p50"] for r in results], "throughput": [r.throughput for r in results]}}
 
 
 # ---- building ---------------------------------------------------------------------------------------------------
@@ -614,7 +620,11 @@ def summarise(rows: list[Row], peaks: dict, gflop: float, defaults: list[str]) -
         members = [r for r in rows if class_of(r) == tier or (tier == "int8" and class_of(r) == "faithful" and "int8" in r.engine)]
         ours = [r for r in members if r.engine.startswith("ember-")]
         peers_ = [r for r in members if not r.engine.startswith("ember-") and r.engine != "pytorch-fp32"]
-        out[tier] = _tier_verdict(ours, peers_, peak / gflop)
+        # a peer that failed (not installed, rejected the CPU) has no cosine to place it by: its precision does. It is
+        # no evidence either way, so the verdict names it (runs 10-15 on the Zen 3 left CTranslate2 out unsaid)
+        failed = {r.engine: r.error for r in rows if r.error and not r.engine.startswith("ember-")
+                  and ("int8" if r.tier == "int8" else "faithful") == tier}
+        out[tier] = _tier_verdict(ours, peers_, peak / gflop) | {"peers_not_run": failed, "peers_complete": not failed}
     slower = [r.engine for r in rows if r.engine.startswith("ember-") and r.engine.removeprefix("ember-") in defaults
               and base and not r.error and r.p50_ms
               and (r.p50_ms > base.p50_ms or r.throughput < base.throughput)]
@@ -629,6 +639,11 @@ def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
     peer_lat = min(peers_, key=lambda r: r.p50_ms or 1e9, default=None)
     tp_ratio = best_tp.throughput / peer_tp.throughput if best_tp and peer_tp else None
     p50_ratio = peer_lat.p50_ms / best_lat.p50_ms if best_lat and peer_lat else None
+    # the same two engines' ratio within each round (timed minutes apart, not hours): how much of a verdict is one
+    # slow spell. CTranslate2's rounds come after the others', so its pairing is by round number only.
+    def per_round(a: Row, b: Row, key: str, inv: bool) -> list[float]:  # rounds differ if one failed mid-way
+        pairs = zip(a.rounds.get(key, []), b.rounds.get(key, []), strict=False)
+        return [round(y / x if inv else x / y, 3) for x, y in pairs if x and y]
     frac = best_tp.throughput / limit if best_tp else None
     return {
         "best_ember_throughput": best_tp and {"engine": best_tp.engine, "sent_s": round(best_tp.throughput, 1)},
@@ -637,6 +652,8 @@ def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
         "best_peer_p50": peer_lat and {"engine": peer_lat.engine, "ms": round(peer_lat.p50_ms, 3)},
         "matmul_limit_sent_s": round(limit, 1), "fraction_of_limit": frac and round(frac, 3),
         "throughput_vs_best_peer": tp_ratio and round(tp_ratio, 3), "p50_speedup_vs_best_peer": p50_ratio and round(p50_ratio, 3),
+        "throughput_vs_best_peer_per_round": per_round(best_tp, peer_tp, "throughput", False) if tp_ratio else [],
+        "p50_speedup_vs_best_peer_per_round": per_round(best_lat, peer_lat, "p50_ms", True) if p50_ratio else [],
         "target_peak_met": bool(frac and frac >= TARGETS["peak_fraction"]),
         "target_throughput_met": bool(tp_ratio and tp_ratio >= TARGETS["throughput_vs_peer"]),
         "target_p50_met": bool(p50_ratio and p50_ratio >= TARGETS["p50_vs_peer"]),
@@ -793,6 +810,10 @@ def finish(rows: list[Row], workloads: list[Workload], peaks: dict, gflop: dict,
     summary = {wl.name: summarise([r for r in rows if r.workload == wl.name], peaks, gflop[wl.name], defaults)
                for wl in workloads}
     summary["peaks_valid"] = not over
+    for wl in workloads:
+        for tier in ("faithful", "int8"):
+            for engine, why in summary[wl.name][tier]["peers_not_run"].items():
+                print(f"{wl.name}/{tier}: peer {engine} not run ({why}); this tier's verdict is against the others only")
     if over:  # a peak measured low proves nothing: no peak target counts as met
         print(f"peaks not valid: {', '.join(over)} above 100% of the measured peak; no % of peak target counts")
         for wl in workloads:

@@ -117,3 +117,29 @@ def test_presets_this_cpu_leaves_out_get_a_row_with_the_reason_not_a_timing(peer
     monkeypatch.setenv("EMBER_CPU_FEATURES", "amx")
     plan = peers.ember_presets()
     assert plan["compile-bf16"] is None and plan["openvino-int8"] is None and plan["openvino-bf16"] is None
+
+
+def test_a_peer_that_did_not_run_is_named_not_counted_as_beaten(peers, capsys):
+    rows = _rows(peers, 300.0)
+    rows.append(peers.Row("ctranslate2-int8", "int8", "short", error="ModuleNotFoundError: No module named 'ctranslate2'"))
+    peaks = {"fp32": 150.0, "bf16": 400.0, "int8": 800.0}
+    int8 = peers.summarise(rows, peaks, 0.2, defaults=[])["int8"]
+    assert int8["peers"] == ["optimum-int8-avx512vnni"]
+    assert int8["peers_not_run"] == {"ctranslate2-int8": "ModuleNotFoundError: No module named 'ctranslate2'"}
+    assert not int8["peers_complete"]
+    assert int8["throughput_vs_best_peer"] == pytest.approx(1500 / 900, abs=1e-3)  # against the peer that ran
+    rows[-1] = peers.Row("ctranslate2-int8", "int8", "short", p50_ms=4.0, throughput=1400.0, cosine=0.997)
+    int8 = peers.summarise(rows, peaks, 0.2, defaults=[])["int8"]
+    assert int8["peers_complete"] and int8["peers_not_run"] == {}
+    assert int8["best_peer_throughput"]["engine"] == "ctranslate2-int8"
+
+
+def test_each_verdict_carries_its_ratio_per_round(peers):
+    rows = _rows(peers, 300.0)
+    rows[3].rounds = {"p50_ms": [1.5, 1.4, 2.0], "throughput": [1500.0, 1600.0, 1200.0]}  # ember-openvino-int8
+    rows[4].rounds = {"p50_ms": [2.5, 2.8, 2.0], "throughput": [900.0, 800.0, 1000.0]}  # the Optimum int8 peer
+    int8 = peers.summarise(rows, {"fp32": 150.0, "bf16": 400.0, "int8": 800.0}, 0.2, defaults=[])["int8"]
+    assert int8["p50_speedup_vs_best_peer_per_round"] == [pytest.approx(2.5 / 1.5, abs=1e-3), 2.0, 1.0]
+    assert int8["throughput_vs_best_peer_per_round"] == [pytest.approx(1500 / 900, abs=1e-3), 2.0, 1.2]
+    faithful = peers.summarise(rows, {"fp32": 150.0, "bf16": 400.0, "int8": 800.0}, 0.2, defaults=[])["faithful"]
+    assert faithful["p50_speedup_vs_best_peer_per_round"] == []  # no rounds recorded for those rows
