@@ -622,7 +622,7 @@ def summarise(rows: list[Row], peaks: dict, gflop: float, defaults: list[str]) -
         peers_ = [r for r in members if not r.engine.startswith("ember-") and r.engine != "pytorch-fp32"]
         # a peer that failed (not installed, rejected the CPU) has no cosine to place it by: its precision does. It is
         # no evidence either way, so the verdict names it (runs 10-15 on the Zen 3 left CTranslate2 out unsaid)
-        failed = {r.engine: r.error for r in rows if r.error and not r.engine.startswith("ember-")
+        failed = {r.engine: r.error for r in rows if r.error and not r.engine.startswith(("ember-", "pytorch-fp32"))
                   and ("int8" if r.tier == "int8" else "faithful") == tier}
         out[tier] = _tier_verdict(ours, peers_, peak / gflop) | {"peers_not_run": failed, "peers_complete": not failed}
     slower = [r.engine for r in rows if r.engine.startswith("ember-") and r.engine.removeprefix("ember-") in defaults

@@ -127,6 +127,7 @@ def test_a_peer_that_did_not_run_is_named_not_counted_as_beaten(peers, capsys):
     assert int8["peers"] == ["optimum-int8-avx512vnni"]
     assert int8["peers_not_run"] == {"ctranslate2-int8": "ModuleNotFoundError: No module named 'ctranslate2'"}
     assert not int8["peers_complete"]
+    assert peers.summarise(rows, peaks, 0.2, defaults=[])["faithful"]["peers_complete"]  # an int8 peer, not faithful's
     assert int8["throughput_vs_best_peer"] == pytest.approx(1500 / 900, abs=1e-3)  # against the peer that ran
     rows[-1] = peers.Row("ctranslate2-int8", "int8", "short", p50_ms=4.0, throughput=1400.0, cosine=0.997)
     int8 = peers.summarise(rows, peaks, 0.2, defaults=[])["int8"]
