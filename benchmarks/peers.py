@@ -494,11 +494,12 @@ def time_engines(engines: dict[str, Callable], tok, wl: Workload, args) -> dict[
 def _median_of_rounds(results: list) -> dict:
     first = results[0].fidelity
     med = lambda xs: statistics.median(xs)  # noqa: E731
-    return {"p50_ms": med([r.latency_ms["p50"] for r in results]), "p90_ms": med([r.latency_ms["p90"] for r in results]),
-            "throughput": med([r.throughput for r in results]),
+    rounds = {"p50_ms": [r.latency_ms["p50"] for r in results], "throughput": [r.throughput for r in results]}
+    return {"p50_ms": med(rounds["p50_ms"]), "p90_ms": med([r.latency_ms["p90"] for r in results]),
+            "throughput": med(rounds["throughput"]),
             "throughput_unbucketed": med([r.throughput_unbucketed for r in results]),
             "cosine": first.mean_cosine if first else None, "min_cosine": first.min_cosine if first else None,
-            "rounds": {"p50_ms": [r.latency_ms["p50"] for r in results], "throughput": [r.throughput for r in results]}}
+            "rounds": rounds}
 
 
 # ---- building ---------------------------------------------------------------------------------------------------
@@ -616,13 +617,14 @@ def summarise(rows: list[Row], peaks: dict, gflop: float, defaults: list[str]) -
     presets slower than the fp32 original."""
     base = next((r for r in rows if r.engine == "pytorch-fp32" and not r.error), None)
     out: dict = {}
+    is_peer = lambda r: not r.engine.startswith("ember-") and r.engine != "pytorch-fp32"  # noqa: E731
     for tier, peak in (("faithful", max(peaks["bf16"], peaks["fp32"])), ("int8", peaks["int8"])):
         members = [r for r in rows if class_of(r) == tier or (tier == "int8" and class_of(r) == "faithful" and "int8" in r.engine)]
         ours = [r for r in members if r.engine.startswith("ember-")]
-        peers_ = [r for r in members if not r.engine.startswith("ember-") and r.engine != "pytorch-fp32"]
+        peers_ = [r for r in members if is_peer(r)]
         # a peer that failed (not installed, rejected the CPU) has no cosine to place it by: its precision does. It is
         # no evidence either way, so the verdict names it (runs 10-15 on the Zen 3 left CTranslate2 out unsaid)
-        failed = {r.engine: r.error for r in rows if r.error and not r.engine.startswith(("ember-", "pytorch-fp32"))
+        failed = {r.engine: r.error for r in rows if r.error and is_peer(r)
                   and ("int8" if r.tier == "int8" else "faithful") == tier}
         out[tier] = _tier_verdict(ours, peers_, peak / gflop) | {"peers_not_run": failed, "peers_complete": not failed}
     slower = [r.engine for r in rows if r.engine.startswith("ember-") and r.engine.removeprefix("ember-") in defaults

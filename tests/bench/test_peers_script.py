@@ -119,7 +119,7 @@ def test_presets_this_cpu_leaves_out_get_a_row_with_the_reason_not_a_timing(peer
     assert plan["compile-bf16"] is None and plan["openvino-int8"] is None and plan["openvino-bf16"] is None
 
 
-def test_a_peer_that_did_not_run_is_named_not_counted_as_beaten(peers, capsys):
+def test_a_peer_that_did_not_run_is_named_not_counted_as_beaten(peers):
     rows = _rows(peers, 300.0)
     rows.append(peers.Row("ctranslate2-int8", "int8", "short", error="ModuleNotFoundError: No module named 'ctranslate2'"))
     peaks = {"fp32": 150.0, "bf16": 400.0, "int8": 800.0}
