@@ -627,11 +627,28 @@ def summarise(rows: list[Row], peaks: dict, gflop: float, defaults: list[str]) -
         failed = {r.engine: r.error for r in rows if r.error and is_peer(r)
                   and ("int8" if r.tier == "int8" else "faithful") == tier}
         out[tier] = _tier_verdict(ours, peers_, peak / gflop) | {"peers_not_run": failed, "peers_complete": not failed}
-    slower = [r.engine for r in rows if r.engine.startswith("ember-") and r.engine.removeprefix("ember-") in defaults
-              and base and not r.error and r.p50_ms
-              and (r.p50_ms > base.p50_ms or r.throughput < base.throughput)]
-    out["default_presets_slower_than_fp32"] = slower
+    defaults_run = [r for r in rows if r.engine.startswith("ember-") and r.engine.removeprefix("ember-") in defaults
+                    and base and not r.error and r.p50_ms]
+    # the strict reading (a lower median at all), and optimize()'s own rule on the same rounds: median speed-up under
+    # 0.97 and slower in 3 of 4 rounds. fp32 presets on AVX2 run the same sgemm as PyTorch on long batches, where the
+    # strict reading flips with the host (BENCHMARKS.md, #19 run 16); both are reported, neither hidden
+    out["default_presets_slower_than_fp32"] = [r.engine for r in defaults_run
+                                               if r.p50_ms > base.p50_ms or r.throughput < base.throughput]
+    out["default_presets_clearly_slower_than_fp32"] = [r.engine for r in defaults_run if _clearly_slower(r, base)]
     return out
+
+
+def _clearly_slower(row: Row, base: Row) -> bool:
+    """``row`` slower than ``base`` at batch 1 or at batch 32 by :func:`ember.optimize.speed.clearly_slower`, on the
+    per-round figures both were timed in side by side (no rounds recorded: judged on the medians alone)."""
+    from ember.optimize.speed import clearly_slower
+
+    def speedups(key: str, faster_is_lower: bool) -> list[float]:
+        pairs = zip(row.rounds.get(key) or [getattr(row, key)], base.rounds.get(key) or [getattr(base, key)],
+                    strict=False)
+        return [(b / r if faster_is_lower else r / b) for r, b in pairs if r and b]
+
+    return clearly_slower(speedups("p50_ms", True)) or clearly_slower(speedups("throughput", False))
 
 
 def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
@@ -674,6 +691,34 @@ def print_table(rows: list[Row]) -> None:
               f"{f(r.peak_fraction and 100 * r.peak_fraction, '.0f')}% {r.tier} | {f(r.build_s, '.1f')}"
               f"{'' if r.speed_check_s is None else f' ({r.speed_check_s:.1f})'} | "
               f"{r.error or r.note} |")
+
+
+def print_verdicts(summary: dict, workloads: list[str]) -> None:
+    """The summary's verdicts as a table (bold: target met), the cells met, and the default presets slower than the
+    fp32 original, strictly and by ``optimize()``'s rule."""
+    print("| workload / tier | ember's best (throughput; batch 1) | % of limit (≥ 50%) | throughput vs best peer "
+          "(≥ 1.10x) | batch-1 p50 vs best peer (≥ 1.25x) |")
+    print("|---|---|---|---|---|")
+    met = total = 0
+    for wl in workloads:
+        for tier in ("faithful", "int8"):
+            v = summary[wl][tier]
+            cells = [(v["target_peak_met"], v["fraction_of_limit"] is not None and f"{100 * v['fraction_of_limit']:.0f}%"),
+                     (v["target_throughput_met"], v["throughput_vs_best_peer"] is not None and (
+                         f"{v['throughput_vs_best_peer']:.3g}x ({v['best_peer_throughput']['engine']} "
+                         f"{v['best_peer_throughput']['sent_s']})")),
+                     (v["target_p50_met"], v["p50_speedup_vs_best_peer"] is not None and (
+                         f"{v['p50_speedup_vs_best_peer']:.3g}x ({v['best_peer_p50']['engine']} {v['best_peer_p50']['ms']} ms)"))]
+            met, total = met + sum(ok for ok, _ in cells), total + len(cells)
+            tp, lat = v["best_ember_throughput"], v["best_ember_p50"]
+            best = f"{tp['engine']} {tp['sent_s']} sent/s; {lat['engine']} {lat['ms']} ms" if tp and lat else "—"
+            shown = [f"**{text}**" if ok else (text or "—") for ok, text in cells]
+            print(f"| {wl} / {tier} | {best} | " + " | ".join(shown) + " |")
+    print(f"\n{met} of {total} cells met in this run.")
+    strict = ", ".join(f"{wl} {summary[wl]['default_presets_slower_than_fp32'] or 'none'}" for wl in workloads)
+    clear = ", ".join(f"{wl} {summary[wl]['default_presets_clearly_slower_than_fp32'] or 'none'}" for wl in workloads)
+    print(f"Defaults slower than the fp32 original (a lower median): {strict}; clearly slower by optimize()'s rule "
+          f"(median under 0.97x and slower in 3 of 4 rounds): {clear}.")
 
 
 # ---- main ----------------------------------------------------------------------------------------------------------
@@ -823,6 +868,8 @@ def finish(rows: list[Row], workloads: list[Workload], peaks: dict, gflop: dict,
                 summary[wl.name][tier]["target_peak_met"] = False
     print()
     print_table(rows)
+    print()
+    print_verdicts(summary, [wl.name for wl in workloads])
     print()
     print(json.dumps({
         "benchmark": "peers", "threads": args.threads, "cpu": detect().to_dict(), "started": when["started"],

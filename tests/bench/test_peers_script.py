@@ -60,6 +60,28 @@ def test_only_embers_rows_count_as_slower_defaults(peers):
     assert summary["default_presets_slower_than_fp32"] == ["ember-openvino"]
 
 
+def test_a_default_slower_within_noise_is_named_strictly_but_not_clearly(peers, capsys):
+    # run 16's case: ember-openvino 52 against PyTorch's 53 sent/s at batch 32, ahead in two of four rounds
+    rows = _rows(peers, 800.0)
+    rows[0].rounds = {"p50_ms": [10.0, 10.0, 10.0, 10.0], "throughput": [800.0, 810.0, 790.0, 800.0]}
+    ov = peers.Row("ember-openvino", "fp32", "short", p50_ms=4.0, throughput=790.0, cosine=1.0,
+                   rounds={"p50_ms": [4.0, 4.0, 4.0, 4.0], "throughput": [780.0, 820.0, 800.0, 770.0]})
+    peaks = {"fp32": 150.0, "bf16": 400.0, "int8": 800.0}
+    summary = peers.summarise(rows + [ov], peaks, 0.2, defaults=["openvino"])
+    assert summary["default_presets_slower_than_fp32"] == ["ember-openvino"]
+    assert summary["default_presets_clearly_slower_than_fp32"] == []
+    ov.rounds["throughput"] = [700.0, 720.0, 810.0, 690.0]  # under 0.97x at the median, slower in 3 of 4 rounds
+    summary = peers.summarise(rows + [ov], peaks, 0.2, defaults=["openvino"])
+    assert summary["default_presets_clearly_slower_than_fp32"] == ["ember-openvino"]
+    peers.print_verdicts({"short": summary}, ["short"])
+    out = capsys.readouterr().out
+    assert "| short / faithful | ember-openvino-bf16 1000.0 sent/s; ember-openvino-bf16 2.0 ms |" in out
+    assert "**1.43x (openvino 700.0)**" in out  # bold: met
+    assert "**50%**" in out and "| 38% |" in out  # the faithful limit is the bf16 peak's: 400 / 0.2 sent/s
+    assert "5 of 6 cells met" in out
+    assert "clearly slower by optimize()'s rule (median under 0.97x and slower in 3 of 4 rounds): short ['ember-openvino']" in out
+
+
 def test_openvino_peers_follow_the_cpus_default_precision(peers):
     import openvino as ov
 

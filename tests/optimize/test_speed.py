@@ -279,6 +279,19 @@ def test_other_build_errors_are_not_taken_for_a_cpu_refusal():
     assert str(err).startswith("ONNX Runtime refused this CPU") and "Use preset 'openvino'" in str(err)
 
 
+@pytest.mark.parametrize("rounds", [[0.98, 0.99, 0.97, 1.01], [0.80, 0.85, 1.02, 1.05, 0.82], [0.80, 0.85, 0.90, 1.05],
+                                    [1.2, 1.3, 1.1, 1.25], []])
+def test_per_round_speedups_are_judged_by_the_same_rule_as_the_report(rounds):
+    from statistics import median
+
+    from ember.optimize.speed import clearly_slower
+
+    report = slow_report(speedup_batch1=median(rounds) if rounds else None,
+                         slower_share_batch1=sum(x < 1 for x in rounds) / len(rounds) if rounds else None)
+    assert clearly_slower(rounds) is report.slower("batch1")
+    assert clearly_slower(rounds) is (rounds == [0.80, 0.85, 0.90, 1.05])
+
+
 def test_the_cpu_and_speed_module_examples_hold():
     import doctest
 

@@ -79,7 +79,7 @@ class SpeedReport:
     def slower(self, part: str) -> bool:
         """Whether the artifact is clearly slower at ``part`` (``"batch1"`` or ``"batch"``)."""
         speedup, share = getattr(self, f"speedup_{part}"), getattr(self, f"slower_share_{part}")
-        return speedup is not None and speedup < 1.0 - NOISE and (share or 0.0) >= CONSISTENT
+        return _is_slower(speedup, share)
 
     def throughput(self, who: str = "artifact") -> float | None:
         """Sentences/s on the timed batch (``who``: ``"artifact"`` or ``"original"``)."""
@@ -109,6 +109,27 @@ class SpeedReport:
     def from_dict(cls, d: Mapping) -> SpeedReport:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _is_slower(speedup: float | None, slower_share: float | None) -> bool:
+    """The one rule for "slower": a median speed-up under ``1 - NOISE`` and the artifact slower in at least
+    ``CONSISTENT`` of the rounds."""
+    return speedup is not None and speedup < 1.0 - NOISE and (slower_share or 0.0) >= CONSISTENT
+
+
+def clearly_slower(speedups: Sequence[float]) -> bool:
+    """Whether per-round speed-ups (original time / artifact time, or artifact rate / original rate: > 1 is faster),
+    each from one round that timed both side by side, say the artifact is slower by ``optimize()``'s rule.
+
+    Example:
+        >>> clearly_slower([0.98, 1.01, 0.97, 0.99])  # within noise: a tie
+        False
+        >>> clearly_slower([0.90, 0.92, 1.01, 0.91])
+        True
+    """
+    if not speedups:
+        return False
+    return _is_slower(statistics.median(speedups), sum(x < 1 for x in speedups) / len(speedups))
 
 
 def slower_parts(report: SpeedReport, objective: Objective) -> list[str]:
