@@ -36,9 +36,14 @@ timed last, alone.
     flock /work/notes/bench.lock python benchmarks/peers.py           # full run
     python benchmarks/peers.py --quick                                  # smoke run
 
-The last stdout line is JSON: ``rows`` (each with ``engine``, ``workload``, ``tier``, ``p50_ms``, ``throughput``,
-``cosine`` ...), ``peaks``, ``gflop_per_sentence`` (short workload; per workload under ``workloads``) and ``summary``
-(per workload and tier: the issue #19 targets).
+Before it, the table of every row, then the verdicts: per workload and tier ember's best against the best peer and
+the matmul limit (bold: target met), how many cells are met, and the default presets slower than the fp32 original,
+twice: strictly (a lower median throughput or a higher median p50) and by ``optimize()``'s own rule
+(:func:`ember.optimize.speed.clearly_slower`: median speed-up under 0.97x and slower in 3 of 4 rounds, on the rounds
+both were timed in). The last stdout line is JSON: ``rows`` (each with ``engine``, ``workload``, ``tier``,
+``p50_ms``, ``throughput``, ``cosine`` ...), ``peaks``, ``gflop_per_sentence`` (short workload; per workload under
+``workloads``) and ``summary`` (per workload and tier: the issue #19 targets; per workload
+``default_presets_slower_than_fp32`` and ``default_presets_clearly_slower_than_fp32``).
 """
 
 from __future__ import annotations

@@ -91,6 +91,10 @@ class BuildContext:
         """Tell the caller's ``progress`` hook that the build now does ``what``."""
         self.progress(what)
 
+    def calibration_count(self, size: int) -> int:
+        """How many sentences ``calibration(size)`` holds (the sample may have fewer than ``size``)."""
+        return min(len(self.calibration_texts), size)
+
     def calibration(self, size: int) -> list[dict]:
         """Padded mixed-length batches of the first ``size`` calibration sentences."""
         batches = mixed_length_batches(self.tokenizer, self.calibration_texts[:size], batch_size=VERIFY_BATCH,

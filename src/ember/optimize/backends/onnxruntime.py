@@ -279,7 +279,7 @@ def quantize_int8(path: Path, config: OnnxRuntimeConfig, ctx, tmp: Path) -> tupl
     calib = ctx.calibration(config.calibration_size)
     path = typed_copy(path, tmp)
     if config.quantize == "static":
-        ctx.stage(f"calibrating activation ranges on {min(len(ctx.calibration_texts), config.calibration_size)} sentences")
+        ctx.stage(f"calibrating activation ranges on {ctx.calibration_count(config.calibration_size)} sentences")
     ranges = calibrate(path, calib, tmp) if config.quantize == "static" else None
     out = tmp / "quantized.onnx"
     reference = run_batches(ctx.model, calib) if config.keep_fp32 else None

@@ -351,7 +351,7 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
     for inp, name in zip(ov_model.inputs, ctx.facts.input_names, strict=True):
         inp.get_tensor().set_names({name})
     if config.quantize == "static":
-        ctx.stage(f"quantising to int8 with NNCF on {min(len(ctx.calibration_texts), config.calibration_size)} sentences")
+        ctx.stage(f"quantising to int8 with NNCF on {ctx.calibration_count(config.calibration_size)} sentences")
         ov_model = quantize_nncf(ov_model, ctx.calibration(config.calibration_size))
     # chosen from the sample's lengths (tokenized once), recorded so a load compiles the same
     if config.static_shapes is None or config.batch_shapes is None:
