@@ -648,12 +648,21 @@ def _clearly_slower(row: Row, base: Row) -> bool:
     per-round figures both were timed in side by side (no rounds recorded: judged on the medians alone)."""
     from ember.optimize.speed import clearly_slower
 
-    def speedups(key: str, faster_is_lower: bool) -> list[float]:
-        pairs = zip(row.rounds.get(key) or [getattr(row, key)], base.rounds.get(key) or [getattr(base, key)],
-                    strict=False)
-        return [(b / r if faster_is_lower else r / b) for r, b in pairs if r and b]
+    def speedups(key: str) -> list[float]:
+        return _ratio_per_round(row, base, key) or _ratios([getattr(row, key)], [getattr(base, key)], key)
 
-    return clearly_slower(speedups("p50_ms", True)) or clearly_slower(speedups("throughput", False))
+    return clearly_slower(speedups("p50_ms")) or clearly_slower(speedups("throughput"))
+
+
+def _ratio_per_round(a: Row, b: Row, key: str) -> list[float]:
+    """How many times faster ``a`` was than ``b`` in each round both were timed in (``key``: ``"p50_ms"``, lower is
+    faster, or ``"throughput"``); rounds differ in number if one failed mid-way."""
+    return _ratios(a.rounds.get(key, []), b.rounds.get(key, []), key)
+
+
+def _ratios(a: list[float], b: list[float], key: str) -> list[float]:
+    pairs = zip(a, b, strict=False)
+    return [(y / x if key == "p50_ms" else x / y) for x, y in pairs if x and y]
 
 
 def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
@@ -665,9 +674,8 @@ def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
     p50_ratio = peer_lat.p50_ms / best_lat.p50_ms if best_lat and peer_lat else None
     # the same two engines' ratio within each round (timed minutes apart, not hours): how much of a verdict is one
     # slow spell. CTranslate2's rounds come after the others', so its pairing is by round number only.
-    def per_round(a: Row, b: Row, key: str, inv: bool) -> list[float]:  # rounds differ if one failed mid-way
-        pairs = zip(a.rounds.get(key, []), b.rounds.get(key, []), strict=False)
-        return [round(y / x if inv else x / y, 3) for x, y in pairs if x and y]
+    def per_round(a: Row, b: Row, key: str) -> list[float]:
+        return [round(x, 3) for x in _ratio_per_round(a, b, key)]
     frac = best_tp.throughput / limit if best_tp else None
     return {
         "best_ember_throughput": best_tp and {"engine": best_tp.engine, "sent_s": round(best_tp.throughput, 1)},
@@ -676,8 +684,8 @@ def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
         "best_peer_p50": peer_lat and {"engine": peer_lat.engine, "ms": round(peer_lat.p50_ms, 3)},
         "matmul_limit_sent_s": round(limit, 1), "fraction_of_limit": frac and round(frac, 3),
         "throughput_vs_best_peer": tp_ratio and round(tp_ratio, 3), "p50_speedup_vs_best_peer": p50_ratio and round(p50_ratio, 3),
-        "throughput_vs_best_peer_per_round": per_round(best_tp, peer_tp, "throughput", False) if tp_ratio else [],
-        "p50_speedup_vs_best_peer_per_round": per_round(best_lat, peer_lat, "p50_ms", True) if p50_ratio else [],
+        "throughput_vs_best_peer_per_round": per_round(best_tp, peer_tp, "throughput") if tp_ratio else [],
+        "p50_speedup_vs_best_peer_per_round": per_round(best_lat, peer_lat, "p50_ms") if p50_ratio else [],
         "target_peak_met": bool(frac and frac >= TARGETS["peak_fraction"]),
         "target_throughput_met": bool(tp_ratio and tp_ratio >= TARGETS["throughput_vs_peer"]),
         "target_p50_met": bool(p50_ratio and p50_ratio >= TARGETS["p50_vs_peer"]),

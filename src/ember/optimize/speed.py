@@ -127,9 +127,12 @@ def clearly_slower(speedups: Sequence[float]) -> bool:
         >>> clearly_slower([0.90, 0.92, 1.01, 0.91])
         True
     """
-    if not speedups:
-        return False
-    return _is_slower(statistics.median(speedups), sum(x < 1 for x in speedups) / len(speedups))
+    return bool(speedups) and _is_slower(*_median_and_share(speedups))
+
+
+def _median_and_share(speedups: Sequence[float]) -> tuple[float, float]:
+    """The median speed-up over rounds and the share of rounds in which the artifact was the slower one."""
+    return statistics.median(speedups), sum(x < 1 for x in speedups) / len(speedups)
 
 
 def slower_parts(report: SpeedReport, objective: Objective) -> list[str]:
@@ -233,6 +236,7 @@ def _summarise(times: dict, rounds: int, n_single: int, batch_size: int) -> Spee
     for part in ("batch1", "batch"):
         r = _ratios(times, part)
         setattr(out, f"{part}_ms", {n: statistics.median(times[n][part]) for n in ("original", "artifact")})
-        setattr(out, f"speedup_{part}", statistics.median(r))
-        setattr(out, f"slower_share_{part}", sum(x < 1 for x in r) / len(r))
+        speedup, share = _median_and_share(r)
+        setattr(out, f"speedup_{part}", speedup)
+        setattr(out, f"slower_share_{part}", share)
     return out
