@@ -30,8 +30,9 @@ sample of the workload's own training texts (the lengths OpenVINO's batch-1 shap
 ones; a preset this CPU leaves out (another CPU family's default, ``compile-bf16`` without bf16) gets a row with the
 reason, untimed. CTranslate2 comes with ``pip install -e ".[peers]"`` (in ``.[dev]`` too). A peer that cannot be
 installed or run is reported as such, and each tier's verdict names the peers it lacks (``peers_not_run``,
-``peers_complete``). CTranslate2's OpenMP runtime slows every engine in the process once loaded, so it is built and
-timed last, alone.
+``peers_complete``). CTranslate2's OpenMP runtime slows every engine in a process once loaded, so it runs in a child
+process of its own, one round right after each round of the others with the same settings and texts (converted in the
+first; fidelity against PyTorch fp32 in that process, whose medians its row's note gives).
 
     flock /work/notes/bench.lock python benchmarks/peers.py           # full run
     python benchmarks/peers.py --quick                                  # smoke run
@@ -339,13 +340,14 @@ def openvino_peer(model_path: str, threads: int):
     return lambda **b: torch.from_numpy(np.array(req.infer({k: b[k].numpy() for k in names})[c.output(0)], copy=True))
 
 
-def ctranslate2_peer(model_path: str, threads: int, tmp: Path):
+def ctranslate2_peer(model_path: str, threads: int, tmp: Path, convert: bool = True):
     import ctranslate2
     import torch
     from transformers import AutoTokenizer
 
     out = tmp / "ct2"
-    ctranslate2.converters.TransformersConverter(model_path).convert(str(out), quantization="int8", force=True)
+    if convert:
+        ctranslate2.converters.TransformersConverter(model_path).convert(str(out), quantization="int8", force=True)
     enc = ctranslate2.Encoder(str(out), device="cpu", compute_type="int8", intra_threads=threads)
     tok = AutoTokenizer.from_pretrained(model_path)
 
@@ -355,6 +357,85 @@ def ctranslate2_peer(model_path: str, threads: int, tmp: Path):
         return torch.from_numpy(np.array(enc.forward_batch(toks).last_hidden_state))  # (B, T, H), padded to the longest
 
     return run
+
+
+CT2_NOTE = ("timed in a process of its own (its OpenMP runtime slows every engine in a process it is loaded in), "
+            "one round right after each round of the others; fidelity against PyTorch fp32 in that process")
+
+
+def ctranslate2_round(spec: dict) -> dict:
+    """One round of CTranslate2 in this process (the child ``CTranslate2Rounds`` starts): the model converted on the
+    first call, then PyTorch fp32 (fidelity reference) and CTranslate2 timed through the same harness, with the same
+    settings, on the same texts as the round of the others just before. Returns engine -> figures."""
+    import torch
+
+    from ember.bench.config import BenchConfig
+    from ember.bench.harness import PerformanceBenchmark, Variant
+    from ember.models import load_model
+
+    torch.set_num_threads(spec["threads"])
+    model, tok = load_model(spec["model"])
+    t = time.perf_counter()
+    engine = ctranslate2_peer(spec["model"], spec["threads"], Path(spec["tmp"]), convert=spec["convert"])
+    build_s = time.perf_counter() - t
+    texts = json.loads(Path(spec["texts"]).read_text())
+    report = PerformanceBenchmark(tok, texts, config=BenchConfig(**spec["config"]), progress=False).run(
+        [Variant("pytorch-fp32", torch_peer(model, False), reference=True), Variant("ctranslate2-int8", engine)])
+    return {"build_s": build_s,
+            "engines": {r.name: {"error": r.error} if r.error else figures(r) for r in report.results}}
+
+
+class CTranslate2Rounds:
+    """CTranslate2, timed in a child process of its own one round right after each round of the other engines (a
+    hook of ``time_engines``), so its figures are side by side with theirs rather than taken after all of them.
+
+    In the process the other engines run in, CTranslate2's OpenMP runtime slows every one of them; timed alone after
+    them instead, its rounds came minutes to an hour after the rounds they are compared with, and its rows moved
+    most of any engine between two runs (#19, runs 16-17). A child per round (the model converted once, in the
+    first) keeps it out of this process; the few seconds it takes to start are not timed."""
+
+    name = "ctranslate2-int8"
+
+    def __init__(self, args, tmp: Path) -> None:
+        self.args, self.tmp = args, tmp
+        self.converted = False
+        self.build_s: float | None = None
+        self.error: str | None = None
+        self.reference: dict[str, list[dict]] = {}  # workload -> PyTorch fp32's figures in the child, per round
+
+    def note(self, workload: str) -> str:
+        """The row's note: how it was timed, and PyTorch fp32's medians in its process (beside the main one's)."""
+        ref = self.reference.get(workload)
+        if not ref:
+            return CT2_NOTE
+        m = _median_of_rounds(ref)
+        return f"{CT2_NOTE} (PyTorch fp32 there: p50 {m['p50_ms']:.2f} ms, {m['throughput']:.0f} sentences/s)"
+
+    def __call__(self, wl: Workload, r: int, cfg) -> dict[str, dict]:
+        """Round ``r`` on ``wl`` with the harness settings ``cfg``: ``{"ctranslate2-int8": figures or {"error":
+        ...}}``; the child's PyTorch fp32 figures are kept in ``reference[wl.name]`` (for its row's note)."""
+        if self.error:
+            return {self.name: {"error": self.error}}
+        texts = self.tmp / f"ct2-{wl.name}.json"
+        if not texts.exists():
+            texts.write_text(json.dumps(wl.texts))
+        spec = {"model": self.args.model_path, "threads": self.args.threads, "tmp": str(self.tmp), "texts": str(texts),
+                "convert": not self.converted, "config": dataclasses.asdict(cfg)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads), "EMBER_THREADS": str(self.args.threads)}
+        p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--ctranslate2-round", json.dumps(spec)],
+                           capture_output=True, text=True, env=env, timeout=1800)
+        line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+        if not line:
+            tail = (p.stderr or p.stdout or f"exit status {p.returncode}").strip().splitlines()
+            self.error = f"its process failed: {tail[-1][:300] if tail else p.returncode}"
+            return {self.name: {"error": self.error}}
+        out = json.loads(line[-1][7:])
+        if not self.converted:
+            self.converted, self.build_s = True, out["build_s"]
+        engines = out["engines"]
+        if "error" not in engines["pytorch-fp32"]:
+            self.reference.setdefault(wl.name, []).append(engines["pytorch-fp32"])
+        return {self.name: engines[self.name]}
 
 
 SIDE_CHILD = r'''
@@ -470,14 +551,16 @@ def ember_engine(model, tok, name: str, sample: list[str], threads: int, changes
 
 # ---- timing through the harness ------------------------------------------------------------------------------
 
-def time_engines(engines: dict[str, Callable], tok, wl: Workload, args) -> dict[str, dict]:
+def time_engines(engines: dict[str, Callable], tok, wl: Workload, args, after_round=None) -> dict[str, dict]:
     """Every engine timed on ``wl`` through ``PerformanceBenchmark``, ``args.repeats`` rounds, order rotated per
-    round; ``pytorch-fp32`` is the fidelity reference. Returns engine -> figures (median over rounds)."""
+    round; ``pytorch-fp32`` is the fidelity reference. ``after_round(wl, r, cfg)``, when given, times more engines
+    right after each round with the same settings (``CTranslate2Rounds``) and returns their figures, ``{engine:
+    figures or {"error": ...}}``. Returns engine -> figures (median over rounds)."""
     from ember.bench.config import BenchConfig
     from ember.bench.harness import PerformanceBenchmark, Variant
 
     lat_n, tp_n = (args.latency_n, args.throughput_n) if wl.name == "short" else (args.latency_n_long, args.throughput_n_long)
-    per: dict[str, list] = {n: [] for n in engines}
+    per: dict[str, list[dict]] = {n: [] for n in engines}
     errors: dict[str, str] = {}
     others = [n for n in engines if n != "pytorch-fp32"]
     for r in range(args.repeats):
@@ -487,24 +570,33 @@ def time_engines(engines: dict[str, Callable], tok, wl: Workload, args) -> dict[
         order = [n for n in ["pytorch-fp32", *others[k:], *others[:k]] if n in engines and n not in errors]
         variants = [Variant(n, engines[n], reference=n == "pytorch-fp32") for n in order]
         report = PerformanceBenchmark(tok, wl.texts, config=cfg, progress=False).run(variants)
-        for res in report.results:
-            if res.error:
-                errors[res.name] = res.error[:300]
-            else:
-                per[res.name].append(res)
+        results = {res.name: {"error": res.error} if res.error else figures(res) for res in report.results}
+        results |= after_round(wl, r, cfg) if after_round else {}
+        for name, res in results.items():
+            if "error" in res:
+                errors[name] = res["error"][:300]
+            elif name not in errors:
+                per.setdefault(name, []).append(res)
         print(f"  {wl.name}: round {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
-    return {n: ({"error": errors[n]} if n in errors else _median_of_rounds(per[n])) for n in engines}
+    return {n: ({"error": errors[n]} if n in errors else _median_of_rounds(per[n])) for n in per | errors}
 
 
-def _median_of_rounds(results: list) -> dict:
-    first = results[0].fidelity
+def figures(res) -> dict:
+    """What a round keeps of one engine's ``VariantResult`` (plain data: a child process sends it back as JSON)."""
+    f = res.fidelity
+    return {"latency_ms": dict(res.latency_ms), "throughput": res.throughput,
+            "throughput_unbucketed": res.throughput_unbucketed,
+            "mean_cosine": f.mean_cosine if f else None, "min_cosine": f.min_cosine if f else None}
+
+
+def _median_of_rounds(results: list[dict]) -> dict:
+    first = results[0]
     med = lambda xs: statistics.median(xs)  # noqa: E731
-    rounds = {"p50_ms": [r.latency_ms["p50"] for r in results], "throughput": [r.throughput for r in results]}
-    return {"p50_ms": med(rounds["p50_ms"]), "p90_ms": med([r.latency_ms["p90"] for r in results]),
+    rounds = {"p50_ms": [r["latency_ms"]["p50"] for r in results], "throughput": [r["throughput"] for r in results]}
+    return {"p50_ms": med(rounds["p50_ms"]), "p90_ms": med([r["latency_ms"]["p90"] for r in results]),
             "throughput": med(rounds["throughput"]),
-            "throughput_unbucketed": med([r.throughput_unbucketed for r in results]),
-            "cosine": first.mean_cosine if first else None, "min_cosine": first.min_cosine if first else None,
-            "rounds": rounds}
+            "throughput_unbucketed": med([r["throughput_unbucketed"] for r in results]),
+            "cosine": first["mean_cosine"], "min_cosine": first["min_cosine"], "rounds": rounds}
 
 
 # ---- building ---------------------------------------------------------------------------------------------------
@@ -760,14 +852,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--only", default="", help="comma-separated engine names to run (default: all; pytorch-fp32 always)")
     ap.add_argument("--quick", action="store_true", help="small smoke run (1 round, 40/128 short, 20/48 long)")
     ap.add_argument("--verbose", action="store_true", help="also show the engines' and libraries' own output")
+    ap.add_argument("--ctranslate2-round", default=None, help=argparse.SUPPRESS)  # CTranslate2Rounds' child: JSON spec
     args = ap.parse_args()
     if args.quick:
         args.latency_n, args.throughput_n, args.latency_n_long, args.throughput_n_long, args.repeats = 40, 128, 20, 48, 1
     return args
 
 
-def run_workload(wl: Workload, model, tok, peers: dict, notes: dict, args, wanted) -> tuple[dict, dict, dict]:
-    """ember's variants built from ``wl``'s sample, then every engine timed on ``wl``; the variants are dropped after."""
+def run_workload(wl: Workload, model, tok, peers: dict, notes: dict, args, wanted,
+                 after_round=None) -> tuple[dict, dict, dict]:
+    """ember's variants built from ``wl``'s sample, then every engine timed on ``wl`` (and ``after_round``'s after
+    each round); the variants are dropped after."""
     engines, builds, errors = dict(peers), {}, {}
     for name, why in ember_presets().items():
         if not wanted(f"ember-{name}"):
@@ -783,19 +878,8 @@ def run_workload(wl: Workload, model, tok, peers: dict, notes: dict, args, wante
                                                                                    args.threads, changes),
                   engines, builds, errors)
     print(f"timing {len(engines)} engines on the {wl.name} workload, {args.repeats} rounds", file=sys.stderr, flush=True)
-    results = time_engines(engines, tok, wl, args)
+    results = time_engines(engines, tok, wl, args, after_round)
     return results, builds, errors
-
-
-def ctranslate2_alone(workloads: list[Workload], model, tok, args, tmp: Path) -> dict[str, tuple[dict, float | None, str | None]]:
-    """CTranslate2 built after everything else and timed by itself on each workload (fp32 beside it as the reference)."""
-    engines, builds, errors = {"pytorch-fp32": torch_peer(model, False)}, {}, {}
-    build("ctranslate2-int8", lambda: ctranslate2_peer(args.model_path, args.threads, tmp), engines, builds, errors)
-    out = {}
-    for wl in workloads:
-        res = time_engines(engines, tok, wl, args) if "ctranslate2-int8" in engines else {}
-        out[wl.name] = (res.get("ctranslate2-int8", {}), builds.get("ctranslate2-int8"), errors.get("ctranslate2-int8"))
-    return out
 
 
 def main() -> None:
@@ -809,6 +893,9 @@ def main() -> None:
     from ember.cli.quiet import quiet
 
     with quiet(args.verbose):  # the libraries' progress bars (transformers' "Loading weights") behind --verbose
+        if args.ctranslate2_round:  # a child of CTranslate2Rounds: one round, the figures on stdout
+            print("RESULT " + json.dumps(ctranslate2_round(json.loads(args.ctranslate2_round))), flush=True)
+            return
         run(args, load_start, started)
 
 
@@ -843,17 +930,13 @@ def run(args, load_start, started: str) -> None:
     with tempfile.TemporaryDirectory() as tmpd:
         tmp, peer_builds, peer_errors = Path(tmpd), {}, {}
         peers, notes = build_peers(model, args, tmp, wanted, peer_builds, peer_errors)
+        ct2 = CTranslate2Rounds(args, tmp) if wanted(CTranslate2Rounds.name) else None
         for wl in workloads:
-            results, builds, errors = run_workload(wl, model, tok, peers, notes, args, wanted)
+            results, builds, errors = run_workload(wl, model, tok, peers, notes, args, wanted, after_round=ct2)
+            if ct2:
+                notes[ct2.name] = ct2.note(wl.name)
+                builds[ct2.name] = ct2.build_s
             rows += make_rows(wl, results, peer_builds | builds, peer_errors | errors, notes)
-        peers.clear()
-        if wanted("ctranslate2-int8"):
-            note = "built and timed after the others, alone (its OpenMP runtime slows every other engine in the process)"
-            ct2 = ctranslate2_alone(workloads, model, tok, args, tmp)
-            for wl in workloads:
-                res, b, err = ct2[wl.name]
-                rows += make_rows(wl, {"ctranslate2-int8": res} if res else {}, {"ctranslate2-int8": b},
-                                  {"ctranslate2-int8": err} if err else {}, {"ctranslate2-int8": note})
     peaks_after = matmul_peaks(args.quick, args.threads)
     print(f"machine peaks after timing: { {k: round(v, 1) for k, v in peaks_after.items()} }", flush=True)
     peaks = {k: max(peaks[k], peaks_after[k]) for k in peaks}  # the higher: a contended moment only lowers a peak

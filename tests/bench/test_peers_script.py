@@ -166,3 +166,58 @@ def test_each_verdict_carries_its_ratio_per_round(peers):
     assert int8["throughput_vs_best_peer_per_round"] == [pytest.approx(1500 / 900, abs=1e-3), 2.0, 1.2]
     faithful = peers.summarise(rows, {"fp32": 150.0, "bf16": 400.0, "int8": 800.0}, 0.2, defaults=[])["faithful"]
     assert faithful["p50_speedup_vs_best_peer_per_round"] == []  # no rounds recorded for those rows
+
+
+def _ct2_args(model_path: str):
+    import argparse
+
+    return argparse.Namespace(model_path=model_path, threads=1, repeats=2, batch=4, latency_n=3, throughput_n=8,
+                              latency_n_long=3, throughput_n_long=8)
+
+
+def test_ctranslate2_is_timed_in_its_own_process_right_after_each_round(peers, tmp_path):
+    """The CTranslate2 hook runs one round in a child after each round of the others, same settings and texts: its
+    row has a figure per round and a fidelity, its fp32 reference's figures go into its note, and this process never
+    loads CTranslate2 (whose OpenMP runtime would slow every engine in it)."""
+    import sys
+
+    pytest.importorskip("ctranslate2")
+    from ember.models import default_model_path, load_model
+
+    loaded_before = "ctranslate2" in sys.modules
+    model, tok = load_model(None, "embedding")
+    texts = [f"please move {i} dollars from checking to savings today" for i in range(12)]
+    wl = peers.Workload("short", texts=texts, sample=[], source="test")
+    ct2 = peers.CTranslate2Rounds(_ct2_args(str(default_model_path())), tmp_path)
+    calls = []
+
+    def hook(wl, r, cfg):
+        calls.append((r, cfg.throughput_examples, cfg.fidelity_examples))
+        return ct2(wl, r, cfg)
+
+    res = peers.time_engines({"pytorch-fp32": peers.torch_peer(model, False)}, tok, wl, ct2.args, after_round=hook)
+    assert calls == [(0, 8, 512), (1, 8, 16)]
+    row = res["ctranslate2-int8"]
+    assert "error" not in row and len(row["rounds"]["throughput"]) == 2 and row["throughput"] > 0
+    assert 0.95 < row["cosine"] <= 1.0 + 1e-6  # int8 against fp32 in its own process
+    assert ct2.converted and ct2.build_s is not None and len(ct2.reference["short"]) == 2
+    assert "PyTorch fp32 there: p50" in ct2.note("short") and ct2.note("long") == peers.CT2_NOTE
+    assert ("ctranslate2" in sys.modules) == loaded_before
+
+
+def test_a_ctranslate2_process_that_fails_is_a_row_with_its_reason_and_not_started_again(peers, tmp_path, monkeypatch):
+    from ember.models import load_model
+
+    model, tok = load_model(None, "embedding")
+    wl = peers.Workload("short", texts=[f"what is my balance {i}" for i in range(12)], sample=[], source="test")
+    ct2 = peers.CTranslate2Rounds(_ct2_args(str(tmp_path / "no-such-model")), tmp_path)
+    res = peers.time_engines({"pytorch-fp32": peers.torch_peer(model, False)}, tok, wl, ct2.args, after_round=ct2)
+    assert res["ctranslate2-int8"]["error"].startswith("its process failed: ")
+    assert "no-such-model" in res["ctranslate2-int8"]["error"]
+    assert len(res["pytorch-fp32"]["rounds"]["throughput"]) == 2  # the others timed as usual
+
+    def no_second_start(*a, **k):
+        raise AssertionError("started again")
+
+    monkeypatch.setattr(peers.subprocess, "run", no_second_start)
+    assert ct2(wl, 2, None) == {"ctranslate2-int8": {"error": ct2.error}}
