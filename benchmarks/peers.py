@@ -398,10 +398,14 @@ class CTranslate2Rounds:
 
     def __init__(self, args, tmp: Path) -> None:
         self.args, self.tmp = args, tmp
-        self.converted = False
-        self.build_s: float | None = None
+        self.build_s: float | None = None  # of the first child, which converts the model
         self.error: str | None = None
         self.reference: dict[str, list[dict]] = {}  # workload -> PyTorch fp32's figures in the child, per round
+
+    @property
+    def converted(self) -> bool:
+        """Whether a child has converted the model (the later ones load it)."""
+        return self.build_s is not None
 
     def note(self, workload: str) -> str:
         """The row's note: how it was timed, and PyTorch fp32's medians in its process (beside the main one's)."""
@@ -424,14 +428,13 @@ class CTranslate2Rounds:
         env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads), "EMBER_THREADS": str(self.args.threads)}
         p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--ctranslate2-round", json.dumps(spec)],
                            capture_output=True, text=True, env=env, timeout=1800)
-        line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
-        if not line:
-            tail = (p.stderr or p.stdout or f"exit status {p.returncode}").strip().splitlines()
-            self.error = f"its process failed: {tail[-1][:300] if tail else p.returncode}"
+        try:
+            out = child_result(p, "its process failed")
+        except RuntimeError as exc:
+            self.error = str(exc)
             return {self.name: {"error": self.error}}
-        out = json.loads(line[-1][7:])
         if not self.converted:
-            self.converted, self.build_s = True, out["build_s"]
+            self.build_s = out["build_s"]
         engines = out["engines"]
         if "error" not in engines["pytorch-fp32"]:
             self.reference.setdefault(wl.name, []).append(engines["pytorch-fp32"])
@@ -493,9 +496,16 @@ def side_venv_model(kind: str, args, tmp: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ""}
     p = subprocess.run([py, "-c", SIDE_CHILD, json.dumps(child_args)], capture_output=True, text=True, env=env,
                        timeout=1200)
+    return child_result(p, "side venv child failed")
+
+
+def child_result(p: subprocess.CompletedProcess, failed: str) -> dict:
+    """The JSON a child process printed on its ``RESULT`` line; without one, ``RuntimeError("<failed>: <the last
+    line it printed>")``."""
     line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     if not line:
-        raise RuntimeError(f"side venv child failed: {(p.stderr or p.stdout).strip().splitlines()[-1][:300]}")
+        tail = (p.stderr or p.stdout).strip().splitlines()
+        raise RuntimeError(f"{failed}: {tail[-1][:300] if tail else f'exit status {p.returncode}'}")
     return json.loads(line[-1][7:])
 
 
@@ -765,7 +775,7 @@ def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
     tp_ratio = best_tp.throughput / peer_tp.throughput if best_tp and peer_tp else None
     p50_ratio = peer_lat.p50_ms / best_lat.p50_ms if best_lat and peer_lat else None
     # the same two engines' ratio within each round (timed minutes apart, not hours): how much of a verdict is one
-    # slow spell. CTranslate2's rounds come after the others', so its pairing is by round number only.
+    # slow spell. CTranslate2's round r runs in its own process right after the others' round r.
     def per_round(a: Row, b: Row, key: str) -> list[float]:
         return [round(x, 3) for x in _ratio_per_round(a, b, key)]
     frac = best_tp.throughput / limit if best_tp else None
