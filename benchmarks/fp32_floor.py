@@ -1,0 +1,299 @@
+"""The fp32 floor: the model's dense matmuls alone, timed beside the fp32 engines that contain them (issue #19's
+faithful cells on a CPU without bf16).
+
+On a CPU without bf16 (AVX2-only x86, most ARM) the faithful tier computes in fp32, and every fp32 engine - PyTorch,
+ONNX Runtime, OpenVINO, ember's presets built on them - spends most of its time in the same dense matmuls (Q, K, V,
+attention output, FFN in and out; 4·H² + 2·H·I multiply-adds per token and layer) on one of three sgemm kernel
+libraries. No engine can run the model faster than those matmuls run alone. This script times that floor through the
+same harness and rounds as the engines, on the shapes the engines are given (batch 1: one unpadded input; batch
+``--batch``: the harness's length-bucketed padded batches), once per kernel library:
+
+- ``dense-matmuls-torch``: ``torch.nn.functional.linear`` (PyTorch eager's own call, MKL / oneDNN sgemm);
+- ``dense-matmuls-onnxruntime``: an ONNX graph of the same ``MatMul`` nodes (MLAS sgemm, weights prepacked);
+- ``dense-matmuls-openvino``: the same graph compiled by OpenVINO for its CPU plugin with the f32 precision hint.
+
+Each is the layer's six weight matrices chained (x·Wq·Wk·Wv·Wo·Wi·Wo2, every layer): exactly the engines' dense
+multiply-adds on the same (tokens x width) shapes, without the attention scores, softmax, biases, GELU, LayerNorm or
+embeddings, so it is a lower bound for each library (its output is not the model's; its cosine is meaningless). Beside
+them: PyTorch fp32 (the reference), ember's fp32 presets (``--presets``) and the fp32 peers that set the faithful bar
+in ``peers.py`` (``--peers``). Then the arithmetic: issue #19's faithful targets (batch 1 >= 1.25x and throughput
+>= 1.10x the best fp32 peer) as times, against the floor: what is left for all the non-matmul work, and how much of it
+ember and the peer spend. A negative budget means no fp32 engine on these kernels can meet the target on this CPU.
+
+    flock /work/notes/bench.lock python benchmarks/fp32_floor.py                        # CLINC150 test (intents)
+    flock /work/notes/bench.lock python benchmarks/fp32_floor.py --paragraphs --n 500   # peers.py's long workload
+    python benchmarks/fp32_floor.py --data my.csv --text-column body --sample-data my_train.csv --peers openvino
+
+The last line is JSON: every variant's figures, the floor per library, the targets and the budgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ember.bench.rows import data_options
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from peers import (  # noqa: E402  (the workloads' and peers' one definition)
+    LONG_DATA,
+    TARGETS,
+    _sentence_transformer,
+    ab_interleaved,
+    ab_model_and_rows,
+    ember_engine,
+    openvino_peer,
+    side_peer,
+    workload_options,
+)
+
+CLINC = HERE.parent / ".." / "shared" / "data" / "clinc150"
+FLOOR_PREFIX = "dense-matmuls-"
+PEERS = ("optimum-ort-O2", "openvino", "st-openvino", "st-onnx")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data_options(ap, data=CLINC, split="test")
+    workload_options(ap, sample="sentences ember's presets are verified on")
+    ap.add_argument("--presets", default="onnx,openvino", help="ember's fp32 presets, comma-separated ('' for none)")
+    ap.add_argument("--peers", default=",".join(PEERS), help=f"fp32 peers, comma-separated, of {', '.join(PEERS)}")
+    ap.add_argument("--n", type=int, default=2000, help="texts per batch pass")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--latency-samples", type=int, default=300, help="single inputs timed per round")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--optimum-python", default="/tmp/optimum-venv/bin/python", help="as in peers.py")
+    ap.add_argument("--st-openvino-python", default="/tmp/st-ov-venv/bin/python", help="as in peers.py")
+    args = ap.parse_args(argv)
+    unknown = [p for p in filter(None, args.peers.split(",")) if p not in PEERS]
+    if unknown:
+        ap.error(f"--peers: {', '.join(unknown)} not one of {', '.join(PEERS)}")
+    if args.rounds < 1 or args.n < 1 or args.latency_samples < 1:
+        ap.error("--rounds, --n and --latency-samples must be >= 1")
+    return args
+
+
+# ---- the floor: the dense matmuls alone ---------------------------------------------------------------------------
+
+def dense_shapes(config) -> list[tuple[int, int]]:
+    """(in, out) of each weight matmul in the order the chain runs them, every layer: Q, K, V, attention output, FFN
+    in, FFN out."""
+    h, i = config.hidden_size, config.intermediate_size
+    return [(h, h), (h, h), (h, h), (h, h), (h, i), (i, h)] * config.num_hidden_layers
+
+
+def chain_weights(config, seed: int = 0) -> list[np.ndarray]:
+    """Random (in, out) fp32 matrices of :func:`dense_shapes`, scaled by 1/sqrt(in) so that 36 products neither
+    overflow nor sink into denormals (which would time another kernel path); the values do not change the work."""
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32) for k, n in dense_shapes(config)]
+
+
+def torch_floor(weights: list[np.ndarray], threads: int):
+    """The chain in PyTorch eager, each product as ``nn.Linear`` makes it (``F.linear`` on an (out, in) weight)."""
+    import torch
+
+    ws = [torch.from_numpy(np.ascontiguousarray(w.T)) for w in weights]  # nn.Linear's (out, in) layout
+
+    def run(y):
+        with torch.inference_mode():
+            for w in ws:
+                y = torch.nn.functional.linear(y, w)
+        return y
+
+    return _over_tokens(run, weights[0].shape[0], lambda x: torch.from_numpy(x), lambda y: y)
+
+
+def onnx_floor_model(weights: list[np.ndarray]) -> bytes:
+    """An ONNX graph of the chain: ``x`` (tokens, width) through one ``MatMul`` per weight (constant initialisers)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, prev = [], [], "x"
+    for j, w in enumerate(weights):
+        inits.append(numpy_helper.from_array(w, f"w{j}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{j}"], [f"y{j}"]))
+        prev = f"y{j}"
+    g = helper.make_graph(nodes, "dense_matmuls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weights[0].shape[0]])],
+                          [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["n", weights[-1].shape[1]])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def onnxruntime_floor(weights: list[np.ndarray], threads: int):
+    """The chain in ONNX Runtime, with the session settings ember's and the peers' sessions get."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(onnx_floor_model(weights), so, providers=["CPUExecutionProvider"])
+    return _over_tokens(lambda x: sess.run(None, {"x": x})[0], weights[0].shape[0], lambda x: x, _as_tensor)
+
+
+def openvino_floor(weights: list[np.ndarray], threads: int):
+    """The chain compiled by OpenVINO's CPU plugin (f32 precision hint, the latency hint, ``threads`` threads)."""
+    import openvino as ov
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory(prefix="ember-floor-") as tmp:
+        path = Path(tmp) / "floor.onnx"
+        path.write_bytes(onnx_floor_model(weights))
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)})
+    request = compiled.create_infer_request()
+    out = compiled.output(0)
+    return _over_tokens(lambda x: np.array(request.infer({0: x})[out], copy=True), weights[0].shape[0], lambda x: x,
+                        _as_tensor)
+
+
+FLOORS = {"torch": torch_floor, "onnxruntime": onnxruntime_floor, "openvino": openvino_floor}
+
+
+def _as_tensor(y: np.ndarray):
+    import torch
+
+    return torch.from_numpy(y)
+
+
+def _over_tokens(run, width: int, to_input, to_tensor, max_tokens: int = 64 * 512):
+    """An engine-shaped callable (``fn(**tokenizer tensors)`` -> (B, T, width)) that runs ``run`` on a (B·T, width)
+    slice of one fixed random input: the floor sees the same token count as the engines, padding included."""
+    x = (np.random.default_rng(1).standard_normal((max_tokens, width)) * 0.5).astype(np.float32)
+
+    def fn(input_ids, **_):
+        b, t = input_ids.shape
+        if b * t > max_tokens:
+            raise ValueError(f"a batch of {b}x{t} tokens is over the floor's {max_tokens}; lower --batch")
+        y = to_tensor(run(to_input(x[: b * t])))
+        return y.reshape(b, t, -1)
+
+    return fn
+
+
+# ---- the arithmetic ------------------------------------------------------------------------------------------------
+
+def budgets(results: dict[str, dict], peers: list[str], ours: list[str]) -> dict:
+    """Issue #19's faithful targets as times against the floor. ``results``: name -> ``{"p50_ms", "sent_s"}``.
+
+    Batch 1: the target is the best peer's p50 / 1.25; the budget is what that leaves after the fastest library's
+    floor for everything else. Throughput: per-sentence times (1 / sentences per second) likewise against 1.10x the
+    best peer. ``overhead``: each named engine's time beyond the floor. ``reachable``: the budget is positive."""
+    floors = {n: r for n, r in results.items() if n.startswith(FLOOR_PREFIX)}
+    have_peers = [p for p in peers if p in results]
+    if not floors or not have_peers:
+        raise ValueError("the arithmetic needs at least one floor and one peer that ran")
+    floor_p50 = min(r["p50_ms"] for r in floors.values())
+    floor_tp = max(r["sent_s"] for r in floors.values())
+    peer_p50 = min(have_peers, key=lambda p: results[p]["p50_ms"])
+    peer_tp = max(have_peers, key=lambda p: results[p]["sent_s"])
+    target_p50 = results[peer_p50]["p50_ms"] / TARGETS["p50_vs_peer"]
+    target_tp = results[peer_tp]["sent_s"] * TARGETS["throughput_vs_peer"]
+    per_sentence = lambda tp: 1000.0 / tp  # noqa: E731  (ms)
+    named = [*have_peers, *[o for o in ours if o in results]]
+    return {
+        "floor": {"p50_ms": floor_p50, "sent_s": floor_tp,
+                  "p50_library": min(floors, key=lambda n: floors[n]["p50_ms"]).removeprefix(FLOOR_PREFIX),
+                  "throughput_library": max(floors, key=lambda n: floors[n]["sent_s"]).removeprefix(FLOOR_PREFIX)},
+        "batch1": {"peer": peer_p50, "peer_p50_ms": results[peer_p50]["p50_ms"], "target_p50_ms": target_p50,
+                   "budget_ms": target_p50 - floor_p50, "reachable": target_p50 > floor_p50,
+                   "overhead_ms": {n: results[n]["p50_ms"] - floor_p50 for n in named}},
+        "throughput": {"peer": peer_tp, "peer_sent_s": results[peer_tp]["sent_s"], "target_sent_s": target_tp,
+                       "budget_ms_per_sentence": per_sentence(target_tp) - per_sentence(floor_tp),
+                       "reachable": target_tp < floor_tp,
+                       "overhead_ms_per_sentence": {n: per_sentence(results[n]["sent_s"]) - per_sentence(floor_tp)
+                                                    for n in named}},
+    }
+
+
+def describe(b: dict, ours: list[str]) -> list[str]:
+    """The arithmetic in words, one line per target."""
+    f, one, tp = b["floor"], b["batch1"], b["throughput"]
+    ember = [o for o in ours if o in one["overhead_ms"]]
+    lines = [
+        f"batch 1: 1.25x {one['peer']} ({one['peer_p50_ms']:.2f} ms) needs {one['target_p50_ms']:.2f} ms; the dense "
+        f"matmuls alone take {f['p50_ms']:.2f} ms ({f['p50_library']}), leaving {one['budget_ms']:+.2f} ms for everything "
+        f"else; beyond the floor {one['peer']} spends {one['overhead_ms'][one['peer']]:.2f} ms"
+        + "".join(f", {o} {one['overhead_ms'][o]:.2f} ms" for o in ember)
+        + (" -> reachable only by cutting that work" if one["reachable"] else " -> no fp32 engine on these kernels can meet it"),
+        f"throughput: 1.10x {tp['peer']} ({tp['peer_sent_s']:.1f} sent/s) needs {tp['target_sent_s']:.1f} sent/s; the "
+        f"dense matmuls alone run {f['sent_s']:.1f} ({f['throughput_library']}), leaving {tp['budget_ms_per_sentence']:+.3f} "
+        f"ms a sentence for everything else; beyond the floor {tp['peer']} spends "
+        f"{tp['overhead_ms_per_sentence'][tp['peer']]:.3f}"
+        + "".join(f", {o} {tp['overhead_ms_per_sentence'][o]:.3f}" for o in ember)
+        + (" -> reachable only by cutting that work" if tp["reachable"] else " -> no fp32 engine on these kernels can meet it"),
+    ]
+    return lines
+
+
+# ---- the run -------------------------------------------------------------------------------------------------------
+
+def build_engines(args, model, tok, sample: list[str], tmp: Path) -> tuple[dict, list[str], list[str]]:
+    """The floors, ember's presets and the peers (``name -> engine``; the side venvs' models written under ``tmp``),
+    and the names of the peers and of ember's."""
+    import torch
+
+    engines: dict = {f"{FLOOR_PREFIX}{lib}": make(chain_weights(model.config), args.threads) for lib, make in FLOORS.items()}
+    ours = []
+    for name in filter(None, args.presets.split(",")):
+        engines[f"ember-{name}"] = ember_engine(model, tok, name, sample, args.threads)
+        ours.append(f"ember-{name}")
+    side = argparse.Namespace(model_path=args.model_path, threads=args.threads, optimum_python=args.optimum_python,
+                              st_openvino_python=args.st_openvino_python, long_data=args.long_data or str(LONG_DATA))
+    st = None
+    peers = []
+    for name in filter(None, args.peers.split(",")):
+        try:
+            if name == "openvino":
+                engines[name] = openvino_peer(args.model_path, args.threads)
+            else:
+                if name.startswith("st-") and st is None:
+                    st = _sentence_transformer(args.model_path)
+                engines[name] = side_peer({"optimum-ort-O2": "o2"}.get(name, name), side, tmp, st_model=st)
+            peers.append(name)
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot be built is reported, the rest still run
+            print(f"peer {name} not run: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+    torch.set_num_threads(args.threads)
+    return engines, peers, ours
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    from ember.cli.quiet import quiet
+    from ember.hardware import detect
+    from ember.models import default_model_path
+
+    args.model_path = str(args.model or default_model_path())
+    cpu = detect()
+    if cpu.native_bf16:
+        print(f"note: this CPU has bf16 ({cpu.summary()}): the faithful tier's peers may compute in bf16 there "
+              "(OpenVINO does by default), which this fp32 floor does not bound", flush=True)
+    model, tok, texts, sample, rows = ab_model_and_rows(args, sample="sentences ember's presets are verified on")
+    with quiet(), tempfile.TemporaryDirectory(prefix="ember-floor-") as tmp:
+        engines, peers, ours = build_engines(args, model, tok, sample, Path(tmp))
+        report = ab_interleaved(model, tok, texts, engines, batch=args.batch, latency_samples=args.latency_samples,
+                                rounds=args.rounds, threads=args.threads)
+    results = {}
+    for r in report.results:
+        if r.error:
+            print(f"{r.name:>28}: error {r.error}", flush=True)
+            continue
+        cos = r.fidelity.mean_cosine if r.fidelity and not r.name.startswith(FLOOR_PREFIX) else None
+        results[r.name] = {"p50_ms": r.p50, "p90_ms": r.latency_ms["p90"], "sent_s": r.throughput, "cosine": cos}
+        print(f"{r.name:>28}: p50 {r.p50:7.2f} ms  p90 {r.latency_ms['p90']:7.2f} ms  {r.throughput:8,.1f} sent/s "
+              f"bucketed  " + (f"cosine {cos:.6f}" if cos is not None else "(the matmuls alone: no cosine)"), flush=True)
+    b = budgets(results, peers, ours)
+    for line in describe(b, ours):
+        print(line, flush=True)
+    print(json.dumps({"benchmark": "fp32_floor", "rows": rows, "n": len(texts), "threads": args.threads,
+                      "batch": args.batch, "rounds_timed": args.rounds, "cpu": cpu.summary(),
+                      "results": results, "arithmetic": b, "targets": TARGETS}))
+
+
+if __name__ == "__main__":
+    main()

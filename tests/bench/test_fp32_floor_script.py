@@ -1,0 +1,100 @@
+"""benchmarks/fp32_floor.py: the floor computes exactly the model's dense multiply-adds, the same product in every
+kernel library, and the arithmetic turns issue #19's faithful targets into budgets (no timing asserted)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from bench_scripts import script_module
+from transformers import BertConfig
+
+from conftest import WORDS
+
+
+@pytest.fixture(scope="module")
+def floor():
+    yield from script_module("fp32_floor.py", "fp32_floor_script")
+
+
+CONFIG = BertConfig(hidden_size=32, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4)
+
+
+def test_the_chain_is_the_models_dense_multiply_adds(floor):
+    flop_per_token = 2 * sum(k * n for k, n in floor.dense_shapes(CONFIG))
+    # peers.py's count: Q, K, V and output projections (4·H²) and the FFN (2·H·I) per layer
+    h, i, layers = CONFIG.hidden_size, CONFIG.intermediate_size, CONFIG.num_hidden_layers
+    assert flop_per_token == 2 * layers * (4 * h * h + 2 * h * i)
+    shapes = floor.dense_shapes(CONFIG)
+    assert all(a[1] == b[0] for a, b in zip(shapes, shapes[1:], strict=False))  # each product feeds the next
+
+
+def test_every_library_computes_the_same_chain_on_the_engines_token_count(floor):
+    weights = floor.chain_weights(CONFIG)
+    ids = torch.zeros(3, 7, dtype=torch.long)
+    outs = {lib: make(weights, 1)(input_ids=ids, attention_mask=torch.ones_like(ids)) for lib, make in floor.FLOORS.items()}
+    expected = np.random.default_rng(1).standard_normal((64 * 512, CONFIG.hidden_size)).astype(np.float32)[:21] * 0.5
+    for w in weights:
+        expected = expected @ w
+    for lib, out in outs.items():
+        assert tuple(out.shape) == (3, 7, CONFIG.hidden_size), lib
+        assert np.allclose(out.reshape(21, -1).numpy(), expected, rtol=1e-3, atol=1e-4), lib
+        assert np.isfinite(out.numpy()).all() and float(out.abs().mean()) > 1e-3, lib  # no overflow, no denormals
+
+
+def test_a_batch_over_the_floors_input_is_refused(floor):
+    fn = floor.torch_floor(floor.chain_weights(CONFIG), 1)
+    with pytest.raises(ValueError, match="lower --batch"):
+        fn(input_ids=torch.zeros(64, 513, dtype=torch.long))
+
+
+def _results(floor_p50: float, floor_tp: float) -> dict:
+    return {"dense-matmuls-torch": {"p50_ms": floor_p50 + 1, "sent_s": floor_tp - 10},
+            "dense-matmuls-onnxruntime": {"p50_ms": floor_p50, "sent_s": floor_tp},
+            "optimum-ort-O2": {"p50_ms": 20.0, "sent_s": 60.0},
+            "openvino": {"p50_ms": 22.0, "sent_s": 64.0},
+            "ember-onnx": {"p50_ms": 19.0, "sent_s": 63.0}}
+
+
+def test_a_floor_above_the_target_is_out_of_reach(floor):
+    b = floor.budgets(_results(17.0, 68.0), ["optimum-ort-O2", "openvino"], ["ember-onnx"])
+    assert b["floor"] == {"p50_ms": 17.0, "sent_s": 68.0, "p50_library": "onnxruntime", "throughput_library": "onnxruntime"}
+    one, tp = b["batch1"], b["throughput"]
+    assert one["peer"] == "optimum-ort-O2" and one["target_p50_ms"] == pytest.approx(16.0)
+    assert one["budget_ms"] == pytest.approx(-1.0) and not one["reachable"]
+    assert one["overhead_ms"]["ember-onnx"] == pytest.approx(2.0)
+    assert tp["peer"] == "openvino" and tp["target_sent_s"] == pytest.approx(70.4)
+    assert tp["budget_ms_per_sentence"] == pytest.approx(1000 / 70.4 - 1000 / 68) and not tp["reachable"]
+    assert "no fp32 engine on these kernels can meet it" in floor.describe(b, ["ember-onnx"])[0]
+
+
+def test_a_floor_under_the_target_leaves_a_budget(floor):
+    b = floor.budgets(_results(12.0, 90.0), ["optimum-ort-O2", "openvino"], ["ember-onnx"])
+    assert b["batch1"]["reachable"] and b["batch1"]["budget_ms"] == pytest.approx(4.0)
+    assert b["throughput"]["reachable"] and b["throughput"]["overhead_ms_per_sentence"]["ember-onnx"] == pytest.approx(
+        1000 / 63 - 1000 / 90)
+    assert all("reachable only by cutting that work" in line for line in floor.describe(b, ["ember-onnx"]))
+
+
+def test_the_arithmetic_needs_a_floor_and_a_peer(floor):
+    with pytest.raises(ValueError, match="at least one floor and one peer"):
+        floor.budgets(_results(12.0, 90.0), ["st-openvino"], ["ember-onnx"])
+
+
+def test_an_unknown_peer_is_refused(floor, capsys):
+    with pytest.raises(SystemExit):
+        floor.parse(["--peers", "openvino,tensorrt"])
+    assert "tensorrt not one of" in capsys.readouterr().err
+
+
+def test_a_small_run_end_to_end(floor, tmp_path, capsys):
+    """The packaged MiniLM, a CSV of a few sentences, ember's onnx preset and the OpenVINO peer (no side venv)."""
+    data = tmp_path / "rows.csv"
+    data.write_text("body\n" + "\n".join(" ".join(WORDS[i:i + 4 + i % 9]) for i in range(24)) + "\n")
+    floor.main(["--data", str(data), "--text-column", "body", "--n", "16", "--batch", "8", "--latency-samples", "3",
+                "--rounds", "1", "--presets", "onnx", "--peers", "openvino", "--threads", "1"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["results"]) == {"pytorch-fp32", "ember-onnx", "openvino", *(f"dense-matmuls-{lib}" for lib in floor.FLOORS)}
+    assert out["results"]["ember-onnx"]["cosine"] > 0.9999 and out["results"]["dense-matmuls-torch"]["cosine"] is None
+    assert out["arithmetic"]["batch1"]["peer"] == "openvino" and "ember-onnx" in out["arithmetic"]["batch1"]["overhead_ms"]
+    assert out["n"] == 16
