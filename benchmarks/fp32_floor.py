@@ -44,17 +44,16 @@ sys.path.insert(0, str(HERE))
 from peers import (  # noqa: E402  (the workloads' and peers' one definition)
     LONG_DATA,
     TARGETS,
-    _sentence_transformer,
     ab_interleaved,
     ab_model_and_rows,
+    build_peers,
     ember_engine,
-    openvino_peer,
-    side_peer,
     workload_options,
 )
 
 CLINC = HERE.parent / ".." / "shared" / "data" / "clinc150"
 FLOOR_PREFIX = "dense-matmuls-"
+MAX_TOKENS = 64 * 512  # the most tokens a floor takes in one call (batch x padded length)
 PEERS = ("optimum-ort-O2", "openvino", "st-openvino", "st-onnx")
 
 
@@ -77,6 +76,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--peers: {', '.join(unknown)} not one of {', '.join(PEERS)}")
     if args.rounds < 1 or args.n < 1 or args.latency_samples < 1:
         ap.error("--rounds, --n and --latency-samples must be >= 1")
+    args.long_data = args.long_data or str(LONG_DATA)  # the default the workload and the side venvs' calibration take
     return args
 
 
@@ -127,12 +127,9 @@ def onnx_floor_model(weights: list[np.ndarray]) -> bytes:
 
 def onnxruntime_floor(weights: list[np.ndarray], threads: int):
     """The chain in ONNX Runtime, with the session settings ember's and the peers' sessions get."""
-    import onnxruntime as ort
+    from ember.optimize.backends.onnxruntime import make_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(onnx_floor_model(weights), so, providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_floor_model(weights), threads)
     return _over_tokens(lambda x: sess.run(None, {"x": x})[0], weights[0].shape[0], lambda x: x, _as_tensor)
 
 
@@ -161,15 +158,20 @@ def _as_tensor(y: np.ndarray):
     return torch.from_numpy(y)
 
 
-def _over_tokens(run, width: int, to_input, to_tensor, max_tokens: int = 64 * 512):
+def floor_input(width: int) -> np.ndarray:
+    """The fixed random (``MAX_TOKENS``, width) fp32 input every floor slices its calls from."""
+    return (np.random.default_rng(1).standard_normal((MAX_TOKENS, width)) * 0.5).astype(np.float32)
+
+
+def _over_tokens(run, width: int, to_input, to_tensor):
     """An engine-shaped callable (``fn(**tokenizer tensors)`` -> (B, T, width)) that runs ``run`` on a (B·T, width)
-    slice of one fixed random input: the floor sees the same token count as the engines, padding included."""
-    x = (np.random.default_rng(1).standard_normal((max_tokens, width)) * 0.5).astype(np.float32)
+    slice of :func:`floor_input`: the floor sees the same token count as the engines, padding included."""
+    x = floor_input(width)
 
     def fn(input_ids, **_):
         b, t = input_ids.shape
-        if b * t > max_tokens:
-            raise ValueError(f"a batch of {b}x{t} tokens is over the floor's {max_tokens}; lower --batch")
+        if b * t > MAX_TOKENS:
+            raise ValueError(f"a batch of {b}x{t} tokens is over the floor's {MAX_TOKENS}; lower --batch")
         y = to_tensor(run(to_input(x[: b * t])))
         return y.reshape(b, t, -1)
 
@@ -236,30 +238,18 @@ def describe(b: dict, ours: list[str]) -> list[str]:
 def build_engines(args, model, tok, sample: list[str], tmp: Path) -> tuple[dict, list[str], list[str]]:
     """The floors, ember's presets and the peers (``name -> engine``; the side venvs' models written under ``tmp``),
     and the names of the peers and of ember's."""
-    import torch
-
     engines: dict = {f"{FLOOR_PREFIX}{lib}": make(chain_weights(model.config), args.threads) for lib, make in FLOORS.items()}
     ours = []
     for name in filter(None, args.presets.split(",")):
         engines[f"ember-{name}"] = ember_engine(model, tok, name, sample, args.threads)
         ours.append(f"ember-{name}")
-    side = argparse.Namespace(model_path=args.model_path, threads=args.threads, optimum_python=args.optimum_python,
-                              st_openvino_python=args.st_openvino_python, long_data=args.long_data or str(LONG_DATA))
-    st = None
-    peers = []
-    for name in filter(None, args.peers.split(",")):
-        try:
-            if name == "openvino":
-                engines[name] = openvino_peer(args.model_path, args.threads)
-            else:
-                if name.startswith("st-") and st is None:
-                    st = _sentence_transformer(args.model_path)
-                engines[name] = side_peer({"optimum-ort-O2": "o2"}.get(name, name), side, tmp, st_model=st)
-            peers.append(name)
-        except Exception as exc:  # noqa: BLE001 - a peer that cannot be built is reported, the rest still run
-            print(f"peer {name} not run: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
-    torch.set_num_threads(args.threads)
-    return engines, peers, ours
+    wanted = set(filter(None, args.peers.split(",")))
+    errors: dict[str, str] = {}
+    built, _ = build_peers(model, args, tmp, wanted.__contains__, {}, errors)  # peers.py's own peers, as it builds them
+    for name, why in errors.items():  # a peer that cannot be built is reported, the rest still run
+        print(f"peer {name} not run: {why}", flush=True)
+    engines |= built
+    return engines, list(built), ours
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,7 @@ def test_every_library_computes_the_same_chain_on_the_engines_token_count(floor)
     weights = floor.chain_weights(CONFIG)
     ids = torch.zeros(3, 7, dtype=torch.long)
     outs = {lib: make(weights, 1)(input_ids=ids, attention_mask=torch.ones_like(ids)) for lib, make in floor.FLOORS.items()}
-    expected = np.random.default_rng(1).standard_normal((64 * 512, CONFIG.hidden_size)).astype(np.float32)[:21] * 0.5
+    expected = floor.floor_input(CONFIG.hidden_size)[:21]
     for w in weights:
         expected = expected @ w
     for lib, out in outs.items():
@@ -45,7 +45,7 @@ def test_every_library_computes_the_same_chain_on_the_engines_token_count(floor)
 def test_a_batch_over_the_floors_input_is_refused(floor):
     fn = floor.torch_floor(floor.chain_weights(CONFIG), 1)
     with pytest.raises(ValueError, match="lower --batch"):
-        fn(input_ids=torch.zeros(64, 513, dtype=torch.long))
+        fn(input_ids=torch.zeros(1, floor.MAX_TOKENS + 1, dtype=torch.long))
 
 
 def _results(floor_p50: float, floor_tp: float) -> dict:
