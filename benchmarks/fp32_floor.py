@@ -47,6 +47,7 @@ from peers import (  # noqa: E402  (the workloads' and peers' one definition)
     ab_interleaved,
     ab_model_and_rows,
     build_peers,
+    dense_shapes,
     ember_engine,
     workload_options,
 )
@@ -81,13 +82,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- the floor: the dense matmuls alone ---------------------------------------------------------------------------
-
-def dense_shapes(config) -> list[tuple[int, int]]:
-    """(in, out) of each weight matmul in the order the chain runs them, every layer: Q, K, V, attention output, FFN
-    in, FFN out."""
-    h, i = config.hidden_size, config.intermediate_size
-    return [(h, h), (h, h), (h, h), (h, h), (h, i), (i, h)] * config.num_hidden_layers
-
 
 def chain_weights(config, seed: int = 0) -> list[np.ndarray]:
     """Random (in, out) fp32 matrices of :func:`dense_shapes`, scaled by 1/sqrt(in) so that 36 products neither

@@ -31,8 +31,9 @@ ones; a preset this CPU leaves out (another CPU family's default, ``compile-bf16
 reason, untimed. CTranslate2 comes with ``pip install -e ".[peers]"`` (in ``.[dev]`` too). A peer that cannot be
 installed or run is reported as such, and each tier's verdict names the peers it lacks (``peers_not_run``,
 ``peers_complete``). CTranslate2's OpenMP runtime slows every engine in a process once loaded, so it runs in a child
-process of its own, one round right after each round of the others with the same settings and texts (converted in the
-first; fidelity against PyTorch fp32 in that process, whose medians its row's note gives).
+process of its own, one round beside each round of the others (after it in rounds 1, 3, ..., before it in rounds 2,
+4, ..., so that a host that speeds up or slows down through the run favours neither side) with the same settings and
+texts (converted in the first; fidelity against PyTorch fp32 in that process, whose medians its row's note gives).
 
     flock /work/notes/bench.lock python benchmarks/peers.py           # full run
     python benchmarks/peers.py --quick                                  # smoke run
@@ -206,6 +207,21 @@ def token_stats(tok, texts: list[str]) -> dict:
     return {"mean": sum(lengths) / len(lengths), "min": min(lengths), "max": max(lengths)}
 
 
+# ---- the model's matmul work --------------------------------------------------------------------------------
+
+def dense_shapes(config) -> list[tuple[int, int]]:
+    """(in, out) of each weight matmul of a BERT-style encoder, layer by layer in the order they run: Q, K, V,
+    attention output, FFN in, FFN out (what the "% of peak" cells count; fp32_floor.py chains them)."""
+    h, i = config.hidden_size, config.intermediate_size
+    return [(h, h), (h, h), (h, h), (h, h), (h, i), (i, h)] * config.num_hidden_layers
+
+
+def flop_per_token(config) -> int:
+    """Multiply-adds (x2) of the dense matmuls per token: 2 x the sum of :func:`dense_shapes`' products (attention
+    scores, softmax and the element-wise ops are left out, as the matmul limit is about the matmuls)."""
+    return 2 * sum(k * n for k, n in dense_shapes(config))
+
+
 # ---- matmul peaks -------------------------------------------------------------------------------------------
 
 # MiniLM's FFN matmul at batch 32: short sentences (~11 tokens, padded to 16) and paragraphs (~88 tokens)
@@ -360,7 +376,8 @@ def ctranslate2_peer(model_path: str, threads: int, tmp: Path, convert: bool = T
 
 
 CT2_NOTE = ("timed in a process of its own (its OpenMP runtime slows every engine in a process it is loaded in), "
-            "one round right after each round of the others; fidelity against PyTorch fp32 in that process")
+            "one round beside each round of the others, after and before it in turn; fidelity against PyTorch fp32 in "
+            "that process")
 
 
 def ctranslate2_round(spec: dict) -> dict:
@@ -386,8 +403,9 @@ def ctranslate2_round(spec: dict) -> dict:
 
 
 class CTranslate2Rounds:
-    """CTranslate2, timed in a child process of its own one round right after each round of the other engines (a
-    hook of ``time_engines``), so its figures are side by side with theirs rather than taken after all of them.
+    """CTranslate2, timed in a child process of its own one round beside each round of the other engines (a hook of
+    ``time_engines``: after the round, then before the next, in turn), so its figures are side by side with theirs
+    rather than taken after all of them.
 
     In the process the other engines run in, CTranslate2's OpenMP runtime slows every one of them; timed alone after
     them instead, its rounds came minutes to an hour after the rounds they are compared with, and its rows moved
@@ -561,11 +579,12 @@ def ember_engine(model, tok, name: str, sample: list[str], threads: int, changes
 
 # ---- timing through the harness ------------------------------------------------------------------------------
 
-def time_engines(engines: dict[str, Callable], tok, wl: Workload, args, after_round=None) -> dict[str, dict]:
+def time_engines(engines: dict[str, Callable], tok, wl: Workload, args, side_round=None) -> dict[str, dict]:
     """Every engine timed on ``wl`` through ``PerformanceBenchmark``, ``args.repeats`` rounds, order rotated per
-    round; ``pytorch-fp32`` is the fidelity reference. ``after_round(wl, r, cfg)``, when given, times more engines
-    right after each round with the same settings (``CTranslate2Rounds``) and returns their figures, ``{engine:
-    figures or {"error": ...}}``. Returns engine -> figures (median over rounds)."""
+    round; ``pytorch-fp32`` is the fidelity reference. ``side_round(wl, r, cfg)``, when given, times more engines
+    beside each round with the same settings (``CTranslate2Rounds``): right after round ``r`` when ``r`` is even,
+    right before it when odd (a host whose speed drifts through the run then favours neither), and returns their
+    figures, ``{engine: figures or {"error": ...}}``. Returns engine -> figures (median over rounds)."""
     from ember.bench.config import BenchConfig
     from ember.bench.harness import PerformanceBenchmark, Variant
 
@@ -579,9 +598,10 @@ def time_engines(engines: dict[str, Callable], tok, wl: Workload, args, after_ro
         k = r % max(1, len(others))
         order = [n for n in ["pytorch-fp32", *others[k:], *others[:k]] if n in engines and n not in errors]
         variants = [Variant(n, engines[n], reference=n == "pytorch-fp32") for n in order]
+        side = side_round(wl, r, cfg) if side_round and r % 2 else {}
         report = PerformanceBenchmark(tok, wl.texts, config=cfg, progress=False).run(variants)
         results = {res.name: {"error": res.error} if res.error else figures(res) for res in report.results}
-        results |= after_round(wl, r, cfg) if after_round else {}
+        results |= side_round(wl, r, cfg) if side_round and not r % 2 else side
         for name, res in results.items():
             if "error" in res:
                 errors[name] = res["error"][:300]
@@ -775,7 +795,7 @@ def _tier_verdict(ours: list[Row], peers_: list[Row], limit: float) -> dict:
     tp_ratio = best_tp.throughput / peer_tp.throughput if best_tp and peer_tp else None
     p50_ratio = peer_lat.p50_ms / best_lat.p50_ms if best_lat and peer_lat else None
     # the same two engines' ratio within each round (timed minutes apart, not hours): how much of a verdict is one
-    # slow spell. CTranslate2's round r runs in its own process right after the others' round r.
+    # slow spell. CTranslate2's round r runs in its own process right after (r even) or before (r odd) the others'.
     def per_round(a: Row, b: Row, key: str) -> list[float]:
         return [round(x, 3) for x in _ratio_per_round(a, b, key)]
     frac = best_tp.throughput / limit if best_tp else None
@@ -872,8 +892,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_workload(wl: Workload, model, tok, peers: dict, notes: dict, args, wanted,
-                 after_round=None) -> tuple[dict, dict, dict]:
-    """ember's variants built from ``wl``'s sample, then every engine timed on ``wl`` (and ``after_round``'s after
+                 side_round=None) -> tuple[dict, dict, dict]:
+    """ember's variants built from ``wl``'s sample, then every engine timed on ``wl`` (and ``side_round``'s beside
     each round); the variants are dropped after."""
     engines, builds, errors = dict(peers), {}, {}
     for name, why in ember_presets().items():
@@ -890,7 +910,7 @@ def run_workload(wl: Workload, model, tok, peers: dict, notes: dict, args, wante
                                                                                    args.threads, changes),
                   engines, builds, errors)
     print(f"timing {len(engines)} engines on the {wl.name} workload, {args.repeats} rounds", file=sys.stderr, flush=True)
-    results = time_engines(engines, tok, wl, args, after_round)
+    results = time_engines(engines, tok, wl, args, side_round)
     return results, builds, errors
 
 
@@ -924,14 +944,12 @@ def run(args, load_start, started: str) -> None:
     model, tok = load_model(args.model_path)
     makers = {"short": lambda: short_workload(args), "long": lambda: long_workload(args, tok)}
     workloads = [makers[w]() for w in args.workloads.split(",")]
-    cfg = model.config
-    # per token and layer: Q, K, V, output projections (4·H²) and the FFN (2·H·I) multiply-adds
-    flop_per_token = 2 * cfg.num_hidden_layers * (4 * cfg.hidden_size**2 + 2 * cfg.hidden_size * cfg.intermediate_size)
+    per_token = flop_per_token(model.config)
     for wl in workloads:
         n = args.throughput_n if wl.name == "short" else args.throughput_n_long
         wl.tokens = token_stats(tok, wl.texts[:n])
         print(f"{wl.name}: {min(n, len(wl.texts))} texts timed, tokens {wl.tokens}; {wl.source}", flush=True)
-    gflop = {wl.name: flop_per_token * wl.tokens["mean"] / 1e9 for wl in workloads}
+    gflop = {wl.name: per_token * wl.tokens["mean"] / 1e9 for wl in workloads}
     peaks = matmul_peaks(args.quick, args.threads)
     print(f"machine peaks before timing (GFLOP/s, GOP/s int8): { {k: round(v, 1) for k, v in peaks.items()} }; GFLOP per sentence "
           f"(unpadded) { {k: round(v, 3) for k, v in gflop.items()} }; threads={args.threads}; {detect().summary()}",
@@ -944,7 +962,7 @@ def run(args, load_start, started: str) -> None:
         peers, notes = build_peers(model, args, tmp, wanted, peer_builds, peer_errors)
         ct2 = CTranslate2Rounds(args, tmp) if wanted(CTranslate2Rounds.name) else None
         for wl in workloads:
-            results, builds, errors = run_workload(wl, model, tok, peers, notes, args, wanted, after_round=ct2)
+            results, builds, errors = run_workload(wl, model, tok, peers, notes, args, wanted, side_round=ct2)
             if ct2:
                 notes[ct2.name] = ct2.note(wl.name)
                 builds[ct2.name] = ct2.build_s

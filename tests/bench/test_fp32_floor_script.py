@@ -2,6 +2,7 @@
 kernel library, and the arithmetic turns issue #19's faithful targets into budgets (no timing asserted)."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -21,10 +22,11 @@ CONFIG = BertConfig(hidden_size=32, intermediate_size=80, num_hidden_layers=2, n
 
 
 def test_the_chain_is_the_models_dense_multiply_adds(floor):
-    flop_per_token = 2 * sum(k * n for k, n in floor.dense_shapes(CONFIG))
-    # peers.py's count: Q, K, V and output projections (4·H²) and the FFN (2·H·I) per layer
+    # the "% of peak" cells' count (peers.flop_per_token) is the chain's: Q, K, V and output projections (4·H²) and
+    # the FFN (2·H·I) per layer
     h, i, layers = CONFIG.hidden_size, CONFIG.intermediate_size, CONFIG.num_hidden_layers
-    assert flop_per_token == 2 * layers * (4 * h * h + 2 * h * i)
+    assert 2 * sum(k * n for k, n in floor.dense_shapes(CONFIG)) == 2 * layers * (4 * h * h + 2 * h * i)
+    assert sys.modules["peers"].flop_per_token(CONFIG)  # the peers module fp32_floor.py imported == 2 * layers * (4 * h * h + 2 * h * i)
     shapes = floor.dense_shapes(CONFIG)
     assert all(a[1] == b[0] for a, b in zip(shapes, shapes[1:], strict=False))  # each product feeds the next
 

@@ -176,8 +176,9 @@ def _ct2_args(model_path: str):
                               latency_n_long=3, throughput_n_long=8)
 
 
-def test_ctranslate2_is_timed_in_its_own_process_right_after_each_round(peers, tmp_path):
-    """The CTranslate2 hook runs one round in a child after each round of the others, same settings and texts: its
+def test_ctranslate2_is_timed_in_its_own_process_beside_each_round(peers, tmp_path):
+    """The CTranslate2 hook runs one round in a child beside each round of the others (after round 0, before round 1:
+    a host whose speed drifts through the run favours neither side), same settings and texts: its
     row has a figure per round and a fidelity, its fp32 reference's figures go into its note, and this process never
     loads CTranslate2 (whose OpenMP runtime would slow every engine in it)."""
     import sys
@@ -190,14 +191,23 @@ def test_ctranslate2_is_timed_in_its_own_process_right_after_each_round(peers, t
     texts = [f"please move {i} dollars from checking to savings today" for i in range(12)]
     wl = peers.Workload("short", texts=texts, sample=[], source="test")
     ct2 = peers.CTranslate2Rounds(_ct2_args(str(default_model_path())), tmp_path)
-    calls = []
+    calls, events = [], []
 
     def hook(wl, r, cfg):
         calls.append((r, cfg.throughput_examples, cfg.fidelity_examples))
+        events.append(f"ct2 {r}")
         return ct2(wl, r, cfg)
 
-    res = peers.time_engines({"pytorch-fp32": peers.torch_peer(model, False)}, tok, wl, ct2.args, after_round=hook)
+    reference = peers.torch_peer(model, False)
+
+    def logged(**b):
+        if not events or events[-1] != "others":
+            events.append("others")
+        return reference(**b)
+
+    res = peers.time_engines({"pytorch-fp32": logged}, tok, wl, ct2.args, side_round=hook)
     assert calls == [(0, 8, 512), (1, 8, 16)]
+    assert events == ["others", "ct2 0", "ct2 1", "others"]  # after round 0, before round 1: beside each, in turn
     row = res["ctranslate2-int8"]
     assert "error" not in row and len(row["rounds"]["throughput"]) == 2 and row["throughput"] > 0
     assert 0.95 < row["cosine"] <= 1.0 + 1e-6  # int8 against fp32 in its own process
@@ -212,7 +222,7 @@ def test_a_ctranslate2_process_that_fails_is_a_row_with_its_reason_and_not_start
     model, tok = load_model(None, "embedding")
     wl = peers.Workload("short", texts=[f"what is my balance {i}" for i in range(12)], sample=[], source="test")
     ct2 = peers.CTranslate2Rounds(_ct2_args(str(tmp_path / "no-such-model")), tmp_path)
-    res = peers.time_engines({"pytorch-fp32": peers.torch_peer(model, False)}, tok, wl, ct2.args, after_round=ct2)
+    res = peers.time_engines({"pytorch-fp32": peers.torch_peer(model, False)}, tok, wl, ct2.args, side_round=ct2)
     assert res["ctranslate2-int8"]["error"].startswith("its process failed: ")
     assert "no-such-model" in res["ctranslate2-int8"]["error"]
     assert len(res["pytorch-fp32"]["rounds"]["throughput"]) == 2  # the others timed as usual

@@ -479,9 +479,17 @@ def test_auto_keep_fp32_keeps_only_what_the_bound_needs(tok, monkeypatch):
     strict = OnnxRuntimeConfig(quantize="dynamic", keep_fp32="auto", calibration_size=16, on_violation="warn",
                                tolerance=Tolerance(min_mean_cosine=1.0))
     told: list[str] = []
+    scored: list[int] = []  # sentences each cosine check ran on
+    real_cosine = ortb._cosine
+    monkeypatch.setattr(ortb, "_cosine", lambda path, config, batches, *a: scored.append(
+        sum(len(b["input_ids"]) for b in batches)) or real_cosine(path, config, batches, *a))
+    monkeypatch.setattr(ortb, "RANK_SENTENCES", 8)  # one batch of the 16 calibration sentences
     with pytest.warns(UserWarning):
         art = optimize(model, strict, tokenizer=tok, progress=told.append)
     assert probes == ["ranked"] and art.fusion_stats["kept_fp32"] == ortb.AUTO_MAX_KEPT
+    # the ranking's probes (one per quantisable node) score on the first RANK_SENTENCES; every choice is checked on all
+    n_probes = len(scored) - 1 - ortb.AUTO_MAX_KEPT
+    assert n_probes > ortb.AUTO_MAX_KEPT and scored == [16] + [8] * n_probes + [16] * ortb.AUTO_MAX_KEPT
     assert art.fidelity.mean_cosine > lax.fidelity.mean_cosine  # the kept MatMuls did lift fidelity
     # the search, which takes minutes on a real model, says where it is
     search = [t for t in told if t.startswith('keep_fp32="auto"')]

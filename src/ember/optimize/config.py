@@ -153,7 +153,7 @@ class OnnxRuntimeConfig(OptimizeConfig):
             ``block_size`` inputs, and int8 compute with activations quantised per block at run time: far more
             faithful than per-channel scales; the fused attention's Q/K/V projection stays fp32).
         per_channel: one int8 scale per output channel of each weight (much more faithful).
-        keep_fp32: number of the most sensitive MatMuls (measured one by one on the calibration sentences) left
+        keep_fp32: number of the most sensitive MatMuls (measured one by one on the first 32 calibration sentences) left
             in fp32, or ``"auto"``: quantise everything and keep as few as the calibration sentences need to stay
             0.001 above ``tolerance.min_mean_cosine`` (none where the whole int8 model does; at most 4).
         fuse: apply transformer fusions (attention, bias-Gelu, embeddings+LayerNorm with the torchscript exporter;

@@ -31,6 +31,11 @@ MODEL_FILE = "model.onnx"
 # fp32 share small enough for int8 to stay worth building.
 AUTO_MARGIN = 0.001
 AUTO_MAX_KEPT = 4
+# sentences each sensitivity probe (one quantised MatMul at a time) is scored on: the first calibration batches holding
+# this many. The ranking only orders the probes, and every choice it leads to is checked on all the calibration
+# sentences (keep_fp32="auto") and verified after; scoring each of MiniLM's 24 probes on 128 paragraph-length sentences
+# was most of onnx-int8's 155 s build on them (BENCHMARKS.md, #19 run 19).
+RANK_SENTENCES = 32
 _FUSE_LOCK = threading.Lock()  # see fuse()
 
 
@@ -261,7 +266,13 @@ def _cosine(path: Path, config: OnnxRuntimeConfig, batches: list[dict], referenc
 
 def sensitivity_order(src: Path, config: OnnxRuntimeConfig, batches: list[dict], reference: list, facts: ModelFacts,
                       tmp: Path, ranges=None) -> list[str]:
-    """Quantisable nodes, the one whose quantisation alone lowers cosine the most first (each measured on ``batches``)."""
+    """Quantisable nodes, the one whose quantisation alone lowers cosine the most first (each measured on the first of
+    ``batches`` holding ``RANK_SENTENCES`` sentences)."""
+    n, held = 0, 0
+    while n < len(batches) and held < RANK_SENTENCES:
+        held += len(batches[n]["input_ids"])
+        n += 1
+    batches, reference = batches[:n], reference[:n]
     scores = []
     # fused attention has no QDQ form; it stays fp32 under static quantisation anyway
     ops = ("MatMul", "Gemm") if config.quantize == "static" else ("MatMul", "Gemm", "Attention")
