@@ -26,7 +26,8 @@ def test_the_chain_is_the_models_dense_multiply_adds(floor):
     # the FFN (2·H·I) per layer
     h, i, layers = CONFIG.hidden_size, CONFIG.intermediate_size, CONFIG.num_hidden_layers
     assert 2 * sum(k * n for k, n in floor.dense_shapes(CONFIG)) == 2 * layers * (4 * h * h + 2 * h * i)
-    assert sys.modules["peers"].flop_per_token(CONFIG)  # the peers module fp32_floor.py imported == 2 * layers * (4 * h * h + 2 * h * i)
+    peers = sys.modules["peers"]  # the module fp32_floor.py imported its workloads and peers from
+    assert peers.flop_per_token(CONFIG) == 2 * layers * (4 * h * h + 2 * h * i)
     shapes = floor.dense_shapes(CONFIG)
     assert all(a[1] == b[0] for a, b in zip(shapes, shapes[1:], strict=False))  # each product feeds the next
 
