@@ -102,7 +102,7 @@ def torch_floor(weights: list[np.ndarray], threads: int):
                 y = torch.nn.functional.linear(y, w)
         return y
 
-    return _over_tokens(run, weights[0].shape[0], lambda x: torch.from_numpy(x), lambda y: y)
+    return _over_tokens(run, weights[0].shape[0], _as_tensor, lambda y: y)
 
 
 def onnx_floor_model(weights: list[np.ndarray]) -> bytes:
@@ -211,18 +211,22 @@ def describe(b: dict, ours: list[str]) -> list[str]:
     """The arithmetic in words, one line per target."""
     f, one, tp = b["floor"], b["batch1"], b["throughput"]
     ember = [o for o in ours if o in one["overhead_ms"]]
+
+    def verdict(reachable: bool) -> str:
+        return " -> reachable only by cutting that work" if reachable else " -> no fp32 engine on these kernels can meet it"
+
     lines = [
-        f"batch 1: 1.25x {one['peer']} ({one['peer_p50_ms']:.2f} ms) needs {one['target_p50_ms']:.2f} ms; the dense "
+        f"batch 1: {TARGETS['p50_vs_peer']:.2f}x {one['peer']} ({one['peer_p50_ms']:.2f} ms) needs {one['target_p50_ms']:.2f} ms; the dense "
         f"matmuls alone take {f['p50_ms']:.2f} ms ({f['p50_library']}), leaving {one['budget_ms']:+.2f} ms for everything "
         f"else; beyond the floor {one['peer']} spends {one['overhead_ms'][one['peer']]:.2f} ms"
         + "".join(f", {o} {one['overhead_ms'][o]:.2f} ms" for o in ember)
-        + (" -> reachable only by cutting that work" if one["reachable"] else " -> no fp32 engine on these kernels can meet it"),
-        f"throughput: 1.10x {tp['peer']} ({tp['peer_sent_s']:.1f} sent/s) needs {tp['target_sent_s']:.1f} sent/s; the "
+        + verdict(one["reachable"]),
+        f"throughput: {TARGETS['throughput_vs_peer']:.2f}x {tp['peer']} ({tp['peer_sent_s']:.1f} sent/s) needs {tp['target_sent_s']:.1f} sent/s; the "
         f"dense matmuls alone run {f['sent_s']:.1f} ({f['throughput_library']}), leaving {tp['budget_ms_per_sentence']:+.3f} "
         f"ms a sentence for everything else; beyond the floor {tp['peer']} spends "
         f"{tp['overhead_ms_per_sentence'][tp['peer']]:.3f}"
         + "".join(f", {o} {tp['overhead_ms_per_sentence'][o]:.3f}" for o in ember)
-        + (" -> reachable only by cutting that work" if tp["reachable"] else " -> no fp32 engine on these kernels can meet it"),
+        + verdict(tp["reachable"]),
     ]
     return lines
 

@@ -598,10 +598,12 @@ def time_engines(engines: dict[str, Callable], tok, wl: Workload, args, side_rou
         k = r % max(1, len(others))
         order = [n for n in ["pytorch-fp32", *others[k:], *others[:k]] if n in engines and n not in errors]
         variants = [Variant(n, engines[n], reference=n == "pytorch-fp32") for n in order]
-        side = side_round(wl, r, cfg) if side_round and r % 2 else {}
+        before = bool(r % 2)  # side_round's turn: after even rounds, before odd ones
+        side = side_round(wl, r, cfg) if side_round and before else {}
         report = PerformanceBenchmark(tok, wl.texts, config=cfg, progress=False).run(variants)
-        results = {res.name: {"error": res.error} if res.error else figures(res) for res in report.results}
-        results |= side_round(wl, r, cfg) if side_round and not r % 2 else side
+        if side_round and not before:
+            side = side_round(wl, r, cfg)
+        results = {res.name: {"error": res.error} if res.error else figures(res) for res in report.results} | side
         for name, res in results.items():
             if "error" in res:
                 errors[name] = res["error"][:300]

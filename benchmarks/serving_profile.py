@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import DATA, LONG_DATA, long_workload, short_workload  # noqa: E402
+from peers import DATA, LONG_DATA, flop_per_token, long_workload, short_workload  # noqa: E402
 
 
 def profile(art, batch: int, length: int, calls: int, warmup: int, static: bool = True) -> dict:
@@ -80,8 +80,7 @@ def main() -> None:
     from ember.optimize import optimize, preset
 
     model, tok = load_model(args.model)
-    cfg = model.config
-    flop_per_token = 2 * cfg.num_hidden_layers * (4 * cfg.hidden_size**2 + 2 * cfg.hidden_size * cfg.intermediate_size)
+    per_token = flop_per_token(model.config)
     out: dict = {"cpu": detect().to_dict(), "threads": args.threads, "load_average_start": os.getloadavg(), "results": {}}
     for wl in (short_workload(args), long_workload(args, tok)):
         lengths = sorted(len(ids) for ids in tok(wl.texts[:500], truncation=True, max_length=128)["input_ids"])
@@ -94,7 +93,7 @@ def main() -> None:
                 r = profile(art, batch, length, args.calls if batch == 1 else max(10, args.calls // 10),
                             args.warmup // (1 if batch == 1 else 10), static)
                 fc = r["by_type_ms"].get("FullyConnected", 0.0)
-                r["fully_connected_gflop_s"] = flop_per_token * batch * length / 1e9 / (fc / 1000) if fc else None
+                r["fully_connected_gflop_s"] = per_token * batch * length / 1e9 / (fc / 1000) if fc else None
                 case = f"[{batch}, {length}]{'' if static else ' dynamic'}"
                 out["results"][f"{name} {wl.name} {case}"] = r
                 top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["by_type_ms"].items())[:8])
