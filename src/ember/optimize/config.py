@@ -153,9 +153,10 @@ class OnnxRuntimeConfig(OptimizeConfig):
             ``block_size`` inputs, and int8 compute with activations quantised per block at run time: far more
             faithful than per-channel scales; the fused attention's Q/K/V projection stays fp32).
         per_channel: one int8 scale per output channel of each weight (much more faithful).
-        keep_fp32: number of the most sensitive MatMuls (measured one by one on the first 32 calibration sentences) left
-            in fp32, or ``"auto"``: quantise everything and keep as few as the calibration sentences need to stay
-            0.001 above ``tolerance.min_mean_cosine`` (none where the whole int8 model does; at most 4).
+        keep_fp32: number of the most sensitive MatMuls (measured one by one on the first calibration sentences: the
+            ONNX Runtime backend's ``RANK_SENTENCES``) left in fp32, or ``"auto"``: quantise everything and keep as
+            few as the calibration sentences need to stay ``AUTO_MARGIN`` (0.001) above ``tolerance.min_mean_cosine``
+            (none where the whole int8 model does; at most ``AUTO_MAX_KEPT``, 4).
         fuse: apply transformer fusions (attention, bias-Gelu, embeddings+LayerNorm with the torchscript exporter;
             see ``skip_layer_norm``).
         exporter: ``"torchscript"`` exports with eager attention and fuses with ONNX Runtime's transformer
