@@ -514,6 +514,10 @@ def side_venv_model(kind: str, args, tmp: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ""}
     p = subprocess.run([py, "-c", SIDE_CHILD, json.dumps(child_args)], capture_output=True, text=True, env=env,
                        timeout=1200)
+    if p.returncode and "torchvision::nms does not exist" in (p.stderr or ""):
+        # transformers reports it as "Could not import module 'PreTrainedModel'", which names neither cause nor cure
+        raise RuntimeError(f"side venv child failed: the torchvision in {py}'s venv does not import beside its torch "
+                           f"(operator torchvision::nms does not exist); remove it: {py} -m pip uninstall -y torchvision")
     return child_result(p, "side venv child failed")
 
 

@@ -232,3 +232,23 @@ def test_a_ctranslate2_process_that_fails_is_a_row_with_its_reason_and_not_start
 
     monkeypatch.setattr(peers.subprocess, "run", no_second_start)
     assert ct2(wl, 2, None) == {"ctranslate2-int8": {"error": ct2.error}}
+
+
+def test_a_side_venv_whose_torchvision_breaks_transformers_is_told_how_to_mend_it(peers, tmp_path, monkeypatch):
+    import argparse
+    import subprocess
+
+    py = tmp_path / "bin" / "python"
+    py.parent.mkdir()
+    py.touch()
+    trace = ("RuntimeError: operator torchvision::nms does not exist\n...\n"
+             "ModuleNotFoundError: Could not import module 'PreTrainedModel'. Are this object's requirements defined correctly?")
+    monkeypatch.setattr(peers.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 1, "", trace))
+    args = argparse.Namespace(st_openvino_python=str(py), optimum_python=None, model_path="m", threads=2,
+                              long_data=str(tmp_path / "sst2" / "train.tsv"))
+    with pytest.raises(RuntimeError, match=f"{py} -m pip uninstall -y torchvision"):
+        peers.side_venv_model("st-openvino", args, tmp_path)
+    # any other failure still ends in the child's last line
+    monkeypatch.setattr(peers.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 1, "", "boom\nValueError: x"))
+    with pytest.raises(RuntimeError, match="side venv child failed: ValueError: x"):
+        peers.side_venv_model("st-openvino", args, tmp_path)
