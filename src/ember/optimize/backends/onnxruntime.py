@@ -199,6 +199,12 @@ def quantizer_input(src: Path):
     return update_opset_version(load_model_with_shape_infer(src), QuantType.QInt8)
 
 
+def int8_op_types(config: OnnxRuntimeConfig) -> list[str]:
+    """The op types int8 quantisation touches (embeddings stay fp32); fused attention has no QDQ form, so under static
+    quantisation it stays fp32. The sensitivity ranking probes exactly these."""
+    return ["MatMul", "Gemm"] if config.quantize == "static" else ["MatMul", "Gemm", "Attention"]
+
+
 def quantized(base, config: OnnxRuntimeConfig, exclude: list[str], include: list[str] | None = None,
               ranges=None) -> bytes:
     """``base`` (from :func:`quantizer_input`, left untouched) int8-quantised in memory: dynamic, or static QDQ from
@@ -218,12 +224,11 @@ def quantized(base, config: OnnxRuntimeConfig, exclude: list[str], include: list
     options = {"DefaultTensorType": 1}
     if config.quantize == "dynamic":
         q = ONNXQuantizer(model, config.per_channel, config.reduce_range, QuantizationMode.IntegerOps, False,
-                          QuantType.QInt8, QuantType.QUInt8, None, include or [], exclude,
-                          ["MatMul", "Gemm", "Attention"],  # embeddings stay fp32
+                          QuantType.QInt8, QuantType.QUInt8, None, include or [], exclude, int8_op_types(config),
                           {**options, "MatMulConstBOnly": True})  # quantize_dynamic's default
     else:
         q = QDQQuantizer(model, config.per_channel, config.reduce_range, QuantType.QInt8, QuantType.QUInt8, ranges,
-                         include or [], exclude, ["MatMul", "Gemm"], extra_options=options)
+                         include or [], exclude, int8_op_types(config), extra_options=options)
     q.quantize_model()
     q.model.topological_sort()  # as the quantisers' own save does
     return q.model.model.SerializeToString()
@@ -286,8 +291,7 @@ def sensitivity_order(base, config: OnnxRuntimeConfig, batches: list[dict], refe
         held += len(batches[n]["input_ids"])
         n += 1
     batches, reference = batches[:n], reference[:n]
-    # fused attention has no QDQ form; it stays fp32 under static quantisation anyway
-    ops = ("MatMul", "Gemm") if config.quantize == "static" else ("MatMul", "Gemm", "Attention")
+    ops = int8_op_types(config)
     scores = [(_cosine(quantized(base, config, exclude=[], include=[node.name], ranges=ranges), config, batches,
                        reference, facts), node.name)
               for node in base.graph.node if node.op_type in ops]
