@@ -53,8 +53,10 @@ def test_batch_shapes_are_chosen_where_batches_run_in_bf16_or_int8_not_f32(token
 def test_batches_run_on_static_parts_with_the_dynamic_models_answers(tokenizer, tmp_path, monkeypatch):
     import ember.optimize.backends.openvino as ov_backend
 
-    # the choice as it is made for bf16 / int8 batches, kept in f32 so the answers can be compared exactly
+    # the choice as it is made for bf16 / int8 batches, kept in f32 so the answers can be compared exactly; the
+    # build's timing of the batch models against the dynamic model is tested on its own (below): kept here
     monkeypatch.setattr(ov_backend, "batches_gain", lambda config: True)
+    monkeypatch.setattr(ov_backend, "CHOICE_MARGIN", float("-inf"))
     model = make_model("bert-base")
     lengths = sorted(len(tokenizer(t)["input_ids"]) for t in TEXTS)
     art = optimize(model, OpenVINOConfig(threads=2, batch_rows=2, static_shapes=()), tokenizer=tokenizer, sample=TEXTS)
@@ -64,17 +66,21 @@ def test_batches_run_on_static_parts_with_the_dynamic_models_answers(tokenizer, 
     assert sorted(art.batch_static) == [4, 8, 12, 16]  # compiled up front: no request pays for a compile
     dynamic = optimize(model, OpenVINOConfig(threads=2, static_shapes=(), batch_shapes=()), tokenizer=tokenizer)
     assert dynamic.batch_static == {}
+    assert art.batch_choice is not None and art.batch_choice.kept == "batch models"
+    streams = len(art.batch_static[16].requests)
+    assert streams == 2  # 2 threads: two streams of one thread, a part of 2 rows each
     art.batch_static = {n: _PartsSeen(p) for n, p in art.batch_static.items()}
     seen = {n: p.calls for n, p in art.batch_static.items()}
-    for rows, texts in ((4, TEXTS[4:8]), (5, TEXTS[8:13]), (2, TEXTS[:2]), (7, TEXTS[6:])):
+    for rows, texts in ((4, TEXTS[4:8]), (5, TEXTS[8:13]), (2, TEXTS[:2]), (9, TEXTS[4:]), (3, TEXTS[8:11])):
         x = tokenizer(texts, padding=True, return_tensors="pt")
         got, want = art(**x).last_hidden_state, dynamic(**x).last_hidden_state
         assert got.shape == want.shape == (rows, x["input_ids"].shape[1], 32)  # padding taken off again
         assert (got - want).abs().max().item() < 1e-4  # the same answers, rows in order
-    # 4 rows of 10 tokens -> one call of 4 rows padded to 12; 5 rows of 15 -> 4 rows at 16, the fifth dynamic;
-    # 2 rows of 4 tokens at 4; 7 rows of 15 -> 6 at 16, the seventh dynamic
-    assert seen[12] == [(12, 4, 10)] and seen[4] == [(4, 2, 4)]
-    assert seen[16] == [(16, 4, 15), (16, 6, 15)] and seen[8] == []
+    # parts in whole rounds (a part alone would leave the other stream's thread idle): 4 rows of 10 tokens -> one
+    # call of 4 rows padded to 12; 5 rows of 15 -> 4 rows at 16, the fifth dynamic; 2 rows of 4 tokens (one part)
+    # -> dynamic; 9 rows of 15 -> 8 at 16, the ninth dynamic; 3 rows of 13 -> dynamic
+    assert seen[12] == [(12, 4, 10)] and seen[4] == [] and seen[8] == []
+    assert seen[16] == [(16, 4, 15), (16, 8, 15)]
     classifier = make_model("bert")
     logits = optimize(classifier, OpenVINOConfig(threads=1, batch_rows=2, static_shapes=()), tokenizer=tokenizer,
                       sample=TEXTS)
@@ -121,3 +127,58 @@ def test_batch_settings_are_checked_and_old_configs_load():
     old = {k: v for k, v in OpenVINOConfig().to_dict().items()
            if k not in ("batch_shapes", "batch_rows", "max_batch_static", "batch_memory_mb")}
     assert config_from_dict(old).batch_shapes is None
+
+
+def _timed_forward(art, costs: dict[bool, float], now: list[float]):
+    """``art._forward`` that advances the fake clock ``now`` by ``costs[batch_models]`` per call."""
+    real = art._forward
+
+    def forward(arrays, batch_models=True):
+        now[0] += costs[batch_models]
+        return real(arrays, batch_models)
+
+    return forward
+
+
+def test_the_build_keeps_the_batch_models_only_where_they_are_faster(tokenizer, tmp_path):
+    from ember.optimize.backends.openvino import CHOICE_MARGIN, keep_faster_batches
+
+    model = make_model("bert-base")
+    cfg = OpenVINOConfig(threads=2, batch_rows=2, static_shapes=(), batch_shapes=(4, 8, 12, 16))
+    faster = optimize(model, cfg, tokenizer=tokenizer)
+    assert faster.batch_choice is None and sorted(faster.batch_static) == [4, 8, 12, 16]  # asked for: not timed
+    now = [0.0]
+    faster._forward = _timed_forward(faster, {True: 1.0, False: 1.2}, now)
+    choice = keep_faster_batches(faster, tokenizer, TEXTS, clock=lambda: now[0], budget_s=100.0)
+    # 13 texts -> 3 full batches of 4 rows (2 streams x 2 rows), each timed both ways in 3 rounds
+    assert (choice.batches, choice.batch, choice.rounds) == (3, 4, 3)
+    assert choice.kept == "batch models" and choice.speedup == pytest.approx(1.2)
+    assert sorted(faster.batch_static) == [4, 8, 12, 16] and faster.optimize_config.batch_shapes == (4, 8, 12, 16)
+
+    level = optimize(model, cfg, tokenizer=tokenizer)
+    level._forward = _timed_forward(level, {True: 1.0, False: 1.0 + CHOICE_MARGIN / 2}, now)
+    choice = keep_faster_batches(level, tokenizer, TEXTS, clock=lambda: now[0])
+    assert choice.rounds == 1  # the fake seconds passed the budget after the first round
+    # within the margin: not worth their memory; dropped, and recorded so a load compiles none
+    assert choice.kept == "dynamic" and level.batch_static == {} and level.optimize_config.batch_shapes == ()
+    x = tokenizer(TEXTS[4:8], padding=True, return_tensors="pt")
+    assert (level(**x).last_hidden_state - model(**x).last_hidden_state).abs().max().item() < 1e-4
+    back = load(level.save(tmp_path / "ov"))
+    assert back.optimize_config.batch_shapes == () and back.batch_static == {}
+
+    few = optimize(model, cfg, tokenizer=tokenizer)
+    assert keep_faster_batches(few, tokenizer, TEXTS[:3]) is None  # no full batch to time: kept as chosen
+    assert few.batch_choice is None and sorted(few.batch_static) == [4, 8, 12, 16]
+
+
+def test_shapes_chosen_by_the_build_are_timed_and_dropped_when_slower(tokenizer, monkeypatch):
+    import ember.optimize.backends.openvino as ov_backend
+
+    monkeypatch.setattr(ov_backend, "batches_gain", lambda config: True)
+    monkeypatch.setattr(ov_backend, "CHOICE_MARGIN", float("inf"))  # the batch models can never be faster enough
+    stages: list[str] = []
+    art = optimize(make_model("bert-base"), OpenVINOConfig(threads=2, batch_rows=2, static_shapes=()),
+                   tokenizer=tokenizer, sample=TEXTS, progress=stages.append)
+    assert art.batch_choice is not None and art.batch_choice.kept == "dynamic"
+    assert art.optimize_config.batch_shapes == () and art.batch_static == {}
+    assert any("dropped, batches run dynamic" in s for s in stages)

@@ -7,16 +7,20 @@ import bisect
 import contextlib
 import dataclasses
 import functools
+import statistics
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from ember.batching import length_buckets
 from ember.errors import ArtifactError
 from ember.optimize.artifact import ModelFacts, OptimizedModel, wrap_output
 from ember.optimize.config import OpenVINOConfig
@@ -204,6 +208,7 @@ class OpenVINOArtifact(OptimizedModel):
         self._shapes = sorted(self.static)
         self.batch_static = self._compile_batch_static()  # padded length -> its model for parts of batch_rows rows
         self._batch_shapes = sorted(self.batch_static)
+        self.batch_choice: BatchChoice | None = None  # set where the build timed the batch models (keep_faster_batches)
         # one call at a time: the requests and the static models' bound buffers are shared state, and OpenVINO
         # refuses a request that is running ("Infer Request is busy"), or a second caller overwrites the inputs
         # of the first (found with 4 threads calling one artifact: errors, and wrong outputs without one)
@@ -217,20 +222,28 @@ class OpenVINOArtifact(OptimizedModel):
         arrays = {k: v.detach().cpu().numpy() for k, v in feeds.items()}
         return wrap_output(self.facts.output, torch.from_numpy(self._forward(arrays)))
 
-    def _forward(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def _forward(self, arrays: dict[str, np.ndarray], batch_models: bool = True) -> np.ndarray:
         """The output for ``arrays`` on the fastest compiled model that holds them: a single input on its static
-        shape, a batch's full parts of ``batch_rows`` rows on their static shape (the remaining rows again through
-        here), the rest on the dynamic model."""
+        shape, a batch's rows in whole rounds of parts (``batch_rows`` rows per stream) on their static shape, the
+        rest on the dynamic model, split over the streams. ``batch_models=False``: batches on the dynamic model
+        (the build's timing of the two).
+
+        Why whole rounds: a part with no partner leaves the other streams' threads idle while it runs on its own
+        thread. A batch of 20 at 122 tokens (MiniLM-L6, bf16, 2 streams of one thread, a Zen 4) took 1.7–1.8x as
+        long as 16 rows on one stream and 4 on the dynamic model than all 20 on the dynamic model's two streams;
+        that one remainder batch made the batch models lose 4% over 500 length-bucketed paragraphs, against the
+        3–5% they gain on full batches."""
         batch, length = arrays["input_ids"].shape
         per_token = self.facts.output == "last_hidden_state"
         if batch == 1 and (static := self._static_model(length)) is not None:
             return static(arrays, length, per_token)
-        if batch > 1 and (parts := self._batch_model(length)) is not None and batch >= parts.rows:
-            full = batch - batch % parts.rows
-            head = parts({k: a[:full] for k, a in arrays.items()}, length, per_token)
-            if full == batch:
-                return head
-            return np.concatenate([head, self._forward({k: a[full:] for k, a in arrays.items()})])
+        if batch > 1 and batch_models and (parts := self._batch_model(length)) is not None:
+            full = batch - batch % (parts.rows * len(parts.requests))
+            if full:
+                head = parts({k: a[:full] for k, a in arrays.items()}, length, per_token)
+                if full == batch:
+                    return head
+                return np.concatenate([head, self._forward({k: a[full:] for k, a in arrays.items()})])
         ints = {k: np.ascontiguousarray(a, dtype=np.int64) for k, a in arrays.items()}
         if batch > 1 and self.batched is not None:
             return self.batched(ints)
@@ -354,16 +367,107 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
         ctx.stage(f"quantising to int8 with NNCF on {ctx.calibration_count(config.calibration_size)} sentences")
         ov_model = quantize_nncf(ov_model, ctx.calibration(config.calibration_size))
     # chosen from the sample's lengths (tokenized once), recorded so a load compiles the same
+    chose_batches = False
     if config.static_shapes is None or config.batch_shapes is None:
         lengths, longest = ctx.token_lengths(), ctx.facts.max_length
         if config.static_shapes is None:
             config = dataclasses.replace(config, static_shapes=choose_static_shapes(lengths, config.max_static, longest))
         if config.batch_shapes is None:
+            chose_batches = True
             shapes = choose_batch_shapes(lengths, config.max_batch_static, longest) if batches_gain(config) else ()
             config = dataclasses.replace(config, batch_shapes=shapes)
     n = len(config.static_shapes or ()) + len(config.batch_shapes or ())
     ctx.stage("compiling for the CPU" + (f" (and up to {n} shape-specialised models)" if n else ""))
-    return OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
+    art = OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
+    if chose_batches and art.batch_static:
+        ctx.stage(f"timing {len(art.batch_static)} batch models against the dynamic model on the sample's batches")
+        choice = keep_faster_batches(art, ctx.tokenizer, ctx.calibration_texts)
+        if choice is not None:
+            ctx.stage(f"batch models x{choice.speedup:.2f} the dynamic model on {choice.batches} sample batches of "
+                      f"{choice.batch}: {'kept' if choice.kept == 'batch models' else 'dropped, batches run dynamic'}")
+    return art
+
+
+@dataclasses.dataclass
+class BatchChoice:
+    """What the build measured for :func:`keep_faster_batches`: ms per timing round on the sample's batches
+    (medians over rounds), and what it kept."""
+
+    batches: int  # full batches of ``batch`` rows timed per round
+    batch: int
+    rounds: int
+    batch_models_ms: float
+    dynamic_ms: float
+    kept: Literal["batch models", "dynamic"]
+
+    @property
+    def speedup(self) -> float:
+        """The batch models' speed-up over the dynamic model (> 1: faster)."""
+        return self.dynamic_ms / self.batch_models_ms if self.batch_models_ms > 0 else float("inf")
+
+
+CHOICE_MARGIN = 0.01  # the batch models must be this much faster to keep: they cost resident memory (~30–150 MB each)
+
+
+def keep_faster_batches(art: OpenVINOArtifact, tokenizer, texts: Sequence[str], *, rounds: int = 3,
+                        max_batches: int = 4, budget_s: float = 5.0, clock=time.perf_counter) -> BatchChoice | None:
+    """Time the sample's length-bucketed batches on ``art``'s shape-specialised batch models and on its dynamic
+    model, interleaved, and drop the batch models (recording ``batch_shapes=()`` in its config, so a load compiles
+    none) unless they are more than ``CHOICE_MARGIN`` faster.
+
+    Why measured: what static shapes save (OpenVINO's per-call shape work) against what they cost (padding up to
+    the next shape, and resident memory) depends on the model, its lengths and the CPU's kernels. On MiniLM-L6,
+    2 threads (``benchmarks/openvino_batch_shapes.py``) full batches of 32 gained x1.17 in int8 and x1.05 in bf16 on
+    intents on a Zen 5, and 1–3% in bf16 on paragraphs on a Zen 4, where a batch padded by 7–11% lost 4–7%; in f32
+    on an AVX2 Zen 3 they lost (:func:`batches_gain` leaves them out there unasked). Batches are of ``batch_rows``
+    per stream (one whole round of parts: 32 by default), up to ``max_batches`` full ones that a batch model runs,
+    spread over the lengths; each round times every batch both ways, in alternating order, until ``rounds`` rounds
+    or, after the first, ``budget_s`` seconds (a large model's batches are slow). Sets ``art.batch_choice``; returns
+    it, or ``None`` where no full batch of the sample would run on a batch model (they are then kept as chosen).
+
+    Example:
+        >>> choice = keep_faster_batches(art, tokenizer, sample)  # doctest: +SKIP
+        >>> choice.kept, round(choice.speedup, 2)  # doctest: +SKIP
+        ('batch models', 1.03)
+    """
+    cfg = art.optimize_config
+    size = cfg.batch_rows * len(next(iter(art.batch_static.values())).requests)  # one whole round of parts
+    enc = tokenizer(list(texts), truncation=True, max_length=art.facts.max_length)
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    full = [b for b in length_buckets(lengths, size) if len(b) == size]
+    usable = [b for b in full if art._batch_model(max(lengths[i] for i in b)) is not None]
+    if not usable:
+        return None
+    k = min(max_batches, len(usable))
+    picked = [usable[i] for i in sorted({round(j * (len(usable) - 1) / max(1, k - 1)) for j in range(k)})]  # spread
+    batches = [{name: a.astype(np.int64) for name, a in tokenizer([texts[i] for i in b], padding=True, truncation=True,
+                max_length=art.facts.max_length, return_tensors="np").items() if name in art.facts.input_names}
+               for b in picked]
+    ways = {"batch models": True, "dynamic": False}
+    for use in ways.values():  # warm both (first calls allocate)
+        art._forward(batches[0], batch_models=use)
+    times: dict[str, list[float]] = {w: [] for w in ways}
+    start = clock()
+    for r in range(rounds):
+        if r and clock() - start > budget_s:
+            break
+        spent = dict.fromkeys(ways, 0.0)
+        for j, b in enumerate(batches):
+            order = list(ways) if (r + j) % 2 == 0 else list(reversed(ways))
+            for way in order:
+                t = clock()
+                art._forward(b, batch_models=ways[way])
+                spent[way] += clock() - t
+        for way, s in spent.items():
+            times[way].append(s * 1000)
+    med = {w: statistics.median(ts) for w, ts in times.items()}
+    keep = med["dynamic"] > med["batch models"] * (1 + CHOICE_MARGIN)
+    art.batch_choice = BatchChoice(len(batches), size, len(times["dynamic"]), med["batch models"], med["dynamic"],
+                                   "batch models" if keep else "dynamic")
+    if not keep:
+        art.batch_static, art._batch_shapes = {}, []
+        art.optimize_config = dataclasses.replace(cfg, batch_shapes=())
+    return art.batch_choice
 
 
 def batches_gain(config: OpenVINOConfig) -> bool:
