@@ -1,5 +1,5 @@
-"""The fp32 floor: the model's dense matmuls alone, timed beside the fp32 engines that contain them (issue #19's
-faithful cells on a CPU without bf16).
+"""The fp32 (or bf16) floor: the model's dense matmuls alone, timed beside the engines that contain them (issue #19's
+faithful cells, on a CPU without bf16 or, with ``--precision bf16``, on one with it).
 
 On a CPU without bf16 (AVX2-only x86, most ARM) the faithful tier computes in fp32, and every fp32 engine - PyTorch,
 ONNX Runtime, OpenVINO, ember's presets built on them - spends most of its time in the same dense matmuls (Q, K, V,
@@ -20,8 +20,24 @@ in ``peers.py`` (``--peers``). Then the arithmetic: issue #19's faithful targets
 >= 1.10x the best fp32 peer) as times, against the floor: what is left for all the non-matmul work, and how much of it
 ember and the peer spend. A negative budget means no fp32 engine on these kernels can meet the target on this CPU.
 
+On a CPU with bf16 (AVX512-BF16, AMX) the faithful tier's best peer is OpenVINO, which compiles in bf16 there by
+default, and ember's best faithful variant is the ``openvino-bf16`` preset: ``--precision bf16`` asks the same question
+of the bf16 kernels. The floors are then the same chain in bf16 (fp32 in and out, as the engines take and give it):
+
+- ``dense-matmuls-torch``: the weights converted once to bfloat16, the input cast to it, ``F.linear`` (oneDNN's bf16
+  gemm), the output cast back to float32;
+- ``dense-matmuls-openvino``: the same graph compiled with the bf16 precision hint.
+
+ONNX Runtime has no bf16 ``MatMul`` kernel on CPU (its CPU provider refuses the node: "Could not find an
+implementation for MatMul(13)"), so there is no ONNX Runtime bf16 floor. The defaults become ember's faithful bf16
+presets (``openvino-bf16``, and ``compile-bf16`` on torch's bf16 kernels) and the peers that compute in bf16 on such a
+CPU (``openvino``, ``st-openvino``). A CPU without bf16 is refused: its bf16 is emulated, slower than fp32, so it has no
+bf16 floor to time.
+
     flock /work/notes/bench.lock python benchmarks/fp32_floor.py                        # CLINC150 test (intents)
     flock /work/notes/bench.lock python benchmarks/fp32_floor.py --paragraphs --n 500   # peers.py's long workload
+    flock /work/notes/bench.lock python benchmarks/fp32_floor.py --precision bf16       # a CPU with bf16: intents
+    flock /work/notes/bench.lock python benchmarks/fp32_floor.py --paragraphs --n 500 --precision bf16
     python benchmarks/fp32_floor.py --data my.csv --text-column body --sample-data my_train.csv --peers openvino
 
 The last line is JSON: every variant's figures, the floor per library, the targets and the budgets.
@@ -30,6 +46,7 @@ The last line is JSON: every variant's figures, the floor per library, the targe
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -56,14 +73,22 @@ CLINC = HERE.parent / ".." / "shared" / "data" / "clinc150"
 FLOOR_PREFIX = "dense-matmuls-"
 MAX_TOKENS = 64 * 512  # the most tokens a floor takes in one call (batch x padded length)
 PEERS = ("optimum-ort-O2", "openvino", "st-openvino", "st-onnx")
+PRECISIONS = ("fp32", "bf16")
+# per precision: ember's faithful presets on those kernels, and the peers that compute in that precision on such a CPU
+DEFAULT_PRESETS = {"fp32": "onnx,openvino", "bf16": "openvino-bf16,compile-bf16"}
+DEFAULT_PEERS = {"fp32": ",".join(PEERS), "bf16": "openvino,st-openvino"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data_options(ap, data=CLINC, split="test")
     workload_options(ap, sample="sentences ember's presets are verified on")
-    ap.add_argument("--presets", default="onnx,openvino", help="ember's fp32 presets, comma-separated ('' for none)")
-    ap.add_argument("--peers", default=",".join(PEERS), help=f"fp32 peers, comma-separated, of {', '.join(PEERS)}")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                    help="the floor's precision: fp32 (a CPU without bf16) or bf16 (a CPU with AVX512-BF16 or AMX)")
+    ap.add_argument("--presets", default=None, help="ember's presets, comma-separated ('' for none; default: "
+                    + "; ".join(f"{p} {d}" for p, d in DEFAULT_PRESETS.items()) + ")")
+    ap.add_argument("--peers", default=None, help=f"peers, comma-separated, of {', '.join(PEERS)} (default: "
+                    + "; ".join(f"{p} {d}" for p, d in DEFAULT_PEERS.items()) + ")")
     ap.add_argument("--n", type=int, default=2000, help="texts per batch pass")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--latency-samples", type=int, default=300, help="single inputs timed per round")
@@ -72,11 +97,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--optimum-python", default="/tmp/optimum-venv/bin/python", help="as in peers.py")
     ap.add_argument("--st-openvino-python", default="/tmp/st-ov-venv/bin/python", help="as in peers.py")
     args = ap.parse_args(argv)
+    args.presets = DEFAULT_PRESETS[args.precision] if args.presets is None else args.presets
+    args.peers = DEFAULT_PEERS[args.precision] if args.peers is None else args.peers
     unknown = [p for p in filter(None, args.peers.split(",")) if p not in PEERS]
     if unknown:
         ap.error(f"--peers: {', '.join(unknown)} not one of {', '.join(PEERS)}")
     if args.rounds < 1 or args.n < 1 or args.latency_samples < 1:
         ap.error("--rounds, --n and --latency-samples must be >= 1")
+    if args.precision == "bf16":
+        from ember.hardware import detect
+
+        cpu = detect()
+        if not cpu.native_bf16:
+            ap.error(f"--precision bf16: this CPU lacks bf16 ({cpu.summary()}); its bf16 is emulated, slower than "
+                     "fp32, so there is no bf16 floor to time here: use --precision fp32")
     args.long_data = args.long_data or str(LONG_DATA)  # the default the workload and the side venvs' calibration take
     return args
 
@@ -90,17 +124,21 @@ def chain_weights(config, seed: int = 0) -> list[np.ndarray]:
     return [(rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32) for k, n in dense_shapes(config)]
 
 
-def torch_floor(weights: list[np.ndarray], threads: int):
-    """The chain in PyTorch eager, each product as ``nn.Linear`` makes it (``F.linear`` on an (out, in) weight)."""
+def torch_floor(weights: list[np.ndarray], threads: int, precision: str = "fp32"):
+    """The chain in PyTorch eager, each product as ``nn.Linear`` makes it (``F.linear`` on an (out, in) weight). In
+    bf16 the weights are converted once (as the ``bf16`` preset converts the Linear layers') and the fp32 input is cast
+    to bf16 and the result back to fp32 on every call, as a bf16 engine takes and gives them."""
     import torch
 
-    ws = [torch.from_numpy(np.ascontiguousarray(w.T)) for w in weights]  # nn.Linear's (out, in) layout
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    ws = [torch.from_numpy(np.ascontiguousarray(w.T)).to(dtype) for w in weights]  # nn.Linear's (out, in) layout
 
     def run(y):
         with torch.inference_mode():
+            y = y.to(dtype)
             for w in ws:
                 y = torch.nn.functional.linear(y, w)
-        return y
+        return y.float()
 
     return _over_tokens(run, weights[0].shape[0], _as_tensor, lambda y: y)
 
@@ -127,8 +165,9 @@ def onnxruntime_floor(weights: list[np.ndarray], threads: int):
     return _over_tokens(lambda x: sess.run(None, {"x": x})[0], weights[0].shape[0], lambda x: x, _as_tensor)
 
 
-def openvino_floor(weights: list[np.ndarray], threads: int):
-    """The chain compiled by OpenVINO's CPU plugin (f32 precision hint, the latency hint, ``threads`` threads)."""
+def openvino_floor(weights: list[np.ndarray], threads: int, precision: str = "fp32"):
+    """The chain compiled by OpenVINO's CPU plugin (the f32 or bf16 precision hint, the latency hint, ``threads``
+    threads); the graph is the same fp32 one either way, as the ``openvino-bf16`` preset's is."""
     import openvino as ov
 
     core = ov.Core()
@@ -136,14 +175,20 @@ def openvino_floor(weights: list[np.ndarray], threads: int):
         path = Path(tmp) / "floor.onnx"
         path.write_bytes(onnx_floor_model(weights))
         compiled = core.compile_model(core.read_model(str(path)), "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(threads)})
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision], "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": str(threads)})
     request = compiled.create_infer_request()
     out = compiled.output(0)
     return _over_tokens(lambda x: np.array(request.infer({0: x})[out], copy=True), weights[0].shape[0], lambda x: x,
                         _as_tensor)
 
 
-FLOORS = {"torch": torch_floor, "onnxruntime": onnxruntime_floor, "openvino": openvino_floor}
+FLOORS = {  # precision -> library -> the floor's factory, ``make(weights, threads)``
+    "fp32": {"torch": torch_floor, "onnxruntime": onnxruntime_floor, "openvino": openvino_floor},
+    # no ONNX Runtime: its CPU provider has no bf16 MatMul kernel (the module docstring)
+    "bf16": {"torch": functools.partial(torch_floor, precision="bf16"),
+             "openvino": functools.partial(openvino_floor, precision="bf16")},
+}
 
 
 def _as_tensor(y: np.ndarray):
@@ -207,13 +252,14 @@ def budgets(results: dict[str, dict], peers: list[str], ours: list[str]) -> dict
     }
 
 
-def describe(b: dict, ours: list[str]) -> list[str]:
-    """The arithmetic in words, one line per target."""
+def describe(b: dict, ours: list[str], precision: str = "fp32") -> list[str]:
+    """The arithmetic in words, one line per target; ``precision`` is the floor's."""
     f, one, tp = b["floor"], b["batch1"], b["throughput"]
     ember = [o for o in ours if o in one["overhead_ms"]]
 
     def verdict(reachable: bool) -> str:
-        return " -> reachable only by cutting that work" if reachable else " -> no fp32 engine on these kernels can meet it"
+        return (" -> reachable only by cutting that work" if reachable
+                else f" -> no {precision} engine on these kernels can meet it")
 
     lines = [
         f"batch 1: {TARGETS['p50_vs_peer']:.2f}x {one['peer']} ({one['peer_p50_ms']:.2f} ms) needs {one['target_p50_ms']:.2f} ms; the dense "
@@ -236,7 +282,8 @@ def describe(b: dict, ours: list[str]) -> list[str]:
 def build_engines(args, model, tok, sample: list[str], tmp: Path) -> tuple[dict, list[str], list[str]]:
     """The floors, ember's presets and the peers (``name -> engine``; the side venvs' models written under ``tmp``),
     and the names of the peers and of ember's."""
-    engines: dict = {f"{FLOOR_PREFIX}{lib}": make(chain_weights(model.config), args.threads) for lib, make in FLOORS.items()}
+    engines: dict = {f"{FLOOR_PREFIX}{lib}": make(chain_weights(model.config), args.threads)
+                     for lib, make in FLOORS[args.precision].items()}
     ours = []
     for name in filter(None, args.presets.split(",")):
         engines[f"ember-{name}"] = ember_engine(model, tok, name, sample, args.threads)
@@ -258,9 +305,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args.model_path = str(args.model or default_model_path())
     cpu = detect()
-    if cpu.native_bf16:
+    if cpu.native_bf16 and args.precision == "fp32":
         print(f"note: this CPU has bf16 ({cpu.summary()}): the faithful tier's peers may compute in bf16 there "
-              "(OpenVINO does by default), which this fp32 floor does not bound", flush=True)
+              "(OpenVINO does by default), which this fp32 floor does not bound (--precision bf16 times that one)",
+              flush=True)
     model, tok, texts, sample, rows = ab_model_and_rows(args, sample="sentences ember's presets are verified on")
     with quiet(), tempfile.TemporaryDirectory(prefix="ember-floor-") as tmp:
         engines, peers, ours = build_engines(args, model, tok, sample, Path(tmp))
@@ -276,10 +324,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{r.name:>28}: p50 {r.p50:7.2f} ms  p90 {r.latency_ms['p90']:7.2f} ms  {r.throughput:8,.1f} sent/s "
               f"bucketed  " + (f"cosine {cos:.6f}" if cos is not None else "(the matmuls alone: no cosine)"), flush=True)
     b = budgets(results, peers, ours)
-    for line in describe(b, ours):
+    for line in describe(b, ours, args.precision):
         print(line, flush=True)
-    print(json.dumps({"benchmark": "fp32_floor", "rows": rows, "n": len(texts), "threads": args.threads,
-                      "batch": args.batch, "rounds_timed": args.rounds, "cpu": cpu.summary(),
+    print(json.dumps({"benchmark": "fp32_floor", "precision": args.precision, "rows": rows, "n": len(texts),
+                      "threads": args.threads, "batch": args.batch, "rounds_timed": args.rounds, "cpu": cpu.summary(),
                       "results": results, "arithmetic": b, "targets": TARGETS}))
 
 

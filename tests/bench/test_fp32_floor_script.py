@@ -1,5 +1,6 @@
 """benchmarks/fp32_floor.py: the floor computes exactly the model's dense multiply-adds, the same product in every
-kernel library, and the arithmetic turns issue #19's faithful targets into budgets (no timing asserted)."""
+kernel library and in both precisions, and the arithmetic turns issue #19's faithful targets into budgets (no timing
+asserted)."""
 
 import json
 import sys
@@ -35,7 +36,8 @@ def test_the_chain_is_the_models_dense_multiply_adds(floor):
 def test_every_library_computes_the_same_chain_on_the_engines_token_count(floor):
     weights = floor.chain_weights(CONFIG)
     ids = torch.zeros(3, 7, dtype=torch.long)
-    outs = {lib: make(weights, 1)(input_ids=ids, attention_mask=torch.ones_like(ids)) for lib, make in floor.FLOORS.items()}
+    outs = {lib: make(weights, 1)(input_ids=ids, attention_mask=torch.ones_like(ids))
+            for lib, make in floor.FLOORS["fp32"].items()}
     expected = floor.floor_input(CONFIG.hidden_size)[:21]
     for w in weights:
         expected = expected @ w
@@ -43,6 +45,25 @@ def test_every_library_computes_the_same_chain_on_the_engines_token_count(floor)
         assert tuple(out.shape) == (3, 7, CONFIG.hidden_size), lib
         assert np.allclose(out.reshape(21, -1).numpy(), expected, rtol=1e-3, atol=1e-4), lib
         assert np.isfinite(out.numpy()).all() and float(out.abs().mean()) > 1e-3, lib  # no overflow, no denormals
+
+
+@pytest.mark.parametrize("lib", ["torch", "openvino"])
+def test_the_bf16_floors_compute_the_same_chain_in_bf16(floor, lib):
+    if lib == "openvino":
+        pytest.importorskip("openvino")
+    assert set(floor.FLOORS["bf16"]) == {"torch", "openvino"}  # ONNX Runtime's CPU provider has no bf16 MatMul
+    weights = floor.chain_weights(CONFIG)
+    ids = torch.zeros(3, 7, dtype=torch.long)
+    out = floor.FLOORS["bf16"][lib](weights, 1)(input_ids=ids, attention_mask=torch.ones_like(ids))
+    exact = floor.FLOORS["fp32"][lib](weights, 1)(input_ids=ids, attention_mask=torch.ones_like(ids)).reshape(21, -1)
+    assert tuple(out.shape) == (3, 7, CONFIG.hidden_size) and out.dtype == torch.float32  # fp32 out, as engines give
+    got = out.reshape(21, -1)
+    assert float(torch.nn.functional.cosine_similarity(got, exact, dim=1).min()) > 0.99  # the same chain, every row
+    assert np.isfinite(got.numpy()).all() and float(got.abs().mean()) > 1e-3
+    from ember.hardware import detect
+
+    if lib == "torch" or detect().native_bf16:  # OpenVINO runs its bf16 hint in f32 on a CPU without bf16
+        assert not torch.allclose(got, exact, rtol=1e-5, atol=1e-6), "computed in fp32, not bf16"
 
 
 def test_a_batch_over_the_floors_input_is_refused(floor):
@@ -71,6 +92,13 @@ def test_a_floor_above_the_target_is_out_of_reach(floor):
     assert "no fp32 engine on these kernels can meet it" in floor.describe(b, ["ember-onnx"])[0]
 
 
+def test_the_verdict_names_the_floors_precision(floor):
+    b = floor.budgets(_results(17.0, 68.0), ["optimum-ort-O2", "openvino"], ["ember-onnx"])
+    lines = floor.describe(b, ["ember-onnx"], "bf16")
+    assert all(line.endswith(" -> no bf16 engine on these kernels can meet it") for line in lines)
+    assert not any("fp32" in line for line in lines)
+
+
 def test_a_floor_under_the_target_leaves_a_budget(floor):
     b = floor.budgets(_results(12.0, 90.0), ["optimum-ort-O2", "openvino"], ["ember-onnx"])
     assert b["batch1"]["reachable"] and b["batch1"]["budget_ms"] == pytest.approx(4.0)
@@ -90,14 +118,48 @@ def test_an_unknown_peer_is_refused(floor, capsys):
     assert "tensorrt not one of" in capsys.readouterr().err
 
 
-def test_a_small_run_end_to_end(floor, tmp_path, capsys):
-    """The packaged MiniLM, a CSV of a few sentences, ember's onnx preset and the OpenVINO peer (no side venv)."""
+def test_the_defaults_follow_the_precision(floor, monkeypatch):
+    monkeypatch.setenv("EMBER_CPU_FEATURES", "avx512-bf16")
+    fp32 = floor.parse([])
+    assert (fp32.precision, fp32.presets, fp32.peers) == ("fp32", "onnx,openvino", ",".join(floor.PEERS))
+    bf16 = floor.parse(["--precision", "bf16"])
+    assert (bf16.presets, bf16.peers) == ("openvino-bf16,compile-bf16", "openvino,st-openvino")
+    asked = floor.parse(["--precision", "bf16", "--presets", "", "--peers", "optimum-ort-O2"])
+    assert (asked.presets, asked.peers) == ("", "optimum-ort-O2")  # asked for, kept ('' for none too)
+    from ember.optimize import preset
+    from ember.optimize.cpu import tier_of, uses_bf16
+
+    for name in bf16.presets.split(","):  # ember's faithful bf16 presets, by their real names
+        assert uses_bf16(preset(name)) and tier_of(preset(name)) == "faithful", name
+
+
+def test_bf16_is_refused_on_a_cpu_without_it(floor, monkeypatch, capsys):
+    monkeypatch.setenv("EMBER_CPU_FEATURES", "avx2")
+    assert floor.parse([]).precision == "fp32"
+    with pytest.raises(SystemExit):
+        floor.parse(["--precision", "bf16"])
+    err = capsys.readouterr().err
+    assert "this CPU lacks bf16" in err and "forced by EMBER_CPU_FEATURES=avx2" in err and "use --precision fp32" in err
+
+
+@pytest.mark.parametrize("precision, preset", [("fp32", "onnx"), ("bf16", "openvino-bf16")])
+def test_a_small_run_end_to_end(floor, tmp_path, capsys, precision, preset):
+    """The packaged MiniLM, a CSV of a few sentences, one ember preset and the OpenVINO peer (no side venv)."""
+    from ember.hardware import detect
+
+    if precision == "bf16" and not detect().native_bf16:
+        pytest.skip("this CPU has no bf16 (the refusal has its own test)")
     data = tmp_path / "rows.csv"
     data.write_text("body\n" + "\n".join(" ".join(WORDS[i:i + 4 + i % 9]) for i in range(24)) + "\n")
     floor.main(["--data", str(data), "--text-column", "body", "--n", "16", "--batch", "8", "--latency-samples", "3",
-                "--rounds", "1", "--presets", "onnx", "--peers", "openvino", "--threads", "1"])
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(out["results"]) == {"pytorch-fp32", "ember-onnx", "openvino", *(f"dense-matmuls-{lib}" for lib in floor.FLOORS)}
-    assert out["results"]["ember-onnx"]["cosine"] > 0.9999 and out["results"]["dense-matmuls-torch"]["cosine"] is None
-    assert out["arithmetic"]["batch1"]["peer"] == "openvino" and "ember-onnx" in out["arithmetic"]["batch1"]["overhead_ms"]
-    assert out["n"] == 16
+                "--rounds", "1", "--presets", preset, "--peers", "openvino", "--threads", "1", "--precision", precision])
+    printed = capsys.readouterr().out.strip().splitlines()
+    out = json.loads(printed[-1])
+    ours = f"ember-{preset}"
+    assert set(out["results"]) == {"pytorch-fp32", ours, "openvino",
+                                   *(f"dense-matmuls-{lib}" for lib in floor.FLOORS[precision])}
+    assert out["results"][ours]["cosine"] > 0.9999 and out["results"]["dense-matmuls-torch"]["cosine"] is None
+    assert out["arithmetic"]["batch1"]["peer"] == "openvino" and ours in out["arithmetic"]["batch1"]["overhead_ms"]
+    assert out["n"] == 16 and out["precision"] == precision
+    verdicts = [line for line in printed if line.startswith(("batch 1:", "throughput:"))]
+    assert len(verdicts) == 2 and not any(("fp32" if precision == "bf16" else "bf16") in line for line in verdicts)
