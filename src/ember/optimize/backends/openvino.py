@@ -229,10 +229,10 @@ class OpenVINOArtifact(OptimizedModel):
         (the build's timing of the two).
 
         Why whole rounds: a part with no partner leaves the other streams' threads idle while it runs on its own
-        thread. A batch of 20 at 122 tokens (MiniLM-L6, bf16, 2 streams of one thread, a Zen 4) took 1.7–1.8x as
-        long as 16 rows on one stream and 4 on the dynamic model than all 20 on the dynamic model's two streams;
-        that one remainder batch made the batch models lose 4% over 500 length-bucketed paragraphs, against the
-        3–5% they gain on full batches."""
+        thread. A batch of 20 at 122 tokens (MiniLM-L6, bf16, 2 streams of one thread, a Zen 4) run as 16 rows on
+        one stream, then 4 on the dynamic model, took 1.7–1.8x as long as all 20 on the dynamic model's two
+        streams; that one remainder batch made the batch models lose 4% over 500 length-bucketed paragraphs,
+        against the 3–5% they gain on full batches."""
         batch, length = arrays["input_ids"].shape
         per_token = self.facts.output == "last_hidden_state"
         if batch == 1 and (static := self._static_model(length)) is not None:
