@@ -367,13 +367,12 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
         ctx.stage(f"quantising to int8 with NNCF on {ctx.calibration_count(config.calibration_size)} sentences")
         ov_model = quantize_nncf(ov_model, ctx.calibration(config.calibration_size))
     # chosen from the sample's lengths (tokenized once), recorded so a load compiles the same
-    chose_batches = False
+    chose_batches = config.batch_shapes is None  # then timed against the dynamic model once compiled
     if config.static_shapes is None or config.batch_shapes is None:
         lengths, longest = ctx.token_lengths(), ctx.facts.max_length
         if config.static_shapes is None:
             config = dataclasses.replace(config, static_shapes=choose_static_shapes(lengths, config.max_static, longest))
         if config.batch_shapes is None:
-            chose_batches = True
             shapes = choose_batch_shapes(lengths, config.max_batch_static, longest) if batches_gain(config) else ()
             config = dataclasses.replace(config, batch_shapes=shapes)
     n = len(config.static_shapes or ()) + len(config.batch_shapes or ())
@@ -381,7 +380,7 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
     art = OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
     if chose_batches and art.batch_static:
         ctx.stage(f"timing {len(art.batch_static)} batch models against the dynamic model on the sample's batches")
-        choice = keep_faster_batches(art, ctx.tokenizer, ctx.calibration_texts)
+        choice = keep_faster_batches(art, ctx.tokenizer, ctx.calibration_texts, lengths=lengths)
         if choice is not None:
             ctx.stage(f"batch models x{choice.speedup:.2f} the dynamic model on {choice.batches} sample batches of "
                       f"{choice.batch}: {'kept' if choice.kept == 'batch models' else 'dropped, batches run dynamic'}")
@@ -409,8 +408,9 @@ class BatchChoice:
 CHOICE_MARGIN = 0.01  # the batch models must be this much faster to keep: they cost resident memory (~30–150 MB each)
 
 
-def keep_faster_batches(art: OpenVINOArtifact, tokenizer, texts: Sequence[str], *, rounds: int = 3,
-                        max_batches: int = 4, budget_s: float = 5.0, clock=time.perf_counter) -> BatchChoice | None:
+def keep_faster_batches(art: OpenVINOArtifact, tokenizer, texts: Sequence[str], *, lengths: Sequence[int] | None = None,
+                        rounds: int = 3, max_batches: int = 4, budget_s: float = 5.0,
+                        clock=time.perf_counter) -> BatchChoice | None:
     """Time the sample's length-bucketed batches on ``art``'s shape-specialised batch models and on its dynamic
     model, interleaved, and drop the batch models (recording ``batch_shapes=()`` in its config, so a load compiles
     none) unless they are more than ``CHOICE_MARGIN`` faster.
@@ -424,6 +424,8 @@ def keep_faster_batches(art: OpenVINOArtifact, tokenizer, texts: Sequence[str], 
     spread over the lengths; each round times every batch both ways, in alternating order, until ``rounds`` rounds
     or, after the first, ``budget_s`` seconds (a large model's batches are slow). Sets ``art.batch_choice``; returns
     it, or ``None`` where no full batch of the sample would run on a batch model (they are then kept as chosen).
+    ``lengths``: the texts' token lengths, truncated at the model's max length, where the caller has them (the build
+    does: it chose the shapes from them); tokenized here otherwise.
 
     Example:
         >>> choice = keep_faster_batches(art, tokenizer, sample)  # doctest: +SKIP
@@ -432,8 +434,8 @@ def keep_faster_batches(art: OpenVINOArtifact, tokenizer, texts: Sequence[str], 
     """
     cfg = art.optimize_config
     size = cfg.batch_rows * len(next(iter(art.batch_static.values())).requests)  # one whole round of parts
-    enc = tokenizer(list(texts), truncation=True, max_length=art.facts.max_length)
-    lengths = [len(ids) for ids in enc["input_ids"]]
+    if lengths is None:
+        lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=art.facts.max_length)["input_ids"]]
     full = [b for b in length_buckets(lengths, size) if len(b) == size]
     usable = [b for b in full if art._batch_model(max(lengths[i] for i in b)) is not None]
     if not usable:
