@@ -27,15 +27,23 @@ class _PartsSeen:
         return self.parts(arrays, length, per_token)
 
 
-def test_batch_shapes_cover_the_sample_on_an_eighth_octave_grid():
-    from ember.optimize.backends.openvino import choose_batch_shapes
+def test_batch_shapes_are_placed_where_they_spare_the_sample_the_most_work():
+    from ember.optimize.backends.openvino import STATIC_COST, choose_batch_shapes, serves
 
-    assert choose_batch_shapes([7, 9, 10, 11, 12, 14, 20]) == (8, 12, 16, 20)  # from the 10th percentile (7 -> 8)
-    assert choose_batch_shapes(list(range(40, 123))) == (72, 80, 88, 96, 104, 112, 120, 128)  # steps of 8 past 64
-    assert choose_batch_shapes(list(range(40, 123)), max_count=3) == (112, 120, 128)  # the longest are kept
-    assert choose_batch_shapes(list(range(33, 60))) == (36, 40, 44, 48, 52, 56, 60)  # steps of 4 up to 64
-    assert choose_batch_shapes([600], max_length=512) == (512,)  # never past the model's max length
+    # short texts: a token of padding is a large share of a batch, so the shapes sit on the sample's own lengths
+    assert choose_batch_shapes([7, 9, 10, 10, 11, 11, 11, 12, 12, 14, 20]) == (7, 9, 10, 11, 12, 14, 20)
+    # fewer allowed: the ones that spare the most (11 also serves the 10s, padded by one token)
+    assert choose_batch_shapes([7, 9, 10, 10, 11, 11, 11, 12, 12, 14, 20], max_count=3) == (11, 12, 20)
+    # long texts: each shape serves the lengths it pads by at most ~11%, so 8 cover every length from 63 up
+    shapes = choose_batch_shapes(list(range(40, 123)))
+    assert shapes == (69, 76, 84, 92, 99, 107, 114, 122)
+    assert all(any(serves(s, n) for s in shapes) for n in range(63, 123))
+    assert not any(serves(s, 62) for s in shapes)  # 69 would pad 62 by 11.3%: slower than the dynamic model
+    # a length too rare to be worth a model's memory gets none; never past the model's max length
+    assert choose_batch_shapes([10] * 999 + [30]) == (10,)
+    assert choose_batch_shapes([600, 600], max_length=512) == (512,)
     assert choose_batch_shapes([10], max_count=0) == choose_batch_shapes([]) == ()
+    assert serves(10, 10) and serves(11, 10) and not serves(12, 10) and not serves(9, 10) and STATIC_COST < 1
 
 
 def test_batch_shapes_are_chosen_where_batches_run_in_bf16_or_int8_not_f32(tokenizer):
@@ -62,12 +70,13 @@ def test_batches_run_on_static_parts_with_the_dynamic_models_answers(tokenizer, 
     art = optimize(model, OpenVINOConfig(threads=2, batch_rows=2, static_shapes=()), tokenizer=tokenizer, sample=TEXTS)
     from ember.optimize.backends.openvino import choose_batch_shapes
 
-    assert art.optimize_config.batch_shapes == choose_batch_shapes(lengths, 8, 48) == (4, 8, 12, 16)
-    assert sorted(art.batch_static) == [4, 8, 12, 16]  # compiled up front: no request pays for a compile
+    shapes = (8, 9, 10, 11, 12, 13, 14, 15)  # the sample's lengths from 8 up (3-7: too short a share of its work)
+    assert art.optimize_config.batch_shapes == choose_batch_shapes(lengths, 8, 48) == shapes
+    assert sorted(art.batch_static) == list(shapes)  # compiled up front: no request pays for a compile
     dynamic = optimize(model, OpenVINOConfig(threads=2, static_shapes=(), batch_shapes=()), tokenizer=tokenizer)
     assert dynamic.batch_static == {}
     assert art.batch_choice is not None and art.batch_choice.kept == "batch models"
-    streams = len(art.batch_static[16].requests)
+    streams = len(art.batch_static[15].requests)
     assert streams == 2  # 2 threads: two streams of one thread, a part of 2 rows each
     art.batch_static = {n: _PartsSeen(p) for n, p in art.batch_static.items()}
     seen = {n: p.calls for n, p in art.batch_static.items()}
@@ -77,10 +86,10 @@ def test_batches_run_on_static_parts_with_the_dynamic_models_answers(tokenizer, 
         assert got.shape == want.shape == (rows, x["input_ids"].shape[1], 32)  # padding taken off again
         assert (got - want).abs().max().item() < 1e-4  # the same answers, rows in order
     # parts in whole rounds (a part alone would leave the other stream's thread idle): 4 rows of 10 tokens -> one
-    # call of 4 rows padded to 12; 5 rows of 15 -> 4 rows at 16, the fifth dynamic; 2 rows of 4 tokens (one part)
-    # -> dynamic; 9 rows of 15 -> 8 at 16, the ninth dynamic; 3 rows of 13 -> dynamic
-    assert seen[12] == [(12, 4, 10)] and seen[4] == [] and seen[8] == []
-    assert seen[16] == [(16, 4, 15), (16, 8, 15)]
+    # call of 4 rows at 10; 5 rows of 15 -> 4 rows at 15, the fifth dynamic; 2 rows of 4 tokens (one part, and no
+    # shape) -> dynamic; 9 rows of 15 -> 8 at 15, the ninth dynamic; 3 rows of 13 -> dynamic
+    assert seen[10] == [(10, 4, 10)] and seen[15] == [(15, 4, 15), (15, 8, 15)]
+    assert all(calls == [] for n, calls in seen.items() if n not in (10, 15))
     classifier = make_model("bert")
     logits = optimize(classifier, OpenVINOConfig(threads=1, batch_rows=2, static_shapes=()), tokenizer=tokenizer,
                       sample=TEXTS)
@@ -89,18 +98,24 @@ def test_batches_run_on_static_parts_with_the_dynamic_models_answers(tokenizer, 
     assert (logits(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4  # one row per input: nothing to cut
     # the chosen shapes are saved: a loaded artifact compiles the same ones
     back = load(art.save(tmp_path / "ov"))
-    assert back.optimize_config.batch_shapes == (4, 8, 12, 16) and sorted(back.batch_static) == [4, 8, 12, 16]
+    assert back.optimize_config.batch_shapes == shapes and sorted(back.batch_static) == list(shapes)
 
 
 def test_batches_beyond_the_shapes_or_padded_too_far_stay_dynamic(tokenizer):
     art = optimize(make_model("bert-base"), OpenVINOConfig(threads=1, batch_rows=2, static_shapes=(),
                                                            batch_shapes=(16,)), tokenizer=tokenizer)
-    assert art._batch_model(16) is art.batch_static[16] and art._batch_model(12) is art.batch_static[16]
-    assert art._batch_model(11) is None  # 5 tokens of padding on 11: more than the grid's step (4 below 32)
+    assert art._batch_model(16) is art.batch_static[16] and art._batch_model(15) is art.batch_static[16]
+    assert art._batch_model(14) is None  # 2 tokens of padding on 14 (14%): slower than the dynamic model
     assert art._batch_model(17) is None  # past the last shape
-    x = tokenizer([" ".join(WORDS + WORDS[:4])] * 2, padding=True, return_tensors="pt")  # 19 tokens: the dynamic model
+    dynamic = optimize(make_model("bert-base"), OpenVINOConfig(threads=1, static_shapes=(), batch_shapes=()),
+                       tokenizer=tokenizer)
     art.batch_static = {16: _PartsSeen(art.batch_static[16])}
-    assert art(**x).last_hidden_state.shape == (2, 19, 32) and art.batch_static[16].calls == []
+    x = tokenizer([TEXTS[-1]] * 2, padding=True, return_tensors="pt")  # 15 tokens: padded to 16, then cut back
+    got, want = art(**x).last_hidden_state, dynamic(**x).last_hidden_state
+    assert got.shape == (2, 15, 32) and (got - want).abs().max().item() < 1e-4
+    assert art.batch_static[16].calls == [(16, 2, 15)]
+    x = tokenizer([" ".join(WORDS + WORDS[:4])] * 2, padding=True, return_tensors="pt")  # 19 tokens: the dynamic model
+    assert art(**x).last_hidden_state.shape == (2, 19, 32) and art.batch_static[16].calls == [(16, 2, 15)]
 
 
 def test_batch_models_are_bounded_by_count_and_memory(tokenizer):
@@ -144,16 +159,17 @@ def test_the_build_keeps_the_batch_models_only_where_they_are_faster(tokenizer, 
     from ember.optimize.backends.openvino import CHOICE_MARGIN, keep_faster_batches
 
     model = make_model("bert-base")
-    cfg = OpenVINOConfig(threads=2, batch_rows=2, static_shapes=(), batch_shapes=(4, 8, 12, 16))
+    cfg = OpenVINOConfig(threads=2, batch_rows=2, static_shapes=(), batch_shapes=(6, 10, 14))
     faster = optimize(model, cfg, tokenizer=tokenizer)
-    assert faster.batch_choice is None and sorted(faster.batch_static) == [4, 8, 12, 16]  # asked for: not timed
+    assert faster.batch_choice is None and sorted(faster.batch_static) == [6, 10, 14]  # asked for: not timed
     now = [0.0]
     faster._forward = _timed_forward(faster, {True: 1.0, False: 1.2}, now)
     choice = keep_faster_batches(faster, tokenizer, TEXTS, clock=lambda: now[0], budget_s=100.0)
-    # 13 texts -> 3 full batches of 4 rows (2 streams x 2 rows), each timed both ways in 3 rounds
+    # 13 texts -> 3 full batches of 4 rows (2 streams x 2 rows; 3-6, 7-10, 11-14 tokens), each timed both ways in
+    # 3 rounds
     assert (choice.batches, choice.batch, choice.rounds) == (3, 4, 3)
     assert choice.kept == "batch models" and choice.speedup == pytest.approx(1.2)
-    assert sorted(faster.batch_static) == [4, 8, 12, 16] and faster.optimize_config.batch_shapes == (4, 8, 12, 16)
+    assert sorted(faster.batch_static) == [6, 10, 14] and faster.optimize_config.batch_shapes == (6, 10, 14)
 
     level = optimize(model, cfg, tokenizer=tokenizer)
     level._forward = _timed_forward(level, {True: 1.0, False: 1.0 + CHOICE_MARGIN / 2}, now)
@@ -168,7 +184,7 @@ def test_the_build_keeps_the_batch_models_only_where_they_are_faster(tokenizer, 
 
     few = optimize(model, cfg, tokenizer=tokenizer)
     assert keep_faster_batches(few, tokenizer, TEXTS[:3]) is None  # no full batch to time: kept as chosen
-    assert few.batch_choice is None and sorted(few.batch_static) == [4, 8, 12, 16]
+    assert few.batch_choice is None and sorted(few.batch_static) == [6, 10, 14]
 
 
 def test_shapes_chosen_by_the_build_are_timed_and_dropped_when_slower(tokenizer, monkeypatch):

@@ -250,16 +250,17 @@ class OpenVINOConfig(OptimizeConfig):
         batch_shapes: token lengths at which batches run on models compiled for ``batch_rows`` rows of exactly
             that length, padded (masked) up to the next of them: a batch is cut into parts of ``batch_rows``
             rows, run side by side on the streams (``streams``) in whole rounds (one part per stream); the rows
-            left over, and a batch longer than the last shape or that the next shape would pad by more than an
-            eighth, run on the dynamic model, split over the streams.
+            left over, and a batch longer than the last shape or that the next shape would pad by more than ~11%
+            (:func:`ember.optimize.backends.openvino.serves`), run on the dynamic model, split over the streams.
             Static shapes spare OpenVINO's CPU plugin the per-call shape work of its dynamic model: MiniLM-L6,
             2 threads, length-bucketed batches of 32 (``benchmarks/openvino_batch_shapes.py``, BENCHMARKS.md):
             int8 x1.17 sentences/s on CLINC150 intents (Zen 5), x1.17 on paragraphs of 40–120 tokens (Zen 4,
-            parts in whole rounds); bf16 x1.05 on intents (Zen 5), x1.05 on paragraphs (Zen 4); f32 lost (AVX2
-            Zen 3: the padding costs more than the shapes save).
+            parts in whole rounds), x1.16 on intents with the shapes placed on the sample's lengths (Zen 4); bf16
+            x1.08 on those intents (Zen 4), x1.05 on paragraphs (Zen 4); f32 lost (AVX2 Zen 3: the padding costs
+            more than the shapes save).
             ``None`` (default): where batches run in bf16 or int8, chosen when the artifact is built from the
-            sample's token lengths on an eighth-octave grid (:func:`ember.optimize.backends.openvino.
-            choose_batch_shapes`: multiples of 4 up to 64, of 8 up to 128, ...), then timed against the dynamic
+            sample's token lengths (:func:`ember.optimize.backends.openvino.choose_batch_shapes`: the lengths
+            that spare the sample the most work, a batch padded by at most ~11%), then timed against the dynamic
             model on the sample's batches and kept only if faster (:func:`ember.optimize.backends.openvino.
             keep_faster_batches`), recorded in the artifact's config so a load compiles the same; in f32, none
             (:func:`ember.optimize.backends.openvino.batches_gain`).
