@@ -56,7 +56,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--every", type=int, default=0, help="also a variant with batch shapes every EVERY tokens from "
                     "the shortest to the longest timed text, without the count or memory bounds (what the default's "
-                    "bounds and grid leave on the table)")
+                    "count, memory bound and placement leave on the table)")
     return ap.parse_args()
 
 

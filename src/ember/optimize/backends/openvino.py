@@ -539,9 +539,10 @@ def choose_batch_shapes(lengths: Sequence[int], max_count: int = 8, max_length: 
     the sample has (one that holds none would only pad more). Exact, by dynamic programming over the sample's
     distinct lengths.
 
-    Why not a fixed grid: a grid of steps of 4 padded CLINC150's length-bucketed batches by 14% on average, which
-    lost what the shapes save (x0.96 predicted, level measured); the same 8 shapes placed on its lengths, by this
-    rule, x1.05 predicted (every length: x1.09 predicted, x1.15 measured in bf16, Zen 4).
+    Why not a fixed grid: on CLINC150's length-bucketed batches (MiniLM-L6, bf16, Zen 4,
+    ``benchmarks/openvino_batch_shapes.py``) the earlier grid of steps of 4 (8, 12, ..., 24) padded the batches
+    enough to be level with the dynamic model (x1.03), where the 8 shapes this rule places ran x1.08 (int8: x1.05 and
+    x1.16), and a model at every length x1.15 (int8 x1.18) at three times the memory.
 
     Example:
         >>> choose_batch_shapes([7, 9, 10, 10, 11, 11, 11, 12, 12, 14, 20])
