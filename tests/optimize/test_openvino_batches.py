@@ -3,6 +3,8 @@ answers as the dynamic model, in order, with remainders and out-of-range lengths
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ember.optimize import OpenVINOConfig, config_from_dict, load, optimize
@@ -187,7 +189,7 @@ def test_the_build_keeps_the_batch_models_only_where_they_are_faster(tokenizer, 
     assert few.batch_choice is None and sorted(few.batch_static) == [6, 10, 14]
 
 
-def test_shapes_chosen_by_the_build_are_timed_and_dropped_when_slower(tokenizer, monkeypatch):
+def test_shapes_chosen_by_the_build_are_timed_and_dropped_when_slower(tokenizer, monkeypatch, tmp_path):
     import ember.optimize.backends.openvino as ov_backend
 
     monkeypatch.setattr(ov_backend, "batches_gain", lambda config: True)
@@ -198,3 +200,11 @@ def test_shapes_chosen_by_the_build_are_timed_and_dropped_when_slower(tokenizer,
     assert art.batch_choice is not None and art.batch_choice.kept == "dynamic"
     assert art.optimize_config.batch_shapes == () and art.batch_static == {}
     assert any("dropped, batches run dynamic" in s for s in stages)
+    # what the build measured stays with the artifact, figures and all, through a save and a load
+    assert art.build_notes == [art.batch_choice.describe()] and "dropped, batches run dynamic" in art.build_notes[0]
+    assert f"x{art.batch_choice.speedup:.2f} the dynamic model" in art.build_notes[0]
+    saved = art.save(tmp_path / "ov")
+    assert load(saved).build_notes == art.build_notes
+    manifest = json.loads((saved / "ember-artifact.json").read_text())
+    (saved / "ember-artifact.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "build_notes"}))
+    assert load(saved).build_notes == []  # saved before build notes were: none

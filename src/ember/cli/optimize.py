@@ -81,10 +81,12 @@ def optimize_cmd(
                       f"mean cosine {f.mean_cosine:.6f}  min cosine {f.min_cosine:.6f}")
         if art.speed is not None:
             console.print(f"speed against the original: {art.speed.summary()}")
+        for note in art.build_notes:  # what the build measured to choose its own settings
+            console.print(f"build: {note}")
         if json_out:
             emit_json({"out": str(out), "preset": preset, "config": cfg.to_dict(), "size_bytes": art.size_bytes,
                        "build_seconds": art.build_seconds, "fidelity": f.to_dict(),
-                       "speed": art.speed.to_dict() if art.speed else None})
+                       "speed": art.speed.to_dict() if art.speed else None, "build_notes": art.build_notes})
 
 
 def _config(preset: str | None, config: Path | None, pairs: list[str]):

@@ -144,6 +144,8 @@ class OptimizedModel(nn.Module):
             medians of interleaved rounds, with the CPU they were measured on); ``None`` if it was not timed.
         size_bytes: bytes of the artifact's weights/graph.
         build_seconds: wall time of ``optimize`` (build + verification).
+        build_notes: what the build measured to choose settings itself, one line each with its figures (e.g.
+            ``batch models x1.08 the dynamic model on 4 sample batches of 32 (3 rounds): kept``); saved with it.
         facts: model type, output kind, input names, max length.
         tokenizer: the tokenizer it was built with (saved alongside).
 
@@ -168,6 +170,7 @@ class OptimizedModel(nn.Module):
         self.speed: SpeedReport | None = None
         self.size_bytes: int = 0
         self.build_seconds: float = 0.0
+        self.build_notes: list[str] = []
         if facts.output == "logits":
             _list_as_sequence_classifier(type(self))
 
@@ -309,6 +312,7 @@ class OptimizedModel(nn.Module):
                 "speed": self.speed.to_dict() if self.speed else None,
                 "size_bytes": self.size_bytes,
                 "build_seconds": self.build_seconds,
+                "build_notes": list(self.build_notes),
                 "facts": self.facts.to_dict(),
                 "files": {f: _sha256(staging / f) for f in files},
             }
@@ -438,6 +442,9 @@ def load_artifact(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
         fidelity = FidelityReport.from_dict(manifest["fidelity"]) if manifest.get("fidelity") else None
         speed = SpeedReport.from_dict(manifest["speed"]) if manifest.get("speed") else None
         size_bytes, build_seconds = int(manifest.get("size_bytes", 0)), float(manifest.get("build_seconds", 0.0))
+        build_notes = manifest.get("build_notes") or []  # absent before build notes were saved
+        if not isinstance(build_notes, list) or not all(isinstance(n, str) for n in build_notes):
+            raise TypeError("build_notes must be a list of strings")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a hand-edited manifest
         raise ArtifactError(f"{d / MANIFEST} does not describe an artifact ember can load ({type(exc).__name__}: {exc}); "
                             "re-create the artifact with ember optimize") from exc
@@ -451,6 +458,7 @@ def load_artifact(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
                                 "artifact, or pass the model's own tokenizer: load(directory, tokenizer=...)") from exc
     art = _load_on_this_cpu(d, config, facts, tokenizer)
     art.fidelity, art.speed, art.size_bytes, art.build_seconds = fidelity, speed, size_bytes, build_seconds
+    art.build_notes = build_notes
     return art
 
 

@@ -382,8 +382,8 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
         ctx.stage(f"timing {len(art.batch_static)} batch models against the dynamic model on the sample's batches")
         choice = keep_faster_batches(art, ctx.tokenizer, ctx.calibration_texts, lengths=lengths)
         if choice is not None:
-            ctx.stage(f"batch models x{choice.speedup:.2f} the dynamic model on {choice.batches} sample batches of "
-                      f"{choice.batch}: {'kept' if choice.kept == 'batch models' else 'dropped, batches run dynamic'}")
+            art.build_notes.append(choice.describe())
+            ctx.stage(art.build_notes[-1])
     return art
 
 
@@ -403,6 +403,17 @@ class BatchChoice:
     def speedup(self) -> float:
         """The batch models' speed-up over the dynamic model (> 1: faster)."""
         return self.dynamic_ms / self.batch_models_ms if self.batch_models_ms > 0 else float("inf")
+
+    def describe(self) -> str:
+        """One line with the figures and the outcome, as the build reports and the artifact keeps it.
+
+        Example:
+            >>> BatchChoice(4, 32, 3, 50.0, 54.0, "batch models").describe()
+            'batch models x1.08 the dynamic model on 4 sample batches of 32 (3 rounds): kept'
+        """
+        outcome = "kept" if self.kept == "batch models" else "dropped, batches run dynamic"
+        return (f"batch models x{self.speedup:.2f} the dynamic model on {self.batches} sample batches of {self.batch} "
+                f"({self.rounds} rounds): {outcome}")
 
 
 CHOICE_MARGIN = 0.01  # the batch models must be this much faster to keep: they cost resident memory (~30–150 MB each)
