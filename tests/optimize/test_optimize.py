@@ -971,6 +971,7 @@ def test_artifact_of_another_format_version(onnx_art, tmp_path, version, hint):
     (lambda m: {**m, "fidelity": {"mean": 1}}, "does not describe an artifact ember can load (TypeError"),
     (lambda m: {**m, "format_version": "1"}, "format version '1', this ember reads version 1"),
     (lambda m: {**m, "build_notes": "kept"}, "(TypeError: build_notes must be a list of strings)"),
+    (lambda m: {**m, "build_notes": ""}, "(TypeError: build_notes must be a list of strings)"),
 ])
 def test_an_edited_manifest_is_refused_naming_the_fix(onnx_art, tmp_path, edit, message):
     d = onnx_art.save(tmp_path / "a")

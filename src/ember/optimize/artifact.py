@@ -442,7 +442,7 @@ def load_artifact(directory: str | Path, *, tokenizer=None) -> OptimizedModel:
         fidelity = FidelityReport.from_dict(manifest["fidelity"]) if manifest.get("fidelity") else None
         speed = SpeedReport.from_dict(manifest["speed"]) if manifest.get("speed") else None
         size_bytes, build_seconds = int(manifest.get("size_bytes", 0)), float(manifest.get("build_seconds", 0.0))
-        build_notes = manifest.get("build_notes") or []  # absent before build notes were saved
+        build_notes = manifest.get("build_notes", [])  # absent before build notes were saved
         if not isinstance(build_notes, list) or not all(isinstance(n, str) for n in build_notes):
             raise TypeError("build_notes must be a list of strings")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a hand-edited manifest

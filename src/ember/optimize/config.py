@@ -272,8 +272,9 @@ class OpenVINOConfig(OptimizeConfig):
             large model gets one or none). By default the streams' model (``streams``) is compiled only if one
             copy fits in it.
         batch_rows: rows of each shape-specialised batch part (16: a batch of 32 on two streams).
-        max_batch_static: at most this many shape-specialised batch models (the longest are kept: a batch's time
-            grows with its length).
+        max_batch_static: at most this many shape-specialised batch models: the chosen ones are placed by
+            :func:`ember.optimize.backends.openvino.choose_batch_shapes` for this count; where ``batch_memory_mb``
+            holds fewer, the longest of them are compiled (a batch's time grows with its length).
         batch_memory_mb: the resident memory the batch models may add, counted per model as what the first
             (longest) one added, at least its weights: on MiniLM-L6 ~4–31 MB per bf16 model, ~70 MB per int8 one
             at up to 24 tokens and 128–154 MB at 128 (OpenVINO does not share its repacked int8 weights between

@@ -526,7 +526,8 @@ SHAPE_SHARE = 0.002  # a batch model is worth its memory only if it spares at le
 
 def serves(shape: int, length: int) -> bool:
     """Whether a batch of ``length`` tokens runs faster padded to a batch model of ``shape`` tokens than on the
-    dynamic model: ``STATIC_COST * shape <= length`` (padding of at most ~11%; exact lengths below 10 tokens).
+    dynamic model: ``STATIC_COST * shape <= length`` (padding of at most ~11%; a shape below 10 tokens serves
+    only its own length).
 
     Why 0.9: on MiniLM-L6 (2 threads, ``benchmarks/openvino_batch_shapes.py``) length-bucketed intents ran x1.15
     faster in bf16 and x1.18 in int8 on batch models of their exact lengths than on the dynamic model (Zen 4), and
@@ -567,6 +568,7 @@ def choose_batch_shapes(lengths: Sequence[int], max_count: int = 8, max_length: 
     for n in lengths:
         counts[min(n, max_length)] = counts.get(min(n, max_length), 0) + 1
     vals = sorted(counts)
+    max_count = min(max_count, len(vals))  # a shape sits at one of them
     penalty = SHAPE_SHARE * sum(n * c for n, c in counts.items())
     # best[k][j]: least cost (work plus penalty per shape) of lengths vals[j:] with at most k shapes; pick: the
     # index of the shape that serves vals[j] (then vals[j..t] on it), or None (vals[j] on the dynamic model)
@@ -574,7 +576,8 @@ def choose_batch_shapes(lengths: Sequence[int], max_count: int = 8, max_length: 
     pick: list[list[int | None]] = [[None] * len(vals) for _ in range(max_count + 1)]
     for k in range(max_count + 1):
         for j in range(len(vals) - 1, -1, -1):
-            cost, choice = counts[vals[j]] * vals[j] + best[k][j + 1], None
+            cost: float = counts[vals[j]] * vals[j] + best[k][j + 1]
+            choice: int | None = None
             served = 0
             for t in range(j, len(vals)):
                 if not k or not serves(vals[t], vals[j]):
@@ -584,7 +587,8 @@ def choose_batch_shapes(lengths: Sequence[int], max_count: int = 8, max_length: 
                 if c < cost:
                     cost, choice = c, t
             best[k][j], pick[k][j] = cost, choice
-    shapes, k, j = [], max_count, 0
+    shapes: list[int] = []
+    k, j = max_count, 0
     while j < len(vals):
         t = pick[k][j]
         if t is None:
