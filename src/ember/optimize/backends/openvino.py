@@ -4,6 +4,7 @@ int8 through NNCF, OpenVINO's post-training quantiser."""
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -564,9 +565,7 @@ def choose_batch_shapes(lengths: Sequence[int], max_count: int = 8, max_length: 
     """
     if not lengths or max_count <= 0:
         return ()
-    counts: dict[int, int] = {}
-    for n in lengths:
-        counts[min(n, max_length)] = counts.get(min(n, max_length), 0) + 1
+    counts = collections.Counter(min(n, max_length) for n in lengths)
     vals = sorted(counts)
     max_count = min(max_count, len(vals))  # a shape sits at one of them
     penalty = SHAPE_SHARE * sum(n * c for n, c in counts.items())
@@ -579,8 +578,8 @@ def choose_batch_shapes(lengths: Sequence[int], max_count: int = 8, max_length: 
             cost: float = counts[vals[j]] * vals[j] + best[k][j + 1]
             choice: int | None = None
             served = 0
-            for t in range(j, len(vals)):
-                if not k or not serves(vals[t], vals[j]):
+            for t in range(j, len(vals) if k else j):  # with no shape left, vals[j] runs dynamic
+                if not serves(vals[t], vals[j]):
                     break
                 served += counts[vals[t]]
                 c = served * STATIC_COST * vals[t] + penalty + best[k - 1][t + 1]
