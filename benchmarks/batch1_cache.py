@@ -40,7 +40,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from ember.bench.rows import data_options  # noqa: E402
-from ember.bench.timing import Laps, quantile  # noqa: E402
+from ember.bench.timing import Laps, interleave, quantile  # noqa: E402
 from peers import (  # noqa: E402  (the workloads and engines: one definition each)
     LONG_DATA,
     ab_model_and_rows,
@@ -88,20 +88,21 @@ def l3_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | N
 
 
 def time_rounds(engines: dict, inputs: list[dict], rounds: int, sweep: np.ndarray) -> dict[str, dict[str, list[list[float]]]]:
-    """Each round: every engine (order rotated) runs ``inputs`` warm then cold; engine -> mode -> per-round seconds."""
+    """Each round: every engine (order rotated, :func:`ember.bench.timing.interleave`) runs ``inputs`` warm then cold;
+    engine -> mode -> per-round seconds."""
     out: dict[str, dict[str, list[list[float]]]] = {n: {m: [] for m in MODES} for n in engines}
-    names = list(engines)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            fn = engines[name]
-            for mode in MODES:
-                laps = Laps(warmup=10)
-                for b in inputs[:10] + inputs:
-                    if mode == "cold":
-                        sweep.sum()  # untimed: reads past the cache, so the call starts without its weights there
-                    with laps.lap(mode):
-                        fn(**b)
-                out[name][mode].append(laps.seconds(mode))
+
+    def block(name: str) -> None:
+        for mode in MODES:
+            laps = Laps(warmup=10)
+            for b in inputs[:10] + inputs:
+                if mode == "cold":
+                    sweep.sum()  # untimed: reads past the cache, so the call starts without its weights there
+                with laps.lap(mode):
+                    engines[name](**b)
+            out[name][mode].append(laps.seconds(mode))
+
+    interleave({name: lambda _round, name=name: block(name) for name in engines}, range(rounds))
     return out
 
 
@@ -116,10 +117,11 @@ def main() -> None:
 
     args.model = args.model or str(default_model_path())
     model, tok, texts, sample, rows = ab_model_and_rows(args, sample="build sample")
-    evict = args.evict_mb * (1 << 20) if args.evict_mb else 2 * (l3_bytes() or 32 << 20)
+    l3 = l3_bytes()
+    evict = args.evict_mb * (1 << 20) if args.evict_mb else 2 * (l3 or 32 << 20)
     sweep = np.ones(evict // 8)
-    print(f"cold calls: {evict >> 20} MB read before each (largest cache this CPU reports: "
-          f"{(l3_bytes() or 0) >> 20} MB)", flush=True)
+    print(f"cold calls: {evict >> 20} MB read before each (largest cache this CPU reports: {(l3 or 0) >> 20} MB)",
+          flush=True)
     engines: dict = {}
     for name in args.presets.split(","):
         with quiet():  # the engines' own output (NNCF's progress bars) behind the script's
@@ -139,9 +141,10 @@ def main() -> None:
             except RuntimeError as exc:
                 peer_note = f"{peer} not run ({exc}); ember's onnx preset (ONNX Runtime fp32) timed in its place"
                 print(peer_note, flush=True)
+                stand_in = f"ember-onnx (in place of {peer})"
                 with quiet():
-                    engines["ember-onnx (in place of optimum-ort-O2)"] = ember_engine(model, tok, "onnx", sample, args.threads)
-                peers.append("ember-onnx (in place of optimum-ort-O2)")
+                    engines[stand_in] = ember_engine(model, tok, "onnx", sample, args.threads)
+                peers.append(stand_in)
     names = list(engines)
     inputs = [dict(tok(t, truncation=True, max_length=512, return_tensors="pt")) for t in texts[:args.n]]
     print(f"timing {len(inputs)} inputs one at a time, {args.rounds} rounds: {', '.join(names)}", flush=True)

@@ -38,7 +38,7 @@ def test_every_engine_runs_every_input_warm_then_cold_each_round_in_a_rotated_or
     assert sweep.reads == 3 * 2 * per_block  # one read before each cold call, none before a warm one
     firsts = [calls[k * 2 * 2 * per_block][0] for k in range(3)]  # the first engine of each round
     assert firsts == ["a", "b", "a"]
-    a_first_round = [c for c in calls[: 2 * per_block]]
+    a_first_round = calls[: 2 * per_block]
     assert all(c[0] == "a" for c in a_first_round)
     assert {c[2] for c in a_first_round[:per_block]} == {0}  # warm: no read between its calls
     cold_reads = [c[2] for c in a_first_round[per_block:]]
