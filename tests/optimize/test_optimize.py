@@ -936,6 +936,41 @@ def test_unsupported_architecture_names_the_supported_ones(tok):
     )
 
 
+def test_a_model_past_one_onnx_files_size_is_refused_before_the_export(classifier, tok, monkeypatch):
+    """A model too large for one in-memory ONNX file (XLM-R large: 2.2 GB) is refused up front with the size and the
+    presets that carry it, before minutes of export; counted with tied weights once. The limit is lowered here so a
+    tiny model stands in for a large one."""
+    import ember.optimize.export as export
+
+    size = export.weight_bytes(classifier)
+    tied = sum(p.numel() * p.element_size() for p in classifier.parameters()) + sum(
+        b.numel() * b.element_size() for b in classifier.buffers())
+    assert 0 < size <= tied  # shared tensors counted once
+    monkeypatch.setattr(export, "ONNX_MAX_WEIGHT_BYTES", size - 1)
+    exported = []
+    monkeypatch.setattr("ember.optimize.backends.onnxruntime.export_onnx", lambda *a, **k: exported.append(a))
+    with pytest.raises(UnsupportedModelError) as e:
+        optimize(classifier, OnnxRuntimeConfig(), tokenizer=tok, sample=["play music"])
+    assert exported == []
+    message = str(e.value)
+    assert f"its weights take {size / 2**30:.2f} GiB" in message
+    assert "use an OpenVINO preset (openvino, openvino-bf16, openvino-int8" in message
+    monkeypatch.setattr(export, "ONNX_MAX_WEIGHT_BYTES", size)  # at the limit: built
+    export.check_onnx_size(classifier)
+
+
+def test_weight_bytes_counts_a_tied_tensor_once():
+    from torch import nn
+
+    from ember.optimize.export import weight_bytes
+
+    emb = nn.Embedding(10, 4)
+    head = nn.Linear(4, 10, bias=False)
+    head.weight = emb.weight  # tied, as a masked-LM head to its input embedding
+    assert weight_bytes(nn.ModuleList([emb, head])) == 10 * 4 * 4
+    assert weight_bytes(nn.Linear(4, 2).to(torch.bfloat16)) == (8 + 2) * 2
+
+
 def test_missing_backend_gives_an_install_hint(classifier, tok, monkeypatch):
     import importlib.util
 

@@ -146,6 +146,9 @@ class Int8DynamicConfig(OptimizeConfig):
 class OnnxRuntimeConfig(OptimizeConfig):
     """Export to ONNX (padded, mixed-length example, dynamic axes), fuse, optionally quantise to int8.
 
+    The model is held as one ONNX file in memory: one whose weights pass 1.5 GiB (XLM-R large, 2.2 GB in float32) is
+    refused before the export (:func:`ember.optimize.export.check_onnx_size`); ``OpenVINOConfig`` has no such limit.
+
     Args:
         quantize: ``"none"`` (fp32), ``"dynamic"`` (int8 weights, activations quantised at run time),
             ``"static"`` (activation ranges calibrated on the sample, QDQ format) or ``"blockwise"`` (every

@@ -51,6 +51,45 @@ def check_exportable(model: nn.Module, facts: ModelFacts) -> None:
         )
 
 
+# one ONNX protobuf stops at 2 GiB, and torch's exporters write the weights to separate files past it (the dynamo
+# exporter already past 1536 MiB); ember's ONNX Runtime artifacts are one in-memory protobuf (built, verified, saved
+# and loaded as bytes), so the lower of the two is the limit for either exporter
+ONNX_MAX_WEIGHT_BYTES = 1536 * 1024 * 1024
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s parameters and buffers as they are stored, each tensor counted once (tied weights, such
+    as an input embedding shared with an output layer, are one tensor).
+
+    Example:
+        >>> weight_bytes(nn.Linear(4, 2))  # 8 weights and 2 biases in float32
+        40
+    """
+    seen: dict[tuple[int, int], int] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.device.type != "meta":
+            seen[(t.untyped_storage().data_ptr(), t.storage_offset())] = t.numel() * t.element_size()
+    return sum(seen.values())
+
+
+def check_onnx_size(model: nn.Module) -> None:
+    """Refuse, before any export, a model whose weights would not fit one ONNX file held in memory.
+
+    Why: past ``ONNX_MAX_WEIGHT_BYTES`` torch's exporters move the weights to external-data files, which ember's
+    ONNX Runtime artifacts (one protobuf, built and loaded as bytes) cannot carry; the export, fusion and
+    quantisation would run for minutes first and then fail far from the cause (e.g. XLM-R large: 560M parameters,
+    2.2 GB in float32). OpenVINO converts from PyTorch with no such limit."""
+    size = weight_bytes(model)
+    if size > ONNX_MAX_WEIGHT_BYTES:
+        raise UnsupportedModelError(
+            f"cannot build an ONNX Runtime artifact of {type(model).__name__}: its weights take {size / 2**30:.2f} GiB, "
+            f"past the {ONNX_MAX_WEIGHT_BYTES / 2**30:.1f} GiB one ONNX file held in memory can carry (ember keeps "
+            "ONNX Runtime models as one protobuf; larger ones need external weight files, which it does not write); "
+            "use an OpenVINO preset (openvino, openvino-bf16, openvino-int8: OpenVINOConfig converts from PyTorch "
+            "with no size limit) or BF16Config / Int8DynamicConfig"
+        )
+
+
 def dummy_batch(facts: ModelFacts) -> tuple[torch.Tensor, ...]:
     """A padded batch of three rows of different lengths (so the mask path is traced), in input order."""
     b, t = 3, 8

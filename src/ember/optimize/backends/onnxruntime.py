@@ -20,7 +20,7 @@ from ember.errors import ArtifactError
 from ember.fidelity import compare, run_batches
 from ember.optimize.artifact import ModelFacts, OptimizedModel, wrap_output
 from ember.optimize.config import OnnxRuntimeConfig
-from ember.optimize.export import export_onnx
+from ember.optimize.export import check_onnx_size, export_onnx
 from ember.optimize.registry import Progress, no_progress, register
 
 INSTALL = "pip install 'ember[onnx]'  (onnxruntime, onnx, onnxscript)"
@@ -348,6 +348,7 @@ def _keep_auto(base, config: OnnxRuntimeConfig, calib: list[dict], reference: li
 def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
     with tempfile.TemporaryDirectory(prefix="ember-onnx-") as tmpdir:
         tmp = Path(tmpdir)
+        check_onnx_size(model)
         ctx.stage(f"exporting to ONNX ({config.exporter} exporter)")
         path = export_onnx(model, ctx.facts, tmp / "export.onnx", exporter=config.exporter)
         if config.fuse:
