@@ -379,6 +379,9 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
     n = len(config.static_shapes or ()) + len(config.batch_shapes or ())
     ctx.stage("compiling for the CPU" + (f" (and up to {n} shape-specialised models)" if n else ""))
     art = OpenVINOArtifact(ov_model, config, ctx.facts, ctx.tokenizer)
+    if (note := precision_note(art.compiled, config.precision)) is not None:
+        art.build_notes.append(note)
+        ctx.stage(note)
     if chose_batches and art.batch_static:
         ctx.stage(f"timing {len(art.batch_static)} batch models against the dynamic model on the sample's batches")
         choice = keep_faster_batches(art, ctx.tokenizer, ctx.calibration_texts, lengths=lengths)
@@ -386,6 +389,37 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
             art.build_notes.append(choice.describe())
             ctx.stage(art.build_notes[-1])
     return art
+
+
+def ran_precision(compiled) -> str | None:
+    """The precision OpenVINO's CPU plugin settled on for ``compiled``'s floating-point work (``"f32"``, ``"bf16"``,
+    ``"f16"``), which is not always the one asked: it runs ``f16`` on ARM and ``f32`` on an x86 CPU without bf16
+    kernels when ``bf16`` was asked. ``None`` where the plugin does not say."""
+    try:
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")
+    except Exception:  # a plugin that does not report it (openvino raises its own RuntimeError subclasses)
+        return None
+    name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}.get(name, name)
+
+
+def precision_note(compiled, asked: str) -> str | None:
+    """A build note where OpenVINO runs another precision than ``asked`` on this CPU, else ``None``: the artifact is
+    named and configured by what was asked, and its fidelity and speed (checked on what really runs) would otherwise
+    read as the asked precision's.
+
+    Example:
+        >>> class Compiled:
+        ...     def get_property(self, name):
+        ...         return "f16"
+        >>> precision_note(Compiled(), "bf16")
+        'OpenVINO runs f16 on this CPU where bf16 was asked (its CPU plugin has no bf16 kernels here); the fidelity and speed checks measured f16'
+    """
+    ran = ran_precision(compiled)
+    if ran is None or ran == asked:
+        return None
+    return (f"OpenVINO runs {ran} on this CPU where {asked} was asked (its CPU plugin has no {asked} kernels here); "
+            f"the fidelity and speed checks measured {ran}")
 
 
 @dataclasses.dataclass
