@@ -941,8 +941,9 @@ def test_a_model_past_one_onnx_files_size_is_refused_before_the_export(classifie
     presets that carry it, before minutes of export; counted with tied weights once. The limit is lowered here so a
     tiny model stands in for a large one."""
     import ember.optimize.export as export
+    from ember.models.size import weight_bytes
 
-    size = export.weight_bytes(classifier)
+    size = weight_bytes(classifier)
     tied = sum(p.numel() * p.element_size() for p in classifier.parameters()) + sum(
         b.numel() * b.element_size() for b in classifier.buffers())
     assert 0 < size <= tied  # shared tensors counted once
@@ -962,7 +963,7 @@ def test_a_model_past_one_onnx_files_size_is_refused_before_the_export(classifie
 def test_weight_bytes_counts_a_tied_tensor_once():
     from torch import nn
 
-    from ember.optimize.export import weight_bytes
+    from ember.models.size import weight_bytes
 
     emb = nn.Embedding(10, 4)
     head = nn.Linear(4, 10, bias=False)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ember.fidelity import Tolerance
+from ember.models.size import weight_bytes
 
 
 @dataclass
@@ -45,10 +46,4 @@ def estimate_size_bytes(model: Any) -> int | None:
         return own
     if not isinstance(model, torch.nn.Module):
         return None
-    seen, total = set(), 0
-    for t in [*model.parameters(), *model.buffers()]:
-        key = (t.data_ptr(), t.numel(), t.dtype)
-        if key not in seen:
-            seen.add(key)
-            total += t.numel() * t.element_size()
-    return total
+    return weight_bytes(model)

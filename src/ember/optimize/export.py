@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ember.errors import UnsupportedModelError
+from ember.models.size import weight_bytes
 from ember.optimize.artifact import ModelFacts
 
 SUPPORTED_EXPORT = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
@@ -55,21 +56,6 @@ def check_exportable(model: nn.Module, facts: ModelFacts) -> None:
 # exporter already past 1536 MiB); ember's ONNX Runtime artifacts are one in-memory protobuf (built, verified, saved
 # and loaded as bytes), so the lower of the two is the limit for either exporter
 ONNX_MAX_WEIGHT_BYTES = 1536 * 1024 * 1024
-
-
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes of ``model``'s parameters and buffers as they are stored, each tensor counted once (tied weights, such
-    as an input embedding shared with an output layer, are one tensor).
-
-    Example:
-        >>> weight_bytes(nn.Linear(4, 2))  # 8 weights and 2 biases in float32
-        40
-    """
-    seen: dict[tuple[int, int], int] = {}
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.device.type != "meta":
-            seen[(t.untyped_storage().data_ptr(), t.storage_offset())] = t.numel() * t.element_size()
-    return sum(seen.values())
 
 
 def check_onnx_size(model: nn.Module) -> None:

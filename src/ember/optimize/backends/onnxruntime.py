@@ -346,9 +346,9 @@ def _keep_auto(base, config: OnnxRuntimeConfig, calib: list[dict], reference: li
 
 
 def _build(model: nn.Module, config: OnnxRuntimeConfig, ctx) -> OnnxArtifact:
+    check_onnx_size(model)
     with tempfile.TemporaryDirectory(prefix="ember-onnx-") as tmpdir:
         tmp = Path(tmpdir)
-        check_onnx_size(model)
         ctx.stage(f"exporting to ONNX ({config.exporter} exporter)")
         path = export_onnx(model, ctx.facts, tmp / "export.onnx", exporter=config.exporter)
         if config.fuse:
