@@ -11,10 +11,15 @@ embeddings against PyTorch eager fp32 on padded mixed-length batches; the fracti
 MiniLM's FFN matmul at both workloads' batch shapes, measured before and after the engines are timed (the higher kept);
 a row above 100% of its peak marks the run's peaks not valid (``summary.peaks_valid``) and no peak target counts.
 
-Timing: ``ember.bench.harness.PerformanceBenchmark`` measures every engine of a workload in turn, once per round, for
-``--repeats`` rounds (the engines' order rotated each round), so a slow spell of this shared machine falls on every
-engine alike. Reported: the median over rounds of each round's p50/p90 and throughput (each round's figures kept in
-the row's ``rounds``, and each verdict's ratio per round beside the ratio of medians); fidelity from the first round.
+Timing: ``ember.bench.harness.PerformanceBenchmark`` times every engine of a workload in ``--repeats`` rounds, and
+within a round side by side in ``--blocks`` blocks (``BenchConfig.blocks``): each engine's batch-1 calls, and each of
+its two throughput passes, are cut into that many blocks and the engines take turns block by block (each batch-1
+block after 2 untimed calls, so it starts with the engine's weights back in the caches; the first engine one place
+on each block and each round). A slow spell of this shared machine (runs 25-30 showed the host running ~1.27x slower
+for spells of tens of seconds) then falls on every engine in about the same share; with whole turns (``--blocks 1``,
+the runs before 31) it fell on whichever engines' turns it covered. Reported: the median over rounds of each round's
+p50/p90 and throughput (each round's figures kept in the row's ``rounds``, and each verdict's ratio per round beside
+the ratio of medians); fidelity from the first round.
 
 Peers: PyTorch eager fp32 (the original) and bf16 autocast, Optimum ONNX Runtime O2 and int8 (avx512_vnni, dynamic),
 OpenVINO, CTranslate2 int8, and sentence-transformers' own backends, what all-MiniLM-L6-v2's users would pick instead:
@@ -598,7 +603,8 @@ def time_engines(engines: dict[str, Callable], tok, wl: Workload, args, side_rou
     others = [n for n in engines if n != "pytorch-fp32"]
     for r in range(args.repeats):
         cfg = BenchConfig(batch_size=args.batch, latency_samples=lat_n, warmup=10, throughput_examples=tp_n,
-                          threads=args.threads, repeats=1, fidelity_examples=512 if r == 0 else 16, fidelity_batch_size=16)
+                          threads=args.threads, repeats=1, fidelity_examples=512 if r == 0 else 16, fidelity_batch_size=16,
+                          interleave=True, blocks=args.blocks)
         k = r % max(1, len(others))
         order = [n for n in ["pytorch-fp32", *others[k:], *others[:k]] if n in engines and n not in errors]
         variants = [Variant(n, engines[n], reference=n == "pytorch-fp32") for n in order]
@@ -881,6 +887,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--throughput-n-long", type=int, default=500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--blocks", type=int, default=10,
+                    help="blocks per engine per round the engines take turns in (1: each engine's round in one turn)")
     ap.add_argument("--optimum-python", default="/tmp/optimum-venv/bin/python",
                     help="python of a venv with optimum-onnx and sentence-transformers (transformers<4.58)")
     ap.add_argument("--st-openvino-python", default="/tmp/st-ov-venv/bin/python",
@@ -892,6 +900,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--verbose", action="store_true", help="also show the engines' and libraries' own output")
     ap.add_argument("--ctranslate2-round", default=None, help=argparse.SUPPRESS)  # CTranslate2Rounds' child: JSON spec
     args = ap.parse_args()
+    if args.blocks < 1:
+        ap.error(f"--blocks must be 1 or more (1: each engine's round in one turn), got {args.blocks}")
     if args.quick:
         args.latency_n, args.throughput_n, args.latency_n_long, args.throughput_n_long, args.repeats = 40, 128, 20, 48, 1
     return args
@@ -1005,7 +1015,8 @@ def finish(rows: list[Row], workloads: list[Workload], peaks: dict, gflop: dict,
     print_verdicts(summary, [wl.name for wl in workloads])
     print()
     print(json.dumps({
-        "benchmark": "peers", "threads": args.threads, "cpu": detect().to_dict(), "started": when["started"],
+        "benchmark": "peers", "threads": args.threads, "blocks": args.blocks, "repeats": args.repeats,
+        "cpu": detect().to_dict(), "started": when["started"],
         "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_average": {"start": when["start"], "end": os.getloadavg()},
         "peaks": peaks, "gflop_per_sentence": gflop.get("short", next(iter(gflop.values()))),
         "workloads": {wl.name: {"source": wl.source, "tokens": wl.tokens, "gflop_per_sentence": gflop[wl.name],
@@ -1013,88 +1024,6 @@ def finish(rows: list[Row], workloads: list[Workload], peaks: dict, gflop: dict,
                                 "throughput_n": args.throughput_n if wl.name == "short" else args.throughput_n_long}
                       for wl in workloads},
         "rows": [asdict(r) for r in rows], "summary": summary, "targets": TARGETS}))
-
-
-# ---- kept for benchmarks/compile_freezing.py, which still times engines on numpy inputs ----------------------------
-
-class Inputs:
-    def __init__(self, tok, texts: list[str], n_lat: int, n_tp: int, batch: int) -> None:
-        from ember.batching import length_buckets
-        from ember.fidelity import mixed_length_batches
-
-        def enc(ts: list[str]) -> dict[str, np.ndarray]:
-            return {k: np.asarray(v) for k, v in tok(ts, padding=True, truncation=True, max_length=128, return_tensors="np").items()}
-
-        self.latency = [enc([t]) for t in texts[:n_lat]]
-        tp = texts[:n_tp]
-        lengths = [len(x) for x in tok(tp, truncation=True, max_length=128)["input_ids"]]
-        self.tokens = sum(lengths)
-        self.bucketed = [enc([tp[i] for i in g]) for g in length_buckets(lengths, batch, sort=True)]
-        self.unbucketed = [enc([tp[i] for i in g]) for g in length_buckets(lengths, batch, sort=False)]
-        self.n_tp = len(tp)
-        self.fidelity = [{k: v.numpy() for k, v in b.items()} for b in mixed_length_batches(tok, texts[:512], 16, 128)]
-
-
-def pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    m = mask[..., None].astype(np.float32)  # (B, T, 1)
-    return (hidden.astype(np.float32) * m).sum(1) / np.clip(m.sum(1), 1, None)  # (B, H)
-
-
-def torch_engine(model, bf16: bool):
-    import torch
-
-    def fn(b):
-        t = {k: torch.from_numpy(v) for k, v in b.items()}
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model(**t).last_hidden_state.float().numpy()
-
-    return fn
-
-
-def measure_interleaved(fns: dict[str, Callable[[dict], np.ndarray]], inp: Inputs, ref: list[np.ndarray] | None,
-                        rounds: int) -> dict[str, dict]:
-    """Time every engine in ``rounds`` rounds, round-robin (batch-1 latency pass, then two throughput passes each);
-    latency percentiles pool the calls of all rounds, throughput is the median over rounds."""
-    lat: dict[str, list[float]] = {n: [] for n in fns}
-    tps: dict[str, dict[str, list[float]]] = {n: {"throughput": [], "throughput_unbucketed": []} for n in fns}
-    errors: dict[str, str] = {}
-
-    def timed_pass(fn, batches) -> float:
-        fn(batches[0])
-        t = time.perf_counter()
-        for b in batches:
-            fn(b)
-        return inp.n_tp / (time.perf_counter() - t)
-
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            if name in errors:
-                continue
-            try:
-                for b in inp.latency[:10]:
-                    fn(b)
-                for b in inp.latency:
-                    t = time.perf_counter()
-                    fn(b)
-                    lat[name].append(time.perf_counter() - t)
-                tps[name]["throughput"].append(timed_pass(fn, inp.bucketed))
-                tps[name]["throughput_unbucketed"].append(timed_pass(fn, inp.unbucketed))
-            except Exception as exc:  # noqa: BLE001 - report, don't fake
-                errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
-    return {name: _interleaved_figures(fn, inp, ref, lat[name], tps[name]) if name not in errors else {"error": errors[name]}
-            for name, fn in fns.items()}
-
-
-def _interleaved_figures(fn, inp: Inputs, ref, lat: list[float], tps: dict) -> dict:
-    lat_ms = np.array(lat) * 1000
-    pooled = [pool(fn(b), b["attention_mask"]) for b in inp.fidelity]
-    r = {"p50_ms": float(np.percentile(lat_ms, 50)), "p90_ms": float(np.percentile(lat_ms, 90)),
-         **{k: statistics.median(v) for k, v in tps.items()}}
-    if ref is not None:
-        a, b = np.concatenate(ref), np.concatenate(pooled)
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        r["cosine"], r["min_cosine"] = float(cos.mean()), float(cos.min())
-    return r | {"_pooled": pooled}
 
 
 if __name__ == "__main__":

@@ -208,6 +208,7 @@ def test_bad_inputs_raise_clear_errors(setup, tokenizer):
     [
         ({"batch_size": 0}, "BenchConfig.batch_size must be a positive integer, got 0"),
         ({"repeats": 1.5}, "BenchConfig.repeats must be a positive integer, got 1.5"),
+        ({"blocks": 0}, "BenchConfig.blocks must be a positive integer, got 0"),
         ({"warmup": -1}, "BenchConfig.warmup must be an integer >= 0, got -1"),
         ({"threads": 0}, "BenchConfig.threads must be None or a positive integer, got 0"),
     ],

@@ -173,7 +173,7 @@ def _ct2_args(model_path: str):
     import argparse
 
     return argparse.Namespace(model_path=model_path, threads=1, repeats=2, batch=4, latency_n=3, throughput_n=8,
-                              latency_n_long=3, throughput_n_long=8)
+                              latency_n_long=3, throughput_n_long=8, blocks=2)
 
 
 def test_ctranslate2_is_timed_in_its_own_process_beside_each_round(peers, tmp_path):

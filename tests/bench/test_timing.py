@@ -84,3 +84,68 @@ def test_a_variant_failing_in_the_rounds_becomes_a_row_and_leaves_the_rounds(tok
         [Variant("ref", model, reference=True), Variant("flaky", flaky)])
     assert report.result("ref").passed and report.result("flaky").error == "RuntimeError: engine died"
     assert report.result("flaky").fidelity is not None  # measured before it died
+
+
+def test_rounds_in_blocks_take_turns_block_by_block_with_untimed_rewarm_calls(tokenizer):
+    model = make_model("bert-base")
+    log: list[str] = []
+    batches: dict[str, int] = {"a": 0, "b": 0}
+
+    class Counted(Logged):
+        def __call__(self, **batch):
+            if batch["input_ids"].shape[0] > 1:
+                batches[self.name] += 1
+            return super().__call__(**batch)
+
+    cfg = BenchConfig(batch_size=2, latency_samples=4, warmup=0, throughput_examples=8, repeats=1, threads=1,
+                      interleave=True, blocks=2)
+    assert cfg.rewarm_calls == 2 and BenchConfig(interleave=True).rewarm_calls == 0
+    variants = [Variant(n, Counted(n, model, log), reference=n == "a") for n in ("a", "b")]
+    report = PerformanceBenchmark(tokenizer, TEXTS, config=cfg, progress=False).run(variants)
+    # two blocks of 2 timed calls, each after 2 untimed ones; the second block starts one place on
+    assert log == ["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4
+    # fidelity's one batch of 8, two warm-up batches, then each of the 4 bucketed and 4 dataset-order batches once
+    assert batches == {"a": 1 + 2 + 8, "b": 1 + 2 + 8}
+    for r in report.results:
+        assert r.passed and r.latency_ms["p50"] > 0 and r.throughput > 0 and r.throughput_unbucketed > 0
+
+
+class SlowSpell:
+    """A stand-in for time.perf_counter on a host whose speed changes: each model call moves the clock on by 1 s,
+    a batch-1 call by 3 s while the spell lasts (the first ``length`` batch-1 calls of the run, over every variant)."""
+
+    def __init__(self, length: int) -> None:
+        self.now, self.calls, self.length = 0.0, 0, length
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wrap(self, model):
+        def run(**batch):
+            if batch["input_ids"].shape[0] == 1:
+                self.calls += 1
+                self.now += 3.0 if self.calls <= self.length else 1.0
+            else:
+                self.now += 1.0  # batches: not in the spell
+            return model(**batch)
+        return run
+
+
+@pytest.mark.parametrize("blocks", [1, 4])
+def test_blocks_share_a_slow_spell_that_whole_turns_give_to_one_variant(tokenizer, monkeypatch, blocks):
+    import ember.bench.measure as measure
+
+    # no batch-1 call but the timed ones (and the rewarm calls): the spell covers a's and b's first two blocks
+    clock = SlowSpell(length=40)
+    monkeypatch.setattr(measure.time, "perf_counter", clock)
+    model = make_model("bert-base")
+    cfg = BenchConfig(batch_size=4, latency_samples=32, warmup=0, throughput_examples=8, repeats=1, threads=1,
+                      interleave=True, blocks=blocks)
+    variants = [Variant(n, clock.wrap(model), reference=n == "a") for n in ("a", "b")]
+    report = PerformanceBenchmark(tokenizer, TEXTS * 4, config=cfg, progress=False).run(variants)
+    assert [r.error for r in report.results] == [None, None]
+    a, b = (report.result(n).latency_ms for n in ("a", "b"))
+    if blocks == 1:  # whole turns: a's 32 calls all in the spell, 8 of b's
+        assert (a["p50"], a["mean"], b["p50"], b["mean"]) == (3000.0, 3000.0, 1000.0, 1500.0)
+    else:  # blocks of 8 calls after 2 untimed ones (a, b, then b, a): 16 of each variant's 32 in the spell
+        assert a == b and a["mean"] == 2000.0

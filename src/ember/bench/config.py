@@ -25,6 +25,13 @@ class BenchConfig:
             its batch-1 latency block and its throughput passes, the first variant one place on each round), so
             a slow spell of a shared machine falls on all of them alike; latency pools the rounds' calls. Every
             variant is alive for the whole run. Off: each variant is measured in full before the next.
+        blocks: with ``interleave``, each round's timed work of a variant (its batch-1 calls, and each of its two
+            throughput passes) is cut into this many blocks, and the variants take turns block by block (the first
+            one place on each block): a slow spell shorter than a round then falls on every variant in about the
+            same share, where in whole turns it falls on whichever variant's turn it covers. Each batch-1 block
+            starts with :attr:`rewarm_calls` untimed calls (the weights back in the caches after the other
+            variants' blocks); a round's throughput is its examples over the summed time of its blocks. ``1``:
+            whole turns.
 
     Example:
         >>> BenchConfig(batch_size=16, latency_samples=100).repeats
@@ -42,10 +49,11 @@ class BenchConfig:
     fidelity_examples: int = 512
     fidelity_batch_size: int = 8
     interleave: bool = False
+    blocks: int = 1
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "latency_samples", "throughput_examples", "max_length", "repeats",
-                     "fidelity_examples", "fidelity_batch_size"):
+                     "fidelity_examples", "fidelity_batch_size", "blocks"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"BenchConfig.{name} must be a positive integer, got {v!r}")
@@ -55,6 +63,13 @@ class BenchConfig:
             raise ValueError(f"BenchConfig.interleave must be True or False, got {self.interleave!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"BenchConfig.threads must be None or a positive integer, got {self.threads!r}")
+
+    @property
+    def rewarm_calls(self) -> int:
+        """Untimed batch-1 calls before each latency block: 2 when the rounds are cut into
+        :attr:`blocks` (a cache emptied by another variant refills in the first call; the second makes sure),
+        else 0 (the warm-up before the rounds covers a variant's single block)."""
+        return 2 if self.interleave and self.blocks > 1 else 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,7 +9,7 @@ Every figure comes from the same inputs, in one process, side by side:
 
 Variants are measured one after another (``BenchConfig.interleave=False``: each in full, so only one needs to
 be alive at a time, see :meth:`PerformanceBenchmark.session`) or side by side in rounds (``interleave=True``:
-a slow spell of a shared machine falls on every variant alike). Work that is not a model call on texts
+a slow spell of a shared machine falls on every variant alike; ``blocks`` cuts each round into shorter turns). Work that is not a model call on texts
 (training steps, phases of a step, epochs) is timed with :mod:`ember.bench.timing`.
 
 A variant that raises, or whose outputs cannot be read, becomes a failed row with the reason; the

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ember.batching import length_buckets
 from ember.bench.config import BenchConfig
+from ember.bench.timing import parts
 from ember.fidelity import mixed_length_batches
 
 
@@ -50,8 +51,9 @@ class BenchInputs:
         """Timed model calls (with their warm-up) per variant, for the progress bar."""
         rounds = config.repeats if config.interleave else 1
         warm = config.warmup + min(2, len(self.bucketed))
+        rewarm = config.rewarm_calls * len(parts(len(self.latency), config.blocks)) if self.latency else 0
         passes = config.repeats * (len(self.bucketed) + len(self.unbucketed))
-        return warm + rounds * len(self.latency) + passes
+        return warm + rounds * (len(self.latency) + rewarm) + passes
 
     def steps(self, config: BenchConfig, labelled: bool) -> int:
         """Model calls per variant (for the progress bar)."""

@@ -100,11 +100,17 @@ def warm_batches(model: Callable, inputs: BenchInputs, task: VariantTask) -> Non
             task.advance()
 
 
-def latency_block(model: Callable, inputs: BenchInputs, task: VariantTask) -> list[float]:
-    """Seconds of each batch-1 call over the latency inputs, one after another."""
+def latency_block(model: Callable, inputs: BenchInputs, task: VariantTask, part: slice = slice(None),
+                  rewarm: int = 0) -> list[float]:
+    """Seconds of each batch-1 call over the latency inputs (``part`` of them), one after another; ``rewarm``
+    untimed calls on the first of them before."""
+    calls = inputs.latency[part]
     times = []
     with torch.inference_mode():
-        for x in inputs.latency:
+        for k in range(rewarm if calls else 0):
+            model(**calls[k % len(calls)])
+            task.advance()
+        for x in calls:
             t0 = time.perf_counter()
             model(**x)
             times.append(time.perf_counter() - t0)
@@ -112,11 +118,16 @@ def latency_block(model: Callable, inputs: BenchInputs, task: VariantTask) -> li
     return times
 
 
-def throughput_pass(model: Callable, batches: list[dict], n_examples: int, task: VariantTask) -> float:
-    """Examples per second of one pass over ``batches``."""
+def batches_seconds(model: Callable, batches: list[dict], task: VariantTask) -> float:
+    """Wall seconds of one pass over ``batches``."""
     with torch.inference_mode():
         t0 = time.perf_counter()
         for b in batches:
             model(**b)
             task.advance()
-        return n_examples / (time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+
+def throughput_pass(model: Callable, batches: list[dict], n_examples: int, task: VariantTask) -> float:
+    """Examples per second of one pass over ``batches``."""
+    return n_examples / batches_seconds(model, batches, task)

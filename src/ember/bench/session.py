@@ -20,6 +20,7 @@ from ember.bench.inputs import BenchInputs
 from ember.bench.machine import MachineInfo
 from ember.bench.memory import peak_rss_mb, reset_peak
 from ember.bench.report import BenchReport, VariantResult
+from ember.bench.timing import parts
 from ember.bench.variant import Variant, estimate_size_bytes
 from ember.fidelity import FidelityReport, Tolerance, compare
 
@@ -112,10 +113,11 @@ class BenchSession:
             self._guard(t, lambda t=t: (m.warm_latency(t.model, self.inputs, cfg.warmup, t.task),
                                         m.warm_batches(t.model, self.inputs, t.task)))
         for k in range(cfg.repeats):
-            alive = [t for t in timed if t.result.error is None]
-            shift = k % len(alive) if alive else 0
-            for t in alive[shift:] + alive[:shift]:
-                self._guard(t, lambda t=t: self._one_round(t))
+            if cfg.blocks > 1:
+                self._round_in_blocks(timed, k)
+            else:
+                for t in self._turns(timed, k):
+                    self._guard(t, lambda t=t: self._one_round(t))
         for t in timed:
             if t.result.error is None:
                 self._summarise(t)
@@ -207,6 +209,36 @@ class BenchSession:
         t.latency += m.latency_block(t.model, inputs, t.task)
         t.unbucketed.append(m.throughput_pass(t.model, inputs.unbucketed, inputs.n_throughput, t.task))
         t.bucketed.append(m.throughput_pass(t.model, inputs.bucketed, inputs.n_throughput, t.task))
+
+    def _round_in_blocks(self, timed: list[_Timed], k: int) -> None:
+        """One round with every variant's timed work cut into ``config.blocks`` blocks, the variants taking turns
+        block by block (see ``BenchConfig.blocks``): first the batch-1 calls, then both throughput passes."""
+        inputs, cfg = self.inputs, self.bench.config
+        for t in timed:
+            t.task.phase("timing (interleaved blocks)")
+        spent = {id(t): {"bucketed": 0.0, "unbucketed": 0.0} for t in timed}
+        for b, part in enumerate(parts(len(inputs.latency), cfg.blocks)):
+            for t in self._turns(timed, k + b):
+                self._guard(t, lambda t=t, part=part: t.latency.extend(
+                    m.latency_block(t.model, inputs, t.task, part, cfg.rewarm_calls)))
+        for mode in ("unbucketed", "bucketed"):
+            batches = getattr(inputs, mode)
+            for b, part in enumerate(parts(len(batches), cfg.blocks)):
+                for t in self._turns(timed, k + b):
+                    def block(t=t, part=part, mode=mode, batches=batches):
+                        spent[id(t)][mode] += m.batches_seconds(t.model, batches[part], t.task)
+                    self._guard(t, block)
+        for t in timed:
+            if t.result.error is None:
+                t.unbucketed.append(inputs.n_throughput / spent[id(t)]["unbucketed"])
+                t.bucketed.append(inputs.n_throughput / spent[id(t)]["bucketed"])
+
+    @staticmethod
+    def _turns(timed: list[_Timed], k: int) -> list[_Timed]:
+        """The variants still timed, the first ``k`` places on (so none always follows the same neighbour)."""
+        alive = [t for t in timed if t.result.error is None]
+        shift = k % len(alive) if alive else 0
+        return alive[shift:] + alive[:shift]
 
     def _guard(self, t: _Timed, work) -> None:
         if t.result.error is not None:

@@ -41,6 +41,18 @@ def quantile(seconds: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def parts(n: int, blocks: int) -> list[slice]:
+    """``n`` items cut into ``min(blocks, n)`` contiguous slices of near-equal size (at least one, even for 0 items).
+
+    Example:
+        >>> parts(5, 2)
+        [slice(0, 2, None), slice(2, 5, None)]
+    """
+    k = max(1, min(blocks, n))
+    edges = [i * n // k for i in range(k + 1)]
+    return [slice(a, b) for a, b in zip(edges, edges[1:], strict=False)]
+
+
 @dataclass(frozen=True)
 class TimingStats:
     """Summary of repeated timings of one thing, in seconds.
