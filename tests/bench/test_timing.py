@@ -149,3 +149,23 @@ def test_blocks_share_a_slow_spell_that_whole_turns_give_to_one_variant(tokenize
         assert (a["p50"], a["mean"], b["p50"], b["mean"]) == (3000.0, 3000.0, 1000.0, 1500.0)
     else:  # blocks of 8 calls after 2 untimed ones (a, b, then b, a): 16 of each variant's 32 in the spell
         assert a == b and a["mean"] == 2000.0
+
+
+def test_wait_for_quiet_waits_while_the_process_still_spins_and_gives_up_at_its_limit():
+    from ember.bench.timing import wait_for_quiet
+
+    class Host:  # a stand-in clock, CPU counter and sleep: threads spin (a full core) for ``busy`` seconds
+        def __init__(self, busy: float) -> None:
+            self.now, self.used, self.busy = 0.0, 0.0, busy
+
+        def sleep(self, s: float) -> None:
+            self.used += max(0.0, min(s, self.busy - self.now))
+            self.now += s
+
+    host = Host(busy=0.05)  # spinning for 50 ms, as ONNX Runtime's threads after a call
+    waited = wait_for_quiet(clock=lambda: host.now, cpu=lambda: host.used, sleep=host.sleep)
+    assert waited == pytest.approx(0.06)  # five busy windows of 10 ms, then the first quiet one
+    host = Host(busy=10.0)  # never quiet: stops at max_s
+    assert wait_for_quiet(max_s=0.2, clock=lambda: host.now, cpu=lambda: host.used, sleep=host.sleep) == pytest.approx(0.2)
+    host = Host(busy=0.0)
+    assert wait_for_quiet(clock=lambda: host.now, cpu=lambda: host.used, sleep=host.sleep) == pytest.approx(0.01)

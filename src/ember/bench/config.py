@@ -31,7 +31,8 @@ class BenchConfig:
             same share, where in whole turns it falls on whichever variant's turn it covers. Each batch-1 block
             starts with :attr:`rewarm_calls` untimed calls (the weights back in the caches after the other
             variants' blocks); a round's throughput is its examples over the summed time of its blocks. ``1``:
-            whole turns.
+            whole turns. In either, each turn starts once the last variant's threads are idle
+            (:func:`~ember.bench.timing.wait_for_quiet`).
 
     Example:
         >>> BenchConfig(batch_size=16, latency_samples=100).repeats

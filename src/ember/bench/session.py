@@ -20,7 +20,7 @@ from ember.bench.inputs import BenchInputs
 from ember.bench.machine import MachineInfo
 from ember.bench.memory import peak_rss_mb, reset_peak
 from ember.bench.report import BenchReport, VariantResult
-from ember.bench.timing import parts
+from ember.bench.timing import parts, wait_for_quiet
 from ember.bench.variant import Variant, estimate_size_bytes
 from ember.fidelity import FidelityReport, Tolerance, compare
 
@@ -243,6 +243,7 @@ class BenchSession:
     def _guard(self, t: _Timed, work) -> None:
         if t.result.error is not None:
             return
+        wait_for_quiet()  # the last variant's thread pools idle first: their spinning would slow this one's turn
         try:
             work()
         except Exception as exc:  # drops out of the later rounds; its row says why

@@ -53,6 +53,32 @@ def parts(n: int, blocks: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges, edges[1:], strict=False)]
 
 
+def wait_for_quiet(max_s: float = 1.0, window_s: float = 0.01, share: float = 0.1, *,
+                   clock: Callable[[], float] = time.perf_counter, cpu: Callable[[], float] = time.process_time,
+                   sleep: Callable[[float], None] = time.sleep) -> float:
+    """Wait until this process's threads are idle: a ``window_s`` stretch in which they used under ``share`` of
+    it in CPU time (or ``max_s`` passed). Returns the seconds waited.
+
+    Why: engines' thread pools keep spinning after a call returns, and steal the cores from whatever runs next.
+    Measured on MiniLM-L6 paragraphs (2 threads, a Zen 4, 2026-12-05): ONNX Runtime's threads spun ~50 ms after
+    each call, PyTorch's ~20 ms, OpenVINO's under 10; an OpenVINO batch of 32 started right after an ONNX Runtime
+    call ran x1.17 slower (x1.8 at batch 1) than after its own, and at its own speed once this returned. Timing
+    engines side by side in short turns (``BenchConfig.blocks``) would otherwise charge that to whichever engine
+    follows an ONNX Runtime one.
+
+    Example:
+        >>> wait_for_quiet(window_s=0.001) < 1.5
+        True
+    """
+    start = clock()
+    while True:
+        w0, c0 = clock(), cpu()
+        sleep(window_s)
+        w1, c1 = clock(), cpu()
+        if c1 - c0 < share * (w1 - w0) or w1 - start >= max_s:
+            return w1 - start
+
+
 @dataclass(frozen=True)
 class TimingStats:
     """Summary of repeated timings of one thing, in seconds.
