@@ -60,9 +60,10 @@ def wait_for_quiet(max_s: float = 1.0, window_s: float = 0.01, share: float = 0.
     it in CPU time (or ``max_s`` passed). Returns the seconds waited.
 
     Why: engines' thread pools keep spinning after a call returns, and steal the cores from whatever runs next.
-    Measured on MiniLM-L6 paragraphs (2 threads, a Zen 4, 2026-12-05): ONNX Runtime's threads spun ~50 ms after
-    each call, PyTorch's ~20 ms, OpenVINO's under 10; an OpenVINO batch of 32 started right after an ONNX Runtime
-    call ran x1.17 slower (x1.8 at batch 1) than after its own, and at its own speed once this returned. Timing
+    Measured on MiniLM-L6 (2 threads, a Zen 4, ``benchmarks/engine_switch.py``, BENCHMARKS.md): ONNX Runtime's
+    threads spun ~50 ms after each call, PyTorch's ~20 ms, OpenVINO's under 10; an OpenVINO batch of 32 started
+    right after an ONNX Runtime call ran x1.15 (paragraphs) to x1.69 (intents) slower than after its own (x1.8–2.6 at
+    batch 1), and within 2.4% of it once this returned. Timing
     engines side by side in short turns (``BenchConfig.blocks``) would otherwise charge that to whichever engine
     follows an ONNX Runtime one.
 
