@@ -97,7 +97,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from ember.batching import length_buckets
+    from ember.bench.config import BenchConfig
+    from ember.bench.inputs import BenchInputs
     from ember.cli.quiet import quiet
     from ember.hardware import detect
     from ember.models import default_model_path
@@ -107,10 +108,10 @@ def main() -> None:
     with quiet():
         engines = {"ort": ember_engine(model, tok, "onnx-int8", sample, args.threads), "torch": torch_peer(model, False),
                    "openvino": openvino_peer(args.model, args.threads)}
-    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=512)["input_ids"]]
-    kw = {"truncation": True, "max_length": 512, "return_tensors": "pt"}
-    batches = [dict(tok([texts[i] for i in g], padding=True, **kw)) for g in length_buckets(lengths, args.batch)]
-    singles = [dict(tok(t, **kw)) for t in texts[:args.n1]]
+    # the harness's tokenization: length-bucketed batches and single inputs, as peers.py times them
+    inputs = BenchInputs(tok, texts, BenchConfig(batch_size=args.batch, latency_samples=args.n1,
+                                                 throughput_examples=len(texts), max_length=512))
+    batches, singles = inputs.bucketed, inputs.latency
     with torch.inference_mode():
         for b in batches[:2] + singles[:2]:  # first calls allocate
             for e in engines.values():
