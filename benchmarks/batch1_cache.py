@@ -19,8 +19,14 @@ rounds every engine runs the ``--n`` timed inputs one at a time, warm then cold,
 p50s pool the calls of all rounds, and each round's p50 is kept (the spread a ratio has). Ratios are against the
 fastest peer in each mode (for the int8 presets too: the faithful peers are the ones timed here).
 
+``--turn K`` adds a third mode, ``turn``: the cache is read past once, then K calls follow back to back, as in one of
+``peers.py``'s turns after the other engines' turns; each call's time is kept by its place in the turn, and the output
+gives the p50 at each place and the first place from which every later one is within 5% of the warm p50 (how many
+untimed calls a turn needs before its timed ones measure the engine warm).
+
     flock /work/notes/bench.lock python benchmarks/batch1_cache.py                 # CLINC150 test (intents)
     flock /work/notes/bench.lock python benchmarks/batch1_cache.py --paragraphs --n 200
+    flock /work/notes/bench.lock python benchmarks/batch1_cache.py --turn 30 --peers optimum-ort-O2
     python benchmarks/batch1_cache.py --data my.csv --text-column body --presets openvino-bf16,openvino-int8
 
 The last line is JSON: per engine and mode the p50 (pooled) and each round's, and each ember preset's speed-up over the
@@ -33,6 +39,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +74,16 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--evict-mb", type=int, default=0, help="memory read before each cold call (default: 2 x the L3)")
+    ap.add_argument("--turn", type=int, default=0,
+                    help="also time turns of this many calls after one cache read, per place in the turn (0: off)")
     args = ap.parse_args()
     unknown = [p for p in args.peers.split(",") if p and p not in PEERS]
     if unknown:
         ap.error(f"--peers: unknown {', '.join(unknown)}; choose from {', '.join(PEERS)} (or none: --peers '')")
     if min(args.n, args.rounds) < 1 or args.evict_mb < 0:
         ap.error(f"--n {args.n} and --rounds {args.rounds} must be >= 1 and --evict-mb {args.evict_mb} >= 0 (0: twice the L3)")
+    if not 0 <= args.turn <= args.n:
+        ap.error(f"--turn {args.turn} must be between 0 (off) and --n {args.n}: a turn's calls are timed inputs")
     return args
 
 
@@ -87,10 +98,15 @@ def l3_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | N
     return max(sizes) if sizes else None
 
 
-def time_rounds(engines: dict, inputs: list[dict], rounds: int, sweep: np.ndarray) -> dict[str, dict[str, list[list[float]]]]:
-    """Each round: every engine (order rotated, :func:`ember.bench.timing.interleave`) runs ``inputs`` warm then cold;
-    engine -> mode -> per-round seconds."""
-    out: dict[str, dict[str, list[list[float]]]] = {n: {m: [] for m in MODES} for n in engines}
+def time_rounds(engines: dict, inputs: list[dict], rounds: int, sweep: np.ndarray,
+                turn: int = 0) -> dict[str, dict[str, list[list[float]]]]:
+    """Each round: every engine (order rotated, :func:`ember.bench.timing.interleave`) runs ``inputs`` warm then cold
+    (then, with ``turn``, in turns of that many calls after one cache read each); engine -> mode -> per-round seconds
+    (for ``turn``: per place in the turn, pooled over the rounds' turns)."""
+    modes = MODES + (("turn",) if turn else ())
+    out: dict[str, dict[str, list[list[float]]]] = {n: {m: [] for m in modes} for n in engines}
+    for name in engines if turn else ():
+        out[name]["turn"] = [[] for _ in range(turn)]
 
     def block(name: str) -> None:
         for mode in MODES:
@@ -101,9 +117,24 @@ def time_rounds(engines: dict, inputs: list[dict], rounds: int, sweep: np.ndarra
                 with laps.lap(mode):
                     engines[name](**b)
             out[name][mode].append(laps.seconds(mode))
+        for start in range(0, len(inputs) - turn + 1, turn) if turn else ():
+            sweep.sum()  # once per turn: what the other engines' turns leave in the cache
+            for place, b in enumerate(inputs[start:start + turn]):
+                t0 = time.perf_counter()
+                engines[name](**b)
+                out[name]["turn"][place].append(time.perf_counter() - t0)
 
     interleave({name: lambda _round, name=name: block(name) for name in engines}, range(rounds))
     return out
+
+
+def settled(places: list[float], warm: float, within: float = 0.05) -> int | None:
+    """The first place (1-based) from which every place's p50 is within ``within`` of ``warm``; ``None`` if the last
+    one is not."""
+    first = None
+    for k, p in enumerate(places, 1):
+        first = (first or k) if p <= warm * (1 + within) else None
+    return first
 
 
 def main() -> None:
@@ -148,7 +179,7 @@ def main() -> None:
     names = list(engines)
     inputs = [dict(tok(t, truncation=True, max_length=512, return_tensors="pt")) for t in texts[:args.n]]
     print(f"timing {len(inputs)} inputs one at a time, {args.rounds} rounds: {', '.join(names)}", flush=True)
-    laps = time_rounds(engines, inputs, args.rounds, sweep)
+    laps = time_rounds(engines, inputs, args.rounds, sweep, args.turn)
     res: dict = {}
     for name in names:
         res[name] = {}
@@ -159,6 +190,17 @@ def main() -> None:
         w, c = res[name]["warm"], res[name]["cold"]
         print(f"{name:34s} warm p50 {w['p50_ms']:6.3f} ms {w['rounds_p50_ms']}   cold p50 {c['p50_ms']:6.3f} ms "
               f"{c['rounds_p50_ms']}  (cold/warm x{c['p50_ms'] / w['p50_ms']:.2f})", flush=True)
+    for name in names if args.turn else ():
+        places = [quantile(at, 0.5) * 1000 for at in laps[name]["turn"]]
+        warm_at = settled(places, res[name]["warm"]["p50_ms"])
+        skipped = {r: quantile([s for at in laps[name]["turn"][r:] for s in at], 0.5) * 1000
+                   for r in (0, 2, 5, 10) if r < args.turn}  # the turn's p50 with its first r calls untimed
+        res[name]["turn"] = {"place_p50_ms": [round(p, 3) for p in places], "warm_from_place": warm_at,
+                             "p50_ms_untimed_first": skipped}
+        print(f"{name:34s} turn of {args.turn} after a cache read, p50 by place: "
+              f"{' '.join(f'{p:.2f}' for p in places[:8])} ... {places[-1]:.2f} ms; "
+              f"within 5% of warm from place {warm_at}; the turn's p50 with its first r calls untimed: "
+              + ", ".join(f"r={r} {v:.3f}" for r, v in skipped.items()), flush=True)
     ratios = {}
     if peers:
         best = {m: min(peers, key=lambda p: res[p][m]["p50_ms"]) for m in MODES}
@@ -169,6 +211,7 @@ def main() -> None:
                 print(f"{name} vs the fastest peer: x{ratios[name]['warm']['speedup']:.2f} warm ({best['warm']}), "
                       f"x{ratios[name]['cold']['speedup']:.2f} cold ({best['cold']})", flush=True)
     out = {"benchmark": "batch1_cache", "rows": rows, "n": len(inputs), "rounds": args.rounds, "threads": args.threads,
+           "turn": args.turn,
            "evict_mb": evict >> 20, "cpu": detect().to_dict(), "peers": peers, "peer_note": peer_note,
            "results": res, "speedup_vs_peer": ratios}
     print(json.dumps(out))

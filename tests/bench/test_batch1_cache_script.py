@@ -58,9 +58,36 @@ def test_the_largest_cache_is_read_from_sysfs_and_none_where_there_is_none(scrip
     (["--n", "0"], "--n 0 and --rounds 5 must be >= 1"),
     (["--rounds", "0"], "--n 300 and --rounds 0 must be >= 1"),
     (["--evict-mb", "-1"], "--evict-mb -1 >= 0"),
+    (["--n", "20", "--turn", "30"], "--turn 30 must be between 0 (off) and --n 20"),
 ])
 def test_bad_options_are_refused_before_anything_is_built(script, monkeypatch, capsys, argv, said):
     monkeypatch.setattr("sys.argv", ["batch1_cache.py", *argv])
     with pytest.raises(SystemExit):
         script.parse()
     assert said in capsys.readouterr().err
+
+
+def test_turns_read_the_cache_once_then_time_each_place_of_the_turn(script):
+    calls = []
+    sweep = CountingSweep()
+
+    def run(**b):
+        calls.append((b["i"], sweep.reads))
+
+    inputs = [{"i": i} for i in range(12)]
+    out = script.time_rounds({"a": run}, inputs, 2, sweep, turn=5)
+    assert [len(at) for at in out["a"]["turn"]] == [4] * 5  # 2 rounds x 2 whole turns of 5 (the last 2 inputs left)
+    per_round = 2 * (10 + len(inputs)) + 2 * 5
+    turn_calls = calls[2 * (10 + len(inputs)): per_round]
+    assert [c[0] for c in turn_calls] == list(range(10))
+    cold_reads = 10 + len(inputs)  # the cold block's, one before each of its calls
+    assert [c[1] for c in turn_calls] == [cold_reads + 1] * 5 + [cold_reads + 2] * 5  # then one before each turn
+
+
+@pytest.mark.parametrize("places, warm, first", [
+    ([2.0, 1.5, 1.04, 1.0, 1.02], 1.0, 3),
+    ([2.0, 1.0, 1.5, 1.0, 1.0], 1.0, 4),  # a slow place later starts the count again
+    ([1.0, 1.0, 1.2], 1.0, None),  # the turn ends slow: never settled
+])
+def test_settled_is_the_first_place_from_which_every_later_one_is_warm(script, places, warm, first):
+    assert script.settled(places, warm) == first
