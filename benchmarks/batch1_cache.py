@@ -19,14 +19,17 @@ rounds every engine runs the ``--n`` timed inputs one at a time, warm then cold,
 p50s pool the calls of all rounds, and each round's p50 is kept (the spread a ratio has). Ratios are against the
 fastest peer in each mode (for the int8 presets too: the faithful peers are the ones timed here).
 
-``--turn K`` adds a third mode, ``turn``: the cache is read past once, then K calls follow back to back, as in one of
-``peers.py``'s turns after the other engines' turns; each call's time is kept by its place in the turn, and the output
-gives the p50 at each place and the first place from which every later one is within 5% of the warm p50 (how many
-untimed calls a turn needs before its timed ones measure the engine warm).
+``--turn K`` adds a third mode, ``turn``: K calls back to back, as in one of ``peers.py``'s turns, each call's time kept
+by its place in the turn; the output gives the p50 at each place, the first place from which every later one is within
+5% of the warm p50, and the turn's p50 with its first 0/2/5/10 calls left untimed (how many untimed calls a turn
+needs before its timed ones measure the engine warm). Before each turn, ``--between sweep`` (default) reads past the
+cache once; ``--between engines`` lets the other engines take their turns (each once the last one's threads are idle,
+as ``peers.py`` runs them) — add presets to ``--presets`` to put more engines between.
 
     flock /work/notes/bench.lock python benchmarks/batch1_cache.py                 # CLINC150 test (intents)
     flock /work/notes/bench.lock python benchmarks/batch1_cache.py --paragraphs --n 200
     flock /work/notes/bench.lock python benchmarks/batch1_cache.py --turn 30 --peers optimum-ort-O2
+    flock /work/notes/bench.lock python benchmarks/batch1_cache.py --turn 30 --between engines --presets openvino-bf16,onnx
     python benchmarks/batch1_cache.py --data my.csv --text-column body --presets openvino-bf16,openvino-int8
 
 The last line is JSON: per engine and mode the p50 (pooled) and each round's, and each ember preset's speed-up over the
@@ -40,6 +43,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +51,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from ember.bench.rows import data_options  # noqa: E402
-from ember.bench.timing import Laps, interleave, quantile  # noqa: E402
+from ember.bench.timing import Laps, interleave, quantile, wait_for_quiet  # noqa: E402
 from peers import (  # noqa: E402  (the workloads and engines: one definition each)
     LONG_DATA,
     ab_model_and_rows,
@@ -75,7 +79,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--evict-mb", type=int, default=0, help="memory read before each cold call (default: 2 x the L3)")
     ap.add_argument("--turn", type=int, default=0,
-                    help="also time turns of this many calls after one cache read, per place in the turn (0: off)")
+                    help="also time turns of this many calls, per place in the turn (0: off)")
+    ap.add_argument("--between", choices=("sweep", "engines"), default="sweep",
+                    help="before each turn: a cache read (sweep) or the other engines' turns (engines, as peers.py)")
     args = ap.parse_args()
     unknown = [p for p in args.peers.split(",") if p and p not in PEERS]
     if unknown:
@@ -98,15 +104,25 @@ def l3_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | N
     return max(sizes) if sizes else None
 
 
-def time_rounds(engines: dict, inputs: list[dict], rounds: int, sweep: np.ndarray,
-                turn: int = 0) -> dict[str, dict[str, list[list[float]]]]:
-    """Each round: every engine (order rotated, :func:`ember.bench.timing.interleave`) runs ``inputs`` warm then cold
-    (then, with ``turn``, in turns of that many calls after one cache read each); engine -> mode -> per-round seconds
-    (for ``turn``: per place in the turn, pooled over the rounds' turns)."""
+def time_rounds(engines: dict, inputs: list[dict], rounds: int, sweep: np.ndarray, turn: int = 0,
+                between: str = "sweep", quiet: Callable[[], object] = wait_for_quiet) -> dict[str, dict[str, list[list[float]]]]:
+    """Each round: every engine (order rotated, :func:`ember.bench.timing.interleave`) runs ``inputs`` warm then cold;
+    engine -> mode -> per-round seconds. With ``turn``, also ``inputs`` in turns of that many calls, each call's
+    seconds kept by its place in the turn (pooled over turns and rounds): ``between="sweep"``: each engine's turns
+    back to back, the cache read past before each (in its round's block); ``"engines"``: after the rounds, ``rounds``
+    more in which the engines take turns one by one (the first one place on each turn), each turn once ``quiet()``
+    returns, as ``peers.py`` runs them — what the other engines leave behind, not a sweep, before each."""
     modes = MODES + (("turn",) if turn else ())
     out: dict[str, dict[str, list[list[float]]]] = {n: {m: [] for m in modes} for n in engines}
     for name in engines if turn else ():
         out[name]["turn"] = [[] for _ in range(turn)]
+    starts = list(range(0, len(inputs) - turn + 1, turn)) if turn else []
+
+    def one_turn(name: str, start: int) -> None:
+        for place, b in enumerate(inputs[start:start + turn]):
+            t0 = time.perf_counter()
+            engines[name](**b)
+            out[name]["turn"][place].append(time.perf_counter() - t0)
 
     def block(name: str) -> None:
         for mode in MODES:
@@ -117,14 +133,18 @@ def time_rounds(engines: dict, inputs: list[dict], rounds: int, sweep: np.ndarra
                 with laps.lap(mode):
                     engines[name](**b)
             out[name][mode].append(laps.seconds(mode))
-        for start in range(0, len(inputs) - turn + 1, turn) if turn else ():
-            sweep.sum()  # once per turn: what the other engines' turns leave in the cache
-            for place, b in enumerate(inputs[start:start + turn]):
-                t0 = time.perf_counter()
-                engines[name](**b)
-                out[name]["turn"][place].append(time.perf_counter() - t0)
+        for start in starts if between == "sweep" else ():
+            sweep.sum()  # once per turn: the cache emptied, as the other engines' turns would
+            one_turn(name, start)
 
     interleave({name: lambda _round, name=name: block(name) for name in engines}, range(rounds))
+    names = list(engines)
+    for k in range(rounds) if between == "engines" else ():
+        for j, start in enumerate(starts):
+            shift = (k * len(starts) + j) % len(names)
+            for name in names[shift:] + names[:shift]:
+                quiet()  # the last engine's threads idle first, as in peers.py's turns
+                one_turn(name, start)
     return out
 
 
@@ -179,7 +199,7 @@ def main() -> None:
     names = list(engines)
     inputs = [dict(tok(t, truncation=True, max_length=512, return_tensors="pt")) for t in texts[:args.n]]
     print(f"timing {len(inputs)} inputs one at a time, {args.rounds} rounds: {', '.join(names)}", flush=True)
-    laps = time_rounds(engines, inputs, args.rounds, sweep, args.turn)
+    laps = time_rounds(engines, inputs, args.rounds, sweep, args.turn, args.between)
     res: dict = {}
     for name in names:
         res[name] = {}
@@ -197,7 +217,8 @@ def main() -> None:
                    for r in (0, 2, 5, 10) if r < args.turn}  # the turn's p50 with its first r calls untimed
         res[name]["turn"] = {"place_p50_ms": [round(p, 3) for p in places], "warm_from_place": warm_at,
                              "p50_ms_untimed_first": skipped}
-        print(f"{name:34s} turn of {args.turn} after a cache read, p50 by place: "
+        print(f"{name:34s} turn of {args.turn} after {'a cache read' if args.between == 'sweep' else 'the others'}, "
+              "p50 by place: "
               f"{' '.join(f'{p:.2f}' for p in places[:8])} ... {places[-1]:.2f} ms; "
               f"within 5% of warm from place {warm_at}; the turn's p50 with its first r calls untimed: "
               + ", ".join(f"r={r} {v:.3f}" for r, v in skipped.items()), flush=True)
@@ -211,7 +232,7 @@ def main() -> None:
                 print(f"{name} vs the fastest peer: x{ratios[name]['warm']['speedup']:.2f} warm ({best['warm']}), "
                       f"x{ratios[name]['cold']['speedup']:.2f} cold ({best['cold']})", flush=True)
     out = {"benchmark": "batch1_cache", "rows": rows, "n": len(inputs), "rounds": args.rounds, "threads": args.threads,
-           "turn": args.turn,
+           "turn": args.turn, "between": args.between,
            "evict_mb": evict >> 20, "cpu": detect().to_dict(), "peers": peers, "peer_note": peer_note,
            "results": res, "speedup_vs_peer": ratios}
     print(json.dumps(out))

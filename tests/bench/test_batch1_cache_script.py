@@ -91,3 +91,31 @@ def test_turns_read_the_cache_once_then_time_each_place_of_the_turn(script):
 ])
 def test_settled_is_the_first_place_from_which_every_later_one_is_warm(script, places, warm, first):
     assert script.settled(places, warm) == first
+
+
+def test_between_engines_turns_rotate_across_the_engines_each_after_quiet_and_without_a_cache_read(script):
+    calls, events = [], []
+    sweep = CountingSweep()
+
+    def engine(name):
+        def run(**b):
+            calls.append((name, b["i"], sweep.reads))
+            events.append(name)
+        return run
+
+    inputs = [{"i": i} for i in range(10)]
+    out = script.time_rounds({"a": engine("a"), "b": engine("b")}, inputs, 2, sweep, turn=5, between="engines",
+                             quiet=lambda: events.append("quiet"))
+    for name in ("a", "b"):
+        assert [len(at) for at in out[name]["turn"]] == [4] * 5  # 2 rounds x 2 turns of 5, places pooled
+    blocks_calls = 2 * 2 * 2 * (10 + len(inputs))  # the warm and cold blocks, 2 engines, 2 rounds
+    turns = calls[blocks_calls:]
+    assert len(turns) == 2 * 2 * 2 * 5
+    assert {c[2] for c in turns} == {sweep.reads}  # no cache read between turns: only the other engine's turn
+    owners = [turns[k * 5][0] for k in range(8)]
+    assert owners == ["a", "b", "b", "a", "a", "b", "b", "a"]  # the first engine one place on each turn
+    # each pair of turns covers the same 5 inputs: turn j of a round is inputs[5j:5j + 5] for every engine
+    assert all(turns[k * 5 + p][0] == owners[k] and turns[k * 5 + p][1] == 5 * (k // 2 % 2) + p
+               for k in range(8) for p in range(5))
+    turn_events = events[events.index("quiet"):]
+    assert turn_events == sum((["quiet"] + [o] * 5 for o in owners), [])  # quiet before each turn, none inside

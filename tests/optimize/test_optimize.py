@@ -972,6 +972,24 @@ def test_weight_bytes_counts_a_tied_tensor_once():
     assert weight_bytes(nn.Linear(4, 2).to(torch.bfloat16)) == (8 + 2) * 2
 
 
+def test_weight_bytes_counts_the_int8_values_a_quantised_weight_holds_not_its_float_shape():
+    """torchao's quantised weights are tensor subclasses: their size is that of the tensors they pack (int8 values
+    and scales), which is what a torch int8 artifact reports."""
+    pytest.importorskip("torchao")
+    from torch import nn
+
+    from ember.models.size import weight_bytes
+    from ember.optimize.backends.torchao_int8 import quantize_linears
+
+    model = nn.Sequential(nn.Linear(64, 32))
+    float_bytes = weight_bytes(model)
+    assert float_bytes == (32 * 64 + 32) * 4
+    q = quantize_linears(model, Int8DynamicConfig(min_features=1, compile=False))
+    assert type(q[0].weight).__name__ not in ("Parameter", "Tensor")  # quantised
+    int8_values, bias = 32 * 64, 32 * 4
+    assert int8_values + bias < weight_bytes(q) <= int8_values + bias + 32 * 8  # + one or two numbers per row
+
+
 def test_missing_backend_gives_an_install_hint(classifier, tok, monkeypatch):
     import importlib.util
 

@@ -111,19 +111,6 @@ def load_source(directory: Path, facts: ModelFacts) -> nn.Module:
     return cls.from_pretrained(str(directory / "hf")).eval()
 
 
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes of parameters and buffers (tensor subclasses report their packed storage)."""
-    total = 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        inner = getattr(t, "__tensor_flatten__", None)
-        if inner is not None:
-            names, _ = t.__tensor_flatten__()
-            total += sum(getattr(t, n).numel() * getattr(t, n).element_size() for n in names)
-        else:
-            total += t.numel() * t.element_size()
-    return total
-
-
 def make_loader(rebuild: Callable[[nn.Module, OptimizeConfig, ModelFacts, object], TorchArtifact]):
     def load(directory: Path, config: OptimizeConfig, facts: ModelFacts, tokenizer) -> TorchArtifact:
         return rebuild(load_source(directory, facts), config, facts, tokenizer)

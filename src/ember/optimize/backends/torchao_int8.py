@@ -6,8 +6,9 @@ import copy
 
 from torch import nn
 
+from ember.models.size import weight_bytes
 from ember.optimize.artifact import ModelFacts
-from ember.optimize.backends.torch_common import TorchArtifact, make_loader, weight_bytes
+from ember.optimize.backends.torch_common import TorchArtifact, make_loader
 from ember.optimize.config import Int8DynamicConfig
 from ember.optimize.registry import register
 
