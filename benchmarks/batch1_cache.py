@@ -112,8 +112,7 @@ def time_rounds(engines: dict, inputs: list[dict], rounds: int, sweep: np.ndarra
     back to back, the cache read past before each (in its round's block); ``"engines"``: after the rounds, ``rounds``
     more in which the engines take turns one by one (the first one place on each turn), each turn once ``quiet()``
     returns, as ``peers.py`` runs them — what the other engines leave behind, not a sweep, before each."""
-    modes = MODES + (("turn",) if turn else ())
-    out: dict[str, dict[str, list[list[float]]]] = {n: {m: [] for m in modes} for n in engines}
+    out: dict[str, dict[str, list[list[float]]]] = {n: {m: [] for m in MODES} for n in engines}
     for name in engines if turn else ():
         out[name]["turn"] = [[] for _ in range(turn)]
     starts = list(range(0, len(inputs) - turn + 1, turn)) if turn else []
@@ -137,14 +136,13 @@ def time_rounds(engines: dict, inputs: list[dict], rounds: int, sweep: np.ndarra
             sweep.sum()  # once per turn: the cache emptied, as the other engines' turns would
             one_turn(name, start)
 
+    def after_quiet(name: str, start: int) -> None:
+        quiet()  # the last engine's threads idle first, as in peers.py's turns
+        one_turn(name, start)
+
     interleave({name: lambda _round, name=name: block(name) for name in engines}, range(rounds))
-    names = list(engines)
-    for k in range(rounds) if between == "engines" else ():
-        for j, start in enumerate(starts):
-            shift = (k * len(starts) + j) % len(names)
-            for name in names[shift:] + names[:shift]:
-                quiet()  # the last engine's threads idle first, as in peers.py's turns
-                one_turn(name, start)
+    if between == "engines":
+        interleave({name: lambda start, name=name: after_quiet(name, start) for name in engines}, starts * rounds)
     return out
 
 

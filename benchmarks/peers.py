@@ -16,8 +16,9 @@ within a round side by side in ``--blocks`` blocks (``BenchConfig.blocks``): eac
 its two throughput passes, are cut into that many blocks and the engines take turns block by block (each batch-1
 block after 2 untimed calls, so it starts with the engine's weights back in the caches; every block once the last
 engine's threads have stopped spinning, ``ember.bench.timing.wait_for_quiet``: ONNX Runtime's spin ~50 ms after a call
-and slowed the next engine's batch x1.15-1.69, ``engine_switch.py``; the first engine one place on each block and each round). A slow spell of this shared machine (runs 25-30 showed the host running ~1.27x slower
-for spells of tens of seconds) then falls on every engine in about the same share; with whole turns (``--blocks 1``,
+and slowed the next engine's batch x1.15-1.69, ``engine_switch.py``; the first engine one place on each block and each
+round). A slow spell of this shared machine (runs 25-30 showed the host running ~1.27x slower for spells of tens of
+seconds) then falls on every engine in about the same share; with whole turns (``--blocks 1``,
 the runs before 31) it fell on whichever engines' turns it covered. Reported: the median over rounds of each round's
 p50/p90 and throughput (each round's figures kept in the row's ``rounds``, and each verdict's ratio per round beside
 the ratio of medians); fidelity from the first round.
