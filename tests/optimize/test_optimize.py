@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -616,6 +617,17 @@ def test_openvino_serves_single_inputs_on_static_shapes_chosen_from_the_sample(t
     art = optimize(model, OpenVINOConfig(threads=1, max_static=2), tokenizer=tok, sample=texts)
     assert art.optimize_config.static_shapes == choose_static_shapes(lengths, 2, 48) == (8, 12)
     assert sorted(art.static) == [8, 12]  # compiled up front: no request pays for a compile
+    # the build chooses no more shapes than the memory budget holds copies of the weights
+    from ember.optimize.backends.openvino import float_weight_bytes, static_copies
+
+    one = OpenVINOConfig(threads=1, static_memory_mb=1)
+    fits = static_copies(float_weight_bytes(art.ov_model), one)
+    longer = [" ".join((words * 4)[:n]) for n in range(1, 45)]  # 3 .. 46 tokens
+    spread = [len(tok(t)["input_ids"]) for t in longer]
+    assert 1 <= fits < len(choose_static_shapes(spread, 8, 48))
+    tight = optimize(model, one, tokenizer=tok, sample=longer)
+    assert tight.optimize_config.static_shapes == choose_static_shapes(spread, fits, 48)
+    assert sorted(tight.static) == list(tight.optimize_config.static_shapes)
     dynamic = optimize(model, OpenVINOConfig(threads=1, static_shapes=()), tokenizer=tok)
     assert dynamic.static == {}
     for t in texts:
@@ -631,6 +643,11 @@ def test_openvino_serves_single_inputs_on_static_shapes_chosen_from_the_sample(t
     assert sorted(optimize(model, OpenVINOConfig(threads=1, static_shapes=(4, 40)), tokenizer=tok).static) == [4, 40]
     # each static model copies the weights: a budget below one copy compiles none
     assert optimize(model, OpenVINOConfig(threads=1, static_memory_mb=0), tokenizer=tok).static == {}
+    # a copy is counted at the weights' float size, halved where they run in bf16 (never at an int8 file's size)
+    art.float_bytes = 100e6
+    for changes, copies in (({}, 5), ({"precision": "bf16"}, 10), ({"precision": "bf16", "quantize": "static"}, 5)):
+        art.optimize_config = dataclasses.replace(art.optimize_config, static_memory_mb=512, **changes)
+        assert art._copies_in_budget() == copies, changes
     clf = optimize(classifier, OpenVINOConfig(threads=1), tokenizer=tok)
     x = tok(["book a flight"], return_tensors="pt")
     assert clf.static and (clf(**x).logits - classifier(**x).logits).abs().max().item() < 1e-4
@@ -640,12 +657,17 @@ def test_openvino_serves_single_inputs_on_static_shapes_chosen_from_the_sample(t
         OpenVINOConfig(static_shapes=(16, 8))
 
 
-def test_static_shapes_cover_the_sample_on_a_quarter_octave_grid():
+def test_static_shapes_cover_the_sample_on_the_finest_grid_that_fits():
     from ember.optimize.backends.openvino import choose_static_shapes
 
     clinc_like = [5, 7, 8, 9, 9, 10, 10, 10, 11, 11, 12, 12, 13, 14, 15, 17, 20]
     assert choose_static_shapes(clinc_like) == (12, 16, 20)  # from the 25th percentile (9 -> 12) to the longest
     assert choose_static_shapes(list(range(17, 56))) == (28, 32, 40, 48, 56)  # steps of 8 past 32 tokens
+    paragraphs = [50, 69, 80, 90, 100, 110, 122]  # 25th percentile 69: from 72 in steps of 8 up to 128
+    assert choose_static_shapes(paragraphs) == (72, 80, 88, 96, 104, 112, 120, 128)
+    assert choose_static_shapes(paragraphs, max_static=4) == (80, 96, 112, 128)  # 8 do not fit: steps of 16
+    assert choose_static_shapes(list(range(130, 250))) == (160, 176, 192, 208, 224, 240, 256)  # 16 apart past 128
+    assert choose_static_shapes(list(range(80, 250))) == (128, 160, 192, 224, 256)  # 128 to 256 by 16: 9 models
     assert choose_static_shapes([5, 300], max_static=3) == (8, 12, 16)  # the shortest max_static of them
     assert choose_static_shapes([600], max_length=512) == (512,)  # never past the model's max length
     assert choose_static_shapes([10], max_static=0) == choose_static_shapes([]) == ()
@@ -789,11 +811,30 @@ def test_openvino_static_int8_quantises_every_projection_with_nncf(tok, capsys):
     assert len(fq) >= 6 * layers  # the input of each of the 6 projections per layer (Q, K, V, output, FFN in/out)
     assert len(int8_weights) >= 6 * layers  # and their weights, stored in int8
     assert art.fidelity.mean_cosine > 0.99
+    # the static models' memory budget counts the int8 weights at the float size OpenVINO computes them in
+    i8_bytes = sum(int(np.prod(op.get_output_shape(0))) for op in int8_weights)
+    assert art.float_bytes >= art.size_bytes + 3 * i8_bytes
     # batch-1 (static-shape model) and batched (dynamic) calls agree on the quantised model
     x = tok(["book a flight to paris"], return_tensors="pt")
     both = tok(["book a flight to paris", "hi"], padding=True, return_tensors="pt")
     one, two = art(**x).last_hidden_state, art(**both).last_hidden_state
     assert (one[0] - two[0, : one.shape[1]]).abs().max().item() < 0.05
+
+
+def test_float_weight_bytes_counts_compressed_constants_at_their_float_type():
+    ov = pytest.importorskip("openvino")
+    from openvino import opset13 as ops
+
+    from ember.optimize.backends.openvino import float_weight_bytes
+
+    x = ops.parameter([1, 8], np.float32, name="x")
+    w8 = ops.convert(ops.constant(np.ones((8, 16), dtype=np.int8)), np.float32)  # an int8 weight, decompressed
+    w32 = ops.constant(np.ones((16, 4), dtype=np.float32))
+    model = ov.Model([ops.matmul(ops.matmul(x, w8, False, False), w32, False, False)], [x])
+    assert float_weight_bytes(model) == 8 * 16 * 4 + 16 * 4 * 4  # the int8 one at f32, not at its 1 byte
+    stored = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
+                 for op in model.get_ops() if op.get_type_name() == "Constant")
+    assert stored == 8 * 16 + 16 * 4 * 4
 
 
 def test_openvino_int8_needs_nncf(monkeypatch):

@@ -270,9 +270,10 @@ class OpenVINOConfig(OptimizeConfig):
             ``()``: batches always on the dynamic model.
         max_static: at most this many shape-specialised models (compiled when the artifact is built or
             loaded, ~0.2 s each, so no request pays for a compile).
-        static_memory_mb: each shape-specialised model holds its own copy of the weights (~35 MB for
-            MiniLM-L6 in bf16); fewer are compiled when their fp32 weight size would pass this budget (a
-            large model gets one or none). By default the streams' model (``streams``) is compiled only if one
+        static_memory_mb: each shape-specialised model holds its own copy of the weights (MiniLM-L6: ~35 MB
+            in bf16, ~52 MB in f32, ~82 MB in int8, whose embedding table OpenVINO decompresses); fewer are
+            compiled when an upper bound on their copies (the weights' float size, int8 ones counted as the floats
+            they decompress to; halved in bf16) would pass this budget (a large model gets one or none). By default the streams' model (``streams``) is compiled only if one
             copy fits in it.
         batch_rows: rows of each shape-specialised batch part (16: a batch of 32 on two streams).
         max_batch_static: at most this many shape-specialised batch models: the chosen ones are placed by

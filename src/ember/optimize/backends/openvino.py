@@ -201,6 +201,7 @@ class OpenVINOArtifact(OptimizedModel):
         self.ov_model = ov_model
         self.size_bytes = sum(int(np.prod(op.get_output_shape(0))) * op.get_output_element_type(0).size
                               for op in ov_model.get_ops() if op.get_type_name() == "Constant")
+        self.float_bytes = float_weight_bytes(ov_model)  # what static_memory_mb counts per copy
         self.compiled = shared_core().compile_model(ov_model, "CPU", compile_options(config))
         self.request = self.compiled.create_infer_request()
         self.batched = self._compile_streams()  # batches of several inputs (None: on self.request)
@@ -270,15 +271,16 @@ class OpenVINOArtifact(OptimizedModel):
         return _Streams(compiled, n) if n > 1 or own_precision else None
 
     def _copies_in_budget(self) -> int:
-        """How many copies of the weights (counted at their size in the saved model) ``static_memory_mb`` holds."""
-        return int(self.optimize_config.static_memory_mb * 1e6 // max(self.size_bytes, 1))
+        """How many copies of the weights (:func:`copy_bytes`) ``static_memory_mb`` holds."""
+        return static_copies(self.float_bytes, self.optimize_config)
 
     def _compile_static(self) -> dict[int, _StaticModel]:
         """Models compiled for one input of each of ``static_shapes`` tokens, made now rather than on a first
         request (a compile takes ~0.2 s, which would land in some request's latency).
 
         Each model holds its own copy of the weights, so their number is bounded by ``max_static`` and by
-        ``static_memory_mb`` (counted with the fp32 size of the weights, an upper bound); the shortest are kept.
+        ``static_memory_mb`` (counted with an upper bound on a copy's size, :func:`copy_bytes`); the shortest are
+        kept (the build chose no more than fit).
         """
         cfg = self.optimize_config
         shapes = [n for n in cfg.static_shapes or () if n <= self.facts.max_length]
@@ -306,8 +308,7 @@ class OpenVINOArtifact(OptimizedModel):
             return {}
         threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         opts = compile_options(cfg, self.streams, threads, cfg.batch_precision)
-        bf16 = (cfg.batch_precision or cfg.precision) == "bf16" and cfg.quantize == "none"
-        per_model = self.size_bytes / (2 if bf16 else 1)
+        per_model = copy_bytes(self.float_bytes, cfg, cfg.batch_precision)
         out: dict[int, _StaticBatches] = {}
         for padded in reversed(shapes):
             if len(out) >= cfg.max_batch_static or per_model * (len(out) + 1) > cfg.batch_memory_mb * 1e6:
@@ -343,6 +344,58 @@ class OpenVINOArtifact(OptimizedModel):
         ov.save_model(self.ov_model, str(directory / XML), compress_to_fp16=False)
 
 
+def float_weight_bytes(ov_model) -> int:
+    """Bytes of ``ov_model``'s constants at the float type they are computed in: a constant stored compressed and
+    decompressed by a ``Convert`` (NNCF's int8 weights, f16 ones) counts at the ``Convert``'s output type.
+
+    Why not the saved size: a compiled copy of an int8 model is not int8-sized. On MiniLM-L6 (23 MB of int8
+    constants saved, 90 MB at f32) each batch-1 static model of ``openvino-int8`` added ~82 MB to the process (the
+    embedding table decompressed, the matmul weights repacked), against ~35 MB for ``openvino-bf16`` (90 MB of f32
+    constants); counted at the saved size, the default ``static_memory_mb`` of 512 let 8 int8 copies (~660 MB)
+    through. The float size is an upper bound for both.
+
+    Example:
+        >>> float_weight_bytes(artifact.ov_model)  # doctest: +SKIP
+        90267169
+    """
+    total = 0
+    for op in ov_model.get_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        size = op.get_output_element_type(0).size
+        users = [port.get_node() for port in op.output(0).get_target_inputs()]
+        if users and all(u.get_type_name() == "Convert" for u in users):
+            size = max(size, *(u.get_output_element_type(0).size for u in users))
+        total += int(np.prod(op.get_output_shape(0))) * size
+    return total
+
+
+def copy_bytes(float_bytes: float, config: OpenVINOConfig, precision: str | None = None) -> float:
+    """An upper bound on the bytes one compiled copy of a model's weights holds when it runs in ``precision``
+    (default: ``config.precision``): their float size (``float_bytes``, :func:`float_weight_bytes`), halved in bf16
+    (an int8 model keeps its float parts in f32).
+
+    On MiniLM-L6 (90 MB at f32) a batch-1 static model added ~35 MB in bf16, ~52 MB in f32 and ~82 MB in int8.
+
+    Example:
+        >>> copy_bytes(90e6, OpenVINOConfig(precision="bf16")), copy_bytes(90e6, OpenVINOConfig(quantize="static"))
+        (45000000.0, 90000000.0)
+    """
+    bf16 = (precision or config.precision) == "bf16" and config.quantize == "none"
+    return float_bytes / (2 if bf16 else 1)
+
+
+def static_copies(float_bytes: float, config: OpenVINOConfig) -> int:
+    """How many batch-1 static models (each a copy of the weights, :func:`copy_bytes`) ``config.static_memory_mb``
+    holds.
+
+    Example:
+        >>> static_copies(90e6, OpenVINOConfig(precision="bf16")), static_copies(90e6, OpenVINOConfig())
+        (11, 5)
+    """
+    return int(config.static_memory_mb * 1e6 // max(copy_bytes(float_bytes, config), 1))
+
+
 def _resident_bytes() -> int:
     """This process's resident memory in bytes."""
     import psutil
@@ -371,8 +424,9 @@ def _build(model: nn.Module, config: OpenVINOConfig, ctx) -> OpenVINOArtifact:
     chose_batches = config.batch_shapes is None  # then timed against the dynamic model once compiled
     if config.static_shapes is None or config.batch_shapes is None:
         lengths, longest = ctx.token_lengths(), ctx.facts.max_length
-        if config.static_shapes is None:
-            config = dataclasses.replace(config, static_shapes=choose_static_shapes(lengths, config.max_static, longest))
+        if config.static_shapes is None:  # no more than the memory budget holds
+            count = min(config.max_static, static_copies(float_weight_bytes(ov_model), config))
+            config = dataclasses.replace(config, static_shapes=choose_static_shapes(lengths, count, longest))
         if config.batch_shapes is None:
             shapes = choose_batch_shapes(lengths, config.max_batch_static, longest) if batches_gain(config) else ()
             config = dataclasses.replace(config, batch_shapes=shapes)
@@ -535,23 +589,36 @@ def batches_gain(config: OpenVINOConfig) -> bool:
 def choose_static_shapes(lengths: Sequence[int], max_static: int = 8, max_length: int = 512) -> tuple[int, ...]:
     """Input lengths worth a shape-specialised batch-1 model, chosen from the token lengths of a sample.
 
-    Shapes come from a quarter-octave grid (multiples of 4 up to 32, of 8 up to 64, of 16 up to 128, ...),
-    so an input is padded by at most ~25%; the chosen run from the grid point that holds the sample's 25th
-    percentile up to the one that holds its longest input, the shortest ``max_static`` of them.
+    Shapes run from the grid point that holds the sample's 25th percentile up to the one that holds its longest
+    input, on the finer of two grids whose run fits in ``max_static`` models: an eighth-octave one (multiples of 4
+    up to 32 tokens, of 8 up to 128, of 16 up to 256, ...: an input padded by at most ~12%), else a quarter-octave one
+    (multiples of 4 up to 32, of 8 up to 64, of 16 up to 128, ...: at most ~25%), whose shortest ``max_static`` are
+    taken where even it does not fit.
 
     Why from the sample: each model holds its own copy of the weights, so models for lengths the traffic
     never has cost memory, and inputs longer than the last model fall to the dynamic-shape model, which is
     1.4–2x slower at batch 1. Measured by ``benchmarks/openvino_static.py`` (MiniLM-L6, 2 threads): on
     CLINC150 the median matched every multiple of 4 up to 32 (within noise) with half the models; on SST-2,
-    whose sentences run past 32 tokens, p90 fell from 3.8 to 3.0 ms (int8).
+    whose sentences run past 32 tokens, p90 fell from 3.8 to 3.0 ms (int8). Why the finer grid first: on paragraphs
+    of 40–120 tokens (Zen 4, bf16) multiples of 8 from 72 to 128 ran x1.05 faster than the quarter-octave
+    80/96/112/128 in two runs (int8 level), where 8 shapes at the sample's own lengths (51, 67, 77, ...), padding
+    less still, ran slower than either: the kernels favour lengths in multiples of 8, so the grid does not go finer
+    than that past 32 tokens.
 
     Example:
         >>> choose_static_shapes([7, 9, 10, 11, 12, 14, 20])
         (12, 16, 20)
+        >>> choose_static_shapes([70, 90, 100, 122])
+        (72, 80, 88, 96, 104, 112, 120, 128)
+        >>> choose_static_shapes([50, 55, 70, 90, 122])  # 56 to 128 in steps of 8 would be 10 models
+        (56, 64, 80, 96, 112, 128)
     """
     if not lengths or max_static <= 0:
         return ()
-    grid, start, stop = _covering(lengths, 0.25, 4, max_length)
+    for per_octave in (8, 4):
+        grid, start, stop = _covering(lengths, 0.25, per_octave, max_length)
+        if stop - start <= max_static:
+            break
     return tuple(grid[start:stop][:max_static])
 
 
@@ -633,16 +700,16 @@ def choose_batch_shapes(lengths: Sequence[int], max_count: int = 8, max_length: 
 
 
 def _covering(lengths: Sequence[int], quantile: float, per_octave: int, max_length: int) -> tuple[list[int], int, int]:
-    """A grid of token lengths with ``per_octave`` steps per doubling (at least 4 tokens apart, ``max_length``
-    last), and the slice of it from the point that holds ``lengths``' ``quantile`` to the one that holds the
-    longest of them."""
+    """A grid of token lengths with ``per_octave`` steps per doubling (at least 4 tokens apart, 8 from 32 tokens on;
+    ``max_length`` last), and the slice of it from the point that holds ``lengths``' ``quantile`` to the one that
+    holds the longest of them."""
     ordered = sorted(lengths)
     low = ordered[int((len(ordered) - 1) * quantile)]
     high = min(ordered[-1], max_length)
     grid, n = [], 4
     while n <= max_length:
         grid.append(n)
-        n += max(4, (1 << (n.bit_length() - 1)) // per_octave)
+        n += max(4 if n < 32 else 8, (1 << (n.bit_length() - 1)) // per_octave)
     if grid[-1] < max_length:
         grid.append(max_length)
     return grid, bisect.bisect_left(grid, min(low, high)), bisect.bisect_left(grid, high) + 1
