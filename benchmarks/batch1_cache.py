@@ -157,14 +157,9 @@ def settled(places: list[float], warm: float, within: float = 0.05) -> int | Non
 
 def main() -> None:
     args = parse()
-    import torch
-
-    torch.set_num_threads(args.threads)
     from ember.cli.quiet import quiet
     from ember.hardware import detect
-    from ember.models import default_model_path
 
-    args.model = args.model or str(default_model_path())
     model, tok, texts, sample, rows = ab_model_and_rows(args, sample="build sample")
     l3 = l3_bytes()
     evict = args.evict_mb * (1 << 20) if args.evict_mb else 2 * (l3 or 32 << 20)

@@ -96,14 +96,11 @@ def main() -> None:
     args = parse()
     import torch
 
-    torch.set_num_threads(args.threads)
     from ember.bench.config import BenchConfig
     from ember.bench.inputs import BenchInputs
     from ember.cli.quiet import quiet
     from ember.hardware import detect
-    from ember.models import default_model_path
 
-    args.model = args.model or str(default_model_path())
     model, tok, texts, sample, rows = ab_model_and_rows(args, sample="build sample")
     with quiet():
         engines = {"ort": ember_engine(model, tok, "onnx-int8", sample, args.threads), "torch": torch_peer(model, False),

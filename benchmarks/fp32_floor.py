@@ -286,7 +286,11 @@ def build_engines(args, model, tok, sample: list[str], tmp: Path) -> tuple[dict,
                      for lib, make in FLOORS[args.precision].items()}
     ours = []
     for name in filter(None, args.presets.split(",")):
-        engines[f"ember-{name}"] = ember_engine(model, tok, name, sample, args.threads)
+        try:
+            engines[f"ember-{name}"] = ember_engine(model, tok, name, sample, args.threads)
+        except Exception as exc:  # e.g. compile-bf16's inductor build on a CPU or compiler it fails on
+            print(f"ember-{name} not run: its build failed ({type(exc).__name__}: {exc})", flush=True)
+            continue
         ours.append(f"ember-{name}")
     wanted = set(filter(None, args.peers.split(",")))
     errors: dict[str, str] = {}
@@ -301,15 +305,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     from ember.cli.quiet import quiet
     from ember.hardware import detect
-    from ember.models import default_model_path
 
-    args.model_path = str(args.model or default_model_path())
     cpu = detect()
     if cpu.native_bf16 and args.precision == "fp32":
         print(f"note: this CPU has bf16 ({cpu.summary()}): the faithful tier's peers may compute in bf16 there "
               "(OpenVINO does by default), which this fp32 floor does not bound (--precision bf16 times that one)",
               flush=True)
     model, tok, texts, sample, rows = ab_model_and_rows(args, sample="sentences ember's presets are verified on")
+    args.model_path = args.model  # the folder peers.py's build_peers loads its peers from
     with quiet(), tempfile.TemporaryDirectory(prefix="ember-floor-") as tmp:
         engines, peers, ours = build_engines(args, model, tok, sample, Path(tmp))
         report = ab_interleaved(model, tok, texts, engines, batch=args.batch, latency_samples=args.latency_samples,

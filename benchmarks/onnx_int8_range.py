@@ -28,8 +28,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from ember.bench.rows import data_options
 
 HERE = Path(__file__).resolve().parent
@@ -62,7 +60,6 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    torch.set_num_threads(args.threads)
     from ember.cli.quiet import quiet
     from ember.hardware import detect
     from ember.optimize import optimize, preset

@@ -29,8 +29,6 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import torch
-
 from ember.bench.rows import data_options
 
 HERE = Path(__file__).resolve().parent
@@ -85,7 +83,6 @@ def op_profile(art, tok, texts: list[str], batch: int, passes: int, threads: int
 
 def main() -> None:
     args = parse()
-    torch.set_num_threads(args.threads)
     from ember.cli.quiet import quiet
     from ember.hardware import detect
     from ember.optimize import optimize, preset

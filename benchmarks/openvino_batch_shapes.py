@@ -33,7 +33,6 @@ import sys
 from pathlib import Path
 
 import psutil
-import torch
 
 from ember.bench import BenchConfig, PerformanceBenchmark, Variant
 from ember.bench.rows import data_options
@@ -76,7 +75,6 @@ def explicit_shapes(name: str, variants: list[tuple[str, dict]], lengths: list[i
 
 def main() -> None:
     args = parse()
-    torch.set_num_threads(args.threads)
     from ember.cli.quiet import quiet
     from ember.optimize import optimize, preset
 

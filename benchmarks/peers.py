@@ -185,11 +185,16 @@ def workload_rows(args: argparse.Namespace, tok, *, sample: str) -> tuple[list[s
 
 
 def ab_model_and_rows(args: argparse.Namespace, *, sample: str):
-    """For the A/B scripts: ``(model, tok, timed texts, sample, rows)``: ``--model`` loaded quietly as an encoder, then
-    :func:`workload_rows`."""
-    from ember.cli.quiet import quiet
-    from ember.models import load_model
+    """For the A/B scripts: ``(model, tok, timed texts, sample, rows)``: torch set to ``--threads``, ``--model``
+    resolved in ``args.model`` (``None``: the packaged all-MiniLM-L6-v2's folder, for the peers that load it by
+    path) and loaded quietly as an encoder, then :func:`workload_rows`."""
+    import torch
 
+    from ember.cli.quiet import quiet
+    from ember.models import default_model_path, load_model
+
+    torch.set_num_threads(args.threads)
+    args.model = str(args.model or default_model_path())
     with quiet():
         model, tok = load_model(args.model, "embedding")
     return (model, tok, *workload_rows(args, tok, sample=sample))
@@ -668,8 +673,9 @@ def build_peers(model, args, tmp: Path, wanted, builds: dict, errors: dict) -> t
     for kind, name in (("o2", "optimum-ort-O2"), ("int8", "optimum-int8-avx512vnni")):
         plan.append((name, lambda kind=kind: side_peer(kind, args, tmp), OPTIMUM_NOTE))
     plan.append(("openvino", lambda: openvino_peer(args.model_path, args.threads), ""))
-    st = _sentence_transformer(args.model_path)
-    for name in ("st-onnx", "st-onnx-int8", "st-openvino", "st-openvino-int8"):
+    st_names = ("st-onnx", "st-onnx-int8", "st-openvino", "st-openvino-int8")
+    st = _sentence_transformer(args.model_path) if any(map(wanted, st_names)) else None  # loaded for them only
+    for name in st_names:
         note = ST_OV_NOTE if "openvino" in name else ST_NOTE
         plan.append((name, lambda name=name: side_peer(name, args, tmp, st_model=st), note))
     for name, make, note in plan:

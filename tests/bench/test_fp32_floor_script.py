@@ -4,6 +4,7 @@ asserted)."""
 
 import json
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -163,3 +164,17 @@ def test_a_small_run_end_to_end(floor, tmp_path, capsys, precision, preset):
     assert out["n"] == 16 and out["precision"] == precision
     verdicts = [line for line in printed if line.startswith(("batch 1:", "throughput:"))]
     assert len(verdicts) == 2 and not any(("fp32" if precision == "bf16" else "bf16") in line for line in verdicts)
+
+
+def test_a_preset_whose_build_fails_is_reported_and_the_rest_still_run(floor, monkeypatch, tmp_path, capsys):
+    def ember_engine(model, tok, name, sample, threads):
+        if name == "compile-bf16":
+            raise RuntimeError("inductor: no C++ compiler")
+        return lambda **b: None
+
+    monkeypatch.setattr(floor, "ember_engine", ember_engine)
+    args = floor.parse(["--presets", "compile-bf16,onnx", "--peers", "", "--threads", "1"])
+    engines, peers, ours = floor.build_engines(args, SimpleNamespace(config=CONFIG), None, [], tmp_path)
+    assert ours == ["ember-onnx"] and "ember-onnx" in engines and "ember-compile-bf16" not in engines
+    assert any(n.startswith(floor.FLOOR_PREFIX) for n in engines) and peers == []
+    assert "ember-compile-bf16 not run: its build failed (RuntimeError: inductor: no C++ compiler)" in capsys.readouterr().out
