@@ -6,8 +6,8 @@ Builds ``openvino-bf16`` (or ``--preset``) once per variant from the same model 
 - ``dynamic``: ``static_shapes=()``, every input on the one dynamic-shape model;
 - ``every-4``: models compiled for 4, 8, ... 32 tokens (the default until session 4), capped by the
   config's memory budget as the artifact does;
-- ``sample``: the default, shapes chosen from the token lengths of the sample (``choose_static_shapes``: a
-  quarter-octave grid, so an input is padded by up to ~25%);
+- ``sample``: the default, shapes chosen from the token lengths of the sample (``choose_static_shapes``: the
+  finer of an eighth- and a quarter-octave grid whose run fits the models allowed);
 - ``finer``: the default's shapes with one more halfway between each two (and below the first): twice the models,
   half the padding;
 - ``fewest-padding``: as many shapes as ``finer``, placed at the sample's own lengths so that they pad the sample
